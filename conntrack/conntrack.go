@@ -1,0 +1,679 @@
+// Package conntrack is golvs's connection table: which real server each
+// connection (and each persistence template) is bound to, its IPVS
+// protocol state and when it expires.
+//
+// The table is split into shards, each a pair of maps under one mutex: the
+// "in" index, keyed by the client's view of the flow (client -> VIP), where
+// every entry lives, and the "out" index, keyed by the real server's view
+// (RIP -> client), where NAT replies find their entry. Keys are packed,
+// pointer-free values; the shard is chosen with a seeded xxhash of the key
+// (seeded so that a client cannot aim its flows at one shard).
+//
+// Expiry never stops the world: each shard has a timing wheel of one-tick
+// slots. A packet only stores its entry's new expiry time; when the entry's
+// slot comes round, the wheel either re-files it (it was refreshed) or
+// expires it. Entries are never freed while any index still holds them, so
+// a worker holding a shard lock never sees a recycled entry.
+//
+// On the packet path the table never allocates for an established flow;
+// creating a connection takes an entry from the shard's free list, which
+// grows in slabs, and a full table (the configured maximum) refuses new
+// connections and counts them instead of growing.
+package conntrack
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/golvs/golvs/ipvs"
+)
+
+// Key is a packed flow key: source and destination address and port and
+// the protocol. Addresses are IPv4 for now. It is 16 bytes, comparable and
+// pointer-free, so it hashes fast and keeps the maps free of GC scanning.
+type Key struct {
+	SrcIP   [4]byte
+	DstIP   [4]byte
+	SrcPort uint16
+	DstPort uint16
+	Proto   uint8
+	_       [3]byte // explicit padding, always zero
+}
+
+// Entry flags.
+const (
+	FlagTemplate = 1 << iota // a persistence template
+	FlagNoOutput             // DR/TUN: replies bypass the director
+	FlagInactive             // counted in inactconns
+	FlagDead                 // unlinked; waits in the wheel to be freed
+	FlagOnePacket
+	FlagNoCPort // a template: matches any client port
+)
+
+// Entry is one connection (or template). Fields set at creation are read
+// freely by workers that hold the lock of a shard indexing the entry;
+// state and expiry change under those locks with atomics, because the in
+// and out indices of one entry usually sit in different shards.
+type Entry struct {
+	In  Key
+	Out Key
+
+	Dest     *ipvs.Dest
+	SvcStats *ipvs.Stats
+	Tpl      *Entry // the controlling template, if any
+	Method   ipvs.Method
+
+	// The client side's layer 2, learnt from the frame that created the
+	// conn, so replies go back the way the request came.
+	ClientIf  int32
+	ClientMAC [6]byte
+
+	// Aux is free for forwarding methods that keep per-conn data (e.g. a
+	// FULLNAT sequence delta); the table never reads it.
+	Aux uint64
+
+	state    atomic.Uint32
+	flags    atomic.Uint32
+	expires  atomic.Int64 // in ticks of the table's coarse clock
+	timeout  atomic.Uint32
+	nControl atomic.Int32 // conns controlled by this template
+
+	shard *shard
+	slot  int64  // the wheel tick this entry is filed under
+	next  *Entry // wheel list / free list
+}
+
+// State returns the protocol state.
+func (e *Entry) State() uint8 { return uint8(e.state.Load()) }
+
+// Flags returns the entry flags.
+func (e *Entry) Flags() uint32 { return e.flags.Load() }
+
+// Template reports whether e is a persistence template.
+func (e *Entry) Template() bool { return e.flags.Load()&FlagTemplate != 0 }
+
+// Errors.
+var (
+	ErrFull   = errors.New("conntrack: table full")
+	ErrExists = errors.New("conntrack: connection exists")
+)
+
+// Config sets up a table. Zero values take defaults.
+type Config struct {
+	Shards     int           // power of two; default 256
+	MaxEntries int           // default 1<<20
+	Tick       time.Duration // wheel granularity; default 1s
+	WheelSlots int           // default 4096 ticks
+	Seed       uint64        // 0: random
+}
+
+// Stats are the table's counters.
+type Stats struct {
+	Entries  int64
+	Created  uint64
+	Expired  uint64
+	Dropped  uint64 // new conns refused because the table was full
+	Reused   uint64 // conns expired early by a new SYN (conn_reuse_mode)
+	Rescans  uint64 // wheel entries re-filed because they were refreshed
+}
+
+// Table is the connection table.
+type Table struct {
+	shards []shard
+	mask   uint64
+	seed   uint64
+	max    int64
+	tick   time.Duration
+	nslots int64
+	start  time.Time
+
+	now     atomic.Int64 // coarse clock in ticks, advanced by Advance
+	count   atomic.Int64
+	created atomic.Uint64
+	expired atomic.Uint64
+	dropped atomic.Uint64
+	reused  atomic.Uint64
+	rescans atomic.Uint64
+
+	// Timeouts in seconds, changeable at run time (ipvsadm --set).
+	tcpTimeouts [NumTCPStates]atomic.Uint32
+	udpTimeout  atomic.Uint32
+
+	// OnExpire, if set, is called (without locks held) for every entry
+	// that expires or is dropped, after it left the indices.
+	OnExpire func(e *Entry)
+}
+
+type shard struct {
+	mu    sync.Mutex
+	in    map[Key]*Entry
+	out   map[Key]*Entry
+	wheel []*Entry
+	done  int64 // last tick processed
+	free  *Entry
+	_     [64]byte // keep shard locks on separate cache lines
+}
+
+const slabSize = 64
+
+// New creates a table.
+func New(c Config) *Table {
+	if c.Shards <= 0 {
+		c.Shards = 256
+	}
+	n := 1
+	for n < c.Shards {
+		n <<= 1
+	}
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = 1 << 20
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	if c.WheelSlots <= 0 {
+		c.WheelSlots = 4096
+	}
+	if c.Seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		c.Seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	t := &Table{
+		shards: make([]shard, n),
+		mask:   uint64(n - 1),
+		seed:   c.Seed,
+		max:    int64(c.MaxEntries),
+		tick:   c.Tick,
+		nslots: int64(c.WheelSlots),
+		start:  time.Now(),
+	}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.in = make(map[Key]*Entry)
+		s.out = make(map[Key]*Entry)
+		s.wheel = make([]*Entry, c.WheelSlots)
+	}
+	for i, v := range DefaultTCPTimeouts {
+		t.tcpTimeouts[i].Store(v)
+	}
+	t.udpTimeout.Store(DefaultUDPTimeout)
+	return t
+}
+
+// Tick returns the wheel granularity.
+func (t *Table) Tick() time.Duration { return t.tick }
+
+// Now returns the coarse clock, in ticks.
+func (t *Table) Now() int64 { return t.now.Load() }
+
+// ticks converts seconds to ticks, rounding up.
+func (t *Table) ticks(sec uint32) int64 {
+	d := time.Duration(sec) * time.Second
+	return int64((d + t.tick - 1) / t.tick)
+}
+
+// ExpiresIn returns how long until e expires.
+func (t *Table) ExpiresIn(e *Entry) time.Duration {
+	d := time.Duration(e.expires.Load()-t.now.Load()) * t.tick
+	if d < 0 {
+		d = 0
+	}
+	return d
+}
+
+// SetTimeouts sets the TCP ESTABLISHED, TCP FIN_WAIT and UDP timeouts in
+// seconds; 0 leaves a value unchanged (ipvsadm --set).
+func (t *Table) SetTimeouts(tcp, tcpfin, udp uint32) {
+	if tcp != 0 {
+		t.tcpTimeouts[TCPEstablished].Store(tcp)
+	}
+	if tcpfin != 0 {
+		t.tcpTimeouts[TCPFinWait].Store(tcpfin)
+	}
+	if udp != 0 {
+		t.udpTimeout.Store(udp)
+	}
+}
+
+// SetStateTimeout sets one TCP state's timeout (tests use short ones).
+func (t *Table) SetStateTimeout(state uint8, sec uint32) { t.tcpTimeouts[state].Store(sec) }
+
+// Timeouts returns the TCP ESTABLISHED, FIN_WAIT and UDP timeouts.
+func (t *Table) Timeouts() (tcp, tcpfin, udp uint32) {
+	return t.tcpTimeouts[TCPEstablished].Load(), t.tcpTimeouts[TCPFinWait].Load(), t.udpTimeout.Load()
+}
+
+func (t *Table) timeoutFor(proto uint8, state uint8) uint32 {
+	if proto == 6 {
+		if state < NumTCPStates {
+			return t.tcpTimeouts[state].Load()
+		}
+		return 2
+	}
+	return t.udpTimeout.Load()
+}
+
+// shardOf picks the shard of a key with a seeded xxhash.
+func (t *Table) shardOf(k *Key) *shard {
+	var b [24]byte
+	binary.LittleEndian.PutUint64(b[:8], t.seed)
+	*(*Key)(unsafe.Pointer(&b[8])) = *k
+	return &t.shards[xxhash.Sum64(b[:])&t.mask]
+}
+
+// Stats returns the table's counters.
+func (t *Table) Stats() Stats {
+	return Stats{
+		Entries: t.count.Load(), Created: t.created.Load(), Expired: t.expired.Load(),
+		Dropped: t.dropped.Load(), Reused: t.reused.Load(), Rescans: t.rescans.Load(),
+	}
+}
+
+// Len returns the number of live entries (templates included).
+func (t *Table) Len() int { return int(t.count.Load()) }
+
+// Hit is what a lookup copies out of an entry, under the shard lock, for
+// the rewriter: the entry itself may be recycled once the lock is gone.
+type Hit struct {
+	In, Out   Key
+	Dest      *ipvs.Dest
+	SvcStats  *ipvs.Stats
+	Method    ipvs.Method
+	ClientIf  int32
+	ClientMAC [6]byte
+	Aux       uint64
+	OldState  uint8
+	NewState  uint8
+}
+
+// Verdict of an inbound lookup.
+type Verdict uint8
+
+const (
+	Miss   Verdict = iota // no conn: schedule a new one
+	Found                 // an existing conn; Hit is filled
+	Reused                // a new SYN hit a conn in TIME_WAIT/CLOSE: it was expired, schedule anew
+)
+
+// LookupIn finds the conn of an inbound (client -> VIP) packet, applies
+// its TCP state transition, refreshes its expiry and fills h. A SYN on a
+// conn in TIME_WAIT or CLOSE that no template controls expires the conn and
+// returns Reused (IPVS's conn_reuse_mode 1).
+func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
+	s := t.shardOf(k)
+	s.mu.Lock()
+	e := s.in[*k]
+	if e == nil {
+		s.mu.Unlock()
+		return Miss
+	}
+	if k.Proto == 6 && tcpFlags&0x06 == 0x02 && e.Tpl == nil {
+		if st := uint8(e.state.Load()); st == TCPTimeWait || st == TCPClose {
+			t.unlinkLocked(s, e)
+			s.mu.Unlock()
+			t.reused.Add(1)
+			t.finish(e)
+			return Reused
+		}
+	}
+	dir := DirInput
+	if e.flags.Load()&FlagNoOutput != 0 {
+		dir = DirInputOnly
+	}
+	t.transition(e, dir, tcpFlags, h)
+	fill(e, h)
+	s.mu.Unlock()
+	return Found
+}
+
+// LookupOut finds the conn of a reply (RIP -> client) packet, applies the
+// OUTPUT transition, refreshes the expiry and fills h.
+func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
+	s := t.shardOf(k)
+	s.mu.Lock()
+	e := s.out[*k]
+	if e == nil {
+		s.mu.Unlock()
+		return false
+	}
+	e.flags.And(^uint32(FlagNoOutput))
+	t.transition(e, DirOutput, tcpFlags, h)
+	fill(e, h)
+	s.mu.Unlock()
+	return true
+}
+
+func fill(e *Entry, h *Hit) {
+	h.In, h.Out = e.In, e.Out
+	h.Dest, h.SvcStats, h.Method = e.Dest, e.SvcStats, e.Method
+	h.ClientIf, h.ClientMAC, h.Aux = e.ClientIf, e.ClientMAC, e.Aux
+}
+
+// transition moves e to its next state for a packet and re-arms its
+// expiry. The CAS loop makes concurrent in and out workers agree on one
+// sequence of states, and the active/inactive counters move exactly once
+// per change.
+func (t *Table) transition(e *Entry, dir int, tcpFlags uint8, h *Hit) {
+	proto := e.In.Proto
+	for {
+		old := e.state.Load()
+		nw := old
+		if proto == 6 {
+			nw = uint32(TCPNext(dir, tcpFlags, uint8(old)))
+		}
+		if nw == old || e.state.CompareAndSwap(old, nw) {
+			h.OldState, h.NewState = uint8(old), uint8(nw)
+			if nw != old && proto == 6 && e.Dest != nil {
+				wasA, isA := TCPActive(uint8(old)), TCPActive(uint8(nw))
+				if wasA != isA {
+					e.Dest.SetActive(isA)
+					if isA {
+						e.flags.And(^uint32(FlagInactive))
+					} else {
+						e.flags.Or(FlagInactive)
+					}
+				}
+				if nw == uint32(TCPEstablished) && e.Tpl != nil {
+					e.Tpl.state.Store(uint32(TplAssured))
+				}
+			}
+			if proto == 17 && dir == DirOutput && e.Tpl != nil {
+				e.Tpl.state.Store(uint32(TplAssured))
+			}
+			to := t.timeoutFor(proto, uint8(nw))
+			e.timeout.Store(to)
+			e.expires.Store(t.now.Load() + t.ticks(to))
+			return
+		}
+	}
+}
+
+// NewConn describes a conn to create.
+type NewConn struct {
+	In, Out   Key
+	Dest      *ipvs.Dest
+	SvcStats  *ipvs.Stats
+	Tpl       *Entry
+	Method    ipvs.Method
+	ClientIf  int32
+	ClientMAC [6]byte
+	Aux       uint64
+	Template  bool
+	Timeout   uint32 // templates: the persistence timeout in seconds
+	NoOutput  bool
+}
+
+// Create inserts a conn, binds it to its dest (counted inactive, as IPVS
+// starts every conn, or in persistconns for a template), and, for a normal
+// conn, runs the first packet's state transition through LookupIn's rules
+// (the caller does that by calling LookupIn next, or uses h here).
+// It returns ErrFull when the table is at its maximum and ErrExists (with
+// nothing changed) when the in key is taken.
+func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
+	if t.count.Add(1) > t.max {
+		t.count.Add(-1)
+		t.dropped.Add(1)
+		return nil, ErrFull
+	}
+	s := t.shardOf(&c.In)
+	s.mu.Lock()
+	if s.in[c.In] != nil {
+		s.mu.Unlock()
+		t.count.Add(-1)
+		return nil, ErrExists
+	}
+	e := s.alloc()
+	e.In, e.Out = c.In, c.Out
+	e.Dest, e.SvcStats, e.Tpl, e.Method = c.Dest, c.SvcStats, c.Tpl, c.Method
+	e.ClientIf, e.ClientMAC, e.Aux = c.ClientIf, c.ClientMAC, c.Aux
+	e.shard = s
+	var fl uint32
+	if c.Template {
+		fl |= FlagTemplate
+	} else {
+		fl |= FlagInactive
+	}
+	if c.NoOutput {
+		fl |= FlagNoOutput
+	}
+	e.flags.Store(fl)
+	e.state.Store(0)
+	e.nControl.Store(0)
+	if c.Dest != nil {
+		c.Dest.Bind(c.Template)
+	}
+	if c.Tpl != nil {
+		c.Tpl.nControl.Add(1)
+	}
+	if c.Template {
+		e.timeout.Store(c.Timeout)
+		e.expires.Store(t.now.Load() + t.ticks(c.Timeout))
+	} else {
+		dir := DirInput
+		if c.NoOutput {
+			dir = DirInputOnly
+		}
+		var tmp Hit
+		if h == nil {
+			h = &tmp
+		}
+		t.transition(e, dir, tcpFlags, h)
+		fill(e, h)
+	}
+	s.in[c.In] = e
+	s.file(e, t)
+	s.mu.Unlock()
+	t.created.Add(1)
+	if !c.Template && c.Out != (Key{}) {
+		o := t.shardOf(&c.Out)
+		o.mu.Lock()
+		o.out[c.Out] = e
+		o.mu.Unlock()
+	}
+	return e, nil
+}
+
+// LookupTemplate finds a live template by its key (spec §4.2).
+func (t *Table) LookupTemplate(k *Key) *Entry {
+	s := t.shardOf(k)
+	s.mu.Lock()
+	e := s.in[*k]
+	if e != nil && e.flags.Load()&FlagTemplate == 0 {
+		e = nil
+	}
+	s.mu.Unlock()
+	return e
+}
+
+// RefreshTemplate re-arms a template's timer to now + its timeout, as a new
+// conn created through it does (spec §4.4).
+func (t *Table) RefreshTemplate(e *Entry) {
+	e.expires.Store(t.now.Load() + t.ticks(e.timeout.Load()))
+}
+
+// Invalidate expires an entry now (e.g. a template whose dest is gone):
+// it leaves the indices at once and is freed by the wheel.
+func (t *Table) Invalidate(e *Entry) {
+	s := e.shard
+	s.mu.Lock()
+	if s.in[e.In] != e {
+		s.mu.Unlock()
+		return
+	}
+	t.unlinkLocked(s, e)
+	s.mu.Unlock()
+	t.finish(e)
+}
+
+func (s *shard) alloc() *Entry {
+	if s.free == nil {
+		slab := make([]Entry, slabSize)
+		for i := range slab {
+			slab[i].next = s.free
+			s.free = &slab[i]
+		}
+	}
+	e := s.free
+	s.free = e.next
+	e.next = nil
+	return e
+}
+
+// file puts e into the wheel slot of its expiry tick (capped at one turn
+// of the wheel; a farther entry is re-filed when its slot comes round).
+func (s *shard) file(e *Entry, t *Table) {
+	at := e.expires.Load()
+	now := t.now.Load()
+	if at <= s.done {
+		at = s.done + 1
+	}
+	if at > now+t.nslots-1 {
+		at = now + t.nslots - 1
+	}
+	e.slot = at
+	i := at % t.nslots
+	e.next = s.wheel[i]
+	s.wheel[i] = e
+}
+
+// unlinkLocked removes e from its shard's in index (lock held) and marks
+// it dead; the out index and the counters are handled by finish, with no
+// lock held. The entry itself stays filed in the wheel until freed.
+func (t *Table) unlinkLocked(s *shard, e *Entry) {
+	delete(s.in, e.In)
+	e.flags.Or(FlagDead)
+}
+
+// finish completes an unlink outside the home shard's lock: drop the out
+// index, unbind the dest and the template, count it.
+func (t *Table) finish(e *Entry) {
+	if e.flags.Load()&FlagTemplate == 0 && e.Out != (Key{}) {
+		o := t.shardOf(&e.Out)
+		o.mu.Lock()
+		if o.out[e.Out] == e {
+			delete(o.out, e.Out)
+		}
+		o.mu.Unlock()
+	}
+	fl := e.flags.Load()
+	if e.Dest != nil {
+		tpl := fl&FlagTemplate != 0
+		e.Dest.Unbind(tpl, !tpl && fl&FlagInactive == 0)
+	}
+	if e.Tpl != nil {
+		e.Tpl.nControl.Add(-1)
+	}
+	t.count.Add(-1)
+	t.expired.Add(1)
+	if t.OnExpire != nil {
+		t.OnExpire(e)
+	}
+}
+
+// Advance moves the coarse clock to now and expires what is due, one
+// shard at a time: no lock is ever held across shards, and a shard is
+// locked only while one wheel slot is processed.
+func (t *Table) Advance(now time.Time) {
+	cur := int64(now.Sub(t.start) / t.tick)
+	if cur <= t.now.Load() {
+		return
+	}
+	t.now.Store(cur)
+	var expired []*Entry
+	for i := range t.shards {
+		s := &t.shards[i]
+		for {
+			s.mu.Lock()
+			if s.done >= cur {
+				s.mu.Unlock()
+				break
+			}
+			// Never let the wheel fall more than one turn behind.
+			if cur-s.done > t.nslots {
+				s.done = cur - t.nslots
+			}
+			s.done++
+			idx := s.done % t.nslots
+			list := s.wheel[idx]
+			s.wheel[idx] = nil
+			for e := list; e != nil; {
+				nx := e.next
+				e.next = nil
+				fl := e.flags.Load()
+				switch {
+				case fl&FlagDead != 0:
+					e.reset()
+					e.next = s.free
+					s.free = e
+				case e.expires.Load() > s.done:
+					t.rescans.Add(1)
+					s.file(e, t)
+				case fl&FlagTemplate != 0 && e.nControl.Load() > 0:
+					// Templates that still control conns live on in 60 s
+					// steps (spec §3.4, §4.4).
+					e.timeout.Store(60)
+					e.expires.Store(s.done + t.ticks(60))
+					s.file(e, t)
+				default:
+					t.unlinkLocked(s, e)
+					expired = append(expired, e)
+					// File it again as dead so the next turn frees it,
+					// after finish has run.
+					e.slot = s.done + 1
+					j := (s.done + 1) % t.nslots
+					e.next = s.wheel[j]
+					s.wheel[j] = e
+				}
+				e = nx
+			}
+			s.mu.Unlock()
+			for _, e := range expired {
+				t.finish(e)
+			}
+			expired = expired[:0]
+		}
+	}
+}
+
+func (e *Entry) reset() {
+	*e = Entry{}
+}
+
+// Walk calls fn for every live entry, one shard at a time (for listings;
+// never on the packet path). fn must not call back into the table.
+func (t *Table) Walk(fn func(e *Entry)) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for _, e := range s.in {
+			fn(e)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Flush expires every entry now (ipvsadm -C drops the conns along with
+// the services only through their timers; golvs uses this when stopping).
+func (t *Table) Flush() {
+	var all []*Entry
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for _, e := range s.in {
+			t.unlinkLocked(s, e)
+			all = append(all, e)
+		}
+		s.mu.Unlock()
+	}
+	for _, e := range all {
+		t.finish(e)
+	}
+}

@@ -1,0 +1,303 @@
+package director
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/forward"
+	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/packet"
+	"github.com/golvs/golvs/sched"
+)
+
+// Transmitter queues frames for one interface; netio.Tx is the real one,
+// tests use a fake. Frames are queued with their virtio header in front.
+type Transmitter interface {
+	Queue(buf []byte)
+	Flush()
+}
+
+// Worker is one packet-processing loop. Everything it touches per packet
+// is its own or behind a conntrack shard lock.
+type Worker struct {
+	d     *Director
+	group *netio.Group
+	tx    []Transmitter // by ifindex
+	snap  *Snapshot
+
+	p   packet.Parsed
+	hit conntrack.Hit
+	nc  conntrack.NewConn
+	sp  sched.Packet
+	arp [netio.VnetHdrLen + 60]byte
+}
+
+func (d *Director) newWorker() *Worker {
+	return &Worker{d: d}
+}
+
+func (w *Worker) setTx(ifindex int, t Transmitter) {
+	for len(w.tx) <= ifindex {
+		w.tx = append(w.tx, nil)
+	}
+	w.tx[ifindex] = t
+}
+
+func (w *Worker) txFor(ifindex int) Transmitter {
+	if ifindex < len(w.tx) {
+		return w.tx[ifindex]
+	}
+	return nil
+}
+
+func (w *Worker) closeTx() {
+	for _, t := range w.tx {
+		if c, ok := t.(*netio.Tx); ok && c != nil {
+			w.d.Drops[CntTxErrors].Add(c.Errors)
+			c.Close()
+		}
+	}
+	w.tx = nil
+}
+
+func (w *Worker) flush() {
+	for _, t := range w.tx {
+		if t != nil {
+			t.Flush()
+		}
+	}
+}
+
+// loop takes blocks of frames from the worker's rings until stop closes.
+func (w *Worker) loop(stop chan struct{}) {
+	var b netio.Block
+	var f netio.Frame
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		w.group.Wait(100 * time.Millisecond)
+		for _, r := range w.group.Rings {
+			if !r.TryNext(&b) {
+				continue
+			}
+			w.snap = w.d.snap.Load()
+			for b.Frame(&f) {
+				w.handle(&f)
+			}
+			w.flush() // frames point into the block: send before release
+			b.Release()
+		}
+	}
+}
+
+func (w *Worker) count(i int) { w.d.Drops[i].Add(1) }
+
+// handle processes one frame. It must not allocate.
+func (w *Worker) handle(f *netio.Frame) {
+	if f.Trunc {
+		w.count(int(packet.ReasonTruncated) - 1)
+		return
+	}
+	p := &w.p
+	packet.Decode(f.Data, p)
+	switch p.Kind {
+	case packet.KindARP:
+		w.arpIn(f)
+		return
+	case packet.KindIPv4:
+	default:
+		w.count(int(p.Reason) - 1)
+		return
+	}
+	if p.Proto == 1 {
+		// ICMP is left to the kernel (related-ICMP relay is not built yet).
+		w.count(CntICMP)
+		return
+	}
+	if sv := w.snap.lookup(p.Proto, p.Dst, p.DPort); sv != nil {
+		w.inbound(f, sv)
+		return
+	}
+	w.reply(f)
+}
+
+// csumMode tells whether the frame's L4 checksum is complete or an
+// offload request (virtio NEEDS_CSUM).
+func csumMode(f *netio.Frame) forward.Csum {
+	if len(f.Vnet) > 0 && f.Vnet[0]&netio.VnetNeedsCsum != 0 {
+		return forward.CsumPartial
+	}
+	return forward.CsumFull
+}
+
+// inbound handles a client -> VIP packet.
+func (w *Worker) inbound(f *netio.Frame, sv *Service) {
+	p := &w.p
+	k := conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SPort, DstPort: p.DPort, Proto: p.Proto}
+	h := &w.hit
+	v := w.d.CT.LookupIn(&k, p.Flags, h)
+	if v != conntrack.Found {
+		if p.Proto == ipvs.ProtoTCP && p.Flags&(packet.TCPSyn|packet.TCPRst) != packet.TCPSyn {
+			// Not a connection golvs knows, and not one it may start:
+			// the kernel gets it and drops it (the VIP is not its own).
+			w.count(CntNoConn)
+			return
+		}
+		if !w.schedule(f, sv, &k) {
+			return
+		}
+	} else if h.Dest != nil && !h.Dest.Available() {
+		// The dest was removed: IPVS (expire_nodest_conn=0) drops the
+		// packet and lets the conn time out.
+		w.count(CntDestUnavail)
+		return
+	}
+	dst := h.Dest
+	nh := dst.Next.Load()
+	if nh == nil {
+		w.count(CntNoNextHop)
+		w.d.kickResolver()
+		return
+	}
+	if forward.TTLExpired(f.Data, p) {
+		w.count(CntTTL)
+		return
+	}
+	n := uint64(p.End - p.L3)
+	switch h.Method {
+	case ipvs.MethodMasq:
+		forward.DNAT(f.Data, p, h.Out.SrcIP, h.Out.SrcPort, csumMode(f))
+	default:
+		w.count(CntDestUnavail)
+		return
+	}
+	forward.DecTTL(f.Data, p)
+	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
+	t := w.txFor(nh.IfIndex)
+	if t == nil {
+		w.count(CntNoNextHop)
+		return
+	}
+	t.Queue(f.Buf())
+	dst.Stats.InPkts.Add(1)
+	dst.Stats.InBytes.Add(n)
+	if h.SvcStats != nil {
+		h.SvcStats.InPkts.Add(1)
+		h.SvcStats.InBytes.Add(n)
+	}
+}
+
+// schedule picks a dest for a new conn and creates it; h is filled.
+func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
+	p := &w.p
+	sp := &w.sp
+	sp.Proto = p.Proto
+	sp.Src = netip.AddrFrom4(p.Src)
+	sp.Dst = netip.AddrFrom4(p.Dst)
+	sp.SrcPort, sp.DstPort, sp.Inverse = p.SPort, p.DPort, false
+	dest := sv.Sched.Schedule(sv.View, sp)
+	if dest == nil {
+		w.count(CntNoDest)
+		return false
+	}
+	dport := dest.Port
+	if dport == 0 {
+		dport = p.DPort
+	}
+	nc := &w.nc
+	*nc = conntrack.NewConn{}
+	nc.In = *k
+	nc.Dest = dest
+	nc.SvcStats = sv.Stats
+	nc.Method = dest.Method()
+	nc.ClientIf = int32(f.IfIndex)
+	copy(nc.ClientMAC[:], f.Data[6:12])
+	nc.NoOutput = nc.Method != ipvs.MethodMasq && nc.Method != ipvs.MethodFullNAT
+	if nc.Method == ipvs.MethodMasq {
+		nc.Out = conntrack.Key{SrcIP: dest.Addr.As4(), DstIP: p.Src, SrcPort: dport, DstPort: p.SPort, Proto: p.Proto}
+	}
+	_, err := w.d.CT.Create(nc, p.Flags, &w.hit)
+	if err != nil {
+		if err == conntrack.ErrExists {
+			// Another worker created it a moment ago.
+			return w.d.CT.LookupIn(k, p.Flags, &w.hit) == conntrack.Found
+		}
+		w.count(CntTableFull)
+		return false
+	}
+	dest.Stats.Conns.Add(1)
+	sv.Stats.Conns.Add(1)
+	return true
+}
+
+// reply handles a packet that is not for a VIP: a NAT reply from a real
+// server, or nothing of golvs's.
+func (w *Worker) reply(f *netio.Frame) {
+	p := &w.p
+	k := conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SPort, DstPort: p.DPort, Proto: p.Proto}
+	h := &w.hit
+	if !w.d.CT.LookupOut(&k, p.Flags, h) {
+		w.count(CntNotOurs)
+		return
+	}
+	if forward.TTLExpired(f.Data, p) {
+		w.count(CntTTL)
+		return
+	}
+	n := uint64(p.End - p.L3)
+	forward.SNAT(f.Data, p, h.In.DstIP, h.In.DstPort, csumMode(f))
+	forward.DecTTL(f.Data, p)
+	src, ok := w.d.ifMAC[int(h.ClientIf)]
+	if !ok {
+		src = packet.Eth(f.Data).Dst()
+	}
+	forward.MAC(f.Data, src, h.ClientMAC)
+	t := w.txFor(int(h.ClientIf))
+	if t == nil {
+		w.count(CntNoNextHop)
+		return
+	}
+	t.Queue(f.Buf())
+	if h.Dest != nil {
+		h.Dest.Stats.OutPkts.Add(1)
+		h.Dest.Stats.OutBytes.Add(n)
+	}
+	if h.SvcStats != nil {
+		h.SvcStats.OutPkts.Add(1)
+		h.SvcStats.OutBytes.Add(n)
+	}
+}
+
+// arpIn learns the sender of every ARP frame (for next-hop resolution) and
+// answers requests for VIPs on interfaces configured to.
+func (w *Worker) arpIn(f *netio.Frame) {
+	a := packet.ARP(f.Data[packet.EthLen:])
+	if w.d.neigh != nil {
+		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
+		w.d.kickResolver()
+	}
+	if a.Op() != packet.ARPRequest || !w.d.ifARP[f.IfIndex] || !w.snap.IsVIP(a.TargetIP()) {
+		return
+	}
+	mac, ok := w.d.ifMAC[f.IfIndex]
+	if !ok {
+		return
+	}
+	buf := w.arp[:]
+	for i := range buf {
+		buf[i] = 0
+	}
+	packet.BuildARP(buf[netio.VnetHdrLen:], packet.ARPReply, mac, a.SenderMAC(), mac, a.TargetIP(), a.SenderMAC(), a.SenderIP())
+	if t := w.txFor(f.IfIndex); t != nil {
+		// The reply is queued from the worker's own buffer; only one ARP
+		// reply is in flight per batch, so flush now.
+		t.Queue(buf)
+		t.Flush()
+		w.count(CntARPAnswered)
+	}
+}

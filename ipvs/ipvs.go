@@ -1,0 +1,433 @@
+// Package ipvs holds the model that every other golvs package shares: the
+// identity and configuration of virtual services and real servers (dests),
+// the IPVS constants (forwarding methods, service and dest flags), the live
+// per-dest counters that schedulers read and the connection table updates,
+// and the validation rules for configuration values, so that the same
+// mistake gets the same words wherever it is entered.
+//
+// It sits beside the packet path, not on it: nothing here touches frames.
+// It must never import a golvs package (everything imports it).
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// Protocol numbers of the services IPVS balances.
+const (
+	ProtoIP   = 0 // fwmark templates
+	ProtoTCP  = 6
+	ProtoUDP  = 17
+	ProtoSCTP = 132
+)
+
+// ProtoName returns the name IPVS listings use for a protocol.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	case ProtoSCTP:
+		return "SCTP"
+	case ProtoIP:
+		return "IP"
+	}
+	return fmt.Sprintf("%d", p)
+}
+
+// Method is a forwarding method, with the values of IP_VS_CONN_F_FWD_MASK.
+type Method uint8
+
+const (
+	MethodMasq    Method = 0 // NAT, ipvsadm -m
+	MethodLocal   Method = 1
+	MethodTunnel  Method = 2 // ipvsadm -i
+	MethodRoute   Method = 3 // DR, ipvsadm -g (the default)
+	MethodBypass  Method = 4
+	MethodFullNAT Method = 5 // out of tree (Alibaba LVS, DPVS)
+)
+
+// String returns the name ipvsadm's listing uses.
+func (m Method) String() string {
+	switch m {
+	case MethodMasq:
+		return "Masq"
+	case MethodLocal:
+		return "Local"
+	case MethodTunnel:
+		return "Tunnel"
+	case MethodRoute:
+		return "Route"
+	case MethodBypass:
+		return "Bypass"
+	case MethodFullNAT:
+		return "FullNat"
+	}
+	return "Unknown"
+}
+
+// Service flags (IP_VS_SVC_F_*).
+const (
+	SvcPersistent = 0x0001
+	SvcHashed     = 0x0002
+	SvcOnePacket  = 0x0004
+	SvcSched1     = 0x0008 // sh-fallback, mh-fallback, flag-1
+	SvcSched2     = 0x0010 // sh-port, mh-port, flag-2
+	SvcSched3     = 0x0020 // flag-3
+	SvcSchedMask  = SvcSched1 | SvcSched2 | SvcSched3
+)
+
+// Dest flags (IP_VS_DEST_F_*).
+const (
+	DestAvailable = 0x0001
+	DestOverload  = 0x0002
+)
+
+// Tunnel types (IP_VS_CONN_F_TUNNEL_TYPE_*).
+type TunType uint8
+
+const (
+	TunIPIP TunType = 0
+	TunGUE  TunType = 1
+	TunGRE  TunType = 2
+)
+
+// Tunnel flags.
+const (
+	TunFlagNoCsum  = 0x0
+	TunFlagCsum    = 0x1
+	TunFlagRemCsum = 0x2
+)
+
+// Limits of configuration values.
+const (
+	MaxWeight        = 1<<31 - 1 // the kernel's limit (ipvsadm itself allows 0..65535)
+	MaxAdmWeight     = 65535
+	MaxThreshold     = 1<<31 - 1
+	MaxTimeout       = 2678400 // 31 days, ipvsadm's limit for -p and --set
+	DefaultPersist   = 360     // IPVS_SVC_PERSISTENT_TIMEOUT
+	DefaultScheduler = "wlc"
+)
+
+// Sentinel errors. Typed errors below wrap them so callers can errors.Is.
+var (
+	ErrInvalid       = errors.New("ipvs: invalid value")
+	ErrServiceExists = errors.New("Service already exists")
+	ErrNoService     = errors.New("No such service")
+	ErrSvcNotDefined = errors.New("Service not defined")
+	ErrDestExists    = errors.New("Destination already exists")
+	ErrNoDest        = errors.New("No such destination")
+	ErrNoScheduler   = errors.New("Scheduler or persistence engine not found")
+	ErrRange         = errors.New("Numerical result out of range")
+)
+
+// ValueError names a configuration value, what was given and what is
+// allowed. Its text begins with ipvsadm's own message for the same mistake,
+// so scripts that match ipvsadm's words keep working.
+type ValueError struct {
+	Msg     string // ipvsadm's words, e.g. "illegal weight specified"
+	Value   string // what was given
+	Allowed string // what is allowed
+}
+
+func (e *ValueError) Error() string {
+	return fmt.Sprintf("%s: %s (allowed: %s)", e.Msg, e.Value, e.Allowed)
+}
+
+func (e *ValueError) Is(target error) bool { return target == ErrInvalid }
+
+// CheckWeight validates a dest weight. limit is MaxAdmWeight for the
+// ipvsadm command line and MaxWeight elsewhere (the kernel's range).
+func CheckWeight(w int64, limit int64) error {
+	if w < 0 || w > limit {
+		return &ValueError{"illegal weight specified", fmt.Sprint(w), fmt.Sprintf("0..%d", limit)}
+	}
+	return nil
+}
+
+// CheckThresholds validates a dest's upper and lower connection thresholds:
+// each 0..2^31-1, and the lower one not above the upper one (the kernel
+// answers ERANGE for that, including -y without -x).
+func CheckThresholds(upper, lower int64) error {
+	if upper < 0 || upper > MaxThreshold {
+		return &ValueError{"illegal u_threshold specified", fmt.Sprint(upper), fmt.Sprintf("0..%d", MaxThreshold)}
+	}
+	if lower < 0 || lower > MaxThreshold {
+		return &ValueError{"illegal l_threshold specified", fmt.Sprint(lower), fmt.Sprintf("0..%d", MaxThreshold)}
+	}
+	if lower > upper {
+		return &ValueError{"Numerical result out of range", fmt.Sprintf("lower threshold %d above upper threshold %d", lower, upper), "lower <= upper (an upper threshold of 0 allows no lower threshold)"}
+	}
+	return nil
+}
+
+// ServiceKey identifies a virtual service: by protocol, address and port,
+// or by firewall mark (Proto is then ProtoTCP and Addr/Port unset, as
+// ipvsadm sends it, and FWMark non-zero).
+type ServiceKey struct {
+	Proto  uint8
+	Addr   netip.Addr
+	Port   uint16
+	FWMark uint32
+	V6     bool // address family for fwmark services (-6)
+}
+
+// IsV6 reports the service's address family.
+func (k ServiceKey) IsV6() bool {
+	if k.FWMark != 0 {
+		return k.V6
+	}
+	return k.Addr.Is6()
+}
+
+// String renders the key as ipvsadm -S names it (-t a:p, -u a:p, -f m).
+func (k ServiceKey) String() string {
+	if k.FWMark != 0 {
+		if k.V6 {
+			return fmt.Sprintf("FWM %d IPv6", k.FWMark)
+		}
+		return fmt.Sprintf("FWM %d", k.FWMark)
+	}
+	return fmt.Sprintf("%s %s", ProtoName(k.Proto), netip.AddrPortFrom(k.Addr, k.Port))
+}
+
+// DestConfig is a real server's configuration as ipvsadm -a/-e sets it.
+type DestConfig struct {
+	Addr       netip.Addr
+	Port       uint16
+	Method     Method
+	Weight     int32
+	UThreshold uint32
+	LThreshold uint32
+	TunType    TunType
+	TunPort    uint16
+	TunFlags   uint16
+}
+
+// AddrPort returns the dest's address and port.
+func (d DestConfig) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.Addr, d.Port) }
+
+// ServiceConfig is a virtual service's configuration as ipvsadm -A/-E sets
+// it, with its dests in kernel list order (newest first, see spec §1.1).
+type ServiceConfig struct {
+	ServiceKey
+	Sched   string
+	Flags   uint32 // Svc* flags
+	Timeout uint32 // persistence timeout in seconds
+	Netmask uint32 // IPv4: mask as a host-order uint32; IPv6: prefix length
+	PE      string
+	Dests   []DestConfig
+}
+
+// Persistent reports whether -p is set.
+func (s *ServiceConfig) Persistent() bool { return s.Flags&SvcPersistent != 0 }
+
+// Dest is the live state of one real server of one service. Its identity
+// (service, address, port) never changes; its configuration and counters
+// change in place, as they do in the kernel, so that connections and
+// scheduler state that point at it survive configuration edits. The
+// immutable service snapshot holds *Dest pointers.
+type Dest struct {
+	Svc  ServiceKey
+	Addr netip.Addr
+	Port uint16
+
+	weight     atomic.Int32
+	lastWeight atomic.Int32
+	flags      atomic.Uint32
+	method     atomic.Uint32
+	uthresh    atomic.Uint32
+	lthresh    atomic.Uint32
+	tun        atomic.Uint64 // type<<32 | port<<16 | flags
+
+	activeConns  atomic.Int32
+	inactConns   atomic.Int32
+	persistConns atomic.Int32
+
+	mu sync.Mutex // serialises counter moves with the overload decision
+
+	// Stats are this dest's IPVS counters (conns, packets, bytes).
+	Stats Stats
+
+	// Next is where the data path sends frames for this dest: filled by
+	// the director's neighbour resolution, read per packet.
+	Next atomic.Pointer[NextHop]
+}
+
+// NextHop is the resolved layer-2 next hop of a dest.
+type NextHop struct {
+	IfIndex int
+	SrcMAC  [6]byte
+	DstMAC  [6]byte
+	SrcIP   netip.Addr // the director's address on that link (DIP)
+}
+
+// NewDest creates the live state for a dest, AVAILABLE, from its config.
+func NewDest(svc ServiceKey, c DestConfig) *Dest {
+	d := &Dest{Svc: svc, Addr: c.Addr, Port: c.Port}
+	d.lastWeight.Store(c.Weight)
+	d.Update(c)
+	return d
+}
+
+// Update applies a new configuration to the dest (ipvsadm -a/-e), with the
+// kernel's rules for last_weight and the OVERLOAD flag (spec §1.2, §1.4).
+func (d *Dest) Update(c DestConfig) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	oldU := d.uthresh.Load()
+	d.weight.Store(c.Weight)
+	if c.Weight != 0 {
+		d.lastWeight.Store(c.Weight)
+	}
+	d.method.Store(uint32(c.Method))
+	d.uthresh.Store(c.UThreshold)
+	d.lthresh.Store(c.LThreshold)
+	d.tun.Store(uint64(c.TunType)<<32 | uint64(c.TunPort)<<16 | uint64(c.TunFlags))
+	if c.UThreshold == 0 || c.UThreshold > oldU {
+		d.flags.And(^uint32(DestOverload))
+	}
+	d.flags.Or(DestAvailable)
+}
+
+// Config returns the dest's current configuration.
+func (d *Dest) Config() DestConfig {
+	t := d.tun.Load()
+	return DestConfig{
+		Addr: d.Addr, Port: d.Port, Method: d.Method(), Weight: d.Weight(),
+		UThreshold: d.uthresh.Load(), LThreshold: d.lthresh.Load(),
+		TunType: TunType(t >> 32), TunPort: uint16(t >> 16), TunFlags: uint16(t),
+	}
+}
+
+// Unlink marks the dest as removed from its service (not AVAILABLE).
+func (d *Dest) Unlink() { d.flags.And(^uint32(DestAvailable)) }
+
+// Weight returns the current weight.
+func (d *Dest) Weight() int32 { return d.weight.Load() }
+
+// LastWeight returns the latest non-zero weight (used by mh).
+func (d *Dest) LastWeight() int32 { return d.lastWeight.Load() }
+
+// Flags returns the Dest* flags.
+func (d *Dest) Flags() uint32 { return d.flags.Load() }
+
+// Available reports the AVAILABLE flag.
+func (d *Dest) Available() bool { return d.flags.Load()&DestAvailable != 0 }
+
+// Overloaded reports the OVERLOAD flag.
+func (d *Dest) Overloaded() bool { return d.flags.Load()&DestOverload != 0 }
+
+// Method returns the forwarding method.
+func (d *Dest) Method() Method { return Method(d.method.Load()) }
+
+// Thresholds returns the upper and lower connection thresholds.
+func (d *Dest) Thresholds() (upper, lower uint32) { return d.uthresh.Load(), d.lthresh.Load() }
+
+// ActiveConns, InactConns and PersistConns return the kernel's counters.
+func (d *Dest) ActiveConns() int32  { return d.activeConns.Load() }
+func (d *Dest) InactConns() int32   { return d.inactConns.Load() }
+func (d *Dest) PersistConns() int32 { return d.persistConns.Load() }
+
+// Overhead is ip_vs_dest_conn_overhead: active<<8 + inactive.
+func (d *Dest) Overhead() uint32 {
+	return uint32(d.activeConns.Load())<<8 + uint32(d.inactConns.Load())
+}
+
+// SetCounters sets the connection counters directly. It exists for tests
+// and simulations that feed schedulers fixed counts.
+func (d *Dest) SetCounters(active, inactive, persist int32) {
+	d.activeConns.Store(active)
+	d.inactConns.Store(inactive)
+	d.persistConns.Store(persist)
+}
+
+// SetOverloaded sets or clears OVERLOAD directly (tests, simulations).
+func (d *Dest) SetOverloaded(on bool) {
+	if on {
+		d.flags.Or(DestOverload)
+	} else {
+		d.flags.And(^uint32(DestOverload))
+	}
+}
+
+// Bind counts a new connection on the dest: a template counts in
+// persistconns only; a normal conn starts inactive (spec §3.2) and may set
+// OVERLOAD (spec §1.2).
+func (d *Dest) Bind(template bool) {
+	if template {
+		d.persistConns.Add(1)
+		return
+	}
+	d.mu.Lock()
+	n := d.inactConns.Add(1) + d.activeConns.Load()
+	if u := d.uthresh.Load(); u != 0 && uint32(n) >= u {
+		d.flags.Or(DestOverload)
+	}
+	d.mu.Unlock()
+}
+
+// Unbind removes a connection from the dest's counters (active tells which
+// counter it was in) and re-checks the thresholds (spec §1.2).
+func (d *Dest) Unbind(template, active bool) {
+	d.mu.Lock()
+	if template {
+		d.persistConns.Add(-1)
+	} else if active {
+		d.activeConns.Add(-1)
+	} else {
+		d.inactConns.Add(-1)
+	}
+	total := uint32(d.activeConns.Load() + d.inactConns.Load())
+	u, l := d.uthresh.Load(), d.lthresh.Load()
+	switch {
+	case l != 0:
+		if total < l {
+			d.flags.And(^uint32(DestOverload))
+		}
+	case u != 0:
+		if uint64(total)*4 < uint64(u)*3 {
+			d.flags.And(^uint32(DestOverload))
+		}
+	default:
+		d.flags.And(^uint32(DestOverload))
+	}
+	d.mu.Unlock()
+}
+
+// SetActive moves one connection between the inactive and active counters
+// when its protocol state changes between an inactive and an active state.
+func (d *Dest) SetActive(active bool) {
+	if active {
+		d.inactConns.Add(-1)
+		d.activeConns.Add(1)
+	} else {
+		d.activeConns.Add(-1)
+		d.inactConns.Add(1)
+	}
+}
+
+// Stats are IPVS's per-dest, per-service and global counters (spec §8.1).
+// Each counter is updated with atomic adds from many workers.
+type Stats struct {
+	Conns    atomic.Uint64
+	InPkts   atomic.Uint64
+	OutPkts  atomic.Uint64
+	InBytes  atomic.Uint64
+	OutBytes atomic.Uint64
+}
+
+// StatsSnapshot is a plain copy of Stats.
+type StatsSnapshot struct {
+	Conns, InPkts, OutPkts, InBytes, OutBytes uint64
+}
+
+// Snapshot reads the counters.
+func (s *Stats) Snapshot() StatsSnapshot {
+	return StatsSnapshot{s.Conns.Load(), s.InPkts.Load(), s.OutPkts.Load(), s.InBytes.Load(), s.OutBytes.Load()}
+}

@@ -1,0 +1,303 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Server is a real server's tiny services: HTTP on TCP ports answering
+// with its name and a newline, and UDP ports echoing its name. It records
+// the client addresses it saw, so tests can check what the real server
+// saw as source.
+type Server struct {
+	Name string
+	mu   sync.Mutex
+	seen map[netip.Addr]int
+	n    int
+	ls   []net.Listener
+	pcs  []net.PacketConn
+}
+
+// Serve starts the server's listeners inside ns (so their sockets live
+// there) and serves them until ctx is done.
+func Serve(ctx context.Context, ns *NS, name string, tcpPorts, udpPorts []int) (*Server, error) {
+	s := &Server{Name: name, seen: map[netip.Addr]int{}}
+	err := ns.Do(func() error {
+		for _, p := range tcpPorts {
+			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", p))
+			if err != nil {
+				return fmt.Errorf("lab: %s listening on tcp/%d: %w", name, p, err)
+			}
+			s.ls = append(s.ls, l)
+		}
+		for _, p := range udpPorts {
+			pc, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", p))
+			if err != nil {
+				return fmt.Errorf("lab: %s listening on udp/%d: %w", name, p, err)
+			}
+			s.pcs = append(s.pcs, pc)
+		}
+		return nil
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	for _, l := range s.ls {
+		go s.acceptLoop(l)
+	}
+	for _, pc := range s.pcs {
+		go s.udpLoop(pc)
+	}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	return s, nil
+}
+
+// Close stops the listeners.
+func (s *Server) Close() {
+	for _, l := range s.ls {
+		l.Close()
+	}
+	for _, pc := range s.pcs {
+		pc.Close()
+	}
+}
+
+func (s *Server) saw(a net.Addr) {
+	var ap netip.AddrPort
+	switch x := a.(type) {
+	case *net.TCPAddr:
+		ap = x.AddrPort()
+	case *net.UDPAddr:
+		ap = x.AddrPort()
+	}
+	s.mu.Lock()
+	s.seen[ap.Addr().Unmap()]++
+	s.n++
+	s.mu.Unlock()
+}
+
+// Seen returns how many requests came from each source address.
+func (s *Server) Seen() map[netip.Addr]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[netip.Addr]int, len(s.seen))
+	for k, v := range s.seen {
+		out[k] = v
+	}
+	return out
+}
+
+// Requests returns how many requests the server answered.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+func (s *Server) acceptLoop(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go s.serveConn(c)
+	}
+}
+
+// serveConn answers one HTTP request per connection and closes it, as
+// the LVS tutorials' web servers do with Connection: close. A request for
+// /bytes/N answers N bytes of body after the name (bulk transfers).
+func (s *Server) serveConn(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	s.saw(c.RemoteAddr())
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	for {
+		h, err := r.ReadString('\n')
+		if err != nil || h == "\r\n" || h == "\n" {
+			break
+		}
+	}
+	body := s.Name + "\n"
+	extra := 0
+	if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[1], "/bytes/") {
+		fmt.Sscanf(f[1], "/bytes/%d", &extra)
+		if extra < 0 || extra > 64<<20 {
+			extra = 0
+		}
+	}
+	fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body)+extra, body)
+	if extra > 0 {
+		buf := make([]byte, 32<<10)
+		for i := range buf {
+			buf[i] = 'x'
+		}
+		for extra > 0 {
+			n := min(extra, len(buf))
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+			extra -= n
+		}
+	}
+}
+
+func (s *Server) udpLoop(pc net.PacketConn) {
+	buf := make([]byte, 2048)
+	for {
+		_, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		s.saw(from)
+		_, _ = pc.WriteTo([]byte(s.Name+"\n"), from)
+	}
+}
+
+// Response is one HTTP exchange's outcome as the client saw it.
+type Response struct {
+	Body   string
+	Remote netip.AddrPort // the address the client talked to
+	Err    error
+}
+
+// Get makes n HTTP/1.0 requests, each on a new TCP connection, from inside
+// ns to addr, one after another, and returns each response's body line.
+// Every connection has a deadline, so a broken data path fails the call
+// instead of hanging it.
+func Get(ns *NS, addr netip.AddrPort, n int, timeout time.Duration) ([]Response, error) {
+	out := make([]Response, 0, n)
+	err := ns.Do(func() error {
+		for i := 0; i < n; i++ {
+			out = append(out, get1(addr, "/", timeout))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GetParallel makes n requests using c concurrent connections.
+func GetParallel(ns *NS, addr netip.AddrPort, n, c int, timeout time.Duration) ([]Response, error) {
+	out := make([]Response, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	next := 0
+	var firstErr error
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := ns.Do(func() error {
+				for {
+					mu.Lock()
+					i := next
+					next++
+					mu.Unlock()
+					if i >= n {
+						return nil
+					}
+					out[i] = get1(addr, "/", timeout)
+				}
+			})
+			if err != nil {
+				mu.Lock()
+				firstErr = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// GetPath makes one request for path and returns the body length read.
+func GetPath(ns *NS, addr netip.AddrPort, path string, timeout time.Duration) (Response, int, error) {
+	var r Response
+	var n int
+	err := ns.Do(func() error {
+		r, n = getN(addr, path, timeout)
+		return nil
+	})
+	return r, n, err
+}
+
+func get1(addr netip.AddrPort, path string, timeout time.Duration) Response {
+	r, _ := getN(addr, path, timeout)
+	return r
+}
+
+func getN(addr netip.AddrPort, path string, timeout time.Duration) (Response, int) {
+	c, err := net.DialTimeout("tcp4", addr.String(), timeout)
+	if err != nil {
+		return Response{Err: err}, 0
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	r := Response{Remote: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
+		r.Err = err
+		return r, 0
+	}
+	all, err := io.ReadAll(c)
+	if err != nil {
+		r.Err = err
+		return r, 0
+	}
+	s := string(all)
+	i := strings.Index(s, "\r\n\r\n")
+	if !strings.HasPrefix(s, "HTTP/1.0 200") || i < 0 {
+		r.Err = fmt.Errorf("lab: bad HTTP response from %s: %q", addr, truncate(s, 80))
+		return r, 0
+	}
+	body := s[i+4:]
+	r.Body, _, _ = strings.Cut(body, "\n")
+	return r, len(body)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// UDPAsk sends one datagram from inside ns to addr and returns the reply
+// line and the address it came from.
+func UDPAsk(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, netip.AddrPort, error) {
+	var body string
+	var from netip.AddrPort
+	err := ns.Do(func() error {
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.WriteToUDPAddrPort([]byte("hello\n"), addr); err != nil {
+			return err
+		}
+		buf := make([]byte, 512)
+		n, f, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return fmt.Errorf("lab: no UDP answer from %s: %w", addr, err)
+		}
+		body, from = strings.TrimSpace(string(buf[:n])), f
+		return nil
+	})
+	return body, from, err
+}
