@@ -1,0 +1,349 @@
+package director
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/netio"
+)
+
+// fakeTx records the frames a worker queues, copying them.
+type fakeTx struct {
+	frames [][]byte
+	keep   bool
+}
+
+func (f *fakeTx) Queue(b []byte) {
+	if f.keep {
+		f.frames = append(f.frames, append([]byte(nil), b...))
+	}
+}
+func (f *fakeTx) Flush() {}
+
+var (
+	cliMAC = [6]byte{2, 0, 0, 0, 0, 0x0c}
+	extMAC = [6]byte{2, 0, 0, 0, 0, 0xe1}
+	intMAC = [6]byte{2, 0, 0, 0, 0, 0xe2}
+	rsMAC  = [6]byte{2, 0, 0, 0, 0, 0x51}
+	cip    = netip.MustParseAddr("198.18.0.10")
+	vip    = netip.MustParseAddr("198.18.0.100")
+	rip    = netip.MustParseAddr("198.19.0.11")
+)
+
+const (
+	ifExt = 2
+	ifInt = 3
+)
+
+// testDirector is a director with no sockets: one NAT service VIP:80 ->
+// RIP:8080 (and UDP VIP:53 -> RIP:53), its dest resolved, and a worker
+// whose transmitters are fakes.
+func testDirector(t testing.TB, keep bool) (*Director, *Worker, *fakeTx, *fakeTx) {
+	d := newCore(Config{Workers: 1, Conntrack: conntrack.Config{Shards: 16}})
+	d.ifMAC[ifExt] = extMAC
+	d.ifMAC[ifInt] = intMAC
+	d.ifARP[ifExt] = true
+	for _, s := range []struct {
+		proto uint8
+		port  uint16
+		rport uint16
+	}{{ipvs.ProtoTCP, 80, 8080}, {ipvs.ProtoUDP, 53, 53}} {
+		k := ipvs.ServiceKey{Proto: s.proto, Addr: vip, Port: s.port}
+		if err := d.AddService(ipvs.ServiceConfig{ServiceKey: k, Sched: "rr"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.AddDest(k, ipvs.DestConfig{Addr: rip, Port: s.rport, Method: ipvs.MethodMasq, Weight: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sv := range d.Snapshot().List {
+		for _, dd := range sv.Dests {
+			dd.Next.Store(&ipvs.NextHop{IfIndex: ifInt, SrcMAC: intMAC, DstMAC: rsMAC})
+		}
+	}
+	w := d.newWorker()
+	ext, in := &fakeTx{keep: keep}, &fakeTx{keep: keep}
+	w.setTx(ifExt, ext)
+	w.setTx(ifInt, in)
+	w.snap = d.snap.Load()
+	return d, w, ext, in
+}
+
+// frame builds an Ethernet frame with a virtio header in front, as the
+// ring delivers it, and returns a netio.Frame over it.
+func frame(t testing.TB, ifindex int, src, dst [6]byte, sip, dip netip.Addr, proto uint8, sport, dport uint16, flags uint8, payload []byte) *netio.Frame {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(src[:]), DstMAC: net.HardwareAddr(dst[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocol(proto), SrcIP: sip.AsSlice(), DstIP: dip.AsSlice(), Flags: layers.IPv4DontFragment}
+	var l4 gopacket.SerializableLayer
+	switch proto {
+	case 6:
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1000, Window: 65535,
+			SYN: flags&0x02 != 0, ACK: flags&0x10 != 0, FIN: flags&0x01 != 0, RST: flags&0x04 != 0}
+		_ = tcp.SetNetworkLayerForChecksum(ip)
+		l4 = tcp
+	default:
+		udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+		_ = udp.SetNetworkLayerForChecksum(ip)
+		l4 = udp
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, l4, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, netio.VnetHdrLen+len(buf.Bytes()))
+	copy(raw[netio.VnetHdrLen:], buf.Bytes())
+	return &netio.Frame{Data: raw[netio.VnetHdrLen:], Vnet: raw[:netio.VnetHdrLen], IfIndex: ifindex}
+}
+
+func decodeOut(t testing.TB, b []byte) gopacket.Packet {
+	p := gopacket.NewPacket(b[netio.VnetHdrLen:], layers.LayerTypeEthernet, gopacket.Default)
+	if el := p.ErrorLayer(); el != nil {
+		t.Fatalf("output frame does not decode: %v", el.Error())
+	}
+	return p
+}
+
+// checkChecksums verifies the IPv4 and L4 checksums of an output frame by
+// recomputing them with gopacket.
+func checkChecksums(t testing.TB, b []byte) {
+	t.Helper()
+	p := decodeOut(t, b)
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	want := ip.Checksum
+	ipc := *ip
+	buf := gopacket.NewSerializeBuffer()
+	_ = ipc.SerializeTo(buf, gopacket.SerializeOptions{ComputeChecksums: true})
+	if ipc.Checksum != want {
+		t.Fatalf("IPv4 checksum %#04x, recomputed %#04x", want, ipc.Checksum)
+	}
+	if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+		c := *tcp
+		_ = c.SetNetworkLayerForChecksum(ip)
+		buf := gopacket.NewSerializeBuffer()
+		_ = c.SerializeTo(buf, gopacket.SerializeOptions{ComputeChecksums: true})
+		if c.Checksum != tcp.Checksum {
+			t.Fatalf("TCP checksum %#04x, recomputed %#04x", tcp.Checksum, c.Checksum)
+		}
+	}
+}
+
+func TestNATRewriteBothWays(t *testing.T) {
+	d, w, ext, in := testDirector(t, true)
+	syn := frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil)
+	w.handle(syn)
+	if len(in.frames) != 1 {
+		t.Fatalf("SYN: %d frames towards the real server, want 1 (drops %v)", len(in.frames), d.Drops.Get())
+	}
+	checkChecksums(t, in.frames[0])
+	p := decodeOut(t, in.frames[0])
+	eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if [6]byte(eth.SrcMAC) != intMAC || [6]byte(eth.DstMAC) != rsMAC {
+		t.Fatalf("MACs %s -> %s", eth.SrcMAC, eth.DstMAC)
+	}
+	if !ip.SrcIP.Equal(cip.AsSlice()) || !ip.DstIP.Equal(rip.AsSlice()) || tcp.DstPort != 8080 || tcp.SrcPort != 40000 {
+		t.Fatalf("rewritten to %s:%d -> %s:%d", ip.SrcIP, tcp.SrcPort, ip.DstIP, tcp.DstPort)
+	}
+	if ip.TTL != 63 {
+		t.Fatalf("TTL %d, want 63", ip.TTL)
+	}
+	// The reply goes back from the VIP to the client's MAC.
+	synack := frame(t, ifInt, rsMAC, intMAC, rip, cip, 6, 8080, 40000, 0x12, nil)
+	w.handle(synack)
+	if len(ext.frames) != 1 {
+		t.Fatalf("SYN+ACK: %d frames towards the client, want 1 (drops %v)", len(ext.frames), d.Drops.Get())
+	}
+	checkChecksums(t, ext.frames[0])
+	p = decodeOut(t, ext.frames[0])
+	eth = p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	ip = p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	tcp = p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if [6]byte(eth.SrcMAC) != extMAC || [6]byte(eth.DstMAC) != cliMAC {
+		t.Fatalf("reply MACs %s -> %s", eth.SrcMAC, eth.DstMAC)
+	}
+	if !ip.SrcIP.Equal(vip.AsSlice()) || tcp.SrcPort != 80 || !ip.DstIP.Equal(cip.AsSlice()) || tcp.DstPort != 40000 {
+		t.Fatalf("reply rewritten to %s:%d -> %s:%d", ip.SrcIP, tcp.SrcPort, ip.DstIP, tcp.DstPort)
+	}
+	// The conn is SYN_RECV (IPVS: the server's SYN+ACK leaves SR in SR),
+	// counted active.
+	dd := d.Snapshot().List[0].Dests[0]
+	if dd.ActiveConns() != 1 || dd.InactConns() != 0 {
+		t.Fatalf("active=%d inactive=%d, want 1/0", dd.ActiveConns(), dd.InactConns())
+	}
+	var state uint8
+	d.CT.Walk(func(e *conntrack.Entry) { state = e.State() })
+	if state != conntrack.TCPSynRecv {
+		t.Fatalf("state %s, want SYN_RECV", conntrack.StateName(6, false, state))
+	}
+}
+
+func TestNotForUs(t *testing.T) {
+	d, w, ext, in := testDirector(t, true)
+	cases := []struct {
+		name string
+		f    *netio.Frame
+		cnt  int
+	}{
+		{"ack without conn", frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40001, 80, 0x10, nil), CntNoConn},
+		{"syn+rst", frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40001, 80, 0x06, nil), CntNoConn},
+		{"other port", frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40001, 81, 0x02, nil), CntNotOurs},
+		{"reply without conn", frame(t, ifInt, rsMAC, intMAC, rip, cip, 6, 8080, 40009, 0x12, nil), CntNotOurs},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := d.Drops[c.cnt].Load()
+			w.handle(c.f)
+			if d.Drops[c.cnt].Load() != before+1 {
+				t.Fatalf("counter %s not incremented", CounterNames[c.cnt])
+			}
+			if len(ext.frames)+len(in.frames) != 0 {
+				t.Fatalf("frame forwarded")
+			}
+		})
+	}
+}
+
+func TestTruncatedAndMalformedNeverForwarded(t *testing.T) {
+	d, w, ext, in := testDirector(t, true)
+	good := frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, []byte("hello"))
+	end := 14 + int(good.Data[16])<<8 | int(good.Data[17]) // Ethernet + IP total length
+	for n := 0; n < end; n++ {
+		f := *good
+		f.Data = append([]byte(nil), good.Data[:n]...)
+		w.handle(&f)
+	}
+	if len(in.frames)+len(ext.frames) != 0 {
+		t.Fatalf("a truncated frame was forwarded")
+	}
+	// Malformed headers: bad version, IHL below 5, total length below the
+	// header, TCP data offset below 5 or past the packet, a fragment.
+	mutations := []struct {
+		name string
+		off  int
+		val  byte
+	}{{"version 6", 14, 0x65}, {"ihl 4", 14, 0x44}, {"ihl past end", 14, 0x4f}, {"total length 10", 17, 10},
+		{"tcp offset 4", 14 + 20 + 12, 0x40}, {"tcp offset past end", 14 + 20 + 12, 0xf0}, {"more fragments", 14 + 6, 0x20}}
+	for _, m := range mutations {
+		f := *good
+		f.Data = append([]byte(nil), good.Data...)
+		f.Data[m.off] = m.val
+		w.handle(&f)
+		if len(in.frames)+len(ext.frames) != 0 {
+			t.Fatalf("%s: forwarded", m.name)
+		}
+	}
+	if d.CT.Len() != 0 {
+		t.Fatalf("a truncated frame created a conn")
+	}
+}
+
+func TestTTLExpiredDropped(t *testing.T) {
+	d, w, _, in := testDirector(t, true)
+	f := frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil)
+	f.Data[14+8] = 1
+	w.handle(f)
+	if len(in.frames) != 0 || d.Drops[CntTTL].Load() != 1 {
+		t.Fatalf("TTL 1 frame: forwarded %d, ttl counter %d", len(in.frames), d.Drops[CntTTL].Load())
+	}
+}
+
+func TestARPForVIP(t *testing.T) {
+	_, w, ext, _ := testDirector(t, true)
+	req := make([]byte, netio.VnetHdrLen+60)
+	// an ARP request from the client for the VIP
+	buildARPReq(req[netio.VnetHdrLen:], cliMAC, cip, vip)
+	w.handle(&netio.Frame{Data: req[netio.VnetHdrLen:], Vnet: req[:netio.VnetHdrLen], IfIndex: ifExt})
+	if len(ext.frames) != 1 {
+		t.Fatalf("%d ARP replies, want 1", len(ext.frames))
+	}
+	p := decodeOut(t, ext.frames[0])
+	arp := p.Layer(layers.LayerTypeARP).(*layers.ARP)
+	if arp.Operation != 2 || [6]byte(arp.SourceHwAddress) != extMAC || !net.IP(arp.SourceProtAddress).Equal(vip.AsSlice()) {
+		t.Fatalf("bad ARP reply %+v", arp)
+	}
+	// Not for a VIP: no answer.
+	buildARPReq(req[netio.VnetHdrLen:], cliMAC, cip, netip.MustParseAddr("198.18.0.99"))
+	w.handle(&netio.Frame{Data: req[netio.VnetHdrLen:], Vnet: req[:netio.VnetHdrLen], IfIndex: ifExt})
+	if len(ext.frames) != 1 {
+		t.Fatalf("answered ARP for a non-VIP")
+	}
+}
+
+func buildARPReq(b []byte, mac [6]byte, from, target netip.Addr) {
+	eth := &layers.Ethernet{SrcMAC: mac[:], DstMAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, EthernetType: layers.EthernetTypeARP}
+	arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+		Operation: 1, SourceHwAddress: mac[:], SourceProtAddress: from.AsSlice(), DstHwAddress: make([]byte, 6), DstProtAddress: target.AsSlice()}
+	buf := gopacket.NewSerializeBuffer()
+	_ = gopacket.SerializeLayers(buf, gopacket.SerializeOptions{}, eth, arp)
+	copy(b, buf.Bytes())
+}
+
+// established returns a worker with one established NAT flow and the
+// frames of its next inbound packet, to be replayed.
+func established(t testing.TB) (*Worker, *netio.Frame, []byte) {
+	_, w, _, _ := testDirector(t, false)
+	w.handle(frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil))
+	f := frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x10, make([]byte, 18))
+	w.handle(f)
+	orig := append([]byte(nil), f.Vnet[:netio.VnetHdrLen+len(f.Data)]...)
+	return w, f, orig
+}
+
+// TestEstablishedPathDoesNotAllocate is the zero-allocation guard of the
+// per-packet path: decode, lookup, rewrite, queue.
+func TestEstablishedPathDoesNotAllocate(t *testing.T) {
+	w, f, orig := established(t)
+	buf := f.Vnet[:netio.VnetHdrLen+len(f.Data)]
+	allocs := testing.AllocsPerRun(1000, func() {
+		copy(buf, orig)
+		w.handle(f)
+	})
+	if allocs != 0 {
+		t.Fatalf("established-flow path allocates %.1f times per packet", allocs)
+	}
+	_, w2, _, _ := testDirector(t, false)
+	rep := frame(t, ifInt, rsMAC, intMAC, rip, cip, 6, 8080, 40000, 0x10, nil)
+	w2.handle(frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil))
+	rorig := append([]byte(nil), rep.Vnet[:netio.VnetHdrLen+len(rep.Data)]...)
+	rbuf := rep.Vnet[:netio.VnetHdrLen+len(rep.Data)]
+	allocs = testing.AllocsPerRun(1000, func() {
+		copy(rbuf, rorig)
+		w2.handle(rep)
+	})
+	if allocs != 0 {
+		t.Fatalf("reply path allocates %.1f times per packet", allocs)
+	}
+}
+
+func BenchmarkEstablished(b *testing.B) {
+	b.Run("nat-in", func(b *testing.B) {
+		w, f, orig := established(b)
+		buf := f.Vnet[:netio.VnetHdrLen+len(f.Data)]
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			copy(buf, orig)
+			w.handle(f)
+		}
+	})
+	b.Run("nat-reply", func(b *testing.B) {
+		_, w, _, _ := testDirector(b, false)
+		w.handle(frame(b, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil))
+		rep := frame(b, ifInt, rsMAC, intMAC, rip, cip, 6, 8080, 40000, 0x10, nil)
+		orig := append([]byte(nil), rep.Vnet[:netio.VnetHdrLen+len(rep.Data)]...)
+		buf := rep.Vnet[:netio.VnetHdrLen+len(rep.Data)]
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			copy(buf, orig)
+			w.handle(rep)
+		}
+	})
+}
