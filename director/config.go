@@ -91,6 +91,30 @@ func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	return nil
 }
 
+// CheckService reports whether the data plane can serve a service
+// configuration, without changing anything: the control plane calls it
+// for every command of a restore before applying any.
+func (dr *Director) CheckService(c ipvs.ServiceConfig) error {
+	if err := checkService(&c); err != nil {
+		return err
+	}
+	if c.FWMark == 0 {
+		if err := dr.checkVIPNotLocal(c.Addr); err != nil {
+			return err
+		}
+	}
+	if err := sched.Check(c.Sched); err != nil {
+		return fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
+	}
+	return nil
+}
+
+// CheckDest reports whether the data plane can serve a real server of a
+// service, without changing anything.
+func (dr *Director) CheckDest(svc ipvs.ServiceConfig, d ipvs.DestConfig) error {
+	return checkDest(&svc, &d)
+}
+
 // AddService adds a virtual service (ipvsadm -A).
 func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 	if err := checkService(&c); err != nil {

@@ -71,6 +71,8 @@ type Director struct {
 
 	// Counters of frames golvs did not forward, by cause.
 	Drops Counters
+
+	est estimators
 }
 
 // Counter names, in Counters order.
@@ -353,6 +355,8 @@ func (d *Director) housekeeping(stop chan struct{}) {
 	defer t.Stop()
 	res := time.NewTicker(500 * time.Millisecond)
 	defer res.Stop()
+	est := time.NewTicker(ipvs.EstimatorPeriod)
+	defer est.Stop()
 	lastFull := time.Time{}
 	for {
 		select {
@@ -362,6 +366,8 @@ func (d *Director) housekeeping(stop chan struct{}) {
 			d.CT.Advance(now)
 		case <-d.kick:
 			d.resolve(false)
+		case <-est.C:
+			d.est.update(d.snap.Load())
 		case now := <-res.C:
 			full := now.Sub(lastFull) > 30*time.Second
 			if full {

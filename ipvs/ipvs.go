@@ -431,3 +431,51 @@ type StatsSnapshot struct {
 func (s *Stats) Snapshot() StatsSnapshot {
 	return StatsSnapshot{s.Conns.Load(), s.InPkts.Load(), s.OutPkts.Load(), s.InBytes.Load(), s.OutBytes.Load()}
 }
+
+// Zero resets the counters (ipvsadm -Z).
+func (s *Stats) Zero() {
+	s.Conns.Store(0)
+	s.InPkts.Store(0)
+	s.OutPkts.Store(0)
+	s.InBytes.Store(0)
+	s.OutBytes.Store(0)
+}
+
+// Estimator is IPVS's rate estimator (spec §8.2): run every 2 seconds, an
+// EWMA with weight 1/4 of the growth of each counter, kept scaled (rates
+// of conns and packets by 2^10, of bytes by 2^5).
+type Estimator struct {
+	last                              StatsSnapshot
+	cps, inpps, outpps, inbps, outbps int64
+}
+
+// EstimatorPeriod is how often Update must run.
+const EstimatorPeriod = 2e9 // nanoseconds
+
+// Update folds the counters' growth since the last run into the rates.
+func (e *Estimator) Update(cur StatsSnapshot) {
+	step := func(x *int64, delta uint64, shift uint) {
+		*x += (int64(delta<<shift) - *x) >> 2
+	}
+	step(&e.cps, cur.Conns-e.last.Conns, 9)
+	step(&e.inpps, cur.InPkts-e.last.InPkts, 9)
+	step(&e.outpps, cur.OutPkts-e.last.OutPkts, 9)
+	step(&e.inbps, cur.InBytes-e.last.InBytes, 4)
+	step(&e.outbps, cur.OutBytes-e.last.OutBytes, 4)
+	e.last = cur
+}
+
+// Reset zeroes the rates and takes cur as the new base (ipvsadm -Z).
+func (e *Estimator) Reset(cur StatsSnapshot) { *e = Estimator{last: cur} }
+
+// Rates returns cps, inpps, outpps, inbps and outbps as ipvsadm shows
+// them (rounded half up from the scaled values).
+func (e *Estimator) Rates() (cps, inpps, outpps, inbps, outbps uint64) {
+	r := func(x int64, shift uint) uint64 {
+		if x < 0 {
+			return 0
+		}
+		return uint64((x + (1<<(shift-1) - 1)) >> shift) // +0x1FF >> 10, +0xF >> 5
+	}
+	return r(e.cps, 10), r(e.inpps, 10), r(e.outpps, 10), r(e.inbps, 5), r(e.outbps, 5)
+}
