@@ -74,6 +74,7 @@ type Reply struct {
 	Size     int                   `json:"size,omitempty"`
 	Counters map[string]uint64     `json:"counters,omitempty"`
 	Host     []string              `json:"host,omitempty"`
+	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 }
 
 // Server is the daemon side.
@@ -189,7 +190,7 @@ func (s *Server) Handle(req *Request) *Reply {
 	case "conns":
 		return &Reply{OK: true, Conns: s.Conns()}
 	case "status":
-		rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport()}
+		rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved()}
 		for i, v := range s.D.Drops.Get() {
 			rep.Counters[director.CounterNames[i]] = v
 		}

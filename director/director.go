@@ -434,6 +434,18 @@ func (d *Director) Close() {
 // Workers returns the number of workers.
 func (d *Director) Workers() int { return len(d.workers) }
 
+// Resolved reports whether every dest of every service has a next hop.
+func (d *Director) Resolved() bool {
+	for _, sv := range d.snap.Load().List {
+		for _, dd := range sv.Dests {
+			if dd.Next.Load() == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // WaitResolved waits until every dest of every service has a next hop, or
 // ctx ends. Labs and tests call it before sending traffic, so the first
 // SYN is not dropped while ARP is in flight.

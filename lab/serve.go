@@ -26,10 +26,14 @@ type Server struct {
 }
 
 // Serve starts the server's listeners inside ns (so their sockets live
-// there) and serves them until ctx is done.
+// there; nil: the current namespace) and serves them until ctx is done.
 func Serve(ctx context.Context, ns *NS, name string, tcpPorts, udpPorts []int) (*Server, error) {
 	s := &Server{Name: name, seen: map[netip.Addr]int{}}
-	err := ns.Do(func() error {
+	do := func(f func() error) error { return f() }
+	if ns != nil {
+		do = ns.Do
+	}
+	err := do(func() error {
 		for _, p := range tcpPorts {
 			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", p))
 			if err != nil {

@@ -1,0 +1,67 @@
+// Command golvs is Linux Virtual Server in userspace: one binary with
+// subcommands. It only parses flags and wires packages together.
+//
+//	golvs run    the director (data plane and control socket)
+//	golvs adm    ipvsadm's command line against a running director
+//	golvs lab    LVS experiments in network namespaces
+//	golvs bench  benchmarks of schedulers, the connection table, the data plane
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/labcmd"
+)
+
+const usage = `golvs: Linux Virtual Server in userspace (AF_PACKET, no ip_vs module needed)
+
+usage:
+  golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [flags]
+  golvs adm IPVSADM-ARGS...        (also installed as golvsadm)
+  golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--keep]
+  golvs lab request [--requests N] | golvs lab down
+  golvs bench sched|conntrack [flags]
+  golvs version
+
+Run 'golvs COMMAND -h' for a command's flags.
+`
+
+// Version is the golvs release.
+const Version = "0.1.0"
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+func run(argv []string) int {
+	base := filepath.Base(argv[0])
+	if base == "golvsadm" || base == "ipvsadm" {
+		return control.AdmMain(argv[1:], os.Stdin, os.Stdout, os.Stderr)
+	}
+	if len(argv) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	args := argv[2:]
+	switch argv[1] {
+	case "run":
+		return runMain(args)
+	case "adm":
+		return control.AdmMain(args, os.Stdin, os.Stdout, os.Stderr)
+	case "lab":
+		return labcmd.Main(args, os.Stdout, os.Stderr)
+	case "bench":
+		return benchMain(args)
+	case "version", "--version", "-v":
+		fmt.Printf("golvs %s (IPVS 1.2.1 compatible)\n", Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "golvs: unknown command %q\n\n%s", argv[1], usage)
+	return 2
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/director"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// runMain is `golvs run`: open the director on its interfaces, load the
+// rules, listen on the control socket, forward until SIGINT/SIGTERM.
+func runMain(args []string) int {
+	fs := flag.NewFlagSet("golvs run", flag.ContinueOnError)
+	var ifaces, rules listFlag
+	fs.Var(&ifaces, "i", "interface to serve, NAME or NAME:arp (answer ARP for VIPs there); repeat for each")
+	fs.Var(&ifaces, "interface", "same as -i")
+	fs.Var(&rules, "rule", "one ipvsadm command line to apply at start, e.g. '-A -t 198.18.0.100:80 -s rr'; repeatable")
+	rulesFile := fs.String("rules", "", "rules file in ipvsadm -S format, applied at start (a bad line refuses the start)")
+	sock := fs.String("control", control.DefaultSocket, "control socket path")
+	workers := fs.Int("workers", 0, "packet workers (default: one per CPU)")
+	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries; new flows beyond it are dropped and counted")
+	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
+	quiet := fs.Bool("q", false, "do not log next-hop and host events")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if len(ifaces) == 0 {
+		fmt.Fprintln(os.Stderr, "golvs run: no interface given (-i NAME[:arp])")
+		return 2
+	}
+	if *workers < 0 || *workers > 1024 {
+		fmt.Fprintf(os.Stderr, "golvs run: --workers %d out of range (0..1024)\n", *workers)
+		return 2
+	}
+	if *connMax < 1 || *connMax > 1<<30 {
+		fmt.Fprintf(os.Stderr, "golvs run: --conn-max %d out of range (1..%d)\n", *connMax, 1<<30)
+		return 2
+	}
+	var text string
+	if *rulesFile != "" {
+		b, err := os.ReadFile(*rulesFile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 2
+		}
+		text = string(b)
+	}
+	for _, r := range rules {
+		text += r + "\n"
+	}
+	cfg := director.Config{
+		Workers:   *workers,
+		Conntrack: conntrack.Config{MaxEntries: *connMax},
+		FixHost:   *fixHost,
+	}
+	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
+	if !*quiet {
+		cfg.Logf = logger.Printf
+	}
+	for _, i := range ifaces {
+		name, opt, _ := strings.Cut(i, ":")
+		if opt != "" && opt != "arp" {
+			fmt.Fprintf(os.Stderr, "golvs run: interface %q: unknown option %q (only :arp)\n", i, opt)
+			return 2
+		}
+		cfg.Interfaces = append(cfg.Interfaces, director.Interface{Name: name, ARP: opt == "arp"})
+	}
+	d, err := director.New(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+		return 1
+	}
+	srv := control.NewServer(d)
+	if text != "" {
+		if err := srv.Restore(text); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
+			return 2
+		}
+	}
+	if err := srv.Listen(*sock); err != nil {
+		d.Close()
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+		return 1
+	}
+	for _, l := range d.HostReport() {
+		logger.Printf("relies on: %s", l)
+	}
+	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go srv.Serve(ctx)
+	_ = d.Run(ctx)
+	logger.Printf("stopped")
+	return 0
+}

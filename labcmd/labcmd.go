@@ -1,0 +1,425 @@
+// Package labcmd is `golvs lab`: the LVS NAT experiment in one command. It
+// builds the lab's namespaces (package lab), starts the real servers and a
+// `golvs run` director inside them as child processes, sends requests from
+// the client, prints what came back and the director's table, and removes
+// everything it made, on success, error or Ctrl-C, unless asked to keep it.
+//
+// It must never leave a namespace or a process behind when it did not
+// promise to, and never touch the namespace it was started from.
+package labcmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/sched"
+)
+
+// StateDir is where a lab keeps its state, logs and rules.
+var StateDir = "/run/golvs/lab"
+
+// State is what a kept lab leaves for `golvs lab request` and `down`.
+type State struct {
+	Mode       string   `json:"mode"`
+	Suffix     string   `json:"suffix"`
+	Namespaces []string `json:"namespaces"`
+	Pids       []int    `json:"pids"`
+	Socket     string   `json:"socket"`
+	VIP        string   `json:"vip"`
+}
+
+const usage = `usage:
+  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--keep]
+  golvs lab request [--requests N]   send N more requests from a kept lab's client
+  golvs lab down                     remove a kept lab
+`
+
+// Main runs `golvs lab ARGS`; it returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "nat":
+		err = nat(args[1:], stdout, stderr)
+	case "request":
+		err = request(args[1:], stdout)
+	case "down":
+		err = down(stdout)
+	case "serve":
+		err = serve(args[1:])
+	default:
+		fmt.Fprintf(stderr, "golvs lab: unknown lab %q\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "golvs lab %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// parseWeights reads "2,1".
+func parseWeights(s string) ([]int, error) {
+	var w []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 || n > 65535 {
+			return nil, fmt.Errorf("--weights %q: %q is not a weight (allowed: 0..65535, comma-separated, one per real server)", s, f)
+		}
+		w = append(w, n)
+	}
+	if len(w) == 0 || len(w) > 16 {
+		return nil, fmt.Errorf("--weights %q: give 1 to 16 weights, one per real server", s)
+	}
+	return w, nil
+}
+
+func nat(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("golvs lab nat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scheduler := fs.String("scheduler", "rr", "scheduler: "+strings.Join(sched.Names(), ", "))
+	weights := fs.String("weights", "1,1", "real server weights, one per real server (also sets how many)")
+	requests := fs.Int("requests", 10, "HTTP requests to send from the client (0..100000)")
+	keep := fs.Bool("keep", false, "leave the lab and its director running")
+	suffix := fs.String("suffix", "", "suffix for namespace names (tests run labs side by side)")
+	workers := fs.Int("workers", 1, "director workers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := sched.Check(*scheduler); err != nil {
+		return err
+	}
+	w, err := parseWeights(*weights)
+	if err != nil {
+		return err
+	}
+	if *requests < 0 || *requests > 100000 {
+		return fmt.Errorf("--requests %d out of range (0..100000)", *requests)
+	}
+	if err := lab.RequireRoot(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	dir := StateDir + *suffix
+	sock := control.DefaultSocket
+	if *suffix != "" {
+		sock = filepath.Join(dir, "golvs.sock")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
+		return fmt.Errorf("a lab is already running (%s); `golvs lab down` removes it", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	topo, err := lab.BuildNAT(lab.Options{Suffix: *suffix, RealServers: len(w)})
+	if err != nil {
+		return err
+	}
+	st := &State{Mode: "nat", Suffix: *suffix, Socket: sock, VIP: lab.VIP.String()}
+	for _, ns := range topo.Namespaces() {
+		st.Namespaces = append(st.Namespaces, ns.Name)
+	}
+	var procs []*exec.Cmd
+	cleanup := func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			done := make(chan struct{})
+			go func() { _, _ = p.Process.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(3 * time.Second):
+				_ = p.Process.Kill()
+			}
+		}
+		topo.Close()
+		os.RemoveAll(dir)
+	}
+	kept := false
+	defer func() {
+		if !kept {
+			cleanup()
+		}
+	}()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	start := func(ns *lab.NS, logName string, args ...string) error {
+		logf, err := os.Create(filepath.Join(dir, logName))
+		if err != nil {
+			return err
+		}
+		defer logf.Close()
+		c := exec.Command(exe, args...)
+		c.Stdout, c.Stderr = logf, logf
+		c.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := ns.Do(c.Start); err != nil {
+			return fmt.Errorf("starting %s in %s: %w", strings.Join(args, " "), ns.Name, err)
+		}
+		procs = append(procs, c)
+		st.Pids = append(st.Pids, c.Process.Pid)
+		return nil
+	}
+	for i, rs := range topo.RS {
+		name := fmt.Sprintf("rs%d", i+1)
+		if err := start(rs, name+".log", "lab", "serve", "--name", name, "--tcp", "80", "--udp", "53"); err != nil {
+			return err
+		}
+	}
+	rules := fmt.Sprintf("-A -t %s:80 -s %s\n", lab.VIP, *scheduler)
+	for i, wt := range w {
+		rules += fmt.Sprintf("-a -t %s:80 -r %s:80 -m -w %d\n", lab.VIP, lab.RIP(i+1), wt)
+	}
+	rulesPath := filepath.Join(dir, "rules")
+	if err := os.WriteFile(rulesPath, []byte(rules), 0o600); err != nil {
+		return err
+	}
+	if err := start(topo.Director, "director.log", "run", "-i", lab.DirExt+":arp", "-i", lab.DirInt,
+		"--fix-host", "--rules", rulesPath, "--control", sock, "--workers", strconv.Itoa(*workers)); err != nil {
+		return err
+	}
+	if err := writeState(dir, st); err != nil {
+		return err
+	}
+	if err := waitReady(ctx, sock, dir); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s:80 -> director (%s | %s) -> real servers %s\n",
+		lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, rsList(len(w)))
+	fmt.Fprintf(stdout, "# director rules:\n%s", indent(rules))
+	if err := sendRequests(ctx, topo.Client, *requests, stdout); err != nil {
+		return err
+	}
+	if err := printTable(sock, stdout); err != nil {
+		return err
+	}
+	if *keep {
+		kept = true
+		fmt.Fprintf(stdout, "\nThe lab is still running. Enter a namespace with\n")
+		for _, n := range st.Namespaces {
+			fmt.Fprintf(stdout, "  nsenter --net=/var/run/netns/%s bash     (or: ip netns exec %s bash)\n", n, n)
+		}
+		fmt.Fprintf(stdout, "Send more requests:    golvs lab request --requests 10\n")
+		fmt.Fprintf(stdout, "Change the director:   golvs adm -E -t %s:80 -s wrr ; golvs adm -e -t %s:80 -r %s:80 -m -w 3\n", lab.VIP, lab.VIP, lab.RIP(1))
+		fmt.Fprintf(stdout, "Look at it:            golvs adm -L -n --stats ; golvs adm -L -n -c\n")
+		fmt.Fprintf(stdout, "Remove everything:     golvs lab down\n")
+	}
+	return nil
+}
+
+func rsList(n int) string {
+	var s []string
+	for i := 1; i <= n; i++ {
+		s = append(s, lab.RIP(i).String())
+	}
+	return strings.Join(s, ", ")
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("#   " + l + "\n")
+	}
+	return b.String()
+}
+
+func writeState(dir string, st *State) error {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	return os.WriteFile(filepath.Join(dir, "state.json"), b, 0o600)
+}
+
+func readState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return nil, fmt.Errorf("no kept lab found (%s): start one with `golvs lab nat --keep`", dir)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("lab state %s: %w", dir, err)
+	}
+	return &st, nil
+}
+
+// waitReady waits for the director's control socket to answer and every
+// real server to have a next hop (bounded).
+func waitReady(ctx context.Context, sock, dir string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if cl, err := control.Dial(sock); err == nil {
+			rep, err := cl.Do(&control.Request{Op: "status"})
+			cl.Close()
+			if err == nil && rep.OK && rep.Resolved {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "director.log"))
+			return fmt.Errorf("the director did not become ready in 20s; its log:\n%s", log)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func sendRequests(ctx context.Context, client *lab.NS, n int, stdout io.Writer) error {
+	vip := netip.AddrPortFrom(lab.VIP, 80)
+	for i := 0; i < n; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rs, err := lab.Get(client, vip, 1, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		if rs[0].Err != nil {
+			fmt.Fprintf(stdout, "error: %v\n", rs[0].Err)
+			continue
+		}
+		fmt.Fprintln(stdout, rs[0].Body)
+	}
+	return nil
+}
+
+func printTable(sock string, stdout io.Writer) error {
+	cl, err := control.Dial(sock)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	rep, err := cl.Do(&control.Request{Op: "list"})
+	if err != nil {
+		return err
+	}
+	if !rep.OK {
+		return errors.New(rep.Error)
+	}
+	fmt.Fprintln(stdout, "\n# golvs adm -L -n")
+	l := ipvsadm.NewLister(ipvsadm.FmtNumeric)
+	return l.WriteAll(stdout, rep.Services)
+}
+
+func request(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("golvs lab request", flag.ContinueOnError)
+	n := fs.Int("requests", 10, "requests to send (0..100000)")
+	suffix := fs.String("suffix", "", "suffix of the lab's namespace names")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *n < 0 || *n > 100000 {
+		return fmt.Errorf("--requests %d out of range (0..100000)", *n)
+	}
+	st, err := readState(StateDir + *suffix)
+	if err != nil {
+		return err
+	}
+	client, err := lab.OpenNS("client" + st.Suffix)
+	if err != nil {
+		return err
+	}
+	defer client.Handle.Close()
+	return sendRequests(context.Background(), client, *n, stdout)
+}
+
+func down(stdout io.Writer) error {
+	var all []string
+	matches, _ := filepath.Glob(StateDir + "*/state.json")
+	for _, m := range matches {
+		dir := filepath.Dir(m)
+		st, err := readState(dir)
+		if err != nil {
+			continue
+		}
+		for _, pid := range st.Pids {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Signal(syscall.SIGTERM)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		for _, pid := range st.Pids {
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Signal(syscall.SIGKILL)
+			}
+		}
+		all = append(all, lab.DeleteByNames(st.Namespaces)...)
+		os.RemoveAll(dir)
+	}
+	// Namespaces of a lab whose state was lost.
+	all = append(all, lab.DeleteByNames(lab.Names("", 16))...)
+	if len(all) == 0 {
+		fmt.Fprintln(stdout, "no lab was running")
+		return nil
+	}
+	fmt.Fprintf(stdout, "removed: %s\n", strings.Join(all, " "))
+	return nil
+}
+
+// serve is `golvs lab serve`: a real server's HTTP and UDP services, run
+// inside its namespace by the lab.
+func serve(args []string) error {
+	fs := flag.NewFlagSet("golvs lab serve", flag.ContinueOnError)
+	name := fs.String("name", "", "server name (the HTTP body)")
+	tcp := fs.String("tcp", "80", "TCP ports, comma-separated")
+	udp := fs.String("udp", "53", "UDP ports, comma-separated")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" {
+		return errors.New("--name is required")
+	}
+	ports := func(s string) ([]int, error) {
+		var out []int
+		for _, f := range strings.Split(s, ",") {
+			if f == "" {
+				continue
+			}
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("port %q out of range (1..65535)", f)
+			}
+			out = append(out, n)
+		}
+		return out, nil
+	}
+	tp, err := ports(*tcp)
+	if err != nil {
+		return err
+	}
+	up, err := ports(*udp)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := lab.Serve(ctx, nil, *name, tp, up); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
