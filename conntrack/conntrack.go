@@ -116,12 +116,12 @@ type Config struct {
 
 // Stats are the table's counters.
 type Stats struct {
-	Entries  int64
-	Created  uint64
-	Expired  uint64
-	Dropped  uint64 // new conns refused because the table was full
-	Reused   uint64 // conns expired early by a new SYN (conn_reuse_mode)
-	Rescans  uint64 // wheel entries re-filed because they were refreshed
+	Entries int64
+	Created uint64
+	Expired uint64
+	Dropped uint64 // new conns refused because the table was full
+	Reused  uint64 // conns expired early by a new SYN (conn_reuse_mode)
+	Rescans uint64 // wheel entries re-filed because they were refreshed
 }
 
 // Table is the connection table.

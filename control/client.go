@@ -164,4 +164,3 @@ func list(cl *Client, cmd *ipvsadm.Command, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-

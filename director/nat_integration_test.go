@@ -166,4 +166,3 @@ func TestNATEndToEnd(t *testing.T) {
 	}
 	t.Logf("drops: %v", d.Drops.Get())
 }
-

@@ -36,7 +36,9 @@ func RIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, 0, byte(10 
 
 // MAC returns a fixed, locally administered MAC for a lab role, so traces
 // and pcaps read the same from run to run.
-func MAC(role byte, n byte) net.HardwareAddr { return net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, role, n} }
+func MAC(role byte, n byte) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x00, 0x5e, 0x00, role, n}
+}
 
 // Roles in MACs.
 const (

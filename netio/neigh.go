@@ -24,11 +24,11 @@ type Hop struct {
 
 // Link is what golvs knows of one of the director's interfaces.
 type Link struct {
-	Name    string
-	Index   int
-	MAC     [6]byte
-	Addrs   []netip.Prefix // IPv4 addresses with their prefixes
-	Tx      *Tx            // control-plane transmit socket (ARP)
+	Name  string
+	Index int
+	MAC   [6]byte
+	Addrs []netip.Prefix // IPv4 addresses with their prefixes
+	Tx    *Tx            // control-plane transmit socket (ARP)
 }
 
 // Neigh resolves next hops: routes from the kernel (netlink), MACs from

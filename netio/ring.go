@@ -45,11 +45,11 @@ const Headroom = 64
 
 // RingConfig sizes a receive ring. Zero values take defaults.
 type RingConfig struct {
-	BlockSize  int           // default 1 MiB: holds a 64 KiB GSO frame whole
-	Blocks     int           // default 16
+	BlockSize    int           // default 1 MiB: holds a 64 KiB GSO frame whole
+	Blocks       int           // default 16
 	BlockTimeout time.Duration // how long the kernel fills a block before handing it over; default 1ms
-	FanoutID   uint16        // 0: no fanout
-	Filter     []bpf.RawInstruction
+	FanoutID     uint16        // 0: no fanout
+	Filter       []bpf.RawInstruction
 }
 
 // Frame is one received frame, valid until the ring block it sits in is
@@ -324,5 +324,3 @@ func (r *Ring) Close() error {
 	unix.Munmap(r.mem)
 	return err
 }
-
-
