@@ -148,6 +148,10 @@ func New(c Config) (*Director, error) {
 	names := make([]string, len(c.Interfaces))
 	for i, ifc := range c.Interfaces {
 		names[i] = ifc.Name
+		if _, err := netio.InterfaceByName(ifc.Name); err != nil {
+			nl.Close()
+			return nil, err
+		}
 	}
 	if err := d.checkHost(names); err != nil {
 		nl.Close()

@@ -62,6 +62,6 @@ func run(argv []string) int {
 		fmt.Print(usage)
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "golvs: unknown command %q\n\n%s", argv[1], usage)
+	fmt.Fprintf(os.Stderr, "golvs: unknown command %q (golvs help lists them)\n", argv[1])
 	return 2
 }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/golvs/golvs/internal/testutil"
+	"github.com/golvs/golvs/lab"
+)
+
+// buildGolvs builds the binary once per test run.
+func buildGolvs(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "golvs")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// bodies returns the response lines of a lab run (not comments, not the
+// table).
+func bodies(out string) []string {
+	var b []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "rs") || strings.HasPrefix(l, "error") {
+			b = append(b, l)
+		}
+	}
+	return b
+}
+
+func TestLabNAT(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		// rr: list order is newest first (rs2, rs1), so rs2 leads.
+		{"rr", []string{"--scheduler", "rr", "--requests", "10"}, "rs2 rs1 rs2 rs1 rs2 rs1 rs2 rs1 rs2 rs1"},
+		// wrr 2,1 built incrementally: di=1, mw=2, cw starts at 1, the
+		// cycle B,A,A of spec §2.2.
+		{"wrr", []string{"--scheduler", "wrr", "--weights", "2,1", "--requests", "9"}, "rs2 rs1 rs1 rs2 rs1 rs1 rs2 rs1 rs1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			suffix := lab.RandomSuffix()
+			args := append([]string{"lab", "nat", "--suffix", suffix}, c.args...)
+			cmd := exec.Command(bin, args...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			got := strings.Join(bodies(string(out)), " ")
+			if got != c.want {
+				t.Fatalf("responses %q, want %q\n%s", got, c.want, out)
+			}
+			if !strings.Contains(string(out), "IP Virtual Server version 1.2.1 (size=4096)") {
+				t.Fatalf("no service table in output:\n%s", out)
+			}
+			// Everything it made is gone.
+			for _, n := range lab.Names(suffix, 2) {
+				if _, err := os.Stat("/var/run/netns/" + n); err == nil {
+					t.Fatalf("namespace %s left behind", n)
+				}
+			}
+		})
+	}
+}
+
+func TestRunBadInput(t *testing.T) {
+	bin := buildGolvs(t)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no interface", []string{"run"}, "no interface given"},
+		{"missing interface", []string{"run", "-i", "nosuchif0", "--control", filepath.Join(t.TempDir(), "s")}, `no such interface: "nosuchif0"`},
+		{"bad workers", []string{"run", "-i", "lo", "--workers", "-1"}, "--workers -1 out of range"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"lab bad weights", []string{"lab", "nat", "--weights", "2,x"}, `"x" is not a weight`},
+		{"lab bad scheduler", []string{"lab", "nat", "--scheduler", "fastest"}, "fastest"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := exec.Command(bin, c.args...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("golvs %v succeeded:\n%s", c.args, out)
+			}
+			if !strings.Contains(string(out), c.want) {
+				t.Fatalf("output %q does not mention %q", out, c.want)
+			}
+			if strings.Count(strings.TrimSpace(string(out)), "\n") > 2 {
+				t.Fatalf("more than a short error:\n%s", out)
+			}
+		})
+	}
+}
