@@ -307,7 +307,8 @@ func (p *Parser) Parse(args []string) (*Command, error) {
 	dest := destState{weight: 1, method: ipvs.MethodRoute}
 
 	ps := &popt{args: words}
-	o, arg, hasArg, perr := ps.next()
+	o, arg, _, perr := ps.next()
+	var hasArg bool
 	if perr != "" || o == nil {
 		return nil, p.tryHelp()
 	}

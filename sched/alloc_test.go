@@ -2,8 +2,6 @@ package sched
 
 import (
 	"fmt"
-	"go/parser"
-	"go/token"
 	"testing"
 	"time"
 
@@ -129,22 +127,4 @@ func TestCacheMissAllocs(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestPackageDoc: the package has a doc comment.
-func TestPackageDoc(t *testing.T) {
-	pkgs, err := parser.ParseDir(token.NewFileSet(), ".", nil, parser.ParseComments|parser.PackageClauseOnly)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, ok := pkgs["sched"]
-	if !ok {
-		t.Fatal("no package sched")
-	}
-	for _, f := range p.Files {
-		if f.Doc != nil && len(f.Doc.Text()) > 40 {
-			return
-		}
-	}
-	t.Error("package sched has no doc comment")
 }
