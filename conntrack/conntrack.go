@@ -44,8 +44,17 @@ type Key struct {
 	SrcPort uint16
 	DstPort uint16
 	Proto   uint8
-	_       [3]byte // explicit padding, always zero
+	// Kind separates persistence templates (KindTemplate) from conns in
+	// the same index; a template's SrcIP is the masked client network.
+	Kind uint8
+	_    [2]byte // explicit padding, always zero
 }
+
+// Key kinds.
+const (
+	KindConn     = 0
+	KindTemplate = 1
+)
 
 // Entry flags.
 const (
@@ -86,8 +95,9 @@ type Entry struct {
 	nControl atomic.Int32 // conns controlled by this template
 
 	shard *shard
-	slot  int64  // the wheel tick this entry is filed under
-	next  *Entry // wheel list / free list
+	slot  atomic.Int64 // the wheel tick this entry is filed under (home shard lock)
+	next  *Entry       // wheel list / free list
+	prev  *Entry       // wheel list
 }
 
 // State returns the protocol state.
@@ -329,6 +339,7 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 		dir = DirInputOnly
 	}
 	t.transition(e, dir, tcpFlags, h)
+	s.refileIfSooner(e, t)
 	fill(e, h)
 	s.mu.Unlock()
 	return Found
@@ -347,7 +358,18 @@ func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
 	e.flags.And(^uint32(FlagNoOutput))
 	t.transition(e, DirOutput, tcpFlags, h)
 	fill(e, h)
+	sooner := e.expires.Load() < e.slot.Load()
+	home := e.shard
 	s.mu.Unlock()
+	if sooner {
+		// The wheel belongs to the home shard: move the entry under its
+		// lock, after checking it is still the live entry of its key.
+		home.mu.Lock()
+		if home.in[h.In] == e {
+			home.refileIfSooner(e, t)
+		}
+		home.mu.Unlock()
+	}
 	return true
 }
 
@@ -499,6 +521,22 @@ func (t *Table) RefreshTemplate(e *Entry) {
 	e.expires.Store(t.now.Load() + t.ticks(e.timeout.Load()))
 }
 
+// Expire expires the conn with in key k now, if there is one (IPVS's
+// expire_nodest_conn and friends). It reports whether it did.
+func (t *Table) Expire(k *Key) bool {
+	s := t.shardOf(k)
+	s.mu.Lock()
+	e := s.in[*k]
+	if e == nil {
+		s.mu.Unlock()
+		return false
+	}
+	t.unlinkLocked(s, e)
+	s.mu.Unlock()
+	t.finish(e)
+	return true
+}
+
 // Invalidate expires an entry now (e.g. a template whose dest is gone):
 // it leaves the indices at once and is freed by the wheel.
 func (t *Table) Invalidate(e *Entry) {
@@ -538,10 +576,39 @@ func (s *shard) file(e *Entry, t *Table) {
 	if at > now+t.nslots-1 {
 		at = now + t.nslots - 1
 	}
-	e.slot = at
+	e.slot.Store(at)
 	i := at % t.nslots
+	e.prev = nil
 	e.next = s.wheel[i]
+	if e.next != nil {
+		e.next.prev = e
+	}
 	s.wheel[i] = e
+}
+
+// unfile takes e out of its wheel slot (home shard lock held).
+func (s *shard) unfile(e *Entry, t *Table) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		i := e.slot.Load() % t.nslots
+		if s.wheel[i] == e {
+			s.wheel[i] = e.next
+		}
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	}
+	e.next, e.prev = nil, nil
+}
+
+// refileIfSooner moves e to an earlier wheel slot when a state change
+// shortened its timeout (home shard lock held), so it expires on time.
+func (s *shard) refileIfSooner(e *Entry, t *Table) {
+	if e.expires.Load() < e.slot.Load() {
+		s.unfile(e, t)
+		s.file(e, t)
+	}
 }
 
 // unlinkLocked removes e from its shard's in index (lock held) and marks
@@ -606,9 +673,14 @@ func (t *Table) Advance(now time.Time) {
 			s.wheel[idx] = nil
 			for e := list; e != nil; {
 				nx := e.next
-				e.next = nil
+				e.next, e.prev = nil, nil
 				fl := e.flags.Load()
 				switch {
+				case fl&FlagDead != 0 && fl&FlagTemplate != 0 && e.nControl.Load() > 0:
+					// A dead template stays allocated while conns still
+					// point at it.
+					e.expires.Store(s.done + t.ticks(60))
+					s.file(e, t)
 				case fl&FlagDead != 0:
 					e.reset()
 					e.next = s.free
@@ -627,10 +699,8 @@ func (t *Table) Advance(now time.Time) {
 					expired = append(expired, e)
 					// File it again as dead so the next turn frees it,
 					// after finish has run.
-					e.slot = s.done + 1
-					j := (s.done + 1) % t.nslots
-					e.next = s.wheel[j]
-					s.wheel[j] = e
+					e.expires.Store(s.done + 1)
+					s.file(e, t)
 				}
 				e = nx
 			}

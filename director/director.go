@@ -46,6 +46,12 @@ type Config struct {
 	// FixHost lets golvs set the sysctls it relies on (IPv4 forwarding
 	// off on its interfaces) and restore them when it stops.
 	FixHost bool
+	// ExpireNodestConn and ExpireQuiescentTemplate are IPVS's sysctls of
+	// the same names (default 0, as in IPVS): expire a conn whose dest was
+	// removed (or quiesced, on a new SYN) and reschedule its packet, and
+	// treat a persistence template on a weight-0 dest as invalid.
+	ExpireNodestConn        bool
+	ExpireQuiescentTemplate bool
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
 	Logf func(format string, args ...any)
 }

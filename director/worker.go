@@ -151,11 +151,22 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		if !w.schedule(f, sv, &k) {
 			return
 		}
-	} else if h.Dest != nil && !h.Dest.Available() {
-		// The dest was removed: IPVS (expire_nodest_conn=0) drops the
-		// packet and lets the conn time out.
-		w.count(CntDestUnavail)
-		return
+	} else if h.Dest != nil && (!h.Dest.Available() || (p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn && h.Dest.Weight() == 0)) {
+		// The dest was removed, or a new SYN reuses the tuple of a conn
+		// on a quiesced dest (spec §3.8). With expire_nodest_conn the
+		// conn is expired and the packet scheduled anew; without it,
+		// packets to a removed dest are dropped and the conn times out,
+		// and a quiesced dest keeps its conn.
+		switch {
+		case w.d.c.ExpireNodestConn && (p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn || !h.Dest.Available()):
+			w.d.CT.Expire(&k)
+			if !w.schedule(f, sv, &k) {
+				return
+			}
+		case !h.Dest.Available():
+			w.count(CntDestUnavail)
+			return
+		}
 	}
 	dst := h.Dest
 	nh := dst.Next.Load()
@@ -200,19 +211,37 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	sp.Src = netip.AddrFrom4(p.Src)
 	sp.Dst = netip.AddrFrom4(p.Dst)
 	sp.SrcPort, sp.DstPort, sp.Inverse = p.SPort, p.DPort, false
-	dest := sv.Sched.Schedule(sv.View, sp)
-	if dest == nil {
-		w.count(CntNoDest)
-		return false
-	}
-	dport := dest.Port
-	if dport == 0 {
-		dport = p.DPort
+	var dest *ipvs.Dest
+	var tpl *conntrack.Entry
+	var dport uint16
+	if sv.Config.Flags&ipvs.SvcPersistent != 0 {
+		var ok bool
+		if dest, tpl, dport, ok = w.persistPick(sv); !ok {
+			return false
+		}
+	} else {
+		if sv.Config.Port == 0 && sv.Config.FWMark == 0 {
+			// A non-persistent port-zero service schedules nothing
+			// (the kernel: "port zero only supported in persistent
+			// services").
+			w.count(CntNoDest)
+			return false
+		}
+		dest = sv.Sched.Schedule(sv.View, sp)
+		if dest == nil {
+			w.count(CntNoDest)
+			return false
+		}
+		dport = dest.Port
+		if dport == 0 {
+			dport = p.DPort
+		}
 	}
 	nc := &w.nc
 	*nc = conntrack.NewConn{}
 	nc.In = *k
 	nc.Dest = dest
+	nc.Tpl = tpl
 	nc.SvcStats = sv.Stats
 	nc.Method = dest.Method()
 	nc.ClientIf = int32(f.IfIndex)

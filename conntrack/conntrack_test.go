@@ -1,0 +1,254 @@
+package conntrack
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/golvs/golvs/ipvs"
+)
+
+const (
+	syn = 0x02
+	ack = 0x10
+	fin = 0x01
+	rst = 0x04
+)
+
+// The spec's typical traces (§3.5).
+func TestTCPTraces(t *testing.T) {
+	type step struct {
+		dir   int
+		flags uint8
+		want  uint8
+	}
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"DR", []step{{DirInputOnly, syn, TCPSynRecv}, {DirInputOnly, ack, TCPEstablished}, {DirInputOnly, fin | ack, TCPFinWait}, {DirInputOnly, ack, TCPFinWait}}},
+		{"NAT", []step{{DirInput, syn, TCPSynRecv}, {DirOutput, syn | ack, TCPSynRecv}, {DirInput, ack, TCPEstablished}, {DirInput, fin | ack, TCPCloseWait}, {DirOutput, fin | ack, TCPTimeWait}}},
+		{"no flags force CLOSE", []step{{DirInput, syn, TCPSynRecv}, {DirInput, 0, TCPClose}}},
+		{"rst", []step{{DirInput, syn, TCPSynRecv}, {DirInput, ack, TCPEstablished}, {DirOutput, rst, TCPClose}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := TCPNone
+			for i, st := range c.steps {
+				s = TCPNext(st.dir, st.flags, s)
+				if s != st.want {
+					t.Fatalf("step %d: got %s, want %s", i, tcpStateNames[s], tcpStateNames[st.want])
+				}
+			}
+		})
+	}
+}
+
+func testDest() *ipvs.Dest {
+	return ipvs.NewDest(ipvs.ServiceKey{Proto: 6}, ipvs.DestConfig{Addr: netip.MustParseAddr("198.19.0.11"), Port: 80, Weight: 1})
+}
+
+func key(i int) Key {
+	return Key{SrcIP: [4]byte{198, 18, byte(i >> 8), byte(i)}, DstIP: [4]byte{198, 18, 0, 100}, SrcPort: uint16(1024 + i), DstPort: 80, Proto: 6}
+}
+
+// A conn starts inactive, turns active on its SYN, moves back on FIN, and
+// its counters return to zero when it expires; nothing expires before its
+// timeout, without any global sweep.
+func TestLifecycleAndCounters(t *testing.T) {
+	tb := New(Config{Tick: 100 * time.Millisecond, Shards: 4})
+	d := testDest()
+	start := tb.start
+	var h Hit
+	k := key(1)
+	if _, err := tb.Create(&NewConn{In: k, Dest: d}, syn, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.NewState != TCPSynRecv || d.ActiveConns() != 1 || d.InactConns() != 0 {
+		t.Fatalf("after SYN: state %d active %d inactive %d", h.NewState, d.ActiveConns(), d.InactConns())
+	}
+	if v := tb.LookupIn(&k, ack, &h); v != Found || h.NewState != TCPEstablished {
+		t.Fatalf("ACK: verdict %d state %d", v, h.NewState)
+	}
+	if v := tb.LookupIn(&k, fin|ack, &h); v != Found || h.NewState != TCPCloseWait {
+		t.Fatalf("FIN: verdict %d state %d", v, h.NewState)
+	}
+	if d.ActiveConns() != 0 || d.InactConns() != 1 {
+		t.Fatalf("after FIN: active %d inactive %d", d.ActiveConns(), d.InactConns())
+	}
+	tb.SetStateTimeout(TCPCloseWait, 2)
+	tb.LookupIn(&k, ack, &h) // re-arm with the 2 s timeout
+	tb.Advance(start.Add(1500 * time.Millisecond))
+	if tb.Len() != 1 {
+		t.Fatalf("expired before its timeout")
+	}
+	tb.Advance(start.Add(2500 * time.Millisecond))
+	if tb.Len() != 0 || d.InactConns() != 0 || d.ActiveConns() != 0 {
+		t.Fatalf("after timeout: len %d active %d inactive %d", tb.Len(), d.ActiveConns(), d.InactConns())
+	}
+	if st := tb.Stats(); st.Created != 1 || st.Expired != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Refreshed conns are re-filed, not expired, when their old slot comes.
+func TestRefreshKeepsAlive(t *testing.T) {
+	tb := New(Config{Tick: 100 * time.Millisecond, Shards: 2})
+	tb.SetTimeouts(0, 0, 1)
+	d := testDest()
+	k := key(2)
+	k.Proto = 17
+	if _, err := tb.Create(&NewConn{In: k, Dest: d}, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	var h Hit
+	for i := 1; i <= 30; i++ {
+		tb.Advance(tb.start.Add(time.Duration(i) * 500 * time.Millisecond))
+		if tb.LookupIn(&k, 0, &h) != Found {
+			t.Fatalf("UDP conn refreshed every 0.5s expired at step %d", i)
+		}
+	}
+	if d.InactConns() != 1 || d.ActiveConns() != 0 {
+		t.Fatalf("UDP conns are inactive: active %d inactive %d", d.ActiveConns(), d.InactConns())
+	}
+}
+
+// A full table refuses new conns, counts them, and never grows.
+func TestMaxEntries(t *testing.T) {
+	tb := New(Config{MaxEntries: 100, Shards: 8})
+	d := testDest()
+	for i := 0; i < 150; i++ {
+		k := key(i)
+		_, err := tb.Create(&NewConn{In: k, Dest: d}, syn, nil)
+		if i < 100 && err != nil {
+			t.Fatalf("conn %d refused: %v", i, err)
+		}
+		if i >= 100 && err != ErrFull {
+			t.Fatalf("conn %d: err %v, want ErrFull", i, err)
+		}
+	}
+	if tb.Len() != 100 || tb.Stats().Dropped != 50 {
+		t.Fatalf("len %d dropped %d", tb.Len(), tb.Stats().Dropped)
+	}
+	if _, err := tb.Create(&NewConn{In: key(1), Dest: d}, syn, nil); err != ErrFull && err != ErrExists {
+		t.Fatalf("duplicate: %v", err)
+	}
+}
+
+// The reply index finds NAT conns; it is gone once the conn expires.
+func TestReplyIndex(t *testing.T) {
+	tb := New(Config{Tick: 100 * time.Millisecond})
+	d := testDest()
+	in := key(3)
+	out := Key{SrcIP: [4]byte{198, 19, 0, 11}, DstIP: in.SrcIP, SrcPort: 8080, DstPort: in.SrcPort, Proto: 6}
+	if _, err := tb.Create(&NewConn{In: in, Out: out, Dest: d}, syn, nil); err != nil {
+		t.Fatal(err)
+	}
+	var h Hit
+	if !tb.LookupOut(&out, syn|ack, &h) || h.In != in {
+		t.Fatalf("reply not found")
+	}
+	tb.Expire(&in)
+	if tb.LookupOut(&out, ack, &h) {
+		t.Fatalf("reply index outlived its conn")
+	}
+}
+
+// A SYN on a TIME_WAIT conn expires it (conn_reuse_mode).
+func TestConnReuse(t *testing.T) {
+	tb := New(Config{})
+	d := testDest()
+	k := key(4)
+	if _, err := tb.Create(&NewConn{In: k, Dest: d, NoOutput: true}, syn, nil); err != nil {
+		t.Fatal(err)
+	}
+	var h Hit
+	tb.LookupIn(&k, ack, &h)
+	tb.LookupIn(&k, fin, &h)
+	tb.LookupIn(&k, fin, &h) // FW -> TW on the INPUT-ONLY table? FW+fin stays FW
+	e := tb.shardOf(&k).in[k]
+	e.state.Store(uint32(TCPTimeWait))
+	if v := tb.LookupIn(&k, syn, &h); v != Reused {
+		t.Fatalf("SYN on TIME_WAIT: verdict %d, want Reused", v)
+	}
+	if tb.Len() != 0 {
+		t.Fatalf("reused conn still in the table")
+	}
+}
+
+// Templates live while they control conns, then die (spec §4.4).
+func TestTemplateLife(t *testing.T) {
+	tb := New(Config{Tick: time.Second})
+	d := testDest()
+	tk := Key{SrcIP: [4]byte{198, 18, 0, 0}, DstIP: [4]byte{198, 18, 0, 100}, DstPort: 80, Proto: 6, Kind: KindTemplate}
+	tpl, err := tb.Create(&NewConn{In: tk, Dest: d, Template: true, Timeout: 5}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.PersistConns() != 1 || d.InactConns() != 0 {
+		t.Fatalf("template counted as %d persist, %d inactive", d.PersistConns(), d.InactConns())
+	}
+	k := key(5)
+	if _, err := tb.Create(&NewConn{In: k, Dest: d, Tpl: tpl}, syn, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Past the template's timeout it lives on while its conn does.
+	tb.Advance(tb.start.Add(10 * time.Second))
+	if tb.LookupTemplate(&tk) == nil {
+		t.Fatal("template died while controlling a conn")
+	}
+	tb.Expire(&k)
+	tb.Advance(tb.start.Add(80 * time.Second))
+	if tb.LookupTemplate(&tk) != nil || d.PersistConns() != 0 {
+		t.Fatalf("template outlived its conns (persist %d)", d.PersistConns())
+	}
+}
+
+func TestStateNames(t *testing.T) {
+	for s, want := range []string{"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK"} {
+		if got := StateName(6, false, uint8(s)); got != want {
+			t.Errorf("state %d: %s, want %s", s, got, want)
+		}
+	}
+	if StateName(17, false, 0) != "UDP" || StateName(6, true, TplAssured) != "ASSURED" {
+		t.Error("UDP/template names")
+	}
+}
+
+func TestLookupDoesNotAllocate(t *testing.T) {
+	tb := New(Config{})
+	d := testDest()
+	k := key(6)
+	if _, err := tb.Create(&NewConn{In: k, Dest: d}, syn, nil); err != nil {
+		t.Fatal(err)
+	}
+	var h Hit
+	if n := testing.AllocsPerRun(1000, func() { tb.LookupIn(&k, ack, &h) }); n != 0 {
+		t.Fatalf("LookupIn allocates %.1f", n)
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{10_000, 1_000_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			tb := New(Config{MaxEntries: n + 1})
+			d := testDest()
+			for i := 0; i < n; i++ {
+				k := key(i)
+				k.DstPort = uint16(i >> 16)
+				if _, err := tb.Create(&NewConn{In: k, Dest: d}, syn, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var h Hit
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				k := key(i % n)
+				k.DstPort = uint16((i % n) >> 16)
+				tb.LookupIn(&k, ack, &h)
+			}
+		})
+	}
+}
