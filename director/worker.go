@@ -160,6 +160,10 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		switch {
 		case w.d.c.ExpireNodestConn && (p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn || !h.Dest.Available()):
 			w.d.CT.Expire(&k)
+			if p.Proto == ipvs.ProtoTCP && p.Flags&(packet.TCPSyn|packet.TCPRst) != packet.TCPSyn {
+				w.count(CntNoConn)
+				return
+			}
 			if !w.schedule(f, sv, &k) {
 				return
 			}
