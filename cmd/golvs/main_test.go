@@ -1,10 +1,12 @@
 package main
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/golvs/golvs/internal/testutil"
@@ -101,5 +103,47 @@ func TestRunBadInput(t *testing.T) {
 				t.Fatalf("more than a short error:\n%s", out)
 			}
 		})
+	}
+}
+
+// A client without permission on the control socket gets one clear line
+// naming the socket.
+func TestAdmPermissionDenied(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to run a client as another user")
+	}
+	bin := buildGolvs(t)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "golvs.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := os.Chmod(sock, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "adm", "-L", "-n")
+	cmd.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("unprivileged adm succeeded: %s", out)
+	}
+	if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), sock) {
+		t.Fatalf("output %q does not say permission denied on %s", out, sock)
+	}
+	// And with no daemon at all: a clear line too.
+	cmd = exec.Command(bin, "adm", "-L", "-n")
+	cmd.Env = append(os.Environ(), "GOLVS_SOCKET="+filepath.Join(dir, "none.sock"))
+	out, _ = cmd.CombinedOutput()
+	if !strings.Contains(string(out), "no golvs director is running") {
+		t.Fatalf("no daemon: %q", out)
 	}
 }

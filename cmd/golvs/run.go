@@ -34,6 +34,8 @@ func runMain(args []string) int {
 	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries; new flows beyond it are dropped and counted")
 	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
+	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
+	quiescentTpl := fs.Bool("expire-quiescent-template", false, "IPVS's expire_quiescent_template: a persistence template on a weight-0 real server is invalid")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,6 +67,9 @@ func runMain(args []string) int {
 		Workers:   *workers,
 		Conntrack: conntrack.Config{MaxEntries: *connMax},
 		FixHost:   *fixHost,
+
+		ExpireNodestConn:        *nodest,
+		ExpireQuiescentTemplate: *quiescentTpl,
 	}
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	if !*quiet {
