@@ -72,6 +72,30 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		args = []string{"-L"}
 	}
+	if ipvsadm.IsMarkCommand(args) {
+		mc, err := ipvsadm.ParseMark(args)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return ipvsadm.ExitStatus(err)
+		}
+		cl, err := Dial(SocketPath())
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		defer cl.Close()
+		if mc.Op == "list" {
+			rep, err := cl.Do(&Request{Op: "list"})
+			if code := report(rep, err)(stderr); code != 0 {
+				return code
+			}
+			for _, r := range rep.Marks {
+				fmt.Fprintln(stdout, ipvsadm.FormatMark(r))
+			}
+			return 0
+		}
+		return report(cl.Do(&Request{Op: "exec", Args: args}))(stderr)
+	}
 	cmd, err := p.Parse(args)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -142,6 +166,9 @@ func list(cl *Client, cmd *ipvsadm.Command, stdout, stderr io.Writer) int {
 	var werr error
 	switch {
 	case cmd.Cmd == ipvsadm.CmdSave:
+		for _, r := range rep.Marks {
+			fmt.Fprintln(stdout, ipvsadm.FormatMark(r))
+		}
 		werr = l.WriteSave(stdout, rep.Services, cmd.Has(ipvsadm.OptNumeric))
 	case cmd.ListMode() == ipvsadm.ListModeTimeout:
 		werr = ipvsadm.WriteTimeout(stdout, *rep.Timeouts)

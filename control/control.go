@@ -75,6 +75,7 @@ type Reply struct {
 	Counters map[string]uint64     `json:"counters,omitempty"`
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
+	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
 }
 
 // Server is the daemon side.
@@ -83,6 +84,7 @@ type Server struct {
 	parser *ipvsadm.Parser
 	mu     sync.Mutex
 	table  *ipvsadm.Table
+	marks  []ipvs.MarkRule
 	ln     net.Listener
 	path   string
 }
@@ -204,8 +206,24 @@ func (s *Server) Handle(req *Request) *Reply {
 	return fail(fmt.Errorf("control: unknown operation %q", req.Op), 255)
 }
 
-// Exec applies one ipvsadm command line (not -L, -S or -R).
+// Exec applies one ipvsadm command line (not -L, -S or -R), or one of
+// golvs's mark commands (--add-mark, --del-mark).
 func (s *Server) Exec(args []string) error {
+	if ipvsadm.IsMarkCommand(args) {
+		mc, err := ipvsadm.ParseMark(args)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		m, err := ipvsadm.ApplyMark(s.marks, mc)
+		if err != nil {
+			return err
+		}
+		s.marks = m
+		s.D.SetMarks(m)
+		return nil
+	}
 	cmd, err := s.parser.Parse(args)
 	if err != nil {
 		return err
@@ -234,14 +252,42 @@ func (s *Server) Exec(args []string) error {
 // parsed, applied to a copy of the table and checked against the data
 // plane first; only then is anything changed.
 func (s *Server) Restore(text string) error {
-	lines, err := s.parser.ParseRules(strings.NewReader(text))
+	// Mark lines are golvs's own; they are parsed here and blanked for
+	// the ipvsadm reader, which keeps the other lines' numbers.
+	var markCmds []*ipvsadm.MarkCmd
+	src := strings.Split(text, "\n")
+	for i, l := range src {
+		f := strings.Fields(l)
+		if len(f) > 0 && f[0] == "ipvsadm" {
+			f = f[1:]
+		}
+		if !ipvsadm.IsMarkCommand(f) {
+			continue
+		}
+		mc, err := ipvsadm.ParseMark(f)
+		if err != nil {
+			return &ipvsadm.Error{Status: ipvsadm.ExitStatus(err), Line: i + 1, Text: l, Msg: err.Error(), Err: err}
+		}
+		markCmds = append(markCmds, mc)
+		src[i] = ""
+	}
+	lines, err := s.parser.ParseRules(strings.NewReader(strings.Join(src, "\n")))
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.table.Clone()
+	marks := s.marks
+	for _, mc := range markCmds {
+		if marks, err = ipvsadm.ApplyMark(marks, mc); err != nil {
+			return err
+		}
+	}
 	for _, l := range lines {
+		if l.Cmd.Cmd == ipvsadm.CmdFlush {
+			marks = nil
+		}
 		if err := n.Apply(l.Cmd); err != nil {
 			return lineErr(l, err)
 		}
@@ -256,6 +302,8 @@ func (s *Server) Restore(text string) error {
 		}
 	}
 	s.table = n
+	s.marks = marks
+	s.D.SetMarks(marks)
 	return nil
 }
 
@@ -298,7 +346,12 @@ func (s *Server) mirror(c *ipvsadm.Command) error {
 	case ipvsadm.CmdDel:
 		return s.D.DelService(k)
 	case ipvsadm.CmdFlush:
+		// golvs's -C also clears the mark rules (they exist only to feed
+		// its fwmark services), so that ipvsadm-restore's -C then -R
+		// round trip holds.
 		s.D.Clear()
+		s.marks = nil
+		s.D.SetMarks(nil)
 	case ipvsadm.CmdAddDest:
 		return s.D.AddDest(k, c.Dest)
 	case ipvsadm.CmdEditDest:
@@ -322,7 +375,7 @@ func (s *Server) list() *Reply {
 	s.mu.Lock()
 	tcp, fin, udp := s.D.CT.Timeouts()
 	s.mu.Unlock()
-	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096}
+	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: s.marks}
 	for _, sv := range s.D.Snapshot().List {
 		ls := ipvsadm.ListService{Config: sv.Config, Stats: sv.Stats.Snapshot(), Rate: rate(s.D.Rates(sv.Stats))}
 		ls.Config.Dests = nil

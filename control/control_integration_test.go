@@ -27,10 +27,14 @@ type daemon struct {
 
 func startDaemon(t *testing.T, realServers int) *daemon {
 	t.Helper()
-	topo := testutil.NATLab(t, realServers)
+	return startDaemonOn(t, testutil.NATLab(t, realServers), []int{80})
+}
+
+func startDaemonOn(t *testing.T, topo *lab.Topology, ports []int) *daemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	for i, ns := range topo.RS {
-		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
+		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), ports, nil); err != nil {
 			cancel()
 			t.Fatal(err)
 		}
@@ -256,4 +260,56 @@ func TestLiveChangesLoseNothing(t *testing.T) {
 		t.Fatalf("%d of %d connections failed during live changes; first: %v", failed.Load(), failed.Load()+ok.Load(), firstErr)
 	}
 	t.Logf("%d connections, none failed, across %d live changes", ok.Load(), len(steps)+1)
+}
+
+// Firewall-mark services fed by golvs's own mark rules: the classic
+// "iptables ... -m multiport --dports 80,443 -j MARK --set-mark 1".
+func TestFWMarkService(t *testing.T) {
+	dm := startDaemonOn(t, testutil.NATLab(t, 2), []int{80, 443})
+	adm(t, "", "--add-mark", "-f", "1", "--mark-proto", "tcp", "--mark-dst", lab.VIP.String(), "--mark-ports", "80,443")
+	adm(t, "", "-A", "-f", "1", "-s", "rr")
+	adm(t, "", "-a", "-f", "1", "-r", lab.RIP(1).String(), "-m")
+	adm(t, "", "-a", "-f", "1", "-r", lab.RIP(2).String(), "-m")
+	saved := adm(t, "", "-S", "-n")
+	want := "--add-mark -f 1 --mark-proto tcp --mark-dst 198.18.0.100/32 --mark-ports 80,443\n" +
+		"-A -f 1 -s rr\n-a -f 1 -r 198.19.0.11:0 -m -w 1\n-a -f 1 -r 198.19.0.12:0 -m -w 1\n"
+	if saved != want {
+		t.Fatalf("-S:\n%s\nwant\n%s", saved, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := dm.d.WaitResolved(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []uint16{80, 443} {
+		resp, err := lab.Get(dm.topo.Client, netip.AddrPortFrom(lab.VIP, port), 4, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, r := range resp {
+			if r.Err != nil {
+				t.Fatalf("port %d: %v", port, r.Err)
+			}
+			if r.Remote.Port() != port {
+				t.Fatalf("answered from %s", r.Remote)
+			}
+			n[r.Body]++
+		}
+		if n["rs1"] != 2 || n["rs2"] != 2 {
+			t.Fatalf("port %d: %v, want rr 2/2", port, n)
+		}
+	}
+	// Port 81 carries no mark: nothing answers.
+	if rs, _ := lab.Get(dm.topo.Client, netip.AddrPortFrom(lab.VIP, 81), 1, time.Second); rs[0].Err == nil {
+		t.Fatal("an unmarked port was balanced")
+	}
+	adm(t, "", "-C")
+	if got := adm(t, "", "-S", "-n"); got != "" {
+		t.Fatalf("-C left %q", got)
+	}
+	adm(t, saved, "-R")
+	if got := adm(t, "", "-S", "-n"); got != saved {
+		t.Fatalf("-R round trip:\n%s\nwant\n%s", got, saved)
+	}
 }

@@ -25,6 +25,7 @@ type config struct {
 	svcs  []*svcRT // creation order
 	gen   uint64
 	trash []*ipvs.Dest // removed dests, kept so a re-add restores their counters
+	marks []ipvs.MarkRule
 }
 
 func (c *config) find(k ipvs.ServiceKey) (int, *svcRT) {
@@ -85,6 +86,10 @@ func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	}
 	switch d.Method {
 	case ipvs.MethodMasq:
+	case ipvs.MethodRoute, ipvs.MethodTunnel, ipvs.MethodFullNAT:
+		if err := checkModeDest(svc, d); err != nil { // modes.go
+			return err
+		}
 	default:
 		return fmt.Errorf("director: real server %s: forwarding method %s is not supported yet (NAT, -m, is)", d.AddrPort(), d.Method)
 	}
@@ -112,7 +117,10 @@ func (dr *Director) CheckService(c ipvs.ServiceConfig) error {
 // CheckDest reports whether the data plane can serve a real server of a
 // service, without changing anything.
 func (dr *Director) CheckDest(svc ipvs.ServiceConfig, d ipvs.DestConfig) error {
-	return checkDest(&svc, &d)
+	if err := checkDest(&svc, &d); err != nil {
+		return err
+	}
+	return dr.checkDestHost(&svc, &d)
 }
 
 // AddService adds a virtual service (ipvsadm -A).
@@ -230,6 +238,9 @@ func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig) error {
 	if err := checkDest(&rt.cfg, &d); err != nil {
 		return err
 	}
+	if err := dr.checkDestHost(&rt.cfg, &d); err != nil {
+		return err
+	}
 	if _, old := rt.findDest(d.Addr, d.Port); old != nil {
 		return fmt.Errorf("%s: %w", d.AddrPort(), ipvs.ErrDestExists)
 	}
@@ -262,6 +273,9 @@ func (dr *Director) EditDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
 	}
 	if err := checkDest(&rt.cfg, &d); err != nil {
+		return err
+	}
+	if err := dr.checkDestHost(&rt.cfg, &d); err != nil {
 		return err
 	}
 	_, old := rt.findDest(d.Addr, d.Port)
@@ -312,11 +326,15 @@ func (dr *Director) publishLocked() {
 		services: make(map[svcKey]*Service),
 		port0:    make(map[svcKey]*Service),
 		vips:     make(map[[4]byte]bool),
+		fwm:      make(map[uint32]*Service),
+		marks:    compileMarks(dr.cfg.marks),
+		Marks:    dr.cfg.marks,
 	}
 	for _, rt := range dr.cfg.svcs {
 		sv := &Service{Config: rt.cfg, Sched: rt.sched, View: rt.view(), Stats: rt.stats, Dests: append([]*ipvs.Dest(nil), rt.dests...)}
 		s.List = append(s.List, sv)
 		if rt.cfg.FWMark != 0 {
+			s.fwm[rt.cfg.FWMark] = sv
 			continue
 		}
 		k := svcKey{rt.cfg.Addr.As4(), rt.cfg.Port, rt.cfg.Proto}

@@ -54,6 +54,14 @@ type Config struct {
 	ExpireQuiescentTemplate bool
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
 	Logf func(format string, args ...any)
+
+	// FULLNAT (spec §5.5): the local address pool (LIPs) and its port
+	// range (0, 0: 5000-65535), and NoTOA to stop inserting the TOA
+	// option into SYNs. See modes.go and fullnat.go.
+	LocalAddrs   []netip.Addr
+	LocalPortMin uint16
+	LocalPortMax uint16
+	NoTOA        bool
 }
 
 // Director is a running data plane.
@@ -79,6 +87,8 @@ type Director struct {
 	Drops Counters
 
 	est estimators
+
+	modes modeState // DR, TUN and FULLNAT (modes.go)
 }
 
 // Counter names, in Counters order.
@@ -135,6 +145,7 @@ func newCore(c Config) *Director {
 		kick:  make(chan struct{}, 1),
 	}
 	d.snap.Store(&Snapshot{services: map[svcKey]*Service{}, port0: map[svcKey]*Service{}, vips: map[[4]byte]bool{}})
+	d.initModes()
 	return d
 }
 
@@ -299,20 +310,26 @@ func (d *Director) refilter(s *Snapshot) {
 	if len(d.rings) == 0 {
 		return
 	}
-	var dst, src []netio.Match
+	dst := markMatches(s.Marks)
+	var src []netio.Match
 	for _, sv := range s.List {
-		if sv.Config.FWMark != 0 {
-			continue
+		if sv.Config.FWMark == 0 {
+			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
 		}
-		dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
 		for _, dd := range sv.Dests {
 			port := dd.Port
 			if port == 0 {
 				port = sv.Config.Port
 			}
-			src = append(src, netio.Match{Proto: sv.Config.Proto, Addr: dd.Addr.As4(), Port: port})
+			proto := sv.Config.Proto
+			if sv.Config.FWMark != 0 {
+				proto = 0 // a mark may cover TCP and UDP
+			}
+			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
 		}
 	}
+	mdst, msrc := d.modeFilter(s)
+	dst, src = append(dst, mdst...), append(src, msrc...)
 	f, err := netio.BuildFilter(dst, src, true)
 	if err != nil {
 		d.logf("filter: %v", err)

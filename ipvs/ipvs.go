@@ -479,3 +479,48 @@ func (e *Estimator) Rates() (cps, inpps, outpps, inbps, outbps uint64) {
 	}
 	return r(e.cps, 10), r(e.inpps, 10), r(e.outpps, 10), r(e.inbps, 5), r(e.outbps, 5)
 }
+
+// PortRange is an inclusive range of ports.
+type PortRange struct{ Lo, Hi uint16 }
+
+// MarkRule classifies packets into a firewall mark, as the kernel's packet
+// filter does for IPVS fwmark services: protocol (0: any), destination
+// prefix, and destination ports (none: any).
+type MarkRule struct {
+	Mark  uint32
+	Proto uint8
+	Dst   netip.Prefix
+	Ports []PortRange
+}
+
+// Equal reports whether two rules are the same rule.
+func (r MarkRule) Equal(o MarkRule) bool {
+	if r.Mark != o.Mark || r.Proto != o.Proto || r.Dst != o.Dst || len(r.Ports) != len(o.Ports) {
+		return false
+	}
+	for i := range r.Ports {
+		if r.Ports[i] != o.Ports[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Matches reports whether a packet matches the rule.
+func (r *MarkRule) Matches(proto uint8, dst netip.Addr, dport uint16) bool {
+	if r.Proto != 0 && r.Proto != proto {
+		return false
+	}
+	if !r.Dst.Contains(dst) {
+		return false
+	}
+	if len(r.Ports) == 0 {
+		return true
+	}
+	for _, p := range r.Ports {
+		if dport >= p.Lo && dport <= p.Hi {
+			return true
+		}
+	}
+	return false
+}

@@ -10,6 +10,7 @@ import (
 type Match struct {
 	Proto uint8
 	Addr  [4]byte
+	Bits  uint8 // prefix length of Addr; 0 means 32 (one address)
 	Port  uint16
 }
 
@@ -65,6 +66,9 @@ func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 		if !ports {
 			m.Port, m.Proto = 0, 0
 		}
+		if m.Bits == 0 || m.Bits > 32 {
+			m.Bits = 32
+		}
 		key := m
 		key.Port |= uint16(addrOff) << 15 // dst and src blocks differ
 		if seen[key] {
@@ -73,6 +77,10 @@ func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 		seen[key] = true
 		var b []bpf.Instruction
 		b = append(b, bpf.LoadAbsolute{Off: addrOff, Size: 4})
+		mask := ^uint32(0) << (32 - uint32(m.Bits))
+		if m.Bits < 32 {
+			b = append(b, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask})
+		}
 		rest := []bpf.Instruction{}
 		if m.Proto != 0 {
 			rest = append(rest,
@@ -94,7 +102,7 @@ func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 				rest[i] = j
 			}
 		}
-		v := uint32(m.Addr[0])<<24 | uint32(m.Addr[1])<<16 | uint32(m.Addr[2])<<8 | uint32(m.Addr[3])
+		v := (uint32(m.Addr[0])<<24 | uint32(m.Addr[1])<<16 | uint32(m.Addr[2])<<8 | uint32(m.Addr[3])) & mask
 		b = append(b, bpf.JumpIf{Cond: bpf.JumpEqual, Val: v, SkipFalse: uint8(n)})
 		p = append(p, b...)
 		p = append(p, rest...)

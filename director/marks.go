@@ -1,0 +1,56 @@
+package director
+
+import (
+	"slices"
+
+	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/netio"
+)
+
+// SetMarks replaces the firewall-mark classification rules (golvs's
+// stand-in for the iptables MARK rules that feed IPVS fwmark services).
+func (dr *Director) SetMarks(rules []ipvs.MarkRule) {
+	dr.cfg.mu.Lock()
+	defer dr.cfg.mu.Unlock()
+	dr.cfg.marks = slices.Clone(rules)
+	dr.publishLocked()
+}
+
+func compileMarks(rules []ipvs.MarkRule) []markRule {
+	out := make([]markRule, 0, len(rules))
+	for _, r := range rules {
+		bits := r.Dst.Bits()
+		mask := uint32(0)
+		if bits > 0 {
+			mask = ^uint32(0) << (32 - bits)
+		}
+		out = append(out, markRule{mark: r.Mark, proto: r.Proto, net: be32(r.Dst.Addr().As4()) & mask, mask: mask, ports: r.Ports})
+	}
+	return out
+}
+
+// markMatches are the filter entries for mark rules: their destinations,
+// with their ports when the rule lists a few.
+func markMatches(rules []ipvs.MarkRule) []netio.Match {
+	var m []netio.Match
+	for _, r := range rules {
+		base := netio.Match{Proto: r.Proto, Addr: r.Dst.Addr().As4(), Bits: uint8(r.Dst.Bits())}
+		single := true
+		for _, p := range r.Ports {
+			if p.Lo != p.Hi {
+				single = false
+			}
+		}
+		if len(r.Ports) == 0 || !single {
+			m = append(m, base)
+			continue
+		}
+		for _, p := range r.Ports {
+			x := base
+			x.Port = p.Lo
+			m = append(m, x)
+		}
+	}
+	return m
+}
+
