@@ -1,0 +1,183 @@
+package netio
+
+import (
+	"encoding/binary"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
+
+	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/packet"
+)
+
+func ipFrame(proto uint8, src, dst [4]byte, sport, dport uint16) []byte {
+	b := make([]byte, 14+20+20)
+	binary.BigEndian.PutUint16(b[12:], packet.EtherTypeIP4)
+	ip := b[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], 40)
+	ip[8], ip[9] = 64, proto
+	copy(ip[12:], src[:])
+	copy(ip[16:], dst[:])
+	binary.BigEndian.PutUint16(ip[20:], sport)
+	binary.BigEndian.PutUint16(ip[22:], dport)
+	ip[32] = 5 << 4
+	return b
+}
+
+// TestFilter runs the filter (less its PACKET_OUTGOING preamble, which
+// needs the kernel's ancillary data) in x/net/bpf's VM.
+func TestFilter(t *testing.T) {
+	vip := [4]byte{198, 18, 0, 100}
+	rip := [4]byte{198, 19, 0, 11}
+	cip := [4]byte{198, 18, 0, 10}
+	dst := []Match{{Proto: 6, Addr: vip, Port: 80}, {Proto: 17, Addr: [4]byte{198, 18, 1, 0}, Bits: 24}}
+	src := []Match{{Proto: 6, Addr: rip, Port: 8080}}
+	prog := build(dst, src, true, true)[3:]
+	vm, err := bpf.NewVM(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arp := make([]byte, 42)
+	binary.BigEndian.PutUint16(arp[12:], packet.EtherTypeARP)
+	v6 := ipFrame(6, cip, vip, 1, 80)
+	binary.BigEndian.PutUint16(v6[12:], packet.EtherTypeIP6)
+	cases := []struct {
+		name  string
+		frame []byte
+		want  bool
+	}{
+		{"to VIP:80", ipFrame(6, cip, vip, 40000, 80), true},
+		{"to VIP:81", ipFrame(6, cip, vip, 40000, 81), false},
+		{"udp to VIP:80", ipFrame(17, cip, vip, 40000, 80), false},
+		{"from RIP:8080", ipFrame(6, rip, cip, 8080, 40000), true},
+		{"from RIP:22", ipFrame(6, rip, cip, 22, 40000), false},
+		{"udp into the /24", ipFrame(17, cip, [4]byte{198, 18, 1, 77}, 1, 53), true},
+		{"udp next to the /24", ipFrame(17, cip, [4]byte{198, 18, 2, 77}, 1, 53), false},
+		{"arp", arp, true},
+		{"ipv6", v6, false},
+	}
+	for _, c := range cases {
+		n, err := vm.Run(c.frame)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if (n > 0) != c.want {
+			t.Errorf("%s: accepted=%v, want %v", c.name, n > 0, c.want)
+		}
+	}
+	// Too many matches for the kernel's limit: a looser program, still valid.
+	var many []Match
+	for i := 0; i < 2000; i++ {
+		many = append(many, Match{Proto: 6, Addr: [4]byte{198, 18, byte(i >> 8), byte(i)}, Port: 80})
+	}
+	raw, err := BuildFilter(many, many, true)
+	if err != nil || len(raw) >= maxInsns {
+		t.Fatalf("large filter: %d instructions, %v", len(raw), err)
+	}
+}
+
+// TestRingAndTx sends frames with a Tx on one end of a veth pair inside a
+// throwaway namespace and reads them from a Ring on the other end.
+func TestRingAndTx(t *testing.T) {
+	if err := lab.RequireRoot(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	ns, err := lab.NewNS("netio" + lab.RandomSuffix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Delete)
+	var ring *Ring
+	var tx *Tx
+	err = ns.Do(func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "a0"}, PeerName: "b0"}); err != nil {
+			return err
+		}
+		for _, n := range []string{"a0", "b0"} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
+		if err != nil {
+			return err
+		}
+		if ring, err = OpenRing("b0", RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4}); err != nil {
+			return err
+		}
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	const n = 100
+	bufs := make([][]byte, 0, n+1)
+	for i := 0; i < n; i++ {
+		b := make([]byte, VnetHdrLen+60)
+		fr := ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, uint16(1000+i), 80)
+		copy(b[VnetHdrLen:], fr)
+		bufs = append(bufs, b)
+		tx.Queue(b)
+	}
+	// One frame the filter must drop.
+	other := make([]byte, VnetHdrLen+60)
+	copy(other[VnetHdrLen:], ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, 999, 81))
+	tx.Queue(other)
+	tx.Flush()
+	if tx.Sent != n+1 || tx.Errors != 0 {
+		t.Fatalf("sent %d, errors %d", tx.Sent, tx.Errors)
+	}
+	got := map[uint16]bool{}
+	var b Block
+	var f Frame
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		ok, err := ring.Next(100*time.Millisecond, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			continue
+		}
+		for b.Frame(&f) {
+			var p packet.Parsed
+			packet.Decode(f.Data, &p)
+			if p.Kind != packet.KindIPv4 || p.DPort != 80 {
+				t.Fatalf("unexpected frame through the filter: %+v", p)
+			}
+			if len(f.Vnet) != VnetHdrLen || len(f.Buf()) != VnetHdrLen+len(f.Data) {
+				t.Fatalf("bad virtio header view")
+			}
+			if !f.Grow(20) || len(f.Data) != 60+20 {
+				t.Fatalf("no headroom for a 20-byte outer header (PACKET_RESERVE)")
+			}
+			got[p.SPort] = true
+		}
+		b.Release()
+	}
+	if len(got) != n {
+		t.Fatalf("received %d of %d frames", len(got), n)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	if _, err := OpenRing("nosuchif0", RingConfig{}); err == nil || !contains(err.Error(), `no such interface: "nosuchif0"`) {
+		t.Fatalf("missing interface: %v", err)
+	}
+	if _, err := OpenTx("nosuchif0"); err == nil {
+		t.Fatal("OpenTx on a missing interface")
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
