@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,9 @@ const (
 // freely by workers that hold the lock of a shard indexing the entry;
 // state and expiry change under those locks with atomics, because the in
 // and out indices of one entry usually sit in different shards.
+//
+// Entries live in fixed chunks of their home shard and are linked by
+// 32-bit ids, not pointers, to keep them small (see the size test).
 type Entry struct {
 	In  Key
 	Out Key
@@ -77,27 +81,28 @@ type Entry struct {
 	Dest     *ipvs.Dest
 	SvcStats *ipvs.Stats
 	Tpl      *Entry // the controlling template, if any
-	Method   ipvs.Method
+
+	// Aux is free for forwarding methods that keep per-conn data (e.g. a
+	// FULLNAT local port); the table never reads it.
+	Aux uint64
+
+	state    atomic.Uint32
+	flags    atomic.Uint32
+	expires  atomic.Int32 // in ticks of the table's coarse clock
+	slot     atomic.Int32 // the wheel tick this entry is filed under
+	timeout  atomic.Uint32
+	nControl atomic.Int32 // conns controlled by this template
+
+	id   uint32 // within the home shard, 1-based
+	next uint32 // wheel list / free list
+	prev uint32 // wheel list
 
 	// The client side's layer 2, learnt from the frame that created the
 	// conn, so replies go back the way the request came.
 	ClientIf  int32
 	ClientMAC [6]byte
-
-	// Aux is free for forwarding methods that keep per-conn data (e.g. a
-	// FULLNAT sequence delta); the table never reads it.
-	Aux uint64
-
-	state    atomic.Uint32
-	flags    atomic.Uint32
-	expires  atomic.Int64 // in ticks of the table's coarse clock
-	timeout  atomic.Uint32
-	nControl atomic.Int32 // conns controlled by this template
-
-	shard *shard
-	slot  atomic.Int64 // the wheel tick this entry is filed under (home shard lock)
-	next  *Entry       // wheel list / free list
-	prev  *Entry       // wheel list
+	Method    ipvs.Method
+	home      uint8 // low bits of the home shard index (see shardOfEntry)
 }
 
 // State returns the protocol state.
@@ -113,11 +118,12 @@ func (e *Entry) Template() bool { return e.flags.Load()&FlagTemplate != 0 }
 var (
 	ErrFull   = errors.New("conntrack: table full")
 	ErrExists = errors.New("conntrack: connection exists")
+	ErrConfig = errors.New("conntrack: bad configuration")
 )
 
 // Config sets up a table. Zero values take defaults.
 type Config struct {
-	Shards     int           // power of two; default 256
+	Shards     int           // power of two, at most 256; default 256
 	MaxEntries int           // default 1<<20
 	Tick       time.Duration // wheel granularity; default 1s
 	WheelSlots int           // default 4096 ticks
@@ -136,13 +142,13 @@ type Stats struct {
 
 // Table is the connection table.
 type Table struct {
-	shards []shard
-	mask   uint64
-	seed   uint64
-	max    int64
-	tick   time.Duration
-	nslots int64
-	start  time.Time
+	shards    []shard
+	shardBits uint
+	seed      uint64
+	max       int64
+	tick      time.Duration
+	nslots    int64
+	start     time.Time
 
 	now     atomic.Int64 // coarse clock in ticks, advanced by Advance
 	count   atomic.Int64
@@ -161,29 +167,67 @@ type Table struct {
 	OnExpire func(e *Entry)
 }
 
+// chunkBits sizes the chunks entries are allocated in.
+const (
+	chunkBits = 8
+	chunkSize = 1 << chunkBits
+)
+
+// refBits: an index slot holds shard<<refBits | id, so the out index can
+// point at entries of other shards.
+const refBits = 24
+
 type shard struct {
-	mu    sync.Mutex
-	in    map[Key]*Entry
-	out   map[Key]*Entry
-	wheel []*Entry
-	done  int64 // last tick processed
-	free  *Entry
-	_     [64]byte // keep shard locks on separate cache lines
+	mu     sync.Mutex
+	in     index
+	out    index
+	chunks []*[chunkSize]Entry // fixed length; filled under mu, never moved
+	nalloc uint32              // entries handed out so far (ids 1..nalloc)
+	free   uint32              // free list head (an id), 0: empty
+	wheel  []uint32
+	done   int64 // last tick processed
+	idx    uint32
+	_      [40]byte // keep shard locks on separate cache lines
 }
 
-const slabSize = 64
+// index is an open-addressing hash index (linear probing, backward-shift
+// deletion) of 4-byte entry references. A probe compares the full key in
+// the entry; with the load kept under 3/4, most lookups touch one slot and
+// one entry.
+type index struct {
+	slots []uint32
+	n     int
+}
 
 // New creates a table.
 func New(c Config) *Table {
+	t, err := NewChecked(c)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// NewChecked creates a table, or says why the configuration cannot work.
+func NewChecked(c Config) (*Table, error) {
 	if c.Shards <= 0 {
 		c.Shards = 256
 	}
 	n := 1
+	bits := uint(0)
 	for n < c.Shards {
 		n <<= 1
+		bits++
+	}
+	if n > 256 {
+		return nil, fmt.Errorf("%w: %d shards (at most 256)", ErrConfig, c.Shards)
 	}
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = 1 << 20
+	}
+	perShard := c.MaxEntries/n*2 + 2*chunkSize // room for an uneven spread
+	if perShard >= 1<<refBits || c.MaxEntries > 1<<31 {
+		return nil, fmt.Errorf("%w: %d entries over %d shards (at most %d per shard)", ErrConfig, c.MaxEntries, n, 1<<(refBits-1))
 	}
 	if c.Tick <= 0 {
 		c.Tick = time.Second
@@ -197,25 +241,26 @@ func New(c Config) *Table {
 		c.Seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
 	t := &Table{
-		shards: make([]shard, n),
-		mask:   uint64(n - 1),
-		seed:   c.Seed,
-		max:    int64(c.MaxEntries),
-		tick:   c.Tick,
-		nslots: int64(c.WheelSlots),
-		start:  time.Now(),
+		shards:    make([]shard, n),
+		shardBits: bits,
+		seed:      c.Seed,
+		max:       int64(c.MaxEntries),
+		tick:      c.Tick,
+		nslots:    int64(c.WheelSlots),
+		start:     time.Now(),
 	}
+	nchunks := (perShard + chunkSize - 1) / chunkSize
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.in = make(map[Key]*Entry)
-		s.out = make(map[Key]*Entry)
-		s.wheel = make([]*Entry, c.WheelSlots)
+		s.idx = uint32(i)
+		s.chunks = make([]*[chunkSize]Entry, nchunks)
+		s.wheel = make([]uint32, c.WheelSlots)
 	}
 	for i, v := range DefaultTCPTimeouts {
 		t.tcpTimeouts[i].Store(v)
 	}
 	t.udpTimeout.Store(DefaultUDPTimeout)
-	return t
+	return t, nil
 }
 
 // Tick returns the wheel granularity.
@@ -232,7 +277,7 @@ func (t *Table) ticks(sec uint32) int64 {
 
 // ExpiresIn returns how long until e expires.
 func (t *Table) ExpiresIn(e *Entry) time.Duration {
-	d := time.Duration(e.expires.Load()-t.now.Load()) * t.tick
+	d := time.Duration(int64(e.expires.Load())-t.now.Load()) * t.tick
 	if d < 0 {
 		d = 0
 	}
@@ -271,12 +316,130 @@ func (t *Table) timeoutFor(proto uint8, state uint8) uint32 {
 	return t.udpTimeout.Load()
 }
 
-// shardOf picks the shard of a key with a seeded xxhash.
-func (t *Table) shardOf(k *Key) *shard {
+// hash is a seeded xxhash of the packed key: seeded so that clients
+// cannot aim their flows at one shard or one probe chain.
+func (t *Table) hash(k *Key) uint64 {
 	var b [24]byte
 	binary.LittleEndian.PutUint64(b[:8], t.seed)
 	*(*Key)(unsafe.Pointer(&b[8])) = *k
-	return &t.shards[xxhash.Sum64(b[:])&t.mask]
+	return xxhash.Sum64(b[:])
+}
+
+// shardOf picks the shard of a key: the low bits of its hash (the index
+// uses the high bits).
+func (t *Table) shardOf(k *Key) *shard {
+	return &t.shards[t.hash(k)&uint64(len(t.shards)-1)]
+}
+
+func (t *Table) entryRef(ref uint32) *Entry {
+	return t.shards[ref>>refBits].entry(ref & (1<<refBits - 1))
+}
+
+func (s *shard) entry(id uint32) *Entry {
+	id--
+	return &s.chunks[id>>chunkBits][id&(chunkSize-1)]
+}
+
+func (s *shard) ref(e *Entry) uint32 { return s.idx<<refBits | e.id }
+
+func (t *Table) homeOf(e *Entry) *shard { return &t.shards[e.home] }
+
+// find looks a key up in an index of shard s (lock held).
+func (t *Table) find(x *index, h uint64, k *Key, out bool) *Entry {
+	if x.n == 0 {
+		return nil
+	}
+	mask := uint64(len(x.slots) - 1)
+	for i := (h >> 32) & mask; ; i = (i + 1) & mask {
+		r := x.slots[i]
+		if r == 0 {
+			return nil
+		}
+		e := t.entryRef(r)
+		if out {
+			if e.Out == *k {
+				return e
+			}
+		} else if e.In == *k {
+			return e
+		}
+	}
+}
+
+// insert adds a reference under key hash h (lock held; the key is absent).
+// Growing the index is the one allocation of the insert path.
+func (t *Table) insert(x *index, h uint64, ref uint32, out bool) {
+	if (x.n+1)*4 > len(x.slots)*3 {
+		t.grow(x, out)
+	}
+	mask := uint64(len(x.slots) - 1)
+	i := (h >> 32) & mask
+	for x.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	x.slots[i] = ref
+	x.n++
+}
+
+func (t *Table) keyHash(r uint32, out bool) uint64 {
+	e := t.entryRef(r)
+	if out {
+		return t.hash(&e.Out)
+	}
+	return t.hash(&e.In)
+}
+
+func (t *Table) grow(x *index, out bool) {
+	old := x.slots
+	n := len(old) * 2
+	if n < 16 {
+		n = 16
+	}
+	x.slots = make([]uint32, n)
+	mask := uint64(n - 1)
+	for _, r := range old {
+		if r == 0 {
+			continue
+		}
+		i := (t.keyHash(r, out) >> 32) & mask
+		for x.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		x.slots[i] = r
+	}
+}
+
+// remove deletes a reference (lock held) with backward-shift deletion, so
+// probe chains stay unbroken without tombstones.
+func (t *Table) remove(x *index, h uint64, ref uint32, out bool) bool {
+	if x.n == 0 {
+		return false
+	}
+	mask := uint64(len(x.slots) - 1)
+	i := (h >> 32) & mask
+	for x.slots[i] != ref {
+		if x.slots[i] == 0 {
+			return false
+		}
+		i = (i + 1) & mask
+	}
+	j := i
+	for {
+		j = (j + 1) & mask
+		r := x.slots[j]
+		if r == 0 {
+			break
+		}
+		k := (t.keyHash(r, out) >> 32) & mask
+		// Move r back to i unless its home k lies cyclically in (i, j].
+		if (j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j)) {
+			x.slots[i] = r
+			i = j
+		}
+	}
+	x.slots[i] = 0
+	x.n--
+	return true
 }
 
 // Stats returns the table's counters.
@@ -318,16 +481,17 @@ const (
 // conn in TIME_WAIT or CLOSE that no template controls expires the conn and
 // returns Reused (IPVS's conn_reuse_mode 1).
 func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
-	s := t.shardOf(k)
+	hk := t.hash(k)
+	s := &t.shards[hk&uint64(len(t.shards)-1)]
 	s.mu.Lock()
-	e := s.in[*k]
+	e := t.find(&s.in, hk, k, false)
 	if e == nil {
 		s.mu.Unlock()
 		return Miss
 	}
 	if k.Proto == 6 && tcpFlags&0x06 == 0x02 && e.Tpl == nil {
 		if st := uint8(e.state.Load()); st == TCPTimeWait || st == TCPClose {
-			t.unlinkLocked(s, e)
+			t.unlinkLocked(s, e, hk)
 			s.mu.Unlock()
 			t.reused.Add(1)
 			t.finish(e)
@@ -348,9 +512,10 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 // LookupOut finds the conn of a reply (RIP -> client) packet, applies the
 // OUTPUT transition, refreshes the expiry and fills h.
 func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
-	s := t.shardOf(k)
+	hk := t.hash(k)
+	s := &t.shards[hk&uint64(len(t.shards)-1)]
 	s.mu.Lock()
-	e := s.out[*k]
+	e := t.find(&s.out, hk, k, true)
 	if e == nil {
 		s.mu.Unlock()
 		return false
@@ -359,17 +524,42 @@ func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
 	t.transition(e, DirOutput, tcpFlags, h)
 	fill(e, h)
 	sooner := e.expires.Load() < e.slot.Load()
-	home := e.shard
+	home := t.homeOf(e)
 	s.mu.Unlock()
 	if sooner {
 		// The wheel belongs to the home shard: move the entry under its
 		// lock, after checking it is still the live entry of its key.
 		home.mu.Lock()
-		if home.in[h.In] == e {
+		if t.find(&home.in, t.hash(&h.In), &h.In, false) == e {
 			home.refileIfSooner(e, t)
 		}
 		home.mu.Unlock()
 	}
+	return true
+}
+
+// Peek finds a conn by its in key (out false) or out key (out true) and
+// fills h, without a state transition or a refresh: related ICMP errors
+// are matched to their conn this way (IPVS neither moves the state nor
+// re-arms the timer for them).
+func (t *Table) Peek(k *Key, out bool, h *Hit) bool {
+	hk := t.hash(k)
+	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	s.mu.Lock()
+	var e *Entry
+	if out {
+		e = t.find(&s.out, hk, k, true)
+	} else if e = t.find(&s.in, hk, k, false); e != nil && e.flags.Load()&FlagTemplate != 0 {
+		e = nil
+	}
+	if e == nil {
+		s.mu.Unlock()
+		return false
+	}
+	fill(e, h)
+	st := uint8(e.state.Load())
+	h.OldState, h.NewState = st, st
+	s.mu.Unlock()
 	return true
 }
 
@@ -412,7 +602,7 @@ func (t *Table) transition(e *Entry, dir int, tcpFlags uint8, h *Hit) {
 			}
 			to := t.timeoutFor(proto, uint8(nw))
 			e.timeout.Store(to)
-			e.expires.Store(t.now.Load() + t.ticks(to))
+			e.expires.Store(int32(t.now.Load() + t.ticks(to)))
 			return
 		}
 	}
@@ -434,9 +624,8 @@ type NewConn struct {
 }
 
 // Create inserts a conn, binds it to its dest (counted inactive, as IPVS
-// starts every conn, or in persistconns for a template), and, for a normal
-// conn, runs the first packet's state transition through LookupIn's rules
-// (the caller does that by calling LookupIn next, or uses h here).
+// starts every conn, or in persistconns for a template) and, for a normal
+// conn, applies the first packet's state transition, filling h.
 // It returns ErrFull when the table is at its maximum and ErrExists (with
 // nothing changed) when the in key is taken.
 func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
@@ -445,18 +634,25 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 		t.dropped.Add(1)
 		return nil, ErrFull
 	}
-	s := t.shardOf(&c.In)
+	hk := t.hash(&c.In)
+	s := &t.shards[hk&uint64(len(t.shards)-1)]
 	s.mu.Lock()
-	if s.in[c.In] != nil {
+	if t.find(&s.in, hk, &c.In, false) != nil {
 		s.mu.Unlock()
 		t.count.Add(-1)
 		return nil, ErrExists
 	}
 	e := s.alloc()
+	if e == nil {
+		s.mu.Unlock()
+		t.count.Add(-1)
+		t.dropped.Add(1)
+		return nil, ErrFull
+	}
 	e.In, e.Out = c.In, c.Out
 	e.Dest, e.SvcStats, e.Tpl, e.Method = c.Dest, c.SvcStats, c.Tpl, c.Method
 	e.ClientIf, e.ClientMAC, e.Aux = c.ClientIf, c.ClientMAC, c.Aux
-	e.shard = s
+	e.home = uint8(s.idx)
 	var fl uint32
 	if c.Template {
 		fl |= FlagTemplate
@@ -477,7 +673,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 	}
 	if c.Template {
 		e.timeout.Store(c.Timeout)
-		e.expires.Store(t.now.Load() + t.ticks(c.Timeout))
+		e.expires.Store(int32(t.now.Load() + t.ticks(c.Timeout)))
 	} else {
 		dir := DirInput
 		if c.NoOutput {
@@ -490,14 +686,18 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 		t.transition(e, dir, tcpFlags, h)
 		fill(e, h)
 	}
-	s.in[c.In] = e
+	ref := s.ref(e)
+	t.insert(&s.in, hk, ref, false)
 	s.file(e, t)
 	s.mu.Unlock()
 	t.created.Add(1)
 	if !c.Template && c.Out != (Key{}) {
-		o := t.shardOf(&c.Out)
+		ho := t.hash(&c.Out)
+		o := &t.shards[ho&uint64(len(t.shards)-1)]
 		o.mu.Lock()
-		o.out[c.Out] = e
+		if t.find(&o.out, ho, &c.Out, true) == nil {
+			t.insert(&o.out, ho, ref, true)
+		}
 		o.mu.Unlock()
 	}
 	return e, nil
@@ -505,9 +705,10 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 
 // LookupTemplate finds a live template by its key (spec §4.2).
 func (t *Table) LookupTemplate(k *Key) *Entry {
-	s := t.shardOf(k)
+	hk := t.hash(k)
+	s := &t.shards[hk&uint64(len(t.shards)-1)]
 	s.mu.Lock()
-	e := s.in[*k]
+	e := t.find(&s.in, hk, k, false)
 	if e != nil && e.flags.Load()&FlagTemplate == 0 {
 		e = nil
 	}
@@ -518,20 +719,21 @@ func (t *Table) LookupTemplate(k *Key) *Entry {
 // RefreshTemplate re-arms a template's timer to now + its timeout, as a new
 // conn created through it does (spec §4.4).
 func (t *Table) RefreshTemplate(e *Entry) {
-	e.expires.Store(t.now.Load() + t.ticks(e.timeout.Load()))
+	e.expires.Store(int32(t.now.Load() + t.ticks(e.timeout.Load())))
 }
 
 // Expire expires the conn with in key k now, if there is one (IPVS's
 // expire_nodest_conn and friends). It reports whether it did.
 func (t *Table) Expire(k *Key) bool {
-	s := t.shardOf(k)
+	hk := t.hash(k)
+	s := &t.shards[hk&uint64(len(t.shards)-1)]
 	s.mu.Lock()
-	e := s.in[*k]
+	e := t.find(&s.in, hk, k, false)
 	if e == nil {
 		s.mu.Unlock()
 		return false
 	}
-	t.unlinkLocked(s, e)
+	t.unlinkLocked(s, e, hk)
 	s.mu.Unlock()
 	t.finish(e)
 	return true
@@ -540,35 +742,53 @@ func (t *Table) Expire(k *Key) bool {
 // Invalidate expires an entry now (e.g. a template whose dest is gone):
 // it leaves the indices at once and is freed by the wheel.
 func (t *Table) Invalidate(e *Entry) {
-	s := e.shard
+	s := t.homeOf(e)
 	s.mu.Lock()
-	if s.in[e.In] != e {
+	k := e.In
+	hk := t.hash(&k)
+	if t.find(&s.in, hk, &k, false) != e {
 		s.mu.Unlock()
 		return
 	}
-	t.unlinkLocked(s, e)
+	t.unlinkLocked(s, e, hk)
 	s.mu.Unlock()
 	t.finish(e)
 }
 
+// alloc takes a free entry of the shard (lock held); chunks are added as
+// needed, up to the shard's fixed number.
 func (s *shard) alloc() *Entry {
-	if s.free == nil {
-		slab := make([]Entry, slabSize)
-		for i := range slab {
-			slab[i].next = s.free
-			s.free = &slab[i]
-		}
+	if s.free != 0 {
+		e := s.entry(s.free)
+		s.free = e.next
+		e.next = 0
+		return e
 	}
-	e := s.free
-	s.free = e.next
-	e.next = nil
+	id := s.nalloc + 1
+	c := (id - 1) >> chunkBits
+	if int(c) >= len(s.chunks) {
+		return nil
+	}
+	if s.chunks[c] == nil {
+		s.chunks[c] = new([chunkSize]Entry)
+	}
+	s.nalloc = id
+	e := s.entry(id)
+	e.id = id
 	return e
+}
+
+// release returns a dead entry to the free list (lock held).
+func (s *shard) release(e *Entry) {
+	id := e.id
+	*e = Entry{id: id, next: s.free}
+	s.free = id
 }
 
 // file puts e into the wheel slot of its expiry tick (capped at one turn
 // of the wheel; a farther entry is re-filed when its slot comes round).
 func (s *shard) file(e *Entry, t *Table) {
-	at := e.expires.Load()
+	at := int64(e.expires.Load())
 	now := t.now.Load()
 	if at <= s.done {
 		at = s.done + 1
@@ -576,30 +796,30 @@ func (s *shard) file(e *Entry, t *Table) {
 	if at > now+t.nslots-1 {
 		at = now + t.nslots - 1
 	}
-	e.slot.Store(at)
+	e.slot.Store(int32(at))
 	i := at % t.nslots
-	e.prev = nil
+	e.prev = 0
 	e.next = s.wheel[i]
-	if e.next != nil {
-		e.next.prev = e
+	if e.next != 0 {
+		s.entry(e.next).prev = e.id
 	}
-	s.wheel[i] = e
+	s.wheel[i] = e.id
 }
 
 // unfile takes e out of its wheel slot (home shard lock held).
 func (s *shard) unfile(e *Entry, t *Table) {
-	if e.prev != nil {
-		e.prev.next = e.next
+	if e.prev != 0 {
+		s.entry(e.prev).next = e.next
 	} else {
-		i := e.slot.Load() % t.nslots
-		if s.wheel[i] == e {
+		i := int64(e.slot.Load()) % t.nslots
+		if s.wheel[i] == e.id {
 			s.wheel[i] = e.next
 		}
 	}
-	if e.next != nil {
-		e.next.prev = e.prev
+	if e.next != 0 {
+		s.entry(e.next).prev = e.prev
 	}
-	e.next, e.prev = nil, nil
+	e.next, e.prev = 0, 0
 }
 
 // refileIfSooner moves e to an earlier wheel slot when a state change
@@ -614,8 +834,8 @@ func (s *shard) refileIfSooner(e *Entry, t *Table) {
 // unlinkLocked removes e from its shard's in index (lock held) and marks
 // it dead; the out index and the counters are handled by finish, with no
 // lock held. The entry itself stays filed in the wheel until freed.
-func (t *Table) unlinkLocked(s *shard, e *Entry) {
-	delete(s.in, e.In)
+func (t *Table) unlinkLocked(s *shard, e *Entry, hk uint64) {
+	t.remove(&s.in, hk, s.ref(e), false)
 	e.flags.Or(FlagDead)
 }
 
@@ -623,11 +843,11 @@ func (t *Table) unlinkLocked(s *shard, e *Entry) {
 // index, unbind the dest and the template, count it.
 func (t *Table) finish(e *Entry) {
 	if e.flags.Load()&FlagTemplate == 0 && e.Out != (Key{}) {
-		o := t.shardOf(&e.Out)
+		ho := t.hash(&e.Out)
+		o := &t.shards[ho&uint64(len(t.shards)-1)]
+		ref := t.homeOf(e).ref(e)
 		o.mu.Lock()
-		if o.out[e.Out] == e {
-			delete(o.out, e.Out)
-		}
+		t.remove(&o.out, ho, ref, true)
 		o.mu.Unlock()
 	}
 	fl := e.flags.Load()
@@ -669,40 +889,38 @@ func (t *Table) Advance(now time.Time) {
 			}
 			s.done++
 			idx := s.done % t.nslots
-			list := s.wheel[idx]
-			s.wheel[idx] = nil
-			for e := list; e != nil; {
-				nx := e.next
-				e.next, e.prev = nil, nil
+			id := s.wheel[idx]
+			s.wheel[idx] = 0
+			for id != 0 {
+				e := s.entry(id)
+				id = e.next
+				e.next, e.prev = 0, 0
 				fl := e.flags.Load()
 				switch {
 				case fl&FlagDead != 0 && fl&FlagTemplate != 0 && e.nControl.Load() > 0:
 					// A dead template stays allocated while conns still
 					// point at it.
-					e.expires.Store(s.done + t.ticks(60))
+					e.expires.Store(int32(s.done + t.ticks(60)))
 					s.file(e, t)
 				case fl&FlagDead != 0:
-					e.reset()
-					e.next = s.free
-					s.free = e
-				case e.expires.Load() > s.done:
+					s.release(e)
+				case int64(e.expires.Load()) > s.done:
 					t.rescans.Add(1)
 					s.file(e, t)
 				case fl&FlagTemplate != 0 && e.nControl.Load() > 0:
 					// Templates that still control conns live on in 60 s
 					// steps (spec §3.4, §4.4).
 					e.timeout.Store(60)
-					e.expires.Store(s.done + t.ticks(60))
+					e.expires.Store(int32(s.done + t.ticks(60)))
 					s.file(e, t)
 				default:
-					t.unlinkLocked(s, e)
+					t.unlinkLocked(s, e, t.hash(&e.In))
 					expired = append(expired, e)
 					// File it again as dead so the next turn frees it,
 					// after finish has run.
-					e.expires.Store(s.done + 1)
+					e.expires.Store(int32(s.done + 1))
 					s.file(e, t)
 				}
-				e = nx
 			}
 			s.mu.Unlock()
 			for _, e := range expired {
@@ -713,32 +931,36 @@ func (t *Table) Advance(now time.Time) {
 	}
 }
 
-func (e *Entry) reset() {
-	*e = Entry{}
-}
-
 // Walk calls fn for every live entry, one shard at a time (for listings;
 // never on the packet path). fn must not call back into the table.
 func (t *Table) Walk(fn func(e *Entry)) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for _, e := range s.in {
-			fn(e)
+		for _, r := range s.in.slots {
+			if r != 0 {
+				fn(t.entryRef(r))
+			}
 		}
 		s.mu.Unlock()
 	}
 }
 
-// Flush expires every entry now (ipvsadm -C drops the conns along with
-// the services only through their timers; golvs uses this when stopping).
+// Flush expires every entry now.
 func (t *Table) Flush() {
 	var all []*Entry
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for _, e := range s.in {
-			t.unlinkLocked(s, e)
+		for s.in.n > 0 {
+			var e *Entry
+			for _, r := range s.in.slots {
+				if r != 0 {
+					e = t.entryRef(r)
+					break
+				}
+			}
+			t.unlinkLocked(s, e, t.hash(&e.In))
 			all = append(all, e)
 		}
 		s.mu.Unlock()

@@ -167,7 +167,7 @@ func TestConnReuse(t *testing.T) {
 	tb.LookupIn(&k, ack, &h)
 	tb.LookupIn(&k, fin, &h)
 	tb.LookupIn(&k, fin, &h) // FW -> TW on the INPUT-ONLY table? FW+fin stays FW
-	e := tb.shardOf(&k).in[k]
+	e := tb.find(&tb.shardOf(&k).in, tb.hash(&k), &k, false)
 	e.state.Store(uint32(TCPTimeWait))
 	if v := tb.LookupIn(&k, syn, &h); v != Reused {
 		t.Fatalf("SYN on TIME_WAIT: verdict %d, want Reused", v)

@@ -27,6 +27,7 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/trace"
 )
 
 // Interface is one interface the director serves.
@@ -89,6 +90,9 @@ type Director struct {
 	est estimators
 
 	modes modeState // DR, TUN and FULLNAT (modes.go)
+
+	tracer  atomic.Pointer[trace.Tracer]
+	ifNames map[int]string // names of fake interfaces in tests
 }
 
 // Counter names, in Counters order.

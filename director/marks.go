@@ -53,4 +53,3 @@ func markMatches(rules []ipvs.MarkRule) []netio.Match {
 	}
 	return m
 }
-

@@ -33,7 +33,9 @@ func templateKey(sv *Service, p *packet.Parsed) conntrack.Key {
 	return k
 }
 
-func be32(a [4]byte) uint32 { return uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) }
+func be32(a [4]byte) uint32 {
+	return uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+}
 func put32(v uint32) [4]byte { return [4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
 
 // persistPick is ip_vs_sched_persist: reuse the client's template if it

@@ -32,6 +32,7 @@ type Worker struct {
 	nc  conntrack.NewConn
 	sp  sched.Packet
 	arp [netio.VnetHdrLen + 60]byte
+	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 }
 
 func (d *Director) newWorker() *Worker {
@@ -115,8 +116,8 @@ func (w *Worker) handle(f *netio.Frame) {
 		return
 	}
 	if p.Proto == 1 {
-		// ICMP is left to the kernel (related-ICMP relay is not built yet).
-		w.count(CntICMP)
+		// ICMP errors about a conn are relayed; the rest is the kernel's.
+		w.icmp(f)
 		return
 	}
 	if sv := w.snap.lookup(p.Proto, p.Dst, p.DPort); sv != nil {
@@ -177,6 +178,10 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	if nh == nil {
 		w.count(CntNoNextHop)
 		w.d.kickResolver()
+		return
+	}
+	if h.Method != ipvs.MethodMasq {
+		w.inboundMode(f, dst, nh) // DR, TUN, FULLNAT: modes.go
 		return
 	}
 	if forward.TTLExpired(f.Data, p) {
@@ -254,6 +259,9 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	if nc.Method == ipvs.MethodMasq {
 		nc.Out = conntrack.Key{SrcIP: dest.Addr.As4(), DstIP: p.Src, SrcPort: dport, DstPort: p.SPort, Proto: p.Proto}
 	}
+	if nc.Method == ipvs.MethodFullNAT {
+		return w.createFullNAT(sv, dest, dport) // fullnat.go: LIP and port
+	}
 	_, err := w.d.CT.Create(nc, p.Flags, &w.hit)
 	if err != nil {
 		if err == conntrack.ErrExists {
@@ -283,7 +291,11 @@ func (w *Worker) reply(f *netio.Frame) {
 		return
 	}
 	n := uint64(p.End - p.L3)
-	forward.SNAT(f.Data, p, h.In.DstIP, h.In.DstPort, csumMode(f))
+	if h.Method == ipvs.MethodFullNAT {
+		forward.FullNATOut(f.Data, p, h.In.DstIP, h.In.DstPort, h.In.SrcIP, h.In.SrcPort, csumMode(f))
+	} else {
+		forward.SNAT(f.Data, p, h.In.DstIP, h.In.DstPort, csumMode(f))
+	}
 	forward.DecTTL(f.Data, p)
 	src, ok := w.d.ifMAC[int(h.ClientIf)]
 	if !ok {
@@ -314,8 +326,11 @@ func (w *Worker) arpIn(f *netio.Frame) {
 		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
 		w.d.kickResolver()
 	}
-	if a.Op() != packet.ARPRequest || !w.d.ifARP[f.IfIndex] || !w.snap.IsVIP(a.TargetIP()) {
+	if a.Op() != packet.ARPRequest {
 		return
+	}
+	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) {
+		return // FULLNAT local addresses are answered on every interface
 	}
 	mac, ok := w.d.ifMAC[f.IfIndex]
 	if !ok {

@@ -46,6 +46,7 @@ type State struct {
 
 const usage = `usage:
   golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--keep]
+  golvs lab dr|tun|fullnat [same flags as nat] [--tun-type ipip|gue]
   golvs lab request [--requests N]   send N more requests from a kept lab's client
   golvs lab down                     remove a kept lab
 `
@@ -60,6 +61,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "nat":
 		err = nat(args[1:], stdout, stderr)
+	case "dr", "tun", "fullnat":
+		err = modeLab(args[0], args[1:], stdout, stderr) // modes.go
 	case "request":
 		err = request(args[1:], stdout)
 	case "down":
@@ -371,7 +374,7 @@ func down(stdout io.Writer) error {
 		os.RemoveAll(dir)
 	}
 	// Namespaces of a lab whose state was lost.
-	all = append(all, lab.DeleteByNames(lab.Names("", 16))...)
+	all = append(all, lab.DeleteByNames(lab.ModeNames("tun", "", 16))...)
 	if len(all) == 0 {
 		fmt.Fprintln(stdout, "no lab was running")
 		return nil

@@ -4,6 +4,7 @@
 //	golvs run    the director (data plane and control socket)
 //	golvs adm    ipvsadm's command line against a running director
 //	golvs lab    LVS experiments in network namespaces
+//	golvs rs-tun the real-server end of TUN (IPIP/GUE into a TUN device)
 //	golvs bench  benchmarks of schedulers, the connection table, the data plane
 package main
 
@@ -22,7 +23,9 @@ usage:
   golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [flags]
   golvs adm IPVSADM-ARGS...        (also installed as golvsadm)
   golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--keep]
+  golvs lab dr|tun|fullnat [same flags as nat]
   golvs lab request [--requests N] | golvs lab down
+  golvs rs-tun -i IFACE --vip VIP[,VIP] [--gue-port N]   (real server end of TUN)
   golvs bench sched|conntrack [flags]
   golvs version
 
@@ -55,6 +58,8 @@ func run(argv []string) int {
 		return labcmd.Main(args, os.Stdout, os.Stderr)
 	case "bench":
 		return benchMain(args)
+	case "rs-tun":
+		return rstunMain(args)
 	case "version", "--version", "-v":
 		fmt.Printf("golvs %s (IPVS 1.2.1 compatible)\n", Version)
 		return 0

@@ -112,13 +112,19 @@ func TestAdmPermissionDenied(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to run a client as another user")
 	}
-	bin := buildGolvs(t)
-	dir := t.TempDir()
+	// The binary and the socket sit in a directory other users can
+	// enter (t.TempDir's parents are private).
+	dir, err := os.MkdirTemp("", "golvs-perm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(filepath.Dir(bin), 0o755); err != nil {
-		t.Fatal(err)
+	bin := filepath.Join(dir, "golvs")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	sock := filepath.Join(dir, "golvs.sock")
 	ln, err := net.Listen("unix", sock)

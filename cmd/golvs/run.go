@@ -36,7 +36,15 @@ func runMain(args []string) int {
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
 	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
 	quiescentTpl := fs.Bool("expire-quiescent-template", false, "IPVS's expire_quiescent_template: a persistence template on a weight-0 real server is invalid")
+	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
+	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
+	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fn, err := parseFullNAT(*laddr, *lports, *noTOA)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 2
 	}
 	if len(ifaces) == 0 {
@@ -71,6 +79,7 @@ func runMain(args []string) int {
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 	}
+	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	if !*quiet {
 		cfg.Logf = logger.Printf

@@ -1,0 +1,426 @@
+package director
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/golvs/golvs/forward"
+	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/packet"
+)
+
+// The forwarding methods beside NAT (spec §5): DR (-g) rewrites only the
+// MACs, TUN (-i) encapsulates in IPIP or GUE, FULLNAT rewrites both ends
+// (fullnat.go). DR and TUN conns carry NOOUTPUT: replies go from the real
+// server straight to the client, and the INPUT-ONLY state table applies.
+
+// Mode counters, in ModeCounterNames order.
+const (
+	MCntFragNeeded   = iota // ICMP fragmentation-needed sent to a client (TUN over the path MTU, DF set)
+	MCntTooBig              // over the path MTU without DF: dropped (golvs does not fragment)
+	MCntGSOSegmented        // GSO frames cut into segments to go into a tunnel
+	MCntNoPort              // FULLNAT: no local port left (new conn dropped)
+	MCntTOA                 // FULLNAT: TOA option inserted into a SYN
+	MCntTOASkipped          // FULLNAT: SYN without room for TOA (40 option bytes or MTU)
+	MCntICMPRelayed         // ICMP errors matched to a conn and forwarded
+	NumModeCounters
+)
+
+// ModeCounterNames names the mode counters.
+var ModeCounterNames = [NumModeCounters]string{
+	"tun-frag-needed-sent", "tun-too-big-dropped", "tun-gso-segmented",
+	"fullnat-no-port", "toa-inserted", "toa-skipped", "icmp-related-relayed",
+}
+
+const maxIfIndex = 1024
+
+// modeState is the director-wide state of the non-NAT methods.
+type modeState struct {
+	cnt   [NumModeCounters]atomic.Uint64
+	mtu   [maxIfIndex]atomic.Uint32 // link MTU by ifindex; 0: 1500
+	pool  atomic.Pointer[lipPool]
+	noTOA atomic.Bool
+	// lastNoPort is the coarse-clock tick of the last exhaustion log line.
+	lastNoPort atomic.Int64
+	hooked     bool // OnExpire releases FULLNAT ports (under cfg.mu)
+}
+
+// modeWorker is a worker's own scratch for the non-NAT methods: an arena
+// for frames built outside the ring (segments, ICMP errors, frames that
+// came without headroom), flushed before it is reused.
+type modeWorker struct {
+	arena []byte
+	used  int
+	id    uint16
+	tun   forward.Tunnel
+	emb   forward.Embedded
+}
+
+const arenaSize = 256 << 10
+
+// ModeCounters returns the mode counters.
+func (d *Director) ModeCounters() (out [NumModeCounters]uint64) {
+	for i := range d.modes.cnt {
+		out[i] = d.modes.cnt[i].Load()
+	}
+	return
+}
+
+func (d *Director) initModes() {
+	d.modes.noTOA.Store(d.c.NoTOA)
+	if len(d.c.LocalAddrs) > 0 {
+		if err := d.SetLocalAddrs(d.c.LocalAddrs, d.c.LocalPortMin, d.c.LocalPortMax); err != nil {
+			d.logf("fullnat: %v", err)
+		}
+	}
+}
+
+func (d *Director) mcount(i int) { d.modes.cnt[i].Add(1) }
+
+// linkMTU returns the MTU of one of the director's links.
+func (d *Director) linkMTU(ifindex int) int {
+	if ifindex >= 0 && ifindex < maxIfIndex {
+		if m := d.modes.mtu[ifindex].Load(); m != 0 {
+			return int(m)
+		}
+	}
+	return 1500
+}
+
+// SetLinkMTU records a link's MTU (refreshed from the kernel as real
+// servers are added; tests set it directly).
+func (d *Director) SetLinkMTU(ifindex, mtu int) {
+	if ifindex >= 0 && ifindex < maxIfIndex {
+		d.modes.mtu[ifindex].Store(uint32(mtu))
+	}
+}
+
+func (d *Director) refreshMTU() {
+	if d.nl == nil || d.neigh == nil {
+		return
+	}
+	for idx := range d.neigh.Links() {
+		if l, err := d.nl.LinkByIndex(idx); err == nil {
+			d.SetLinkMTU(idx, l.Attrs().MTU)
+		}
+	}
+}
+
+// checkModeDest validates what a method allows, without the host.
+func checkModeDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+	switch d.Method {
+	case ipvs.MethodRoute, ipvs.MethodTunnel:
+		if svc.FWMark == 0 && d.Port != 0 && svc.Port != 0 && d.Port != svc.Port {
+			return fmt.Errorf("director: real server %s: port mapping is not possible with %s (the real server gets the packet as the client sent it, to port %d); use -r %s:%d, or NAT (-m) to map ports", d.AddrPort(), methodFlag(d.Method), svc.Port, d.Addr, svc.Port)
+		}
+		if d.Method == ipvs.MethodTunnel {
+			switch d.TunType {
+			case ipvs.TunIPIP:
+			case ipvs.TunGUE:
+				if d.TunPort == 0 {
+					return fmt.Errorf("director: real server %s: --tun-type gue needs --tun-port (the UDP port rs-tun listens on)", d.AddrPort())
+				}
+				if d.TunFlags&ipvs.TunFlagRemCsum != 0 {
+					return fmt.Errorf("director: real server %s: --tun-remcsum is not supported (use --tun-nocsum)", d.AddrPort())
+				}
+			default:
+				return fmt.Errorf("director: real server %s: tunnel type %d is not supported (ipip and gue are)", d.AddrPort(), d.TunType)
+			}
+		}
+	case ipvs.MethodFullNAT:
+	}
+	return nil
+}
+
+func methodFlag(m ipvs.Method) string {
+	switch m {
+	case ipvs.MethodRoute:
+		return "DR (-g)"
+	case ipvs.MethodTunnel:
+		return "TUN (-i)"
+	case ipvs.MethodFullNAT:
+		return "FULLNAT (--fullnat)"
+	}
+	return "NAT (-m)"
+}
+
+// checkDestHost says why a method cannot work on this host before any
+// traffic flows: DR needs the real server on a directly connected
+// network, TUN a route to it, FULLNAT a local address pool.
+func (dr *Director) checkDestHost(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+	switch d.Method {
+	case ipvs.MethodRoute:
+		if dr.neigh != nil && !dr.neigh.OnLink(d.Addr) {
+			return fmt.Errorf("director: real server %s: DR (-g) needs it on a network directly connected to golvs's interfaces (%s), and it is not: DR only changes MAC addresses. Use TUN (-i) or NAT (-m)", d.Addr, dr.linkNets())
+		}
+	case ipvs.MethodTunnel:
+		if dr.neigh != nil {
+			if _, _, _, err := dr.neigh.Route(d.Addr); err != nil {
+				return fmt.Errorf("director: real server %s: TUN (-i) cannot reach it: %v", d.Addr, err)
+			}
+		}
+	case ipvs.MethodFullNAT:
+		pl := dr.modes.pool.Load()
+		if pl == nil || len(pl.lips) == 0 {
+			return fmt.Errorf("%w (real server %s)", ErrNoLocalAddrs, d.AddrPort())
+		}
+		if pl.has(d.Addr.As4()) {
+			return fmt.Errorf("%w: real server %s is in the local address pool", ErrLocalAddrOverlap, d.Addr)
+		}
+		if svc.FWMark == 0 && pl.has(svc.Addr.As4()) {
+			return fmt.Errorf("%w: VIP %s is in the local address pool", ErrLocalAddrOverlap, svc.Addr)
+		}
+	}
+	dr.refreshMTU()
+	return nil
+}
+
+func (dr *Director) linkNets() string {
+	s := ""
+	for _, l := range dr.neigh.Links() {
+		for _, p := range l.Addrs {
+			if s != "" {
+				s += ", "
+			}
+			s += l.Name + " " + p.Masked().String()
+		}
+	}
+	return s
+}
+
+// modeFilter lists what the kernel filter must also pass for the other
+// methods: ICMP to VIPs (from clients) and local addresses, and ICMP from
+// real servers (errors about NAT conns).
+func (d *Director) modeFilter(s *Snapshot) (dst, src []netio.Match) {
+	for _, sv := range s.List {
+		if sv.Config.FWMark != 0 {
+			continue
+		}
+		dst = append(dst, netio.Match{Proto: 1, Addr: sv.Config.Addr.As4()})
+		for _, dd := range sv.Dests {
+			src = append(src, netio.Match{Proto: 1, Addr: dd.Addr.As4()})
+		}
+	}
+	if pl := d.modes.pool.Load(); pl != nil {
+		for _, l := range pl.lips {
+			dst = append(dst, netio.Match{Proto: 1, Addr: l.addr})
+		}
+	}
+	return dst, src
+}
+
+// isLocalAddr reports a FULLNAT local address (golvs answers ARP for it:
+// the kernel must not own it, or it would reset the replies).
+func (d *Director) isLocalAddr(a [4]byte) bool {
+	pl := d.modes.pool.Load()
+	return pl != nil && pl.has(a)
+}
+
+// inboundMode forwards a client packet of a DR, TUN or FULLNAT conn; h
+// holds the conn, nh the dest's next hop.
+func (w *Worker) inboundMode(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) {
+	p := &w.p
+	h := &w.hit
+	n := uint64(p.End - p.L3)
+	var ok bool
+	switch h.Method {
+	case ipvs.MethodRoute:
+		forward.DR(f.Data, nh.SrcMAC, nh.DstMAC)
+		ok = w.send(nh.IfIndex, f.Buf(), false)
+	case ipvs.MethodTunnel:
+		ok = w.tunnel(f, dst, nh)
+	case ipvs.MethodFullNAT:
+		ok = w.fullnatIn(f, nh)
+	default:
+		w.count(CntDestUnavail)
+	}
+	if !ok {
+		return
+	}
+	dst.Stats.InPkts.Add(1)
+	dst.Stats.InBytes.Add(n)
+	if h.SvcStats != nil {
+		h.SvcStats.InPkts.Add(1)
+		h.SvcStats.InBytes.Add(n)
+	}
+}
+
+// send queues a frame; flush sends at once (frames in the arena).
+func (w *Worker) send(ifindex int, buf []byte, flush bool) bool {
+	t := w.txFor(ifindex)
+	if t == nil {
+		w.count(CntNoNextHop)
+		return false
+	}
+	t.Queue(buf)
+	if flush {
+		t.Flush()
+	}
+	return true
+}
+
+// alloc takes n bytes of the worker's arena; when it is full, every
+// transmitter is flushed first (the arena's frames are gone then).
+func (m *modeWorker) alloc(w *Worker, n int) []byte {
+	if m.arena == nil {
+		m.arena = make([]byte, arenaSize)
+	}
+	if n > len(m.arena) {
+		return nil
+	}
+	if m.used+n > len(m.arena) {
+		w.flush()
+		m.used = 0
+	}
+	b := m.arena[m.used : m.used+n : m.used+n]
+	m.used += n
+	return b
+}
+
+// release ends a use of the arena: everything in it was flushed.
+func (m *modeWorker) release() { m.used = 0 }
+
+func vnetGSO(f *netio.Frame) (typ uint8, size int) {
+	if len(f.Vnet) < netio.VnetHdrLen {
+		return 0, 0
+	}
+	return f.Vnet[1] &^ 0x80, int(binary.LittleEndian.Uint16(f.Vnet[4:]))
+}
+
+// shiftCsumStart moves a NEEDS_CSUM offset by n bytes (an outer header
+// went in front; the checksum to complete is still the inner one's).
+func shiftCsumStart(vnet []byte, n int) {
+	if len(vnet) >= netio.VnetHdrLen && vnet[0]&netio.VnetNeedsCsum != 0 {
+		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])+uint16(n))
+	}
+}
+
+// tunnel encapsulates a client packet toward its real server (IPIP, or
+// GUE with --tun-type gue), with IPVS's MTU rule: a packet that would not
+// fit the path with DF set is answered with ICMP fragmentation-needed
+// carrying the MTU minus the tunnel overhead.
+func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
+	p := &w.p
+	m := &w.m
+	t := &m.tun
+	cfg := dst.Config()
+	*t = forward.Tunnel{Src: nh.SrcIP.As4(), Dst: dst.Addr.As4(), SrcMAC: nh.SrcMAC, DstMAC: nh.DstMAC}
+	if cfg.TunType == ipvs.TunGUE {
+		t.GUE, t.DPort, t.SPort = true, cfg.TunPort, forward.GUESourcePort(p)
+	}
+	oh := t.Overhead()
+	inner := p.End - p.L3
+	mtu := w.d.linkMTU(nh.IfIndex)
+	df := packet.IPv4(f.Data[p.L3:]).DF()
+	gt, gs := vnetGSO(f)
+	if gt != netio.GSONone {
+		if gt != netio.GSOTCPv4 || p.Proto != 6 {
+			w.d.mcount(MCntTooBig)
+			return false
+		}
+		hl := p.L4 - p.L3 + int(f.Data[p.L4+12]>>4)*4
+		if hl+gs+oh > mtu {
+			return w.tooBig(f, df, mtu-oh)
+		}
+		return w.tunnelSegments(f, nh.IfIndex, gs, oh)
+	}
+	if inner+oh > mtu {
+		return w.tooBig(f, df, mtu-oh)
+	}
+	t.ID = m.id
+	m.id++
+	f.Data = f.Data[:p.End]
+	if f.Grow(oh) {
+		forward.Encap(f.Data, inner, t)
+		shiftCsumStart(f.Vnet, oh)
+		return w.send(nh.IfIndex, f.Buf(), false)
+	}
+	// No headroom (a frame that did not come from a ring): build a copy.
+	b := m.alloc(w, netio.VnetHdrLen+packet.EthLen+oh+inner)
+	copy(b, f.Vnet[:netio.VnetHdrLen])
+	copy(b[netio.VnetHdrLen+packet.EthLen+oh:], f.Data[p.L3:p.End])
+	forward.Encap(b[netio.VnetHdrLen:], inner, t)
+	shiftCsumStart(b, oh)
+	ok := w.send(nh.IfIndex, b, true)
+	m.release()
+	return ok
+}
+
+// tunnelSegments cuts a GSO TCP frame into segments and encapsulates each:
+// a virtio header cannot describe TSO inside a tunnel.
+func (w *Worker) tunnelSegments(f *netio.Frame, ifindex, mss, oh int) bool {
+	p := &w.p
+	m := &w.m
+	t := &m.tun
+	ip := f.Data[p.L3:p.End]
+	nseg := forward.TCPSegments(ip, mss)
+	hl := p.L4 - p.L3 + int(f.Data[p.L4+12]>>4)*4
+	for i := 0; i < nseg; i++ {
+		b := m.alloc(w, netio.VnetHdrLen+packet.EthLen+oh+hl+mss)
+		if b == nil {
+			w.d.mcount(MCntTooBig)
+			return false
+		}
+		for j := 0; j < netio.VnetHdrLen; j++ {
+			b[j] = 0
+		}
+		n := forward.TCPSegment(b[netio.VnetHdrLen+packet.EthLen+oh:], ip, mss, i)
+		t.ID = m.id
+		m.id++
+		forward.Encap(b[netio.VnetHdrLen:], n, t)
+		if !w.send(ifindex, b[:netio.VnetHdrLen+packet.EthLen+oh+n], false) {
+			return false
+		}
+	}
+	w.flush()
+	m.release()
+	w.d.mcount(MCntGSOSegmented)
+	return true
+}
+
+// tooBig answers a packet that does not fit the path: ICMP
+// fragmentation-needed to the client when DF is set, else a counted drop.
+func (w *Worker) tooBig(f *netio.Frame, df bool, mtu int) bool {
+	p := &w.p
+	if !df {
+		w.d.mcount(MCntTooBig)
+		return false
+	}
+	src := p.Dst // the VIP, unless the director has an address on that link
+	if w.d.neigh != nil {
+		if l := w.d.neigh.Link(f.IfIndex); l != nil && len(l.Addrs) > 0 {
+			src = l.Addrs[0].Addr().As4()
+		}
+	}
+	mac, ok := w.d.ifMAC[f.IfIndex]
+	if !ok {
+		mac = packet.Eth(f.Data).Dst()
+	}
+	b := w.m.alloc(w, netio.VnetHdrLen+packet.EthLen+packet.IP4MinLen+8+576)
+	for j := 0; j < netio.VnetHdrLen; j++ {
+		b[j] = 0
+	}
+	n := forward.BuildFragNeeded(b[netio.VnetHdrLen:], f.Data[p.L3:p.End], src, uint16(mtu), mac, packet.Eth(f.Data).Src())
+	w.send(f.IfIndex, b[:netio.VnetHdrLen+n], true)
+	w.m.release()
+	w.d.mcount(MCntFragNeeded)
+	return false
+}
+
+// ValidateLocalAddrs checks a FULLNAT local address pool.
+func validateLocalAddrs(addrs []netip.Addr) error {
+	seen := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			return fmt.Errorf("%w: %s is not a unicast IPv4 address", ErrLocalAddrOverlap, a)
+		}
+		if seen[a] {
+			return fmt.Errorf("%w: %s is listed twice", ErrLocalAddrOverlap, a)
+		}
+		seen[a] = true
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package lab
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Helpers for `golvs bench dataplane`: it builds the NAT lab with BuildNAT
+// and then reshapes it for packet-rate measurements. Everything here acts
+// inside a namespace the lab created, never in the caller's.
+
+// BenchMAC returns the MAC a benchmark gives real server n (1-based) in the
+// director's neighbour table instead of its real one. Frames to it reach
+// the real server through a static bridge entry, where the kernel sees a
+// frame for another host and drops it silently: the real server never
+// answers a flood (no RST, no ICMP), yet a packet socket there sees every
+// frame.
+func BenchMAC(n int) net.HardwareAddr { return MAC(0xbe, byte(n)) }
+
+// RouteVia adds a route to dst through gw in ns (replacing one that exists).
+func RouteVia(ns *NS, dst netip.Prefix, gw netip.Addr) error {
+	h, err := netlink.NewHandleAt(ns.Handle)
+	if err != nil {
+		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
+	}
+	defer h.Close()
+	r := &netlink.Route{
+		Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())},
+		Gw:  net.IP(gw.AsSlice()),
+	}
+	if err := h.RouteReplace(r); err != nil {
+		return fmt.Errorf("lab: route %s via %s in %s: %w", dst, gw, ns.Name, err)
+	}
+	return nil
+}
+
+// WriteSysctl writes a /proc/sys file (path relative to /proc/sys, with
+// slashes) inside ns and returns its old value, so the caller can put it
+// back.
+func WriteSysctl(ns *NS, path, val string) (old string, err error) {
+	p := "/proc/sys/" + path
+	err = ns.Do(func() error {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("lab: %s in %s: %w", p, ns.Name, err)
+		}
+		old = strings.TrimSpace(string(b))
+		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
+			return fmt.Errorf("lab: %s=%s in %s: %w", p, val, ns.Name, err)
+		}
+		return nil
+	})
+	return old, err
+}
+
+// StaticNeigh sets a permanent neighbour entry ip -> mac on dev in ns.
+func StaticNeigh(ns *NS, dev string, ip netip.Addr, mac net.HardwareAddr) error {
+	h, err := netlink.NewHandleAt(ns.Handle)
+	if err != nil {
+		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("lab: %s/%s: %w", ns.Name, dev, err)
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: net.IP(ip.AsSlice()), HardwareAddr: mac}
+	if err := h.NeighSet(n); err != nil {
+		return fmt.Errorf("lab: neighbour %s -> %s on %s/%s: %w", ip, mac, ns.Name, dev, err)
+	}
+	return nil
+}
+
+// StaticFDB pins mac to a bridge port in ns (a static forwarding entry),
+// so the bridge sends frames for it to that port only, never floods them.
+func StaticFDB(ns *NS, port string, mac net.HardwareAddr) error {
+	h, err := netlink.NewHandleAt(ns.Handle)
+	if err != nil {
+		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(port)
+	if err != nil {
+		return fmt.Errorf("lab: %s/%s: %w", ns.Name, port, err)
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
+		Flags: netlink.NTF_MASTER, HardwareAddr: mac}
+	if err := h.NeighSet(n); err != nil {
+		return fmt.Errorf("lab: bridge entry %s -> %s/%s: %w", mac, ns.Name, port, err)
+	}
+	return nil
+}
+
+// SteerRPS sets Receive Packet Steering on dev's first receive queue in
+// ns, so the kernel's receive processing of its frames runs on cpus. The
+// sysfs of a network namespace is only visible where sysfs is mounted from
+// inside it: the write happens on a throwaway thread in a private mount
+// namespace with its own sysfs mount, so no mount is left anywhere.
+func SteerRPS(ns *NS, dev string, cpus []int) error {
+	var mask [64]uint32 // up to 2048 CPUs
+	top := 0
+	for _, c := range cpus {
+		if c < 0 || c >= 32*len(mask) {
+			return fmt.Errorf("lab: RPS: CPU %d out of range", c)
+		}
+		mask[c/32] |= 1 << (c % 32)
+		top = max(top, c/32)
+	}
+	// rps_cpus takes comma-separated 32-bit hex words, most significant first.
+	words := make([]string, 0, top+1)
+	for i := top; i >= 0; i-- {
+		words = append(words, fmt.Sprintf("%08x", mask[i]))
+	}
+	val := strings.Join(words, ",")
+	return ns.Do(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("lab: RPS on %s/%s: private mount namespace: %w", ns.Name, dev, err)
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("lab: RPS on %s/%s: making mounts private: %w", ns.Name, dev, err)
+		}
+		if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
+			return fmt.Errorf("lab: RPS on %s/%s: mounting sysfs: %w", ns.Name, dev, err)
+		}
+		p := "/sys/class/net/" + dev + "/queues/rx-0/rps_cpus"
+		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
+			return fmt.Errorf("lab: RPS on %s/%s: %w", ns.Name, dev, err)
+		}
+		return nil
+		// The thread is never unlocked: it dies with its mount namespace.
+	})
+}

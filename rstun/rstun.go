@@ -1,0 +1,297 @@
+// Package rstun is `golvs rs-tun`: the real-server end of golvs's TUN
+// method, in userspace, for hosts without the ipip module. It receives the
+// director's IPIP (and GUE) packets with an AF_PACKET socket, strips the
+// outer headers and writes the untouched inner packet into a TUN device
+// that holds the VIPs, so the local stack accepts it as addressed to
+// itself and the reply leaves with the VIP as source, straight to the
+// client through the host's own routes.
+//
+// It must never forward an inner packet whose destination is not one of
+// its VIPs (it would be an open relay), and it keeps the kernel quiet
+// about the outer packets: a raw IPPROTO_IPIP socket (and a UDP socket on
+// the GUE port) that accept nothing stop it answering "protocol (port)
+// unreachable" to the director.
+package rstun
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/golvs/golvs/forward"
+	"github.com/golvs/golvs/packet"
+)
+
+// Config sets up an endpoint.
+type Config struct {
+	Interface string       // where the tunnel packets arrive (eth0)
+	VIPs      []netip.Addr // put on the TUN device; only these are delivered
+	Device    string       // TUN device name; default golvs-tun0
+	GUEPort   uint16       // accept GUE on this UDP port too (0: IPIP only)
+	Logf      func(format string, args ...any)
+}
+
+// Stats are the endpoint's counters.
+type Stats struct {
+	Delivered uint64 // inner packets written to the TUN device
+	NotVIP    uint64 // inner destination is not one of the VIPs: dropped
+	Bad       uint64 // not IPIP/GUE or malformed
+}
+
+// Endpoint is a running rs-tun.
+type Endpoint struct {
+	c                      Config
+	pfd                    int // AF_PACKET receive socket
+	tun                    *os.File
+	quiet                  []int
+	vips                   [][4]byte
+	Settings               []string // what Open changed on the host
+	delivered, notVIP, bad atomic.Uint64
+}
+
+// Errors.
+var ErrNoVIP = errors.New("rstun: give at least one VIP (--vip)")
+
+const vnetLen = 10
+
+// Open creates the TUN device with the VIPs and the sockets, in the
+// calling thread's network namespace.
+func Open(c Config) (*Endpoint, error) {
+	if len(c.VIPs) == 0 {
+		return nil, ErrNoVIP
+	}
+	if c.Device == "" {
+		c.Device = "golvs-tun0"
+	}
+	ifi, err := net.InterfaceByName(c.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("rstun: interface %q: %w", c.Interface, err)
+	}
+	e := &Endpoint{c: c, pfd: -1}
+	for _, v := range c.VIPs {
+		if !v.Is4() {
+			return nil, fmt.Errorf("rstun: VIP %s: only IPv4", v)
+		}
+		e.vips = append(e.vips, v.As4())
+	}
+	if err := e.openTUN(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("rstun: AF_PACKET socket: %w", err)
+	}
+	e.pfd = fd
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("rstun: PACKET_VNET_HDR: %w", err)
+	}
+	if err := attach(fd, filter(c.GUEPort)); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("rstun: bind to %s: %w", c.Interface, err)
+	}
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000})
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	// Keep the kernel from answering the tunnel packets itself.
+	drop, _ := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if q, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_IPIP); err == nil {
+		_ = attach(q, drop)
+		e.quiet = append(e.quiet, q)
+	}
+	if c.GUEPort != 0 {
+		q, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil {
+			_ = attach(q, drop)
+			if err := unix.Bind(q, &unix.SockaddrInet4{Port: int(c.GUEPort)}); err != nil {
+				unix.Close(q)
+				e.Close()
+				return nil, fmt.Errorf("rstun: GUE port %d: %w", c.GUEPort, err)
+			}
+			e.quiet = append(e.quiet, q)
+		}
+	}
+	return e, nil
+}
+
+func (e *Endpoint) openTUN() error {
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("rstun: /dev/net/tun: %w", err)
+	}
+	e.tun = f
+	ifr, err := unix.NewIfreq(e.c.Device)
+	if err != nil {
+		return fmt.Errorf("rstun: device name %q: %w", e.c.Device, err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(int(f.Fd()), unix.TUNSETIFF, ifr); err != nil {
+		return fmt.Errorf("rstun: TUNSETIFF %s: %w", e.c.Device, err)
+	}
+	l, err := netlink.LinkByName(e.c.Device)
+	if err != nil {
+		return fmt.Errorf("rstun: %s: %w", e.c.Device, err)
+	}
+	for _, v := range e.c.VIPs {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: v.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("rstun: VIP %s on %s: %w", v, e.c.Device, err)
+		}
+		e.Settings = append(e.Settings, fmt.Sprintf("VIP %s/32 on %s", v, e.c.Device))
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("rstun: %s up: %w", e.c.Device, err)
+	}
+	// The inner packets come from clients the device has no route to:
+	// strict reverse-path filtering would drop them.
+	for _, n := range []string{"all", e.c.Device} {
+		p := "/proc/sys/net/ipv4/conf/" + n + "/rp_filter"
+		if b, err := os.ReadFile(p); err == nil && len(b) > 0 && b[0] == '1' {
+			if err := os.WriteFile(p, []byte("2"), 0o644); err == nil {
+				e.Settings = append(e.Settings, "net.ipv4.conf."+n+".rp_filter=2 (loose)")
+			}
+		}
+	}
+	return nil
+}
+
+// filter accepts IPv4 IPIP, and UDP to the GUE port when one is set.
+func filter(gue uint16) []bpf.RawInstruction {
+	prog := []bpf.Instruction{
+		bpf.LoadExtension{Num: bpf.ExtType},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4 /* PACKET_OUTGOING */, SkipTrue: 0, SkipFalse: 1},
+		bpf.RetConstant{Val: 0},
+		bpf.LoadAbsolute{Off: 14 + 9, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4, SkipTrue: 0, SkipFalse: 1},
+		bpf.RetConstant{Val: 262144},
+	}
+	if gue != 0 {
+		prog = append(prog,
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 17, SkipTrue: 0, SkipFalse: 4},
+			bpf.LoadMemShift{Off: 14},
+			bpf.LoadIndirect{Off: 14 + 2, Size: 2},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(gue), SkipTrue: 0, SkipFalse: 1},
+			bpf.RetConstant{Val: 262144},
+		)
+	}
+	prog = append(prog, bpf.RetConstant{Val: 0})
+	raw, _ := bpf.Assemble(prog)
+	return raw
+}
+
+func attach(fd int, f []bpf.RawInstruction) error {
+	p := unix.SockFprog{Len: uint16(len(f)), Filter: (*unix.SockFilter)(unsafe.Pointer(&f[0]))}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &p); err != nil {
+		return fmt.Errorf("rstun: attaching filter: %w", err)
+	}
+	return nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Run decapsulates until ctx is done.
+func (e *Endpoint) Run(ctx context.Context) error {
+	buf := make([]byte, vnetLen+262144)
+	tfd := int(e.tun.Fd())
+	for ctx.Err() == nil {
+		n, _, err := unix.Recvfrom(e.pfd, buf, 0)
+		if err != nil {
+			if err == unix.EAGAIN || err == unix.EINTR {
+				continue
+			}
+			return fmt.Errorf("rstun: receive: %w", err)
+		}
+		e.handle(tfd, buf[:n])
+	}
+	return nil
+}
+
+// handle decapsulates one frame (virtio header first) into the TUN device;
+// the virtio header is rewritten in place in front of the inner packet.
+func (e *Endpoint) handle(tfd int, b []byte) {
+	if len(b) < vnetLen+packet.EthLen+packet.IP4MinLen {
+		e.bad.Add(1)
+		return
+	}
+	frame := b[vnetLen:]
+	if binary.BigEndian.Uint16(frame[12:]) != packet.EtherTypeIP4 {
+		e.bad.Add(1)
+		return
+	}
+	inner, ok := forward.Decap(frame[packet.EthLen:], e.c.GUEPort)
+	if !ok {
+		e.bad.Add(1)
+		return
+	}
+	var dst [4]byte
+	copy(dst[:], inner[16:20])
+	if !e.isVIP(dst) {
+		e.notVIP.Add(1)
+		return
+	}
+	off := cap(frame) - cap(inner) // inner's offset in the frame
+	var hdr [vnetLen]byte
+	copy(hdr[:], b[:vnetLen])
+	if hdr[0]&1 != 0 { // NEEDS_CSUM: csum_start counts from the frame start
+		cs := binary.LittleEndian.Uint16(hdr[6:])
+		binary.LittleEndian.PutUint16(hdr[6:], cs-uint16(off))
+	}
+	if hdr[1] != 0 { // GSO: the header length shrinks by the outer headers
+		hl := binary.LittleEndian.Uint16(hdr[2:])
+		if int(hl) > off {
+			binary.LittleEndian.PutUint16(hdr[2:], hl-uint16(off))
+		}
+	}
+	out := b[off : vnetLen+off+len(inner)] // virtio header just in front of inner
+	copy(out[:vnetLen], hdr[:])
+	if _, err := unix.Write(tfd, out); err != nil {
+		e.bad.Add(1)
+		return
+	}
+	e.delivered.Add(1)
+}
+
+func (e *Endpoint) isVIP(a [4]byte) bool {
+	for _, v := range e.vips {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats returns the counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{Delivered: e.delivered.Load(), NotVIP: e.notVIP.Load(), Bad: e.bad.Load()}
+}
+
+// Close releases the sockets and removes the TUN device.
+func (e *Endpoint) Close() {
+	if e.pfd >= 0 {
+		unix.Close(e.pfd)
+		e.pfd = -1
+	}
+	for _, q := range e.quiet {
+		unix.Close(q)
+	}
+	e.quiet = nil
+	if e.tun != nil {
+		e.tun.Close()
+		e.tun = nil
+	}
+}
