@@ -1,0 +1,123 @@
+package trace
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/golvs/golvs/ipvs"
+)
+
+// Filter selects the frames to trace. Zero fields match everything.
+type Filter struct {
+	Proto   uint8          `json:"proto,omitempty"`
+	Client  netip.Prefix   `json:"client,omitempty"`  // client address or prefix
+	Service netip.AddrPort `json:"service,omitempty"` // VIP:port
+	Port    uint16         `json:"port,omitempty"`    // either port of the frame
+}
+
+// ParseFilter reads a filter: space-separated words among
+//
+//	tcp | udp                  protocol
+//	client ADDR[/LEN]          the client's address or network
+//	service VIP:PORT           a virtual service
+//	port N                     either port
+//
+// e.g. "tcp client 198.18.0.0/24 service 198.18.0.100:80".
+func ParseFilter(s string) (Filter, error) {
+	var f Filter
+	w := strings.Fields(s)
+	for i := 0; i < len(w); i++ {
+		arg := func() (string, error) {
+			if i+1 >= len(w) {
+				return "", fmt.Errorf("trace: filter %q: %q needs a value", s, w[i])
+			}
+			i++
+			return w[i], nil
+		}
+		switch strings.ToLower(w[i]) {
+		case "tcp":
+			f.Proto = ipvs.ProtoTCP
+		case "udp":
+			f.Proto = ipvs.ProtoUDP
+		case "client":
+			v, err := arg()
+			if err != nil {
+				return f, err
+			}
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				a, err2 := netip.ParseAddr(v)
+				if err2 != nil || !a.Is4() {
+					return f, fmt.Errorf("trace: filter %q: client %q is not an IPv4 address or prefix", s, v)
+				}
+				p = netip.PrefixFrom(a, 32)
+			}
+			f.Client = p.Masked()
+		case "service":
+			v, err := arg()
+			if err != nil {
+				return f, err
+			}
+			ap, err := netip.ParseAddrPort(v)
+			if err != nil || !ap.Addr().Is4() {
+				return f, fmt.Errorf("trace: filter %q: service %q is not VIP:PORT", s, v)
+			}
+			f.Service = ap
+		case "port":
+			v, err := arg()
+			if err != nil {
+				return f, err
+			}
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || n == 0 {
+				return f, fmt.Errorf("trace: filter %q: port %q is not 1..65535", s, v)
+			}
+			f.Port = uint16(n)
+		default:
+			return f, fmt.Errorf("trace: filter %q: unknown word %q (allowed: tcp, udp, client ADDR[/LEN], service VIP:PORT, port N)", s, w[i])
+		}
+	}
+	return f, nil
+}
+
+// String renders the filter in ParseFilter's syntax.
+func (f Filter) String() string {
+	var w []string
+	switch f.Proto {
+	case ipvs.ProtoTCP:
+		w = append(w, "tcp")
+	case ipvs.ProtoUDP:
+		w = append(w, "udp")
+	}
+	if f.Client.IsValid() {
+		w = append(w, "client", f.Client.String())
+	}
+	if f.Service.IsValid() {
+		w = append(w, "service", f.Service.String())
+	}
+	if f.Port != 0 {
+		w = append(w, "port", strconv.Itoa(int(f.Port)))
+	}
+	return strings.Join(w, " ")
+}
+
+// Match reports whether a frame matches. It is given the connection as
+// the client sees it (client -> VIP), for replies too: the data path calls
+// it once the reply's connection is known.
+func (f *Filter) Match(proto uint8, client, vip [4]byte, cport, vport uint16) bool {
+	if f.Proto != 0 && f.Proto != proto {
+		return false
+	}
+	if f.Port != 0 && f.Port != cport && f.Port != vport {
+		return false
+	}
+	if f.Client.IsValid() && !f.Client.Contains(netip.AddrFrom4(client)) {
+		return false
+	}
+	if f.Service.IsValid() && (netip.AddrFrom4(vip) != f.Service.Addr() || vport != f.Service.Port()) {
+		return false
+	}
+	return true
+}
