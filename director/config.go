@@ -331,7 +331,7 @@ func (dr *Director) publishLocked() {
 		Marks:    dr.cfg.marks,
 	}
 	for _, rt := range dr.cfg.svcs {
-		sv := &Service{Config: rt.cfg, Sched: rt.sched, View: rt.view(), Stats: rt.stats, Dests: append([]*ipvs.Dest(nil), rt.dests...)}
+		sv := &Service{Name: rt.cfg.ServiceKey.String() + " " + rt.cfg.Sched, Config: rt.cfg, Sched: rt.sched, View: rt.view(), Stats: rt.stats, Dests: append([]*ipvs.Dest(nil), rt.dests...)}
 		s.List = append(s.List, sv)
 		if rt.cfg.FWMark != 0 {
 			s.fwm[rt.cfg.FWMark] = sv

@@ -256,6 +256,11 @@ func (w *Worker) send(ifindex int, buf []byte, flush bool) bool {
 		return false
 	}
 	t.Queue(buf)
+	if traceCompiled && w.ev != nil {
+		w.ev.SetAfter(buf[netio.VnetHdrLen:])
+		w.ev.OutIf = w.d.IfName(ifindex)
+		w.ev.Verdict = "forwarded"
+	}
 	if flush {
 		t.Flush()
 	}

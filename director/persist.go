@@ -1,6 +1,8 @@
 package director
 
 import (
+	"net/netip"
+
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/packet"
@@ -53,8 +55,18 @@ func (w *Worker) persistPick(sv *Service) (*ipvs.Dest, *conntrack.Entry, uint16,
 	var dest *ipvs.Dest
 	if tpl != nil {
 		dest = tpl.Dest
+		if traceCompiled && w.ev != nil {
+			w.ev.Template = "found: client network " + "sticks to its real server"
+		}
 	} else {
+		if traceCompiled && w.ev != nil {
+			w.ev.Template = "created: no valid template for the client network, scheduled"
+			w.traceSched(sv)
+		}
 		dest = sv.Sched.Schedule(sv.View, &w.sp)
+		if traceCompiled && w.ev != nil && dest != nil {
+			w.ev.Sched.Chosen = netip.AddrPortFrom(dest.Addr, dest.Port)
+		}
 		if dest == nil {
 			w.count(CntNoDest)
 			return nil, nil, 0, false

@@ -15,6 +15,7 @@ type svcKey struct {
 // Service is one virtual service in a snapshot. Everything but the
 // pointed-to runtime objects (scheduler, stats, dests) is immutable.
 type Service struct {
+	Name   string             // as listings and traces name it: "TCP 198.18.0.100:80 rr"
 	Config ipvs.ServiceConfig // Dests field unused; see Dests
 	Sched  sched.Scheduler
 	View   *sched.Service

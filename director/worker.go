@@ -10,7 +10,11 @@ import (
 	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/packet"
 	"github.com/golvs/golvs/sched"
+	"github.com/golvs/golvs/trace"
 )
+
+// lookupNames name the conntrack verdicts in traces.
+var lookupNames = [...]string{conntrack.Miss: "miss", conntrack.Found: "hit", conntrack.Reused: "reuse"}
 
 // Transmitter queues frames for one interface; netio.Tx is the real one,
 // tests use a fake. Frames are queued with their virtio header in front.
@@ -33,10 +37,15 @@ type Worker struct {
 	sp  sched.Packet
 	arp [netio.VnetHdrLen + 60]byte
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
+
+	id  int
+	tr  *trace.Tracer  // the attached tracer, loaded once per batch
+	ev  *trace.Event   // the current frame's event, when traced
+	dec sched.Decision // scratch for traced scheduler decisions
 }
 
 func (d *Director) newWorker() *Worker {
-	return &Worker{d: d}
+	return &Worker{d: d, id: len(d.workers)}
 }
 
 func (w *Worker) setTx(ifindex int, t Transmitter) {
@@ -87,6 +96,9 @@ func (w *Worker) loop(stop chan struct{}) {
 				continue
 			}
 			w.snap = w.d.snap.Load()
+			if traceCompiled {
+				w.tr = w.d.tracer.Load()
+			}
 			for b.Frame(&f) {
 				w.handle(&f)
 			}
@@ -96,10 +108,23 @@ func (w *Worker) loop(stop chan struct{}) {
 	}
 }
 
-func (w *Worker) count(i int) { w.d.Drops[i].Add(1) }
+func (w *Worker) count(i int) {
+	w.d.Drops[i].Add(1)
+	if traceCompiled && w.ev != nil {
+		w.ev.Verdict = dropVerdicts[i]
+	}
+}
 
-// handle processes one frame. It must not allocate.
+// handle processes one frame. It must not allocate (when no trace is
+// attached).
 func (w *Worker) handle(f *netio.Frame) {
+	w.handleFrame(f)
+	if traceCompiled && w.ev != nil {
+		w.traceEnd()
+	}
+}
+
+func (w *Worker) handleFrame(f *netio.Frame) {
 	if f.Trunc {
 		w.count(int(packet.ReasonTruncated) - 1)
 		return
@@ -141,7 +166,16 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	p := &w.p
 	k := conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SPort, DstPort: p.DPort, Proto: p.Proto}
 	h := &w.hit
+	if traceCompiled && w.tr != nil {
+		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
+	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
+	if traceCompiled && w.ev != nil {
+		w.ev.Lookup = lookupNames[v]
+		if v == conntrack.Found {
+			w.traceLookup(lookupNames[v], h)
+		}
+	}
 	if v != conntrack.Found {
 		if p.Proto == ipvs.ProtoTCP && p.Flags&(packet.TCPSyn|packet.TCPRst) != packet.TCPSyn {
 			// Not a connection golvs knows, and not one it may start:
@@ -151,6 +185,9 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		}
 		if !w.schedule(f, sv, &k) {
 			return
+		}
+		if traceCompiled && w.ev != nil {
+			w.traceLookup(lookupNames[v], h)
 		}
 	} else if h.Dest != nil && (!h.Dest.Available() || (p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn && h.Dest.Weight() == 0)) {
 		// The dest was removed, or a new SYN reuses the tuple of a conn
@@ -198,12 +235,9 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	}
 	forward.DecTTL(f.Data, p)
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
-	t := w.txFor(nh.IfIndex)
-	if t == nil {
-		w.count(CntNoNextHop)
+	if !w.send(nh.IfIndex, f.Buf(), false) {
 		return
 	}
-	t.Queue(f.Buf())
 	dst.Stats.InPkts.Add(1)
 	dst.Stats.InBytes.Add(n)
 	if h.SvcStats != nil {
@@ -236,7 +270,13 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 			w.count(CntNoDest)
 			return false
 		}
+		if traceCompiled && w.ev != nil {
+			w.traceSched(sv)
+		}
 		dest = sv.Sched.Schedule(sv.View, sp)
+		if traceCompiled && w.ev != nil && dest != nil {
+			w.ev.Sched.Chosen = netip.AddrPortFrom(dest.Addr, dest.Port)
+		}
 		if dest == nil {
 			w.count(CntNoDest)
 			return false
@@ -286,6 +326,12 @@ func (w *Worker) reply(f *netio.Frame) {
 		w.count(CntNotOurs)
 		return
 	}
+	if traceCompiled && w.tr != nil {
+		w.traceStart(f, "reply", nil, h.In.SrcIP, h.In.DstIP, h.In.SrcPort, h.In.DstPort)
+		if w.ev != nil {
+			w.traceLookup("hit", h)
+		}
+	}
 	if forward.TTLExpired(f.Data, p) {
 		w.count(CntTTL)
 		return
@@ -302,12 +348,9 @@ func (w *Worker) reply(f *netio.Frame) {
 		src = packet.Eth(f.Data).Dst()
 	}
 	forward.MAC(f.Data, src, h.ClientMAC)
-	t := w.txFor(int(h.ClientIf))
-	if t == nil {
-		w.count(CntNoNextHop)
+	if !w.send(int(h.ClientIf), f.Buf(), false) {
 		return
 	}
-	t.Queue(f.Buf())
 	if h.Dest != nil {
 		h.Dest.Stats.OutPkts.Add(1)
 		h.Dest.Stats.OutBytes.Add(n)

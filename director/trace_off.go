@@ -1,0 +1,5 @@
+//go:build golvs_notrace
+
+package director
+
+const traceCompiled = false
