@@ -53,6 +53,10 @@ type Config struct {
 	// treat a persistence template on a weight-0 dest as invalid.
 	ExpireNodestConn        bool
 	ExpireQuiescentTemplate bool
+	// NoPMTU drops tunnelled packets too big for the path instead of
+	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
+	// the tun-no-pmtu teaching lab.
+	NoPMTU bool
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
 	Logf func(format string, args ...any)
 

@@ -390,7 +390,9 @@ func (w *Worker) tunnelSegments(f *netio.Frame, ifindex, mss, oh int) bool {
 // fragmentation-needed to the client when DF is set, else a counted drop.
 func (w *Worker) tooBig(f *netio.Frame, df bool, mtu int) bool {
 	p := &w.p
-	if !df {
+	if !df || w.d.c.NoPMTU {
+		// Without DF (or with path-MTU handling turned off, the
+		// tun-no-pmtu mistake lab) the packet is dropped and counted.
 		w.d.mcount(MCntTooBig)
 		return false
 	}

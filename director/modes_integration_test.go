@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,69 +309,16 @@ func startRSTun(t *testing.T, ml *modeLab, guePort uint16) []*rstun.Endpoint {
 	return eps
 }
 
-// sink accepts TCP connections on port in ns and counts the bytes each
-// sends; it answers with the count when the client half-closes.
+// sink runs a lab.Sink on port in ns for the test's life.
 func sink(t *testing.T, ns *lab.NS, port int) {
-	var l net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp4", ":"+itoa(port))
-		return err
-	}); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := lab.Sink(ctx, ns, port); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-				n, _ := io.Copy(io.Discard, c)
-				_, _ = c.Write([]byte(itoa(int(n)) + "\n"))
-			}()
-		}
-	}()
 }
 
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	if n == 0 {
-		return "0"
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
-}
-
-// upload sends size bytes from ns to addr and returns the sink's count.
-func upload(ns *lab.NS, addr netip.AddrPort, size int, timeout time.Duration) (string, error) {
-	var got string
-	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp4", addr.String(), timeout)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(timeout))
-		buf := make([]byte, size)
-		if _, err := c.Write(buf); err != nil {
-			return err
-		}
-		_ = c.(*net.TCPConn).CloseWrite()
-		b, err := io.ReadAll(c)
-		got = strings.TrimSpace(string(b))
-		return err
-	})
-	return got, err
-}
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestTUNEndToEnd(t *testing.T) {
 	ml := startMode(t, "tun", 2, []Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}}, []int{80, 9000}, []int{53})
@@ -446,7 +393,7 @@ func TestTUNPathMTU(t *testing.T) {
 	}
 	const size = 1 << 20
 	for i := 0; i < 2; i++ { // once through each real server (IPIP, GUE)
-		got, err := upload(ml.mt.Client, netip.AddrPortFrom(lab.VIP, 9000), size, 30*time.Second)
+		got, err := lab.Upload(ml.mt.Client, netip.AddrPortFrom(lab.VIP, 9000), size, 30*time.Second)
 		if err != nil || got != itoa(size) {
 			t.Fatalf("upload %d: sink got %q, %v (modes %v drops %v)", i, got, err, d.ModeCounters(), d.Drops.Get())
 		}

@@ -305,3 +305,66 @@ func UDPAsk(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, netip.A
 	})
 	return body, from, err
 }
+
+// Sink accepts TCP connections on port inside ns (nil: the current
+// namespace) and counts the bytes each sends; when the client half-closes
+// it answers with the count and a newline. Uploads through the director
+// use it.
+func Sink(ctx context.Context, ns *NS, port int) error {
+	var l net.Listener
+	listen := func() error {
+		var err error
+		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	}
+	var err error
+	if ns != nil {
+		err = ns.Do(listen)
+	} else {
+		err = listen()
+	}
+	if err != nil {
+		return fmt.Errorf("lab: sink on tcp/%d: %w", port, err)
+	}
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+				n, _ := io.Copy(io.Discard, c)
+				fmt.Fprintf(c, "%d\n", n)
+			}()
+		}
+	}()
+	return nil
+}
+
+// Upload sends size bytes from inside ns to a Sink at addr and returns the
+// count the sink answered.
+func Upload(ns *NS, addr netip.AddrPort, size int, timeout time.Duration) (string, error) {
+	var got string
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp4", addr.String(), timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			return err
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, err := io.ReadAll(c)
+		got = strings.TrimSpace(string(b))
+		return err
+	})
+	return got, err
+}

@@ -46,6 +46,7 @@ const (
 	roleDirector = 0xd1
 	roleRS       = 0x5e
 	roleSwitch   = 0xb0
+	roleRouter   = 0x7e
 )
 
 // Interface names inside the director namespace.
@@ -71,6 +72,18 @@ type Options struct {
 	// of an interactive lab; tests pass a random one).
 	Suffix      string
 	RealServers int // default 2
+	// Mistake builds a classic misconfiguration for the teaching labs:
+	// "wrong-gateway" (NAT: the real servers' default gateway is a
+	// router, not the director), "no-arp-ignore" (DR: the real servers
+	// answer ARP for the VIP).
+	Mistake string
+}
+
+// Mistakes are the misconfigurations the labs can build, by mode.
+var Mistakes = map[string]string{
+	"wrong-gateway": "nat",
+	"no-arp-ignore": "dr",
+	"no-pmtu":       "tun",
 }
 
 // Names returns the namespace names a lab with this suffix uses.
@@ -93,6 +106,9 @@ func BuildNAT(o Options) (t *Topology, err error) {
 	}
 	if o.RealServers > 200 {
 		return nil, fmt.Errorf("lab: at most 200 real servers (asked for %d)", o.RealServers)
+	}
+	if o.Mistake != "" && o.Mistake != "wrong-gateway" {
+		return nil, fmt.Errorf("lab: mistake %q is not one of the NAT lab's (wrong-gateway)", o.Mistake)
 	}
 	t = &Topology{Mode: "nat", Suffix: o.Suffix}
 	defer func() {
@@ -161,7 +177,16 @@ func BuildNAT(o Options) (t *Topology, err error) {
 		if err := enslave(t.Switch, port, "br0"); err != nil {
 			return t, err
 		}
-		if err := defaultRoute(rs, DirIntIP); err != nil {
+		gw := DirIntIP
+		if o.Mistake == "wrong-gateway" {
+			gw = RouterLanIP
+		}
+		if err := defaultRoute(rs, gw); err != nil {
+			return t, err
+		}
+	}
+	if o.Mistake == "wrong-gateway" {
+		if err := wrongGatewayRouter(t, o.Suffix); err != nil {
 			return t, err
 		}
 	}

@@ -161,6 +161,10 @@ func BuildDR(o Options) (mt *ModeTopology, err error) {
 		if err := addAddr(rs, "lo", pfx(VIP, 32)); err != nil {
 			return mt, fmt.Errorf("lab: VIP on %s/lo: %w", rs.Name, err)
 		}
+		if o.Mistake == "no-arp-ignore" {
+			mt.note("%s: VIP %s/32 on lo; arp_ignore and arp_announce left at 0 (THE MISTAKE: it answers ARP for the VIP)", rs.Name, VIP)
+			continue
+		}
 		for _, s := range [][2]string{
 			{"net/ipv4/conf/all/arp_ignore", "1"}, {"net/ipv4/conf/eth0/arp_ignore", "1"},
 			{"net/ipv4/conf/all/arp_announce", "2"}, {"net/ipv4/conf/eth0/arp_announce", "2"},

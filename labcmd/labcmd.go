@@ -17,7 +17,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -28,7 +27,6 @@ import (
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/lab"
-	"github.com/golvs/golvs/sched"
 )
 
 // StateDir is where a lab keeps its state, logs and rules.
@@ -45,8 +43,10 @@ type State struct {
 }
 
 const usage = `usage:
-  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--keep]
+  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--keep] [--explain]
   golvs lab dr|tun|fullnat [same flags as nat] [--tun-type ipip|gue]
+  golvs lab nat-wrong-gateway | dr-no-arp-ignore | tun-no-pmtu [--explain]
+                                     a classic mistake: the failure, then the fix
   golvs lab request [--requests N]   send N more requests from a kept lab's client
   golvs lab down                     remove a kept lab
 `
@@ -59,10 +59,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
-	case "nat":
-		err = nat(args[1:], stdout, stderr)
-	case "dr", "tun", "fullnat":
-		err = modeLab(args[0], args[1:], stdout, stderr) // modes.go
+	case "nat", "dr", "tun", "fullnat":
+		err = runLab(args[0], "", args[1:], stdout, stderr) // modes.go
+	case "nat-wrong-gateway", "dr-no-arp-ignore", "tun-no-pmtu":
+		m := mistakeLabs[args[0]]
+		err = runLab(m[0], m[1], args[1:], stdout, stderr)
 	case "request":
 		err = request(args[1:], stdout)
 	case "down":
@@ -94,144 +95,6 @@ func parseWeights(s string) ([]int, error) {
 		return nil, fmt.Errorf("--weights %q: give 1 to 16 weights, one per real server", s)
 	}
 	return w, nil
-}
-
-func nat(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("golvs lab nat", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	scheduler := fs.String("scheduler", "rr", "scheduler: "+strings.Join(sched.Names(), ", "))
-	weights := fs.String("weights", "1,1", "real server weights, one per real server (also sets how many)")
-	requests := fs.Int("requests", 10, "HTTP requests to send from the client (0..100000)")
-	keep := fs.Bool("keep", false, "leave the lab and its director running")
-	suffix := fs.String("suffix", "", "suffix for namespace names (tests run labs side by side)")
-	workers := fs.Int("workers", 1, "director workers")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := sched.Check(*scheduler); err != nil {
-		return err
-	}
-	w, err := parseWeights(*weights)
-	if err != nil {
-		return err
-	}
-	if *requests < 0 || *requests > 100000 {
-		return fmt.Errorf("--requests %d out of range (0..100000)", *requests)
-	}
-	if err := lab.RequireRoot(); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	dir := StateDir + *suffix
-	sock := control.DefaultSocket
-	if *suffix != "" {
-		sock = filepath.Join(dir, "golvs.sock")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
-		return fmt.Errorf("a lab is already running (%s); `golvs lab down` removes it", dir)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	topo, err := lab.BuildNAT(lab.Options{Suffix: *suffix, RealServers: len(w)})
-	if err != nil {
-		return err
-	}
-	st := &State{Mode: "nat", Suffix: *suffix, Socket: sock, VIP: lab.VIP.String()}
-	for _, ns := range topo.Namespaces() {
-		st.Namespaces = append(st.Namespaces, ns.Name)
-	}
-	var procs []*exec.Cmd
-	cleanup := func() {
-		for _, p := range procs {
-			_ = p.Process.Signal(syscall.SIGTERM)
-		}
-		for _, p := range procs {
-			done := make(chan struct{})
-			go func() { _, _ = p.Process.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(3 * time.Second):
-				_ = p.Process.Kill()
-			}
-		}
-		topo.Close()
-		os.RemoveAll(dir)
-	}
-	kept := false
-	defer func() {
-		if !kept {
-			cleanup()
-		}
-	}()
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	start := func(ns *lab.NS, logName string, args ...string) error {
-		logf, err := os.Create(filepath.Join(dir, logName))
-		if err != nil {
-			return err
-		}
-		defer logf.Close()
-		c := exec.Command(exe, args...)
-		c.Stdout, c.Stderr = logf, logf
-		c.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := ns.Do(c.Start); err != nil {
-			return fmt.Errorf("starting %s in %s: %w", strings.Join(args, " "), ns.Name, err)
-		}
-		procs = append(procs, c)
-		st.Pids = append(st.Pids, c.Process.Pid)
-		return nil
-	}
-	for i, rs := range topo.RS {
-		name := fmt.Sprintf("rs%d", i+1)
-		if err := start(rs, name+".log", "lab", "serve", "--name", name, "--tcp", "80", "--udp", "53"); err != nil {
-			return err
-		}
-	}
-	rules := fmt.Sprintf("-A -t %s:80 -s %s\n", lab.VIP, *scheduler)
-	for i, wt := range w {
-		rules += fmt.Sprintf("-a -t %s:80 -r %s:80 -m -w %d\n", lab.VIP, lab.RIP(i+1), wt)
-	}
-	rulesPath := filepath.Join(dir, "rules")
-	if err := os.WriteFile(rulesPath, []byte(rules), 0o600); err != nil {
-		return err
-	}
-	if err := start(topo.Director, "director.log", "run", "-i", lab.DirExt+":arp", "-i", lab.DirInt,
-		"--fix-host", "--rules", rulesPath, "--control", sock, "--workers", strconv.Itoa(*workers)); err != nil {
-		return err
-	}
-	if err := writeState(dir, st); err != nil {
-		return err
-	}
-	if err := waitReady(ctx, sock, dir); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s:80 -> director (%s | %s) -> real servers %s\n",
-		lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, rsList(len(w)))
-	fmt.Fprintf(stdout, "# director rules:\n%s", indent(rules))
-	if err := sendRequests(ctx, topo.Client, *requests, stdout); err != nil {
-		return err
-	}
-	if err := printTable(sock, stdout); err != nil {
-		return err
-	}
-	if *keep {
-		kept = true
-		fmt.Fprintf(stdout, "\nThe lab is still running. Enter a namespace with\n")
-		for _, n := range st.Namespaces {
-			fmt.Fprintf(stdout, "  nsenter --net=/var/run/netns/%s bash     (or: ip netns exec %s bash)\n", n, n)
-		}
-		fmt.Fprintf(stdout, "Send more requests:    golvs lab request --requests 10\n")
-		fmt.Fprintf(stdout, "Change the director:   golvs adm -E -t %s:80 -s wrr ; golvs adm -e -t %s:80 -r %s:80 -m -w 3\n", lab.VIP, lab.VIP, lab.RIP(1))
-		fmt.Fprintf(stdout, "Look at it:            golvs adm -L -n --stats ; golvs adm -L -n -c\n")
-		fmt.Fprintf(stdout, "Remove everything:     golvs lab down\n")
-	}
-	return nil
 }
 
 func rsList(n int) string {
@@ -390,6 +253,7 @@ func serve(args []string) error {
 	name := fs.String("name", "", "server name (the HTTP body)")
 	tcp := fs.String("tcp", "80", "TCP ports, comma-separated")
 	udp := fs.String("udp", "53", "UDP ports, comma-separated")
+	sinkPort := fs.Int("sink", 0, "a TCP port that counts uploaded bytes (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -422,6 +286,14 @@ func serve(args []string) error {
 	defer stop()
 	if _, err := lab.Serve(ctx, nil, *name, tp, up); err != nil {
 		return err
+	}
+	if *sinkPort < 0 || *sinkPort > 65535 {
+		return fmt.Errorf("--sink %d out of range (1..65535)", *sinkPort)
+	}
+	if *sinkPort != 0 {
+		if err := lab.Sink(ctx, nil, *sinkPort); err != nil {
+			return err
+		}
 	}
 	<-ctx.Done()
 	return nil

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,192 +20,446 @@ import (
 	"github.com/golvs/golvs/sched"
 )
 
-// modeLab is `golvs lab dr|tun|fullnat`: the NAT lab's flags and output
-// for the other forwarding methods.
-func modeLab(mode string, args []string, stdout, stderr io.Writer) error {
+// labOpts are the flags every lab takes.
+type labOpts struct {
+	mode, mistake string
+	scheduler     string
+	weights       []int
+	requests      int
+	keep, explain bool
+	suffix        string
+	workers       int
+	tunType       string
+}
+
+// mistakeLabs are the teaching labs' names: golvs lab nat-wrong-gateway,
+// dr-no-arp-ignore, tun-no-pmtu (also --mistake NAME on the mode's lab).
+var mistakeLabs = map[string][2]string{
+	"nat-wrong-gateway": {"nat", "wrong-gateway"},
+	"dr-no-arp-ignore":  {"dr", "no-arp-ignore"},
+	"tun-no-pmtu":       {"tun", "no-pmtu"},
+}
+
+func parseLab(mode, mistake string, args []string, stderr io.Writer) (*labOpts, error) {
 	fs := flag.NewFlagSet("golvs lab "+mode, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scheduler := fs.String("scheduler", "rr", "scheduler: "+strings.Join(sched.Names(), ", "))
+	o := &labOpts{mode: mode}
+	fs.StringVar(&o.scheduler, "scheduler", "rr", "scheduler: "+strings.Join(sched.Names(), ", "))
 	weights := fs.String("weights", "1,1", "real server weights, one per real server (also sets how many)")
-	requests := fs.Int("requests", 10, "HTTP requests to send from the client (0..100000)")
-	keep := fs.Bool("keep", false, "leave the lab and its director running")
-	suffix := fs.String("suffix", "", "suffix for namespace names (tests run labs side by side)")
-	workers := fs.Int("workers", 1, "director workers")
-	tunType := fs.String("tun-type", "ipip", "TUN lab: ipip or gue")
+	fs.IntVar(&o.requests, "requests", 10, "HTTP requests to send from the client (0..100000)")
+	fs.BoolVar(&o.keep, "keep", false, "leave the lab and its director running")
+	fs.BoolVar(&o.explain, "explain", false, "print the topology and the path of a request and its reply, then trace the requests")
+	fs.StringVar(&o.suffix, "suffix", "", "suffix for namespace names (tests run labs side by side)")
+	fs.IntVar(&o.workers, "workers", 1, "director workers")
+	fs.StringVar(&o.tunType, "tun-type", "ipip", "TUN lab: ipip or gue")
+	fs.StringVar(&o.mistake, "mistake", mistake, "build a classic mistake, show the failure, then the fix: wrong-gateway (nat), no-arp-ignore (dr), no-pmtu (tun)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, err
 	}
-	if err := sched.Check(*scheduler); err != nil {
-		return err
+	if err := sched.Check(o.scheduler); err != nil {
+		return nil, err
 	}
 	w, err := parseWeights(*weights)
 	if err != nil {
+		return nil, err
+	}
+	o.weights = w
+	if o.requests < 0 || o.requests > 100000 {
+		return nil, fmt.Errorf("--requests %d out of range (0..100000)", o.requests)
+	}
+	if o.tunType != "ipip" && o.tunType != "gue" {
+		return nil, fmt.Errorf("--tun-type %q: ipip or gue", o.tunType)
+	}
+	if o.workers < 1 || o.workers > 64 {
+		return nil, fmt.Errorf("--workers %d out of range (1..64)", o.workers)
+	}
+	if o.mistake != "" && lab.Mistakes[o.mistake] != mode {
+		var names []string
+		for n, m := range lab.Mistakes {
+			names = append(names, n+" ("+m+")")
+		}
+		return nil, fmt.Errorf("--mistake %q is not a mistake of the %s lab (mistakes: %s)", o.mistake, mode, strings.Join(names, ", "))
+	}
+	if o.mistake != "" && o.keep {
+		return nil, fmt.Errorf("--keep and --mistake do not go together (a mistake lab shows its failure and fix, then cleans up)")
+	}
+	return o, nil
+}
+
+// session is one lab's processes and state, torn down by close unless
+// the lab is kept.
+type session struct {
+	o     *labOpts
+	dir   string
+	sock  string
+	st    *State
+	mt    *lab.ModeTopology
+	procs []*exec.Cmd
+	exe   string
+	rules string
+	run   []string // the director's command line
+}
+
+func (s *session) start(ns *lab.NS, logName string, args ...string) (*exec.Cmd, error) {
+	logf, err := os.Create(filepath.Join(s.dir, logName))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	c := exec.Command(s.exe, args...)
+	c.Stdout, c.Stderr = logf, logf
+	c.Env = append(os.Environ(), "GOLVS_SOCKET="+s.sock)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := ns.Do(c.Start); err != nil {
+		return nil, fmt.Errorf("starting %s in %s: %w", strings.Join(args, " "), ns.Name, err)
+	}
+	s.procs = append(s.procs, c)
+	s.st.Pids = append(s.st.Pids, c.Process.Pid)
+	return c, nil
+}
+
+func stop(p *exec.Cmd) {
+	_ = p.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _, _ = p.Process.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		_ = p.Process.Kill()
+	}
+}
+
+func (s *session) close() {
+	for _, p := range s.procs {
+		stop(p)
+	}
+	if s.mt != nil {
+		s.mt.Close()
+	}
+	os.RemoveAll(s.dir)
+}
+
+// build makes the mode's topology.
+func build(o *labOpts) (*lab.ModeTopology, error) {
+	opts := lab.Options{Suffix: o.suffix, RealServers: len(o.weights), Mistake: o.mistake}
+	if o.mistake == "no-pmtu" {
+		opts.Mistake = "" // a director setting, not a topology one
+	}
+	switch o.mode {
+	case "nat":
+		t, err := lab.BuildNAT(opts)
+		if err != nil {
+			return nil, err
+		}
+		mt := &lab.ModeTopology{Topology: t}
+		for i := range t.RS {
+			mt.RIPs = append(mt.RIPs, lab.RIP(i+1))
+		}
+		mt.Notes = append(mt.Notes, fmt.Sprintf("real servers: default route via %s", lab.DirIntIP))
+		if o.mistake == "wrong-gateway" {
+			mt.Notes = []string{fmt.Sprintf("real servers: default route via the router %s, not the director's DIP %s (THE MISTAKE)", lab.RouterLanIP, lab.DirIntIP)}
+		}
+		return mt, nil
+	case "dr":
+		return lab.BuildDR(opts)
+	case "tun":
+		return lab.BuildTUN(opts)
+	}
+	return lab.BuildFullNAT(opts)
+}
+
+const guePort = "6080"
+
+// runLab is `golvs lab nat|dr|tun|fullnat` and the mistake labs.
+func runLab(mode, mistake string, args []string, stdout, stderr io.Writer) error {
+	o, err := parseLab(mode, mistake, args, stderr)
+	if err != nil {
 		return err
-	}
-	if *requests < 0 || *requests > 100000 {
-		return fmt.Errorf("--requests %d out of range (0..100000)", *requests)
-	}
-	if *tunType != "ipip" && *tunType != "gue" {
-		return fmt.Errorf("--tun-type %q: ipip or gue", *tunType)
 	}
 	if err := lab.RequireRoot(); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	dir := StateDir + *suffix
-	sock := control.DefaultSocket
-	if *suffix != "" {
-		sock = filepath.Join(dir, "golvs.sock")
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	s := &session{o: o, dir: StateDir + o.suffix, sock: control.DefaultSocket}
+	if o.suffix != "" {
+		s.sock = filepath.Join(s.dir, "golvs.sock")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
-		return fmt.Errorf("a lab is already running (%s); `golvs lab down` removes it", dir)
+	if _, err := os.Stat(filepath.Join(s.dir, "state.json")); err == nil {
+		return fmt.Errorf("a lab is already running (%s); `golvs lab down` removes it", s.dir)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return err
 	}
-	o := lab.Options{Suffix: *suffix, RealServers: len(w)}
-	var mt *lab.ModeTopology
-	switch mode {
-	case "dr":
-		mt, err = lab.BuildDR(o)
-	case "tun":
-		mt, err = lab.BuildTUN(o)
-	default:
-		mt, err = lab.BuildFullNAT(o)
-	}
-	if err != nil {
-		os.RemoveAll(dir)
+	if s.exe, err = os.Executable(); err != nil {
 		return err
 	}
-	st := &State{Mode: mode, Suffix: *suffix, Socket: sock, VIP: lab.VIP.String()}
-	for _, ns := range mt.Namespaces() {
-		st.Namespaces = append(st.Namespaces, ns.Name)
-	}
-	var procs []*exec.Cmd
-	cleanup := func() {
-		for _, p := range procs {
-			_ = p.Process.Signal(syscall.SIGTERM)
-		}
-		for _, p := range procs {
-			done := make(chan struct{})
-			go func() { _, _ = p.Process.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(3 * time.Second):
-				_ = p.Process.Kill()
-			}
-		}
-		mt.Close()
-		os.RemoveAll(dir)
-	}
+	s.st = &State{Mode: mode, Suffix: o.suffix, Socket: s.sock, VIP: lab.VIP.String()}
 	kept := false
 	defer func() {
 		if !kept {
-			cleanup()
+			s.close()
 		}
 	}()
-	exe, err := os.Executable()
-	if err != nil {
+	if s.mt, err = build(o); err != nil {
 		return err
 	}
-	start := func(ns *lab.NS, logName string, args ...string) error {
-		logf, err := os.Create(filepath.Join(dir, logName))
-		if err != nil {
-			return err
-		}
-		defer logf.Close()
-		c := exec.Command(exe, args...)
-		c.Stdout, c.Stderr = logf, logf
-		c.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := ns.Do(c.Start); err != nil {
-			return fmt.Errorf("starting %s in %s: %w", strings.Join(args, " "), ns.Name, err)
-		}
-		procs = append(procs, c)
-		st.Pids = append(st.Pids, c.Process.Pid)
-		return nil
+	for _, ns := range s.mt.Namespaces() {
+		s.st.Namespaces = append(s.st.Namespaces, ns.Name)
 	}
-	const guePort = "6080"
-	for i, rs := range mt.RS {
-		name := fmt.Sprintf("rs%d", i+1)
-		if mode == "tun" {
-			a := []string{"rs-tun", "-i", "eth0", "--vip", lab.VIP.String()}
-			if *tunType == "gue" {
-				a = append(a, "--gue-port", guePort)
-			}
-			if err := start(rs, name+"-rs-tun.log", a...); err != nil {
-				return err
-			}
-			mt.Notes = append(mt.Notes, fmt.Sprintf("%s: golvs rs-tun -i eth0 --vip %s (VIP on TUN device golvs-tun0, decapsulates %s)", rs.Name, lab.VIP, *tunType))
-		}
-		if err := start(rs, name+".log", "lab", "serve", "--name", name, "--tcp", "80", "--udp", ""); err != nil {
+	if err := writeState(s.dir, s.st); err != nil {
+		return err
+	}
+	if err := s.startServers(); err != nil {
+		return err
+	}
+	if err := s.startDirector(ctx); err != nil {
+		return err
+	}
+	s.header(stdout)
+	if o.explain {
+		if err := explain(s, stdout); err != nil {
 			return err
 		}
 	}
-	flagOf := map[string]string{"dr": "-g", "tun": "-i", "fullnat": "--fullnat"}[mode]
-	if mode == "tun" && *tunType == "gue" {
-		flagOf = "-i --tun-type gue --tun-port " + guePort
-	}
-	rules := fmt.Sprintf("-A -t %s:80 -s %s\n", lab.VIP, *scheduler)
-	for i, wt := range w {
-		rules += fmt.Sprintf("-a -t %s:80 -r %s:80 %s -w %d\n", lab.VIP, mt.RIPs[i], flagOf, wt)
-	}
-	rulesPath := filepath.Join(dir, "rules")
-	if err := os.WriteFile(rulesPath, []byte(rules), 0o600); err != nil {
+	if o.mistake != "" {
+		if err := s.mistake(ctx, stdout); err != nil {
+			return err
+		}
+	} else if err := s.requests(ctx, o.requests, stdout); err != nil {
 		return err
 	}
-	runArgs := []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", "--rules", rulesPath, "--control", sock, "--workers", strconv.Itoa(*workers)}
-	if mode != "dr" {
-		runArgs = append(runArgs, "-i", lab.DirInt)
-	}
-	if mode == "fullnat" {
-		runArgs = append(runArgs, "--laddr", strings.Join([]string{lab.LIP(0).String(), lab.LIP(1).String(), lab.LIP(2).String(), lab.LIP(3).String()}, ","))
-	}
-	if mode == "tun" {
-		time.Sleep(200 * time.Millisecond) // let rs-tun put the VIP up
-	}
-	if err := start(mt.Director, "director.log", runArgs...); err != nil {
+	if err := printTable(s.sock, stdout); err != nil {
 		return err
 	}
-	if err := writeState(dir, st); err != nil {
-		return err
-	}
-	if err := waitReady(ctx, sock, dir); err != nil {
-		return err
-	}
-	var rips []string
-	for _, r := range mt.RIPs {
-		rips = append(rips, r.String())
-	}
-	switch mode {
-	case "dr":
-		fmt.Fprintf(stdout, "# DR lab: client %s, director %s and real servers %s on one segment; VIP %s:80\n", lab.CIP, lab.DirExtIP, strings.Join(rips, ", "), lab.VIP)
-	case "tun":
-		fmt.Fprintf(stdout, "# TUN lab: client %s -> VIP %s:80 -> director (%s | %s) -> %s tunnel via router %s -> real servers %s; replies via the router\n", lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, *tunType, lab.RouterDirIP, strings.Join(rips, ", "))
-	default:
-		fmt.Fprintf(stdout, "# FULLNAT lab: client %s -> VIP %s:80 -> director (%s | %s, local addresses %s-%s) -> real servers %s (no route to the client)\n", lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, lab.LIP(0), lab.LIP(3), strings.Join(rips, ", "))
-	}
-	fmt.Fprintf(stdout, "# lab settings:\n")
-	for _, n := range mt.Notes {
-		fmt.Fprintf(stdout, "#   %s\n", n)
-	}
-	fmt.Fprintf(stdout, "# director rules:\n%s", indent(rules))
-	if err := sendRequests(ctx, mt.Client, *requests, stdout); err != nil {
-		return err
-	}
-	if err := printTable(sock, stdout); err != nil {
-		return err
-	}
-	if *keep {
+	if o.keep {
 		kept = true
 		fmt.Fprintf(stdout, "\nThe lab is still running. Enter a namespace with\n")
-		for _, n := range st.Namespaces {
+		for _, n := range s.st.Namespaces {
 			fmt.Fprintf(stdout, "  nsenter --net=/var/run/netns/%s bash     (or: ip netns exec %s bash)\n", n, n)
 		}
 		fmt.Fprintf(stdout, "Send more requests:    golvs lab request --requests 10\n")
+		fmt.Fprintf(stdout, "Change the director:   golvs adm -E -t %s:80 -s wrr ; golvs adm -e -t %s:80 -r %s:80 %s -w 3\n", lab.VIP, lab.VIP, s.mt.RIPs[0], methodFlag(o))
+		fmt.Fprintf(stdout, "Watch packets:         golvs trace ; golvs trace --pcap lab.pcapng\n")
 		fmt.Fprintf(stdout, "Look at it:            golvs adm -L -n --stats ; golvs adm -L -n -c\n")
 		fmt.Fprintf(stdout, "Remove everything:     golvs lab down\n")
 	}
 	return nil
+}
+
+func methodFlag(o *labOpts) string {
+	switch o.mode {
+	case "nat":
+		return "-m"
+	case "dr":
+		return "-g"
+	case "tun":
+		if o.tunType == "gue" {
+			return "-i --tun-type gue --tun-port " + guePort
+		}
+		return "-i"
+	}
+	return "--fullnat"
+}
+
+// startServers starts each real server's services (and, for TUN, its
+// tunnel endpoint).
+func (s *session) startServers() error {
+	for i, rs := range s.mt.RS {
+		name := fmt.Sprintf("rs%d", i+1)
+		if s.o.mode == "tun" {
+			a := []string{"rs-tun", "-i", "eth0", "--vip", lab.VIP.String()}
+			if s.o.tunType == "gue" {
+				a = append(a, "--gue-port", guePort)
+			}
+			if _, err := s.start(rs, name+"-rs-tun.log", a...); err != nil {
+				return err
+			}
+			s.mt.Notes = append(s.mt.Notes, fmt.Sprintf("%s: golvs rs-tun -i eth0 --vip %s (VIP on TUN device golvs-tun0, decapsulates %s)", rs.Name, lab.VIP, s.o.tunType))
+		}
+		udp := "53"
+		if s.o.mode != "nat" {
+			udp = "" // DR/TUN real servers answer from the VIP only over TCP here
+		}
+		args := []string{"lab", "serve", "--name", name, "--tcp", "80", "--udp", udp}
+		if s.o.mistake == "no-pmtu" {
+			args = append(args, "--sink", "9000")
+		}
+		if _, err := s.start(rs, name+".log", args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startDirector writes the rules and starts `golvs run` in the director's
+// namespace, then waits until it is ready.
+func (s *session) startDirector(ctx context.Context) error {
+	o := s.o
+	ports := []int{80}
+	if o.mistake == "no-pmtu" {
+		ports = append(ports, 9000) // the upload sink
+	}
+	s.rules = ""
+	for _, port := range ports {
+		s.rules += fmt.Sprintf("-A -t %s:%d -s %s\n", lab.VIP, port, o.scheduler)
+	}
+	for _, port := range ports {
+		for i, wt := range o.weights {
+			s.rules += fmt.Sprintf("-a -t %s:%d -r %s:%d %s -w %d\n", lab.VIP, port, s.mt.RIPs[i], port, methodFlag(o), wt)
+		}
+	}
+	rulesPath := filepath.Join(s.dir, "rules")
+	if err := os.WriteFile(rulesPath, []byte(s.rules), 0o600); err != nil {
+		return err
+	}
+	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", "--rules", rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers)}
+	if o.mode != "dr" {
+		s.run = append(s.run, "-i", lab.DirInt)
+	}
+	if o.mode == "fullnat" {
+		s.run = append(s.run, "--laddr", strings.Join([]string{lab.LIP(0).String(), lab.LIP(1).String(), lab.LIP(2).String(), lab.LIP(3).String()}, ","))
+	}
+	if o.mistake == "no-pmtu" {
+		s.run = append(s.run, "--no-pmtu")
+	}
+	if o.mode == "tun" {
+		time.Sleep(200 * time.Millisecond) // let rs-tun put the VIP up
+	}
+	if _, err := s.start(s.mt.Director, "director.log", s.run...); err != nil {
+		return err
+	}
+	if err := writeState(s.dir, s.st); err != nil {
+		return err
+	}
+	return waitReady(ctx, s.sock, s.dir)
+}
+
+// restartDirector stops the director and starts it again with args.
+func (s *session) restartDirector(ctx context.Context, run []string) error {
+	for i, p := range s.procs {
+		if len(p.Args) > 1 && p.Args[1] == "run" {
+			stop(p)
+			s.procs = append(s.procs[:i], s.procs[i+1:]...)
+			break
+		}
+	}
+	s.run = run
+	if _, err := s.start(s.mt.Director, "director.log", run...); err != nil {
+		return err
+	}
+	return waitReady(ctx, s.sock, s.dir)
+}
+
+func (s *session) header(stdout io.Writer) {
+	var rips []string
+	for _, r := range s.mt.RIPs {
+		rips = append(rips, r.String())
+	}
+	switch s.o.mode {
+	case "nat":
+		fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s:80 -> director (%s | %s) -> real servers %s\n",
+			lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, strings.Join(rips, ", "))
+	case "dr":
+		fmt.Fprintf(stdout, "# DR lab: client %s, director %s and real servers %s on one segment; VIP %s:80\n", lab.CIP, lab.DirExtIP, strings.Join(rips, ", "), lab.VIP)
+	case "tun":
+		fmt.Fprintf(stdout, "# TUN lab: client %s -> VIP %s:80 -> director (%s | %s) -> %s tunnel via router %s -> real servers %s; replies via the router\n", lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, s.o.tunType, lab.RouterDirIP, strings.Join(rips, ", "))
+	default:
+		fmt.Fprintf(stdout, "# FULLNAT lab: client %s -> VIP %s:80 -> director (%s | %s, local addresses %s-%s) -> real servers %s (no route to the client)\n", lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, lab.LIP(0), lab.LIP(3), strings.Join(rips, ", "))
+	}
+	if len(s.mt.Notes) > 0 {
+		fmt.Fprintf(stdout, "# lab settings:\n")
+		for _, n := range s.mt.Notes {
+			fmt.Fprintf(stdout, "#   %s\n", n)
+		}
+	}
+	fmt.Fprintf(stdout, "# director rules:\n%s", indent(s.rules))
+}
+
+func (s *session) requests(ctx context.Context, n int, stdout io.Writer) error {
+	return sendRequests(ctx, s.mt.Client, n, stdout)
+}
+
+// mistake shows a classic mistake failing, applies the fix and shows it
+// working.
+func (s *session) mistake(ctx context.Context, stdout io.Writer) error {
+	n := s.o.requests
+	if n == 0 || n > 20 {
+		n = 4
+	}
+	vip := netip.AddrPortFrom(lab.VIP, 80)
+	switch s.o.mistake {
+	case "wrong-gateway":
+		fmt.Fprintf(stdout, "\n# THE MISTAKE: the real servers' default gateway is %s (a router), not the DIP %s.\n", lab.RouterLanIP, lab.DirIntIP)
+		fmt.Fprintf(stdout, "# Their replies go through the router, never through the director, so nobody rewrites\n# RIP:80 back to VIP:80: the client's TCP gets a SYN+ACK from an address it never called and resets it,\n# while its own connection to the VIP never completes:\n")
+		if err := getShort(s.mt.Client, vip, n, stdout); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\n# THE FIX: default route via the DIP %s on every real server (as `ip route replace default via %s`).\n", lab.DirIntIP, lab.DirIntIP)
+		if err := lab.FixGateway(s.mt.Topology); err != nil {
+			return err
+		}
+	case "no-arp-ignore":
+		fmt.Fprintf(stdout, "\n# THE MISTAKE: the real servers hold the VIP on lo but arp_ignore/arp_announce are 0,\n# so they answer ARP for the VIP too. Who answers the client's ARP request for %s:\n", lab.VIP)
+		if err := s.arpWho(stdout); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "# The client keeps the first answer; if it came from a real server, every request goes there directly:\n")
+		if err := getShort(s.mt.Client, vip, n, stdout); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\n# THE FIX: net.ipv4.conf.{all,eth0}.arp_ignore=1 and arp_announce=2 on every real server;\n# the client forgets the VIP's MAC and asks again:\n")
+		if err := lab.FixARP(s.mt); err != nil {
+			return err
+		}
+		if err := s.arpWho(stdout); err != nil {
+			return err
+		}
+	case "no-pmtu":
+		up := netip.AddrPortFrom(lab.VIP, 9000)
+		fmt.Fprintf(stdout, "\n# THE MISTAKE: the director drops packets that the tunnel header makes too big for the path\n# (golvs run --no-pmtu) instead of answering ICMP fragmentation-needed. Small requests work:\n")
+		if err := getShort(s.mt.Client, vip, 2, stdout); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "# but a 1 MB upload with full-size (1500-byte, DF) packets stalls:\n")
+		uploadLine(s.mt.Client, up, stdout)
+		fmt.Fprintf(stdout, "\n# THE FIX: the director answers ICMP fragmentation-needed with the MTU less the tunnel header,\n# as IPVS does; the client's TCP lowers its segment size (restarting the director without --no-pmtu):\n")
+		run := make([]string, 0, len(s.run))
+		for _, a := range s.run {
+			if a != "--no-pmtu" {
+				run = append(run, a)
+			}
+		}
+		if err := s.restartDirector(ctx, run); err != nil {
+			return err
+		}
+		uploadLine(s.mt.Client, up, stdout)
+	}
+	return getShort(s.mt.Client, vip, n, stdout)
+}
+
+// getShort makes n requests with a short timeout and prints each outcome.
+func getShort(client *lab.NS, addr netip.AddrPort, n int, stdout io.Writer) error {
+	for i := 0; i < n; i++ {
+		rs, err := lab.Get(client, addr, 1, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		if rs[0].Err != nil {
+			fmt.Fprintf(stdout, "error: %v\n", rs[0].Err)
+			continue
+		}
+		fmt.Fprintln(stdout, rs[0].Body)
+	}
+	return nil
+}
+
+func uploadLine(client *lab.NS, addr netip.AddrPort, stdout io.Writer) {
+	start := time.Now()
+	got, err := lab.Upload(client, addr, 1<<20, 8*time.Second)
+	if err != nil || got != "1048576" {
+		fmt.Fprintf(stdout, "upload: FAILED after %.1fs (%v, the sink counted %q)\n", time.Since(start).Seconds(), err, got)
+		return
+	}
+	fmt.Fprintf(stdout, "upload: 1048576 bytes arrived in %.1fs\n", time.Since(start).Seconds())
 }

@@ -35,6 +35,7 @@ func runMain(args []string) int {
 	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
 	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
+	noPMTU := fs.Bool("no-pmtu", false, "TUN: drop packets too big for the tunnel instead of answering ICMP fragmentation-needed (a classic mistake, for the tun-no-pmtu lab)")
 	quiescentTpl := fs.Bool("expire-quiescent-template", false, "IPVS's expire_quiescent_template: a persistence template on a weight-0 real server is invalid")
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
@@ -78,6 +79,7 @@ func runMain(args []string) int {
 
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
+		NoPMTU:                  *noPMTU,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)

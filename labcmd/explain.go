@@ -1,0 +1,68 @@
+package labcmd
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/golvs/golvs/lab"
+)
+
+// explain prints the lab's topology with its live addresses and MACs, and
+// the path of one request and its reply, hop by hop, as LVS teaching
+// material draws it.
+func explain(s *session, w io.Writer) error {
+	o := s.o
+	rip := s.mt.RIPs[0]
+	fmt.Fprintf(w, "\n## Who is who\n")
+	row := func(role, addr, mac, where string) {
+		fmt.Fprintf(w, "  %-8s %-16s %-18s %s\n", role, addr, mac, where)
+	}
+	row("CIP", lab.CIP.String(), lab.MAC(0x0c, 10).String(), "client"+o.suffix+"/eth0")
+	row("VIP", lab.VIP.String(), lab.MAC(0xd1, 1).String(), "answered by golvs on the director's ext0 (the kernel does not own it)")
+	if o.mode == "dr" {
+		row("DIP", lab.DirExtIP.String(), lab.MAC(0xd1, 1).String(), "director"+o.suffix+"/ext0 (one segment with the real servers)")
+	} else {
+		row("DIP", lab.DirIntIP.String(), lab.MAC(0xd1, 2).String(), "director"+o.suffix+"/int0")
+	}
+	for i, r := range s.mt.RIPs {
+		row(fmt.Sprintf("RIP%d", i+1), r.String(), lab.MAC(0x5e, byte(i+1)).String(), fmt.Sprintf("rs%d%s/eth0", i+1, o.suffix))
+	}
+	if o.mode == "fullnat" {
+		row("LIP", lab.LIP(0).String()+"-.203", lab.MAC(0xd1, 2).String(), "director's local addresses on int0 (golvs answers ARP)")
+	}
+	if o.mode == "tun" {
+		row("router", lab.RouterDirIP.String(), "", "between the director and the real servers; their replies go through it to the client")
+	}
+	fmt.Fprintf(w, "\n## One request and its reply (%s)\n", strings.ToUpper(o.mode))
+	step := func(n int, s string) { fmt.Fprintf(w, "  %d. %s\n", n, s) }
+	c, v := lab.CIP.String()+":cport", lab.VIP.String()+":80"
+	r := rip.String() + ":80"
+	switch o.mode {
+	case "nat":
+		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC: golvs answered ARP for the VIP)", c, v))
+		step(2, fmt.Sprintf("director  schedules a real server; DNAT %s -> %s; TTL-1; MACs int0 -> rs", v, r))
+		step(3, fmt.Sprintf("rs        sees %s -> %s; replies %s -> %s via its default gateway, the DIP", c, r, r, c))
+		step(4, fmt.Sprintf("director  finds the conn by the reply; SNAT %s -> %s; TTL-1; MACs ext0 -> client", r, v))
+		step(5, fmt.Sprintf("client    gets %s -> %s: the address it called", v, c))
+	case "dr":
+		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC)", c, v))
+		step(2, "director  schedules a real server; rewrites only the MACs: ext0 -> rs; IP header untouched")
+		step(3, fmt.Sprintf("rs        accepts %s -> %s (the VIP is on its lo; arp_ignore keeps it quiet on ARP)", c, v))
+		step(4, fmt.Sprintf("rs        replies %s -> %s straight to the client: the director never sees it", v, c))
+	case "tun":
+		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC)", c, v))
+		step(2, fmt.Sprintf("director  schedules a real server; wraps the packet: outer %s -> %s (%s), inner untouched", lab.DirIntIP, rip, o.tunType))
+		step(3, fmt.Sprintf("router    forwards the outer packet to %s", rip))
+		step(4, fmt.Sprintf("rs        golvs rs-tun decapsulates; the inner %s -> %s reaches the VIP on its TUN device", c, v))
+		step(5, fmt.Sprintf("rs        replies %s -> %s via the router, bypassing the director", v, c))
+	default:
+		l := lab.LIP(0).String() + ":lport"
+		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC)", c, v))
+		step(2, fmt.Sprintf("director  schedules a real server; both ends rewritten: %s -> %s; a TOA option carries the client address in the SYN", l, r))
+		step(3, fmt.Sprintf("rs        sees %s -> %s and replies %s -> %s (the LIP is on its own segment)", l, r, r, l))
+		step(4, fmt.Sprintf("director  reverses both: %s -> %s", v, c))
+	}
+	fmt.Fprintf(w, "\n## The requests, traced by the director (golvs trace)\n")
+	return nil
+}
