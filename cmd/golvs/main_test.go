@@ -49,11 +49,19 @@ func TestLabNAT(t *testing.T) {
 		// wrr 2,1 built incrementally: di=1, mw=2, cw starts at 1, the
 		// cycle B,A,A of spec §2.2.
 		{"wrr", []string{"--scheduler", "wrr", "--weights", "2,1", "--requests", "9"}, "rs2 rs1 rs1 rs2 rs1 rs1 rs2 rs1 rs1"},
+		{"dr", []string{"--scheduler", "rr", "--requests", "4"}, "rs2 rs1 rs2 rs1"},
+		{"tun", []string{"--scheduler", "rr", "--requests", "4"}, "rs2 rs1 rs2 rs1"},
+		{"fullnat", []string{"--scheduler", "rr", "--requests", "4"}, "rs2 rs1 rs2 rs1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			suffix := lab.RandomSuffix()
-			args := append([]string{"lab", "nat", "--suffix", suffix}, c.args...)
+			mode := "nat"
+			switch c.name {
+			case "dr", "tun", "fullnat":
+				mode = c.name
+			}
+			args := append([]string{"lab", mode, "--suffix", suffix}, c.args...)
 			cmd := exec.Command(bin, args...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
@@ -67,7 +75,7 @@ func TestLabNAT(t *testing.T) {
 				t.Fatalf("no service table in output:\n%s", out)
 			}
 			// Everything it made is gone.
-			for _, n := range lab.Names(suffix, 2) {
+			for _, n := range append(lab.Names(suffix, 2), "router"+suffix, "rslan"+suffix) {
 				if _, err := os.Stat("/var/run/netns/" + n); err == nil {
 					t.Fatalf("namespace %s left behind", n)
 				}
@@ -151,5 +159,40 @@ func TestAdmPermissionDenied(t *testing.T) {
 	out, _ = cmd.CombinedOutput()
 	if !strings.Contains(string(out), "no golvs director is running") {
 		t.Fatalf("no daemon: %q", out)
+	}
+}
+
+// Each mistake lab shows the failure, then the fix working.
+func TestMistakeLabs(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	cases := []struct {
+		lab             string
+		failure, fixed  string
+		fixedAfterFixed string
+	}{
+		{"nat-wrong-gateway", "error: ", "THE FIX", "rs2\nrs1"},
+		{"dr-no-arp-ignore", "(a real server!)", "THE FIX", "<- the director (golvs)\nrs2\nrs1"},
+		{"tun-no-pmtu", "upload: FAILED", "THE FIX", "upload: 1048576 bytes arrived"},
+	}
+	for _, c := range cases {
+		t.Run(c.lab, func(t *testing.T) {
+			out, err := exec.Command(bin, "lab", c.lab, "--requests", "2", "--suffix", lab.RandomSuffix()).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs lab %s: %v\n%s", c.lab, err, out)
+			}
+			s := string(out)
+			i := strings.Index(s, c.fixed)
+			if i < 0 {
+				t.Fatalf("no fix shown:\n%s", s)
+			}
+			before, after := s[:i], s[i:]
+			if !strings.Contains(before, c.failure) {
+				t.Fatalf("the failure (%q) is not shown before the fix:\n%s", c.failure, s)
+			}
+			if !strings.Contains(after, c.fixedAfterFixed) || strings.Contains(after, c.failure) {
+				t.Fatalf("after the fix, want %q and no %q:\n%s", c.fixedAfterFixed, c.failure, s)
+			}
+		})
 	}
 }
