@@ -37,6 +37,8 @@ func Main(args []string, stdout, stderr io.Writer) error {
 		return SchedMain(args[1:], stdout, stderr)
 	case "conntrack":
 		return ConntrackMain(args[1:], stdout, stderr)
+	case "dataplane":
+		return DataplaneMain(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintf(stderr, "usage: golvs bench sched [flags]      compare the schedulers in a simulation\n       golvs bench conntrack [flags]  measure the connection table\n")
 		return flag.ErrHelp

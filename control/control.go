@@ -11,6 +11,26 @@
 //	{"v":1,"op":"list"}       services, dests, counters, rates, timeouts
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c)
 //	{"v":1,"op":"status"}     drop counters and what the host check relies on
+//	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
+//
+// trace is the one streaming op (control/trace.go): the connection then
+// carries TraceLine objects, one per line, until the client closes it or
+// half-closes its side:
+//
+//	{"v":1,"ok":true,"filter":"tcp client 198.18.0.10/32","interfaces":["lo","ext0","int0"]}
+//	{"v":1,"event":{"seq":1,"time":...,"in_if":"ext0","dir":"request",...,"before":"<base64>"}}
+//	{"v":1,"dropped":0}       every second
+//	{"v":1,"dropped":3,"end":true}   last, after a half-close
+//
+// The first line is a Reply as far as v, ok, error and status go: a filter
+// or argument that does not parse, or a trace already running, gives
+// {"v":1,"error":"...","status":N} and the connection closes. The event is
+// a trace.Event (frames as base64, the scheduler's inputs, names not
+// numbers); args are --sample N (one matching frame in N), --rate N
+// (events per second at most) and --buffer N. A client that stops reading
+// never slows the director: the tracer drops and counts events while the
+// stream is behind, and a client that accepts nothing for 5 seconds is cut
+// off. The trace is detached when the stream ends.
 //
 // A reply carries ok, and on failure the error text and the exit status
 // ipvsadm would give. Every change is atomic: a command (or a whole
@@ -152,6 +172,9 @@ func (s *Server) conn(c net.Conn) {
 			rep = fail(fmt.Errorf("control: bad request: %v", e), 255)
 		} else if req.V != Version {
 			rep = fail(fmt.Errorf("control: protocol version %d not supported (this daemon speaks %d)", req.V, Version), 255)
+		} else if req.Op == "trace" {
+			s.trace(c, r, &req) // streams until the client leaves; owns c
+			return
 		} else {
 			rep = s.Handle(&req)
 		}

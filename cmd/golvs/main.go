@@ -3,6 +3,7 @@
 //
 //	golvs run    the director (data plane and control socket)
 //	golvs adm    ipvsadm's command line against a running director
+//	golvs trace  watch packets cross a running director (text, JSON, pcapng)
 //	golvs lab    LVS experiments in network namespaces
 //	golvs rs-tun the real-server end of TUN (IPIP/GUE into a TUN device)
 //	golvs bench  benchmarks of schedulers, the connection table, the data plane
@@ -22,6 +23,8 @@ const usage = `golvs: Linux Virtual Server in userspace (AF_PACKET, no ip_vs mod
 usage:
   golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [flags]
   golvs adm IPVSADM-ARGS...        (also installed as golvsadm)
+  golvs trace [tcp|udp] [client ADDR[/LEN]] [service VIP:PORT] [port N]
+              [--json] [--pcap FILE] [--sample N] [--rate N] [--count N] [--duration D]
   golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--keep]
   golvs lab dr|tun|fullnat [same flags as nat]
   golvs lab request [--requests N] | golvs lab down
@@ -54,6 +57,8 @@ func run(argv []string) int {
 		return runMain(args)
 	case "adm":
 		return control.AdmMain(args, os.Stdin, os.Stdout, os.Stderr)
+	case "trace":
+		return traceMain(args)
 	case "lab":
 		return labcmd.Main(args, os.Stdout, os.Stderr)
 	case "bench":

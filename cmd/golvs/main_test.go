@@ -86,6 +86,10 @@ func TestLabNAT(t *testing.T) {
 
 func TestRunBadInput(t *testing.T) {
 	bin := buildGolvs(t)
+	badRules := filepath.Join(t.TempDir(), "rules")
+	if err := os.WriteFile(badRules, []byte("-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r 198.19.0.11:80 -m -w 99999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -96,6 +100,7 @@ func TestRunBadInput(t *testing.T) {
 		{"bad workers", []string{"run", "-i", "lo", "--workers", "-1"}, "--workers -1 out of range"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"lab bad weights", []string{"lab", "nat", "--weights", "2,x"}, `"x" is not a weight`},
+		{"bad rules line", []string{"run", "-i", "lo", "--rules", badRules, "--control", filepath.Join(t.TempDir(), "s")}, "line 2"},
 		{"lab bad scheduler", []string{"lab", "nat", "--scheduler", "fastest"}, "fastest"},
 	}
 	for _, c := range cases {
@@ -111,6 +116,34 @@ func TestRunBadInput(t *testing.T) {
 				t.Fatalf("more than a short error:\n%s", out)
 			}
 		})
+	}
+}
+
+// Without privileges, golvs run says so in one line.
+func TestRunWithoutPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to run golvs as another user")
+	}
+	dir, err := os.MkdirTemp("", "golvs-priv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "golvs")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "run", "-i", "lo", "--control", filepath.Join(dir, "s"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("unprivileged golvs run started: %s", out)
+	}
+	if !strings.Contains(string(out), "permission denied") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("want one line saying permission denied, got %q", out)
 	}
 }
 

@@ -13,7 +13,24 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvsadm"
 )
+
+// withoutMarks blanks golvs's mark lines (checked by the daemon) so the
+// ipvsadm reader can check the rest, keeping line numbers.
+func withoutMarks(text string) string {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) > 0 && f[0] == "ipvsadm" {
+			f = f[1:]
+		}
+		if ipvsadm.IsMarkCommand(f) {
+			lines[i] = ""
+		}
+	}
+	return strings.Join(lines, "\n")
+}
 
 type listFlag []string
 
@@ -71,6 +88,11 @@ func runMain(args []string) int {
 	}
 	for _, r := range rules {
 		text += r + "\n"
+	}
+	// A rules file with a bad line is refused before anything is opened.
+	if _, err := ipvsadm.ParseRules(strings.NewReader(withoutMarks(text))); err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
+		return 2
 	}
 	cfg := director.Config{
 		Workers:   *workers,

@@ -1,0 +1,278 @@
+package bench
+
+import (
+	"encoding/binary"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/packet"
+)
+
+// The generator's frames, as the real servers' packet sockets see them:
+//
+//	0      14          34                54 (TCP) / 42 (UDP)
+//	| eth  | IPv4, IHL 5 | TCP (20) or UDP (8) | ts u64 | tag u16 | zeros |
+//
+// ts is CLOCK_MONOTONIC in nanoseconds when the frame was filled; tag
+// names the measurement (cell) the frame belongs to, so stragglers of one
+// cell never count in the next. With 64-byte frames (the kernel's length:
+// no FCS) a TCP frame has exactly the 10 payload bytes the stamp needs.
+const (
+	ethLen     = 14
+	ip4Len     = 20
+	tcpLen     = 20
+	udpLen     = 8
+	stampLen   = 10
+	MinFrame   = ethLen + ip4Len + tcpLen + stampLen // 64
+	MaxFrame   = 1514
+	genBatch   = 32
+	tcpFlagSYN = 0x02
+	tcpFlagACK = 0x10
+)
+
+// Mix is a kind of generated traffic.
+type Mix string
+
+// The mixes.
+const (
+	MixSYN Mix = "syn" // every frame a TCP SYN of a new flow
+	MixEst Mix = "est" // TCP ACKs over a fixed set of flows opened first
+	MixUDP Mix = "udp" // UDP datagrams over a fixed set of flows
+)
+
+// frameSpec is one generated frame's fields.
+type frameSpec struct {
+	srcMAC, dstMAC [6]byte
+	src, dst       [4]byte
+	proto          uint8
+	sport, dport   uint16
+	flags          uint8 // TCP
+	seq            uint32
+	size           int
+	ts             uint64
+	tag            uint16
+}
+
+// buildFrame writes the frame of s into b (len(b) >= s.size) with both
+// checksums computed, and returns its length.
+func buildFrame(b []byte, s *frameSpec) int {
+	n := s.size
+	b = b[:n]
+	copy(b[0:6], s.dstMAC[:])
+	copy(b[6:12], s.srcMAC[:])
+	binary.BigEndian.PutUint16(b[12:], 0x0800)
+	ip := b[ethLen : ethLen+ip4Len]
+	ip[0], ip[1] = 0x45, 0
+	binary.BigEndian.PutUint16(ip[2:], uint16(n-ethLen))
+	binary.BigEndian.PutUint16(ip[4:], uint16(s.seq))
+	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+	ip[8], ip[9] = 64, s.proto
+	ip[10], ip[11] = 0, 0
+	copy(ip[12:16], s.src[:])
+	copy(ip[16:20], s.dst[:])
+	packet.IPv4(ip).SetChecksum(packet.IPv4(ip).HeaderChecksum())
+	l4 := b[ethLen+ip4Len:]
+	hl := udpLen
+	if s.proto == 6 {
+		hl = tcpLen
+	}
+	binary.BigEndian.PutUint16(l4[0:], s.sport)
+	binary.BigEndian.PutUint16(l4[2:], s.dport)
+	if s.proto == 6 {
+		binary.BigEndian.PutUint32(l4[4:], s.seq)
+		ack := uint32(0)
+		if s.flags&tcpFlagACK != 0 {
+			ack = 1
+		}
+		binary.BigEndian.PutUint32(l4[8:], ack)
+		l4[12], l4[13] = 5<<4, s.flags
+		binary.BigEndian.PutUint16(l4[14:], 65535)
+		l4[16], l4[17], l4[18], l4[19] = 0, 0, 0, 0
+	} else {
+		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		l4[6], l4[7] = 0, 0
+	}
+	pl := l4[hl:]
+	binary.BigEndian.PutUint64(pl[0:], s.ts)
+	binary.BigEndian.PutUint16(pl[8:], s.tag)
+	clear(pl[stampLen:])
+	c := packet.L4Checksum(s.src, s.dst, s.proto, l4)
+	if s.proto == 6 {
+		binary.BigEndian.PutUint16(l4[16:], c)
+	} else {
+		binary.BigEndian.PutUint16(l4[6:], c)
+	}
+	return n
+}
+
+// stampOf returns the stamp of a generated frame (ts, tag), false when b
+// is not one. It looks through one IPIP header (TUN) and past TCP options
+// (FULLNAT's TOA), so every forwarding method's output is counted.
+func stampOf(b []byte) (ts uint64, tag uint16, ok bool) {
+	if len(b) < ethLen+ip4Len || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
+		return 0, 0, false
+	}
+	off := ethLen
+	for range 2 {
+		if len(b) < off+ip4Len || b[off]>>4 != 4 {
+			return 0, 0, false
+		}
+		proto := b[off+9]
+		off += int(b[off]&0xf) * 4
+		switch proto {
+		case 4: // IP in IP: the inner header follows
+			continue
+		case 6:
+			if len(b) < off+tcpLen {
+				return 0, 0, false
+			}
+			off += int(b[off+12]>>4) * 4
+		case 17:
+			off += udpLen
+		default:
+			return 0, 0, false
+		}
+		if len(b) < off+stampLen {
+			return 0, 0, false
+		}
+		return binary.BigEndian.Uint64(b[off:]), binary.BigEndian.Uint16(b[off+8:]), true
+	}
+	return 0, 0, false
+}
+
+// monoClock reads CLOCK_MONOTONIC through Go's vDSO-backed monotonic
+// clock: the base is read once with clock_gettime, then time.Since (which
+// uses the same clock) adds to it.
+type monoClock struct {
+	t0   time.Time
+	base int64
+}
+
+func newMonoClock() monoClock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return monoClock{t0: time.Now(), base: ts.Nano()}
+}
+
+func (m *monoClock) now() uint64 { return uint64(m.base + int64(time.Since(m.t0))) }
+
+// flowPlan maps a packet index to its flow: source address and port from
+// the client's /24 (198.18.0.0/15, lab-plan.md), destination chosen by the
+// caller's targets.
+type flowPlan struct {
+	mix     Mix
+	flows   int       // est, udp: the set's size
+	targets [][4]byte // destination addresses, picked by flow
+	next    uint64    // syn: next new flow
+	open    bool      // est: SYNs on the set's flows, to open them
+}
+
+// SYN flows use sources 198.18.0.10-.99, the fixed sets .150-.249, so the
+// two never share a connection.
+const (
+	synHosts = 90
+	setHosts = 100
+	minPort  = 1024
+	numPorts = 65536 - minPort
+)
+
+func (p *flowPlan) flow(k uint64, s *frameSpec) {
+	var i uint64
+	var host byte
+	switch p.mix {
+	case MixSYN:
+		i = p.next % (synHosts * numPorts)
+		p.next++
+		host = byte(10 + i%synHosts)
+		s.sport = uint16(minPort + i/synHosts)
+		s.flags = tcpFlagSYN
+	default:
+		i = k % uint64(p.flows)
+		host = byte(150 + i%setHosts)
+		s.sport = uint16(minPort + i/setHosts)
+		s.flags = tcpFlagACK
+		if p.open {
+			s.flags = tcpFlagSYN
+		}
+	}
+	s.src = [4]byte{198, 18, 0, host}
+	s.dst = p.targets[i%uint64(len(p.targets))]
+	if p.mix == MixUDP {
+		s.proto, s.dport, s.flags = 17, 53, 0
+	} else {
+		s.proto, s.dport = 6, 80
+	}
+	s.seq = uint32(k)
+}
+
+// genResult is what one generator run sent.
+type genResult struct {
+	Sent    uint64
+	Errors  uint64
+	Elapsed time.Duration
+}
+
+// generator sends frames from the client's packet socket.
+type generator struct {
+	tx    *netio.Tx
+	bufs  [genBatch][]byte // virtio header + frame
+	spec  frameSpec
+	clock monoClock
+	tid   atomic.Int32
+}
+
+func newGenerator(tx *netio.Tx, srcMAC, dstMAC [6]byte, size int, clock monoClock) *generator {
+	g := &generator{tx: tx, clock: clock}
+	for i := range g.bufs {
+		g.bufs[i] = make([]byte, netio.VnetHdrLen+MaxFrame)
+	}
+	g.spec = frameSpec{srcMAC: srcMAC, dstMAC: dstMAC, size: size}
+	return g
+}
+
+// run sends plan's frames with tag for at most d and at most max frames,
+// at rate frames a second (0: as fast as the socket takes them). It runs on
+// the calling goroutine, which must be locked to its thread (pinning).
+func (g *generator) run(plan *flowPlan, tag uint16, rate float64, d time.Duration, max uint64) genResult {
+	tx := g.tx
+	sent0, err0 := tx.Sent, tx.Errors
+	start := time.Now()
+	var k uint64
+	for k < max {
+		el := time.Since(start)
+		if el >= d {
+			break
+		}
+		n := uint64(genBatch)
+		if rate > 0 {
+			due := uint64(rate*el.Seconds()) + 1
+			if due <= k {
+				wait := time.Duration(float64(k+1-due)/rate*1e9) + time.Microsecond
+				if wait > 200*time.Microsecond {
+					time.Sleep(wait)
+				} else {
+					runtime.Gosched()
+				}
+				continue
+			}
+			n = min(n, due-k)
+		}
+		n = min(n, max-k)
+		g.spec.tag = tag
+		for i := uint64(0); i < n; i++ {
+			plan.flow(k+i, &g.spec)
+			g.spec.ts = g.clock.now()
+			b := g.bufs[i]
+			clear(b[:netio.VnetHdrLen])
+			m := buildFrame(b[netio.VnetHdrLen:], &g.spec)
+			tx.Queue(b[:netio.VnetHdrLen+m])
+		}
+		tx.Flush()
+		k += n
+	}
+	return genResult{Sent: tx.Sent - sent0, Errors: tx.Errors - err0, Elapsed: time.Since(start)}
+}

@@ -1,0 +1,286 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/golvs/golvs/lab"
+)
+
+// TestGeneratorFrames decodes the generator's frames with gopacket, an
+// implementation of its own, and checks every header field, both
+// checksums and the stamp.
+func TestGeneratorFrames(t *testing.T) {
+	src := [6]byte{0x02, 0, 0x5e, 0, 0x0c, 10}
+	dst := [6]byte{0x02, 0, 0x5e, 0, 0xd1, 1}
+	targets := [][4]byte{{198, 19, 0, 11}, {198, 19, 0, 12}}
+	for _, tc := range []struct {
+		name string
+		mix  Mix
+		size int
+	}{
+		{"syn-64", MixSYN, 64}, {"est-64", MixEst, 64}, {"udp-64", MixUDP, 64},
+		{"syn-1514", MixSYN, 1514}, {"est-300", MixEst, 300}, {"udp-1514", MixUDP, 1514},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := &flowPlan{mix: tc.mix, flows: 1000, targets: targets}
+			spec := frameSpec{srcMAC: src, dstMAC: dst, size: tc.size}
+			buf := make([]byte, MaxFrame)
+			flows := map[[6]uint16]bool{}
+			for k := uint64(0); k < 3000; k++ {
+				plan.flow(k, &spec)
+				spec.ts = 1e12 + k*1000
+				spec.tag = 7
+				n := buildFrame(buf, &spec)
+				if n != tc.size {
+					t.Fatalf("frame length %d, want %d", n, tc.size)
+				}
+				p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
+				// Port 53 makes gopacket try DNS on the stamp: only the
+				// layers up to the transport must decode.
+				if p.TransportLayer() == nil {
+					t.Fatalf("frame %d does not decode: %v", k, p.ErrorLayer().Error())
+				}
+				eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+				if !bytes.Equal(eth.SrcMAC, src[:]) || !bytes.Equal(eth.DstMAC, dst[:]) {
+					t.Fatalf("MACs %s -> %s", eth.SrcMAC, eth.DstMAC)
+				}
+				ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+				if ip.IHL != 5 || int(ip.Length) != n-14 || ip.TTL != 64 || ip.Flags != layers.IPv4DontFragment {
+					t.Fatalf("IPv4 header: ihl %d len %d ttl %d flags %v", ip.IHL, ip.Length, ip.TTL, ip.Flags)
+				}
+				if ip.SrcIP[0] != 198 || ip.SrcIP[1] != 18 || ip.SrcIP[2] != 0 {
+					t.Fatalf("source %s outside 198.18.0.0/24", ip.SrcIP)
+				}
+				if !ip.DstIP.Equal(net.IP(targets[0][:])) && !ip.DstIP.Equal(net.IP(targets[1][:])) {
+					t.Fatalf("destination %s not a target", ip.DstIP)
+				}
+				ipc := *ip
+				_ = ipc.SerializeTo(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true})
+				if ipc.Checksum != ip.Checksum {
+					t.Fatalf("IPv4 checksum %#04x, recomputed %#04x", ip.Checksum, ipc.Checksum)
+				}
+				var payload []byte
+				var sport, dport uint16
+				switch tc.mix {
+				case MixUDP:
+					u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+					if !ok {
+						t.Fatalf("not UDP: %v", p)
+					}
+					if int(u.Length) != n-34 || u.DstPort != 53 {
+						t.Fatalf("UDP length %d port %d", u.Length, u.DstPort)
+					}
+					c := *u
+					_ = c.SetNetworkLayerForChecksum(ip)
+					_ = gopacket.SerializeLayers(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}, &c, gopacket.Payload(u.Payload))
+					if c.Checksum != u.Checksum || u.Checksum == 0 {
+						t.Fatalf("UDP checksum %#04x, recomputed %#04x", u.Checksum, c.Checksum)
+					}
+					payload, sport, dport = u.Payload, uint16(u.SrcPort), uint16(u.DstPort)
+				default:
+					tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+					if !ok {
+						t.Fatalf("not TCP: %v", p)
+					}
+					if tcp.DataOffset != 5 || tcp.DstPort != 80 || tcp.SYN != (tc.mix == MixSYN) || tcp.ACK != (tc.mix == MixEst) || tcp.RST || tcp.FIN {
+						t.Fatalf("TCP header: %+v", tcp)
+					}
+					c := *tcp
+					_ = c.SetNetworkLayerForChecksum(ip)
+					_ = gopacket.SerializeLayers(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}, &c, gopacket.Payload(tcp.Payload))
+					if c.Checksum != tcp.Checksum {
+						t.Fatalf("TCP checksum %#04x, recomputed %#04x", tcp.Checksum, c.Checksum)
+					}
+					payload, sport, dport = tcp.Payload, uint16(tcp.SrcPort), uint16(tcp.DstPort)
+				}
+				if len(payload) < stampLen || binary.BigEndian.Uint64(payload) != spec.ts || binary.BigEndian.Uint16(payload[8:]) != 7 {
+					t.Fatalf("payload % x, want stamp %d tag 7", payload, spec.ts)
+				}
+				ts, tag, ok := stampOf(buf[:n])
+				if !ok || ts != spec.ts || tag != 7 {
+					t.Fatalf("stampOf = %d, %d, %v; want %d, 7, true", ts, tag, ok, spec.ts)
+				}
+				var key [6]uint16
+				key[0], key[1] = uint16(ip.SrcIP[3]), sport
+				key[2], key[3] = uint16(ip.DstIP[3]), dport
+				flows[key] = true
+			}
+			want := 1000
+			if tc.mix == MixSYN {
+				want = 3000 // a new flow per frame
+			}
+			if len(flows) != want {
+				t.Fatalf("%d distinct flows, want %d", len(flows), want)
+			}
+		})
+	}
+}
+
+func TestBuildFrameDoesNotAllocate(t *testing.T) {
+	plan := &flowPlan{mix: MixSYN, flows: 10, targets: [][4]byte{{198, 18, 0, 100}}}
+	spec := frameSpec{size: 64}
+	buf := make([]byte, MaxFrame)
+	var k uint64
+	if n := testing.AllocsPerRun(1000, func() {
+		plan.flow(k, &spec)
+		buildFrame(buf, &spec)
+		k++
+	}); n != 0 {
+		t.Fatalf("got %v allocations per frame, want 0", n)
+	}
+}
+
+// TestStampThroughModes finds the stamp behind an IPIP header (TUN) and
+// TCP options (FULLNAT's TOA), and refuses frames that are not ours.
+func TestStampThroughModes(t *testing.T) {
+	spec := frameSpec{src: [4]byte{198, 18, 0, 10}, dst: [4]byte{198, 18, 0, 100}, proto: 6, flags: tcpFlagSYN, size: 64, ts: 42, tag: 3}
+	b := make([]byte, 200)
+	n := buildFrame(b, &spec)
+	// IPIP: an outer IPv4 header (protocol 4) in front of the inner one.
+	tun := append(append(append([]byte{}, b[:14]...), 0x45, 0, 0, 0, 0, 0, 0, 0, 64, 4, 0, 0, 198, 19, 0, 1, 198, 19, 0, 11), b[14:n]...)
+	// TOA: 8 option bytes after the TCP header, data offset 7.
+	toa := append(append(append([]byte{}, b[:54]...), 254, 8, 0, 80, 198, 18, 0, 10), b[54:n]...)
+	toa[14+20+12] = 7 << 4
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		ok   bool
+	}{
+		{"plain", b[:n], true}, {"ipip", tun, true}, {"toa", toa, true},
+		{"short", b[:40], false}, {"arp", append([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 6}, make([]byte, 50)...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts, tag, ok := stampOf(tc.b)
+			if ok != tc.ok || (ok && (ts != 42 || tag != 3)) {
+				t.Fatalf("stampOf = %d, %d, %v; want 42, 3, %v", ts, tag, ok, tc.ok)
+			}
+		})
+	}
+}
+
+// TestLatHistPercentiles checks the histogram against Percentile, the
+// exact oracle, within its bucket resolution.
+func TestLatHistPercentiles(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var h latHist
+	var xs []float64
+	for i := 0; i < 100000; i++ {
+		v := uint64(r.ExpFloat64() * 50000)
+		h.add(v)
+		xs = append(xs, float64(v))
+	}
+	for _, p := range []float64{1, 50, 90, 99, 99.9} {
+		got, want := h.percentile(p), Percentile(xs, p)
+		if math.Abs(got-want) > 0.04*want+1 {
+			t.Fatalf("p%g = %g, want %g (within 4%%)", p, got, want)
+		}
+	}
+	var empty latHist
+	if !math.IsNaN(empty.percentile(50)) {
+		t.Fatalf("empty percentile = %g, want NaN", empty.percentile(50))
+	}
+}
+
+func TestDataplaneLimits(t *testing.T) {
+	base := func() DataplaneConfig {
+		return DataplaneConfig{Duration: time.Second, Size: 64, Flows: 10, MaxPackets: 100, RealServers: 2,
+			Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}}
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*DataplaneConfig)
+		want string
+	}{
+		{"ok", func(*DataplaneConfig) {}, ""},
+		{"duration", func(c *DataplaneConfig) { c.Duration = 601 * time.Second }, "at most 10m0s"},
+		{"rate", func(c *DataplaneConfig) { c.Rate = 10 }, "--rate 10 out of range"},
+		{"size", func(c *DataplaneConfig) { c.Size = 60 }, "--size 60 out of range (allowed: 64..1514"},
+		{"workers", func(c *DataplaneConfig) { c.Workers = []int{0} }, "--workers 0 out of range"},
+		{"mix", func(c *DataplaneConfig) { c.Mixes = []Mix{"icmp"} }, `unknown mix "icmp"`},
+		{"mode", func(c *DataplaneConfig) { c.Modes = []string{"bypass"} }, `unknown mode "bypass"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.mod(&c)
+			err := c.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	var out, errb bytes.Buffer
+	if err := Main([]string{"dataplane", "--duration", "601s"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "at most 10m0s") {
+		t.Fatalf("got %v, want the duration refused with its limit", err)
+	}
+}
+
+// TestDataplaneSmoke runs the whole command for a moment: the lab, every
+// reference this host has, golvs with one worker, the TCP tests.
+func TestDataplaneSmoke(t *testing.T) {
+	if err := lab.RequireRoot(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	if testing.Short() {
+		t.Skip("skipping: builds a lab (-short)")
+	}
+	c := DataplaneConfig{Duration: 100 * time.Millisecond, Size: 64, Flows: 64, MaxPackets: 1_000_000, RealServers: 2,
+		Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}, Conns: 10, StreamBytes: 256 << 10, LatRate: 0}
+	start := time.Now()
+	rep, err := RunDataplane(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("took %s", time.Since(start))
+	got := map[string]bool{}
+	for _, cl := range rep.Cells {
+		got[cl.Forwarder] = true
+		if cl.Sent == 0 || cl.Received == 0 {
+			t.Errorf("%s/%s: sent %d, received %d; want both > 0", cl.Forwarder, cl.Mix, cl.Sent, cl.Received)
+		}
+		if cl.Received > cl.Sent {
+			t.Errorf("%s/%s: received %d > sent %d", cl.Forwarder, cl.Mix, cl.Received, cl.Sent)
+		}
+		if !(cl.P50us > 0 && cl.P50us <= cl.P90us && cl.P90us <= cl.P99us) {
+			t.Errorf("%s/%s: percentiles %v %v %v", cl.Forwarder, cl.Mix, cl.P50us, cl.P90us, cl.P99us)
+		}
+	}
+	for _, f := range []string{"kernel-forward", "netio-ceiling", "golvs-nat-w1"} {
+		if !got[f] {
+			t.Errorf("no cell for %s (have %v)", f, got)
+		}
+	}
+	if len(rep.Ratios) == 0 {
+		t.Errorf("no ratios")
+	}
+	for _, tc := range rep.TCP {
+		if tc.Conns == 0 || tc.StreamBytes < 256<<10 || tc.Error != "" {
+			t.Errorf("TCP %s: %d conns, %d stream bytes, error %q", tc.Path, tc.Conns, tc.StreamBytes, tc.Error)
+		}
+	}
+	var out bytes.Buffer
+	if err := WriteDataplaneTable(&out, rep); err != nil {
+		t.Fatal(err)
+	}
+	if err := PlotDataplane(rep, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "golvs-nat-w1") {
+		t.Fatalf("table lacks golvs:\n%s", out.String())
+	}
+}
