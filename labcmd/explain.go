@@ -1,11 +1,17 @@
 package labcmd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/trace"
 )
 
 // explain prints the lab's topology with its live addresses and MACs, and
@@ -64,5 +70,73 @@ func explain(s *session, w io.Writer) error {
 		step(4, fmt.Sprintf("director  reverses both: %s -> %s", v, c))
 	}
 	fmt.Fprintf(w, "\n## The requests, traced by the director (golvs trace)\n")
+	return nil
+}
+
+// lockedWriter serialises writes from the trace goroutine and the lab.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// traceWhile attaches a trace to the lab's director, prints every event
+// as it happens while run runs, then detaches.
+func traceWhile(ctx context.Context, s *session, w io.Writer, run func(io.Writer) error) error {
+	lw := &lockedWriter{w: w}
+	cl, err := control.Dial(s.sock)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	f := &trace.Formatter{}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	opened := make(chan error, 1)
+	done := make(chan error, 1)
+	var events atomic.Int64
+	go func() {
+		done <- cl.Trace(tctx, "", control.TraceOptions{}, func(*control.TraceLine) error {
+			opened <- nil
+			return nil
+		}, func(l *control.TraceLine) error {
+			if l.Event != nil {
+				events.Add(1)
+				var b strings.Builder
+				_ = f.WriteText(&b, l.Event)
+				fmt.Fprint(lw, b.String())
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-opened:
+		if err != nil {
+			return err
+		}
+	case err := <-done:
+		return err
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("the director did not start the trace")
+	}
+	if err := run(lw); err != nil {
+		return err
+	}
+	// Let the last events arrive, then detach.
+	last := int64(-1)
+	for i := 0; i < 20 && events.Load() != last; i++ {
+		last = events.Load()
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+	}
 	return nil
 }

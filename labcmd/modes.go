@@ -222,11 +222,18 @@ func runLab(mode, mistake string, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	if o.mistake != "" {
-		if err := s.mistake(ctx, stdout); err != nil {
-			return err
+	work := func(w io.Writer) error {
+		if o.mistake != "" {
+			return s.mistake(ctx, w)
 		}
-	} else if err := s.requests(ctx, o.requests, stdout); err != nil {
+		return s.requests(ctx, o.requests, w)
+	}
+	if o.explain {
+		err = traceWhile(ctx, s, stdout, work)
+	} else {
+		err = work(stdout)
+	}
+	if err != nil {
 		return err
 	}
 	if err := printTable(s.sock, stdout); err != nil {

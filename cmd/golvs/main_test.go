@@ -229,3 +229,23 @@ func TestMistakeLabs(t *testing.T) {
 		})
 	}
 }
+
+// --explain prints who is who, the path, and the live trace of the
+// requests with the scheduler's reasoning.
+func TestLabExplain(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	out, err := exec.Command(bin, "lab", "nat", "--explain", "--requests", "1", "--scheduler", "wlc", "--suffix", lab.RandomSuffix()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("golvs lab nat --explain: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"## Who is who", "VIP      198.18.0.100", "## One request and its reply (NAT)",
+		"conn     miss: new connection", "sched    wlc", "chosen", "verdict  forwarded out int0",
+		"int0 reply TCP 198.19.0.1", "verdict  forwarded out ext0",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("explain output lacks %q:\n%s", want, out)
+		}
+	}
+}
