@@ -97,14 +97,6 @@ func parseWeights(s string) ([]int, error) {
 	return w, nil
 }
 
-func rsList(n int) string {
-	var s []string
-	for i := 1; i <= n; i++ {
-		s = append(s, lab.RIP(i).String())
-	}
-	return strings.Join(s, ", ")
-}
-
 func indent(s string) string {
 	var b strings.Builder
 	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {

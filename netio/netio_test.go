@@ -2,6 +2,7 @@ package netio
 
 import (
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,12 @@ func TestRingAndTx(t *testing.T) {
 	if err := lab.RequireRoot(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
+	for _, v := range []int{3, 2} {
+		t.Run(fmt.Sprintf("tpacket-v%d", v), func(t *testing.T) { ringAndTx(t, v) })
+	}
+}
+
+func ringAndTx(t *testing.T, version int) {
 	ns, err := lab.NewNS("netio" + lab.RandomSuffix())
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +117,7 @@ func TestRingAndTx(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if ring, err = OpenRing("b0", RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4}); err != nil {
+		if ring, err = OpenRing("b0", RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4, Version: version, Frames: 128}); err != nil {
 			return err
 		}
 		tx, err = OpenTx("a0")
@@ -122,12 +129,10 @@ func TestRingAndTx(t *testing.T) {
 	defer ring.Close()
 	defer tx.Close()
 	const n = 100
-	bufs := make([][]byte, 0, n+1)
 	for i := 0; i < n; i++ {
 		b := make([]byte, VnetHdrLen+60)
 		fr := ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, uint16(1000+i), 80)
 		copy(b[VnetHdrLen:], fr)
-		bufs = append(bufs, b)
 		tx.Queue(b)
 	}
 	// One frame the filter must drop.

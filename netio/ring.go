@@ -50,7 +50,20 @@ type RingConfig struct {
 	BlockTimeout time.Duration // how long the kernel fills a block before handing it over; default 1ms
 	FanoutID     uint16        // 0: no fanout
 	Filter       []bpf.RawInstruction
+	// Version is the ring layout: 3 (TPACKET_V3, the default: the kernel
+	// fills whole blocks, which batches well but hands a block over only
+	// when it is full or BlockTimeout, at least 1 ms, has passed) or 2
+	// (TPACKET_V2: one slot per frame, each handed over at once, for low
+	// latency; the worker still takes every ready frame in one pass).
+	Version int
+	// Frames is the number of frame slots of a version 2 ring (default
+	// 128); each slot holds a 64 KiB GSO frame whole.
+	Frames int
 }
+
+// v2FrameSize is a version 2 ring's slot: header, reserve, virtio header
+// and a 64 KiB frame, rounded to pages.
+const v2FrameSize = 17 * 4096
 
 // Frame is one received frame, valid until the ring block it sits in is
 // released. Data starts at the Ethernet header; Vnet is the 10-byte virtio
@@ -94,6 +107,7 @@ type Ring struct {
 	bsize   int
 	nblocks int
 	cur     int
+	v2      bool // TPACKET_V2: bsize is the frame slot, nblocks the slots
 	pfd     [1]unix.PollFd
 	closed  atomic.Bool
 	// Drops counts frames the kernel dropped because the ring was full.
@@ -151,7 +165,14 @@ func OpenRing(ifname string, c RingConfig) (*Ring, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
 		return fail("PACKET_VNET_HDR", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+	ver := unix.TPACKET_V3
+	if c.Version == 2 {
+		ver = unix.TPACKET_V2
+		r.v2 = true
+	} else if c.Version != 0 && c.Version != 3 {
+		return fail("PACKET_VERSION", fmt.Errorf("ring version %d (allowed: 2 or 3)", c.Version))
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, ver); err != nil {
 		return fail("PACKET_VERSION", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_RESERVE, Headroom); err != nil {
@@ -162,18 +183,30 @@ func OpenRing(ifname string, c RingConfig) (*Ring, error) {
 			return fail("SO_ATTACH_FILTER", err)
 		}
 	}
-	req := unix.TpacketReq3{
-		Block_size:     uint32(c.BlockSize),
-		Block_nr:       uint32(c.Blocks),
-		Frame_size:     2048,
-		Frame_nr:       uint32(c.BlockSize / 2048 * c.Blocks),
-		Retire_blk_tov: uint32(c.BlockTimeout / time.Millisecond),
-	}
-	if req.Retire_blk_tov == 0 {
-		req.Retire_blk_tov = 1
-	}
-	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
-		return fail("PACKET_RX_RING", err)
+	if r.v2 {
+		if c.Frames <= 0 {
+			c.Frames = 128
+		}
+		c.BlockSize, c.Blocks = v2FrameSize, c.Frames
+		r.bsize, r.nblocks = c.BlockSize, c.Blocks
+		req := unix.TpacketReq{Block_size: v2FrameSize, Block_nr: uint32(c.Frames), Frame_size: v2FrameSize, Frame_nr: uint32(c.Frames)}
+		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fail("PACKET_RX_RING", err)
+		}
+	} else {
+		req := unix.TpacketReq3{
+			Block_size:     uint32(c.BlockSize),
+			Block_nr:       uint32(c.Blocks),
+			Frame_size:     2048,
+			Frame_nr:       uint32(c.BlockSize / 2048 * c.Blocks),
+			Retire_blk_tov: uint32(c.BlockTimeout / time.Millisecond),
+		}
+		if req.Retire_blk_tov == 0 {
+			req.Retire_blk_tov = 1
+		}
+		if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fail("PACKET_RX_RING", err)
+		}
 	}
 	mem, err := unix.Mmap(fd, 0, c.BlockSize*c.Blocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_LOCKED|unix.MAP_POPULATE)
 	if err != nil {
@@ -228,7 +261,12 @@ const (
 
 func (r *Ring) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.mem[off])) }
 
-func loadStatus(r *Ring) uint32 { return atomic.LoadUint32(r.u32(r.cur*r.bsize + bdStatus)) }
+func loadStatus(r *Ring) uint32 {
+	if r.v2 {
+		return atomic.LoadUint32(r.u32(r.cur * r.bsize)) // tp_status
+	}
+	return atomic.LoadUint32(r.u32(r.cur*r.bsize + bdStatus))
+}
 
 // Block is one ring block handed to userspace: a batch of frames.
 type Block struct {
@@ -244,7 +282,11 @@ type Block struct {
 // called again.
 func (r *Ring) Next(timeout time.Duration, b *Block) (ok bool, err error) {
 	base := r.cur * r.bsize
-	st := r.u32(base + bdStatus)
+	off := bdStatus
+	if r.v2 {
+		off = 0
+	}
+	st := r.u32(base + off)
 	if atomic.LoadUint32(st)&unix.TP_STATUS_USER == 0 {
 		if r.closed.Load() {
 			return false, nil
@@ -261,10 +303,50 @@ func (r *Ring) Next(timeout time.Duration, b *Block) (ok bool, err error) {
 	}
 	b.r = r
 	b.base = base
-	b.n = int(atomic.LoadUint32(r.u32(base + bdNumPkts)))
 	b.i = 0
+	if r.v2 {
+		// A "block" of a version 2 ring is the run of ready slots from
+		// the cursor, at most a quarter of the ring.
+		b.n = 0
+		b.off = r.cur
+		for b.n < r.nblocks/4+1 && atomic.LoadUint32(r.u32(((r.cur+b.n)%r.nblocks)*r.bsize))&unix.TP_STATUS_USER != 0 {
+			b.n++
+		}
+		return true, nil
+	}
+	b.n = int(atomic.LoadUint32(r.u32(base + bdNumPkts)))
 	b.off = base + int(*r.u32(base + bdFirstOff))
 	return true, nil
+}
+
+// Offsets in struct tpacket2_hdr.
+const (
+	h2Len     = 4
+	h2Snaplen = 8
+	h2Mac     = 12
+)
+
+func (b *Block) frameV2(f *Frame) bool {
+	if b.i >= b.n {
+		return false
+	}
+	r := b.r
+	h := ((b.off + b.i) % r.nblocks) * r.bsize
+	snap := int(*r.u32(h + h2Snaplen))
+	wire := int(*r.u32(h + h2Len))
+	mac := h + int(*(*uint16)(unsafe.Pointer(&r.mem[h+h2Mac])))
+	f.Data = r.mem[mac : mac+snap : mac+snap]
+	f.Vnet = r.mem[mac-VnetHdrLen : mac : mac]
+	start := h + unix.SizeofTpacket2Hdr
+	if mac-VnetHdrLen > start {
+		f.room = r.mem[start : mac-VnetHdrLen : mac-VnetHdrLen]
+	} else {
+		f.room = nil
+	}
+	f.IfIndex = r.ifindex
+	f.Trunc = snap < wire
+	b.i++
+	return true
 }
 
 // Len returns the number of frames in the block.
@@ -272,6 +354,9 @@ func (b *Block) Len() int { return b.n }
 
 // Frame fills f with the block's next frame; false when none is left.
 func (b *Block) Frame(f *Frame) bool {
+	if b.r.v2 {
+		return b.frameV2(f)
+	}
 	if b.i >= b.n {
 		return false
 	}
@@ -300,6 +385,13 @@ func (b *Block) Frame(f *Frame) bool {
 // Release hands the block back to the kernel.
 func (b *Block) Release() {
 	r := b.r
+	if r.v2 {
+		for i := 0; i < b.n; i++ {
+			atomic.StoreUint32(r.u32(((b.off+i)%r.nblocks)*r.bsize), unix.TP_STATUS_KERNEL)
+		}
+		r.cur = (r.cur + b.n) % r.nblocks
+		return
+	}
 	atomic.StoreUint32(r.u32(b.base+bdStatus), unix.TP_STATUS_KERNEL)
 	r.cur = (r.cur + 1) % r.nblocks
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/netio"
 )
 
 // withoutMarks blanks golvs's mark lines (checked by the daemon) so the
@@ -51,6 +52,7 @@ func runMain(args []string) int {
 	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries; new flows beyond it are dropped and counted")
 	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
+	ringVersion := fs.Int("ring", 3, "receive ring: 3 (TPACKET_V3, batches by block, up to 1 ms of delay at low rates) or 2 (TPACKET_V2, a slot per frame, lowest latency)")
 	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
 	noPMTU := fs.Bool("no-pmtu", false, "TUN: drop packets too big for the tunnel instead of answering ICMP fragmentation-needed (a classic mistake, for the tun-no-pmtu lab)")
 	quiescentTpl := fs.Bool("expire-quiescent-template", false, "IPVS's expire_quiescent_template: a persistence template on a weight-0 real server is invalid")
@@ -67,6 +69,10 @@ func runMain(args []string) int {
 	}
 	if len(ifaces) == 0 {
 		fmt.Fprintln(os.Stderr, "golvs run: no interface given (-i NAME[:arp])")
+		return 2
+	}
+	if *ringVersion != 2 && *ringVersion != 3 {
+		fmt.Fprintf(os.Stderr, "golvs run: --ring %d: allowed 2 or 3\n", *ringVersion)
 		return 2
 	}
 	if *workers < 0 || *workers > 1024 {
@@ -97,6 +103,7 @@ func runMain(args []string) int {
 	cfg := director.Config{
 		Workers:   *workers,
 		Conntrack: conntrack.Config{MaxEntries: *connMax},
+		Ring:      netio.RingConfig{Version: *ringVersion},
 		FixHost:   *fixHost,
 
 		ExpireNodestConn:        *nodest,
