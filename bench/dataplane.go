@@ -66,6 +66,7 @@ type DataplaneConfig struct {
 	RealServers int
 	Conns       int // TCP connections of the connection-rate test
 	StreamBytes int // bytes of the single-stream test
+	Ring        int // golvs's receive ring version (2 or 3; 0: 3)
 	CPUProfile  string
 	Progress    func(done, total int, what string)
 }
@@ -73,6 +74,8 @@ type DataplaneConfig struct {
 // Validate checks every limit and names the one that is broken.
 func (c *DataplaneConfig) Validate() error {
 	switch {
+	case c.Ring != 0 && c.Ring != 2 && c.Ring != 3:
+		return fmt.Errorf("bench dataplane: --ring %d: allowed 2 or 3", c.Ring)
 	case c.Duration <= 0 || c.Duration > MaxDPDuration:
 		return fmt.Errorf("bench dataplane: --duration %s out of range (allowed: more than 0, at most %s)", c.Duration, MaxDPDuration)
 	case c.Rate != 0 && (c.Rate < MinDPRate || c.Rate > MaxDPRate):
@@ -719,6 +722,7 @@ func (r *dpRun) startGolvs(mode string, workers int) (*golvsDir, error) {
 		Workers:    workers,
 		Conntrack:  conntrack.Config{MaxEntries: dpConntrackMax},
 		FixHost:    true,
+		Ring:       netio.RingConfig{Version: r.c.Ring},
 	}
 	if method == ipvs.MethodFullNAT {
 		for i := 0; i < 4; i++ {
@@ -775,6 +779,9 @@ func (r *dpRun) startGolvs(mode string, workers int) (*golvsDir, error) {
 // golvsCells measures golvs in one mode with one worker count.
 func (r *dpRun) golvsCells(mode string, workers int) error {
 	name := fmt.Sprintf("golvs-%s-w%d", mode, workers)
+	if r.c.Ring == 2 {
+		name += "-v2"
+	}
 	g, err := r.startGolvs(mode, workers)
 	if err != nil {
 		r.skip(name, fmt.Sprintf("director did not start: %v", err))
