@@ -78,7 +78,7 @@ func (ts *traceServer) waitDetached(t *testing.T) {
 
 // emit plays the data path: one forwarded frame through the tracer.
 func emit(tr *trace.Tracer, seq byte, size int) bool {
-	e := tr.Want(time.Now(), 6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, 40000, 80)
+	e := tr.Want(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, 40000, 80)
 	if e == nil {
 		return false
 	}

@@ -322,14 +322,13 @@ func (dr *Director) DelDest(k ipvs.ServiceKey, a netip.Addr, port uint16) error 
 func (dr *Director) publishLocked() {
 	dr.cfg.gen++
 	s := &Snapshot{
-		Gen:      dr.cfg.gen,
-		services: make(map[svcKey]*Service),
-		port0:    make(map[svcKey]*Service),
-		vips:     make(map[[4]byte]bool),
-		fwm:      make(map[uint32]*Service),
-		marks:    compileMarks(dr.cfg.marks),
-		Marks:    dr.cfg.marks,
+		Gen:   dr.cfg.gen,
+		vips:  make(map[[4]byte]bool),
+		fwm:   make(map[uint32]*Service),
+		marks: compileMarks(dr.cfg.marks),
+		Marks: dr.cfg.marks,
 	}
+	services, port0 := map[svcKey]*Service{}, map[svcKey]*Service{}
 	for _, rt := range dr.cfg.svcs {
 		sv := &Service{Name: rt.cfg.ServiceKey.String() + " " + rt.cfg.Sched, Config: rt.cfg, Sched: rt.sched, View: rt.view(), Stats: rt.stats, Dests: append([]*ipvs.Dest(nil), rt.dests...)}
 		s.List = append(s.List, sv)
@@ -339,12 +338,13 @@ func (dr *Director) publishLocked() {
 		}
 		k := svcKey{rt.cfg.Addr.As4(), rt.cfg.Port, rt.cfg.Proto}
 		if rt.cfg.Port == 0 {
-			s.port0[k] = sv
+			port0[k] = sv
 		} else {
-			s.services[k] = sv
+			services[k] = sv
 		}
 		s.vips[k.addr] = true
 	}
+	s.services, s.port0 = newSvcTable(services), newSvcTable(port0)
 	dr.snap.Store(s)
 	dr.refilter(s)
 }

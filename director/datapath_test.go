@@ -17,9 +17,11 @@ import (
 type fakeTx struct {
 	frames [][]byte
 	keep   bool
+	n      int // frames queued, kept or not
 }
 
 func (f *fakeTx) Queue(b []byte) {
+	f.n++
 	if f.keep {
 		f.frames = append(f.frames, append([]byte(nil), b...))
 	}
@@ -291,8 +293,11 @@ func established(t testing.TB) (*Worker, *netio.Frame, []byte) {
 	_, w, _, _ := testDirector(t, false)
 	w.handle(frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil))
 	f := frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x10, make([]byte, 18))
-	w.handle(f)
 	orig := append([]byte(nil), f.Vnet[:netio.VnetHdrLen+len(f.Data)]...)
+	w.handle(f) // the conn reaches ESTABLISHED
+	if in := w.tx[ifInt].(*fakeTx); in.n != 2 {
+		t.Fatalf("the flow's SYN and ACK were not both forwarded (%d frames)", in.n)
+	}
 	return w, f, orig
 }
 
@@ -301,12 +306,17 @@ func established(t testing.TB) (*Worker, *netio.Frame, []byte) {
 func TestEstablishedPathDoesNotAllocate(t *testing.T) {
 	w, f, orig := established(t)
 	buf := f.Vnet[:netio.VnetHdrLen+len(f.Data)]
+	in := w.tx[ifInt].(*fakeTx)
+	before := in.n
 	allocs := testing.AllocsPerRun(1000, func() {
 		copy(buf, orig)
 		w.handle(f)
 	})
 	if allocs != 0 {
 		t.Fatalf("established-flow path allocates %.1f times per packet", allocs)
+	}
+	if in.n-before < 1000 {
+		t.Fatalf("the measured packets were not forwarded (%d of 1000+)", in.n-before)
 	}
 	_, w2, _, _ := testDirector(t, false)
 	rep := frame(t, ifInt, rsMAC, intMAC, rip, cip, 6, 8080, 40000, 0x10, nil)
@@ -326,11 +336,17 @@ func BenchmarkEstablished(b *testing.B) {
 	b.Run("nat-in", func(b *testing.B) {
 		w, f, orig := established(b)
 		buf := f.Vnet[:netio.VnetHdrLen+len(f.Data)]
+		in := w.tx[ifInt].(*fakeTx)
+		before := in.n
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			copy(buf, orig)
 			w.handle(f)
+		}
+		b.StopTimer()
+		if in.n-before != b.N {
+			b.Fatalf("forwarded %d of %d packets", in.n-before, b.N)
 		}
 	})
 	b.Run("nat-reply", func(b *testing.B) {
@@ -339,11 +355,17 @@ func BenchmarkEstablished(b *testing.B) {
 		rep := frame(b, ifInt, rsMAC, intMAC, rip, cip, 6, 8080, 40000, 0x10, nil)
 		orig := append([]byte(nil), rep.Vnet[:netio.VnetHdrLen+len(rep.Data)]...)
 		buf := rep.Vnet[:netio.VnetHdrLen+len(rep.Data)]
+		ext := w.tx[ifExt].(*fakeTx)
+		before := ext.n
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			copy(buf, orig)
 			w.handle(rep)
+		}
+		b.StopTimer()
+		if ext.n-before != b.N {
+			b.Fatalf("forwarded %d of %d replies", ext.n-before, b.N)
 		}
 	})
 }

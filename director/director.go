@@ -152,7 +152,7 @@ func newCore(c Config) *Director {
 		ifARP: map[int]bool{},
 		kick:  make(chan struct{}, 1),
 	}
-	d.snap.Store(&Snapshot{services: map[svcKey]*Service{}, port0: map[svcKey]*Service{}, vips: map[[4]byte]bool{}})
+	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
 	d.initModes()
 	return d
 }

@@ -240,12 +240,7 @@ func (w *Worker) inboundMode(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) {
 	if !ok {
 		return
 	}
-	dst.Stats.InPkts.Add(1)
-	dst.Stats.InBytes.Add(n)
-	if h.SvcStats != nil {
-		h.SvcStats.InPkts.Add(1)
-		h.SvcStats.InBytes.Add(n)
-	}
+	w.st.in(dst, h.SvcStats, n)
 }
 
 // send queues a frame; flush sends at once (frames in the arena).

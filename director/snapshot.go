@@ -28,8 +28,8 @@ type Service struct {
 // configuration.
 type Snapshot struct {
 	Gen      uint64
-	services map[svcKey]*Service
-	port0    map[svcKey]*Service // port-zero (persistent, all ports) services by addr+proto
+	services svcTable
+	port0    svcTable // port-zero (persistent, all ports) services by addr+proto
 	vips     map[[4]byte]bool
 	List     []*Service // every service, in creation order
 	marks    []markRule // firewall-mark classification, in order
@@ -75,11 +75,11 @@ func (s *Snapshot) lookup(proto uint8, addr [4]byte, port uint16) *Service {
 			}
 		}
 	}
-	if sv := s.services[svcKey{addr, port, proto}]; sv != nil {
+	if sv := s.services.get(packSvc(addr, port, proto)); sv != nil {
 		return sv
 	}
-	if len(s.port0) != 0 {
-		return s.port0[svcKey{addr, 0, proto}]
+	if s.port0.n != 0 {
+		return s.port0.get(packSvc(addr, 0, proto))
 	}
 	return nil
 }
@@ -97,4 +97,53 @@ func (s *Snapshot) IsVIP(addr [4]byte) bool {
 		}
 	}
 	return false
+}
+
+// packSvc packs a service key into a word: addr<<24 | port<<8 | proto.
+// Zero is never a valid key (the address of a service is never 0.0.0.0).
+func packSvc(addr [4]byte, port uint16, proto uint8) uint64 {
+	return uint64(be32(addr))<<24 | uint64(port)<<8 | uint64(proto)
+}
+
+// svcTable is an immutable open-addressing table of services keyed by a
+// packed word, built with each snapshot: one multiply and usually one
+// probe, cheaper than a map on the per-packet path.
+type svcTable struct {
+	keys  []uint64
+	vals  []*Service
+	shift uint
+	n     int
+}
+
+func newSvcTable(m map[svcKey]*Service) svcTable {
+	size, shift := 8, uint(61)
+	for size < 2*len(m) {
+		size <<= 1
+		shift--
+	}
+	t := svcTable{keys: make([]uint64, size), vals: make([]*Service, size), shift: shift, n: len(m)}
+	for k, v := range m {
+		key := packSvc(k.addr, k.port, k.proto)
+		i := (key * 0x9E3779B97F4A7C15) >> t.shift
+		for t.keys[i] != 0 {
+			i = (i + 1) & uint64(size-1)
+		}
+		t.keys[i], t.vals[i] = key, v
+	}
+	return t
+}
+
+func (t *svcTable) get(key uint64) *Service {
+	if t.n == 0 {
+		return nil
+	}
+	mask := uint64(len(t.keys) - 1)
+	for i := (key * 0x9E3779B97F4A7C15) >> t.shift; ; i = (i + 1) & mask {
+		switch t.keys[i] {
+		case key:
+			return t.vals[i]
+		case 0:
+			return nil
+		}
+	}
 }

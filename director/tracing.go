@@ -2,7 +2,6 @@ package director
 
 import (
 	"net/netip"
-	"time"
 
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/netio"
@@ -23,7 +22,7 @@ var dropVerdicts = func() (v [NumCounters]string) {
 // connection client -> vip and, if so, records the frame as received.
 // Only called when a tracer is attached.
 func (w *Worker) traceStart(f *netio.Frame, dir string, sv *Service, client, vip [4]byte, cport, vport uint16) {
-	ev := w.tr.Want(time.Now(), w.p.Proto, client, vip, cport, vport)
+	ev := w.tr.Want(w.p.Proto, client, vip, cport, vport)
 	if ev == nil {
 		return
 	}

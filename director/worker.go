@@ -42,6 +42,7 @@ type Worker struct {
 	tr  *trace.Tracer  // the attached tracer, loaded once per batch
 	ev  *trace.Event   // the current frame's event, when traced
 	dec sched.Decision // scratch for traced scheduler decisions
+	st  statCache      // packet and byte counts, added up once per batch
 }
 
 func (d *Director) newWorker() *Worker {
@@ -104,6 +105,7 @@ func (w *Worker) loop(stop chan struct{}) {
 			}
 			w.flush() // frames point into the block: send before release
 			b.Release()
+			w.st.flush()
 		}
 	}
 }
@@ -238,12 +240,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	if !w.send(nh.IfIndex, f.Buf(), false) {
 		return
 	}
-	dst.Stats.InPkts.Add(1)
-	dst.Stats.InBytes.Add(n)
-	if h.SvcStats != nil {
-		h.SvcStats.InPkts.Add(1)
-		h.SvcStats.InBytes.Add(n)
-	}
+	w.st.in(dst, h.SvcStats, n)
 }
 
 // schedule picks a dest for a new conn and creates it; h is filled.
@@ -351,14 +348,7 @@ func (w *Worker) reply(f *netio.Frame) {
 	if !w.send(int(h.ClientIf), f.Buf(), false) {
 		return
 	}
-	if h.Dest != nil {
-		h.Dest.Stats.OutPkts.Add(1)
-		h.Dest.Stats.OutBytes.Add(n)
-	}
-	if h.SvcStats != nil {
-		h.SvcStats.OutPkts.Add(1)
-		h.SvcStats.OutBytes.Add(n)
-	}
+	w.st.out(h.Dest, h.SvcStats, n)
 }
 
 // arpIn learns the sender of every ARP frame (for next-hop resolution) and

@@ -2,7 +2,6 @@ package trace
 
 import (
 	"testing"
-	"time"
 )
 
 // The data path asks the tracer once per frame, and only when one is
@@ -13,7 +12,6 @@ import (
 // trace taking every frame (Want, fill, Emit, consume, Release).
 func BenchmarkWant(b *testing.B) {
 	client, vip := [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}
-	now := time.Unix(1700000000, 0)
 	frame := make([]byte, 74)
 
 	b.Run("off", func(b *testing.B) {
@@ -22,7 +20,7 @@ func BenchmarkWant(b *testing.B) {
 		n := 0
 		for i := 0; i < b.N; i++ {
 			if tr != nil {
-				if e := tr.Want(now, 6, client, vip, 40000, 80); e != nil {
+				if e := tr.Want(6, client, vip, 40000, 80); e != nil {
 					n++
 				}
 			}
@@ -34,7 +32,7 @@ func BenchmarkWant(b *testing.B) {
 		tr := New(Config{Filter: f})
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			if e := tr.Want(now, 6, client, vip, 40000, 80); e != nil {
+			if e := tr.Want(6, client, vip, 40000, 80); e != nil {
 				b.Fatal("matched")
 			}
 		}
@@ -43,7 +41,7 @@ func BenchmarkWant(b *testing.B) {
 		tr := New(Config{Sample: 100, Rate: 1 << 30})
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			if e := tr.Want(now, 6, client, vip, 40000, 80); e != nil {
+			if e := tr.Want(6, client, vip, 40000, 80); e != nil {
 				e.SetBefore(frame)
 				tr.Emit(e)
 				tr.Release(<-tr.Events())
@@ -54,7 +52,7 @@ func BenchmarkWant(b *testing.B) {
 		tr := New(Config{Rate: 1 << 30})
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			if e := tr.Want(now, 6, client, vip, 40000, 80); e != nil {
+			if e := tr.Want(6, client, vip, 40000, 80); e != nil {
 				e.SetBefore(frame)
 				e.SetAfter(frame)
 				tr.Emit(e)
@@ -67,11 +65,10 @@ func BenchmarkWant(b *testing.B) {
 // The hot-path calls allocate nothing (STYLE habit 4).
 func TestWantAllocs(t *testing.T) {
 	client, vip := [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}
-	now := time.Unix(1700000000, 0)
 	frame := make([]byte, 74)
 	tr := New(Config{Sample: 2, Rate: 1 << 30})
 	n := testing.AllocsPerRun(1000, func() {
-		if e := tr.Want(now, 6, client, vip, 40000, 80); e != nil {
+		if e := tr.Want(6, client, vip, 40000, 80); e != nil {
 			e.SetBefore(frame)
 			s := e.SchedSlot()
 			s.Name = "wlc"

@@ -141,13 +141,14 @@ func New(c Config) *Tracer {
 // Want reports whether a frame of the connection client -> vip should be
 // traced (filter, sampling, rate cap), and returns an event for it. It
 // never blocks; when no event is free the frame is counted as dropped.
-func (t *Tracer) Want(now time.Time, proto uint8, client, vip [4]byte, cport, vport uint16) *Event {
+func (t *Tracer) Want(proto uint8, client, vip [4]byte, cport, vport uint16) *Event {
 	if !t.c.Filter.Match(proto, client, vip, cport, vport) {
 		return nil
 	}
 	if n := t.seen.Add(1); n%uint64(t.c.Sample) != 0 {
 		return nil
 	}
+	now := time.Now() // only for frames that passed the filter and the sampling
 	sec := now.Unix()
 	if w := t.window.Load(); w != sec && t.window.CompareAndSwap(w, sec) {
 		t.used.Store(0)
