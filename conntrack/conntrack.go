@@ -78,9 +78,8 @@ type Entry struct {
 	In  Key
 	Out Key
 
-	Dest     *ipvs.Dest
-	SvcStats *ipvs.Stats
-	Tpl      *Entry // the controlling template, if any
+	Dest *ipvs.Dest // its service's counters are Dest.SvcStats
+	Tpl  *Entry     // the controlling template, if any
 
 	// Aux is free for forwarding methods that keep per-conn data (e.g. a
 	// FULLNAT local port); the table never reads it.
@@ -565,7 +564,11 @@ func (t *Table) Peek(k *Key, out bool, h *Hit) bool {
 
 func fill(e *Entry, h *Hit) {
 	h.In, h.Out = e.In, e.Out
-	h.Dest, h.SvcStats, h.Method = e.Dest, e.SvcStats, e.Method
+	h.Dest, h.Method = e.Dest, e.Method
+	h.SvcStats = nil
+	if e.Dest != nil {
+		h.SvcStats = e.Dest.SvcStats
+	}
 	h.ClientIf, h.ClientMAC, h.Aux = e.ClientIf, e.ClientMAC, e.Aux
 }
 
@@ -612,7 +615,6 @@ func (t *Table) transition(e *Entry, dir int, tcpFlags uint8, h *Hit) {
 type NewConn struct {
 	In, Out   Key
 	Dest      *ipvs.Dest
-	SvcStats  *ipvs.Stats
 	Tpl       *Entry
 	Method    ipvs.Method
 	ClientIf  int32
@@ -650,7 +652,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 		return nil, ErrFull
 	}
 	e.In, e.Out = c.In, c.Out
-	e.Dest, e.SvcStats, e.Tpl, e.Method = c.Dest, c.SvcStats, c.Tpl, c.Method
+	e.Dest, e.Tpl, e.Method = c.Dest, c.Tpl, c.Method
 	e.ClientIf, e.ClientMAC, e.Aux = c.ClientIf, c.ClientMAC, c.Aux
 	e.home = uint8(s.idx)
 	var fl uint32

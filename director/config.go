@@ -256,6 +256,7 @@ func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig) error {
 	if nd == nil {
 		nd = ipvs.NewDest(rt.cfg.ServiceKey, d)
 	}
+	nd.SvcStats = rt.stats
 	rt.dests = append([]*ipvs.Dest{nd}, rt.dests...)
 	if err := rt.sched.AddDest(rt.view(), nd); err != nil {
 		return err

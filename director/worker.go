@@ -288,7 +288,6 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	nc.In = *k
 	nc.Dest = dest
 	nc.Tpl = tpl
-	nc.SvcStats = sv.Stats
 	nc.Method = dest.Method()
 	nc.ClientIf = int32(f.IfIndex)
 	copy(nc.ClientMAC[:], f.Data[6:12])

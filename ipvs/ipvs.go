@@ -253,6 +253,9 @@ type Dest struct {
 
 	// Stats are this dest's IPVS counters (conns, packets, bytes).
 	Stats Stats
+	// SvcStats are its service's counters (set when the dest joins the
+	// service; a dest belongs to one service).
+	SvcStats *Stats
 
 	// Next is where the data path sends frames for this dest: filled by
 	// the director's neighbour resolution, read per packet.
