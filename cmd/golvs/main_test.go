@@ -11,6 +11,7 @@ import (
 
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/sched"
 )
 
 // buildGolvs builds the binary once per test run.
@@ -247,5 +248,51 @@ func TestLabExplain(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("explain output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// golvs lab nat --scheduler S works for every scheduler, through the real
+// data path: rr and wrr alternate, wlc spreads, sh and mh keep the one
+// client on one real server, none refuses every connection.
+func TestLabEveryScheduler(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	for _, s := range sched.Names() {
+		t.Run(s, func(t *testing.T) {
+			out, err := exec.Command(bin, "lab", "nat", "--scheduler", s, "--requests", "6", "--suffix", lab.RandomSuffix()).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs lab nat --scheduler %s: %v\n%s", s, err, out)
+			}
+			seen := map[string]int{}
+			for _, b := range bodies(string(out)) {
+				seen[b]++
+			}
+			switch s {
+			case "none":
+				if seen["rs1"]+seen["rs2"] != 0 {
+					t.Fatalf("none scheduled connections: %v", seen)
+				}
+				return
+			case "sh", "mh", "dh", "fo", "sed", "nq", "ovf", "lblc", "lblcr":
+				// One client (sh, mh) or one VIP (dh, lblc, lblcr) hashes
+				// to one server; fo and ovf pick the first of equal
+				// weights; sed and nq see both servers idle between
+				// sequential requests (closed conns are inactive) and
+				// pick the first in list order each time.
+				if len(seen) != 1 || seen["rs1"]+seen["rs2"] != 6 {
+					t.Fatalf("%s spread the requests over %v", s, seen)
+				}
+			case "rr", "wrr", "wlc", "lc":
+				// wlc and lc count the closed (inactive) conns, so they
+				// alternate too.
+				if seen["rs1"] != 3 || seen["rs2"] != 3 {
+					t.Fatalf("%s: %v, want 3 and 3", s, seen)
+				}
+			default: // twos: random, every request answered
+				if seen["rs1"]+seen["rs2"] != 6 {
+					t.Fatalf("%s: %v, want 6 answers", s, seen)
+				}
+			}
+		})
 	}
 }
