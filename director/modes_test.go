@@ -156,8 +156,12 @@ func modeEstablished(t testing.TB, m ipvs.Method, gue bool) (*Worker, *netio.Fra
 	ext.keep, in.keep = false, false
 	w.handle(frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil))
 	f := frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x10, make([]byte, 18))
-	w.handle(f)
+	// The original frame, before the rewrite: each iteration replays it.
 	orig := append([]byte(nil), f.Vnet[:netio.VnetHdrLen+len(f.Data)]...)
+	w.handle(f)
+	if in.n != 2 {
+		t.Fatalf("%s: the flow's SYN and ACK were not both forwarded (%d)", m, in.n)
+	}
 	return w, f, orig
 }
 
@@ -190,6 +194,8 @@ func BenchmarkModes(b *testing.B) {
 	for _, c := range modeCases {
 		b.Run(c.name, func(b *testing.B) {
 			w, f, orig := modeEstablished(b, c.m, c.gue)
+			in := w.tx[ifInt].(*fakeTx)
+			before := in.n
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -197,6 +203,10 @@ func BenchmarkModes(b *testing.B) {
 				g.Data = g.Vnet[netio.VnetHdrLen:len(orig)]
 				copy(g.Vnet[:len(orig)], orig)
 				w.handle(&g)
+			}
+			b.StopTimer()
+			if in.n-before != b.N {
+				b.Fatalf("forwarded %d of %d packets", in.n-before, b.N)
 			}
 		})
 	}
