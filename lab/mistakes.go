@@ -88,6 +88,22 @@ func FixARP(mt *ModeTopology) error {
 
 // ForgetNeighbor removes ip from a namespace's neighbour table.
 func ForgetNeighbor(ns *NS, ip netip.Addr) error {
+	return eachNeighbor(ns, ip, func(n *netlink.Neigh) { _ = netlink.NeighDel(n) })
+}
+
+// NeighborMAC returns the MAC a namespace's neighbour table holds for ip.
+func NeighborMAC(ns *NS, ip netip.Addr) (net.HardwareAddr, error) {
+	var mac net.HardwareAddr
+	err := eachNeighbor(ns, ip, func(n *netlink.Neigh) {
+		if len(n.HardwareAddr) == 6 {
+			mac = n.HardwareAddr
+		}
+	})
+	return mac, err
+}
+
+// eachNeighbor calls fn, inside ns, for every neighbour entry of ip.
+func eachNeighbor(ns *NS, ip netip.Addr, fn func(n *netlink.Neigh)) error {
 	return ns.Do(func() error {
 		links, err := netlink.LinkList()
 		if err != nil {
@@ -95,33 +111,12 @@ func ForgetNeighbor(ns *NS, ip netip.Addr) error {
 		}
 		for _, l := range links {
 			neighs, _ := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
-			for _, n := range neighs {
-				if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && a == ip {
-					_ = netlink.NeighDel(&n)
+			for i := range neighs {
+				if a, ok := netip.AddrFromSlice(neighs[i].IP.To4()); ok && a == ip {
+					fn(&neighs[i])
 				}
 			}
 		}
 		return nil
 	})
-}
-
-// NeighborMAC returns the MAC a namespace's neighbour table holds for ip.
-func NeighborMAC(ns *NS, ip netip.Addr) (net.HardwareAddr, error) {
-	var mac net.HardwareAddr
-	err := ns.Do(func() error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			neighs, _ := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
-			for _, n := range neighs {
-				if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && a == ip && len(n.HardwareAddr) == 6 {
-					mac = n.HardwareAddr
-				}
-			}
-		}
-		return nil
-	})
-	return mac, err
 }

@@ -137,3 +137,47 @@ func SteerRPS(ns *NS, dev string, cpus []int) error {
 		// The thread is never unlocked: it dies with its mount namespace.
 	})
 }
+
+// DelStaticFDB removes the bridge entry StaticFDB pinned (mac on port).
+func DelStaticFDB(ns *NS, port string, mac net.HardwareAddr) error {
+	h, err := netlink.NewHandleAt(ns.Handle)
+	if err != nil {
+		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(port)
+	if err != nil {
+		return fmt.Errorf("lab: %s/%s: %w", ns.Name, port, err)
+	}
+	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
+		Flags: netlink.NTF_MASTER, HardwareAddr: mac}
+	if err := h.NeighDel(n); err != nil {
+		return fmt.Errorf("lab: removing bridge entry %s -> %s/%s: %w", mac, ns.Name, port, err)
+	}
+	return nil
+}
+
+// HostAddr adds (add true) or removes ip/32 on dev in ns: a director
+// that owns the VIP, for references that are servers (proxies) rather
+// than forwarders.
+func HostAddr(ns *NS, dev string, ip netip.Addr, add bool) error {
+	h, err := netlink.NewHandleAt(ns.Handle)
+	if err != nil {
+		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("lab: %s/%s: %w", ns.Name, dev, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}}
+	if add {
+		err = h.AddrAdd(l, a)
+	} else {
+		err = h.AddrDel(l, a)
+	}
+	if err != nil {
+		return fmt.Errorf("lab: address %s on %s/%s (add %t): %w", ip, ns.Name, dev, add, err)
+	}
+	return nil
+}

@@ -146,13 +146,20 @@ func waitReady(ctx context.Context, sock, dir string) error {
 	}
 }
 
+// sendRequests makes n HTTP requests to the VIP from the client, one
+// connection each, and prints each body (or the error).
 func sendRequests(ctx context.Context, client *lab.NS, n int, stdout io.Writer) error {
-	vip := netip.AddrPortFrom(lab.VIP, 80)
+	return getEach(ctx, client, netip.AddrPortFrom(lab.VIP, 80), n, 5*time.Second, stdout)
+}
+
+// getEach makes n requests to addr, each with its own timeout, and prints
+// each outcome on its own line.
+func getEach(ctx context.Context, client *lab.NS, addr netip.AddrPort, n int, timeout time.Duration, stdout io.Writer) error {
 	for i := 0; i < n; i++ {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rs, err := lab.Get(client, vip, 1, 5*time.Second)
+		rs, err := lab.Get(client, addr, 1, timeout)
 		if err != nil {
 			return err
 		}

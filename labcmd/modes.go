@@ -447,18 +447,7 @@ func (s *session) mistake(ctx context.Context, stdout io.Writer) error {
 
 // getShort makes n requests with a short timeout and prints each outcome.
 func getShort(client *lab.NS, addr netip.AddrPort, n int, stdout io.Writer) error {
-	for i := 0; i < n; i++ {
-		rs, err := lab.Get(client, addr, 1, 2*time.Second)
-		if err != nil {
-			return err
-		}
-		if rs[0].Err != nil {
-			fmt.Fprintf(stdout, "error: %v\n", rs[0].Err)
-			continue
-		}
-		fmt.Fprintln(stdout, rs[0].Body)
-	}
-	return nil
+	return getEach(context.Background(), client, addr, n, 2*time.Second, stdout)
 }
 
 func uploadLine(client *lab.NS, addr netip.AddrPort, stdout io.Writer) {

@@ -332,12 +332,22 @@ func (b *Block) frameV2(f *Frame) bool {
 	}
 	r := b.r
 	h := ((b.off + b.i) % r.nblocks) * r.bsize
-	snap := int(*r.u32(h + h2Snaplen))
-	wire := int(*r.u32(h + h2Len))
-	mac := h + int(*(*uint16)(unsafe.Pointer(&r.mem[h+h2Mac])))
+	r.fill(f, h, unix.SizeofTpacket2Hdr, h2Snaplen, h2Len, h2Mac)
+	b.i++
+	return true
+}
+
+// fill points f at the frame whose tpacket header is at h (the offsets of
+// its snaplen, len and mac fields differ between versions).
+func (r *Ring) fill(f *Frame, h, hdrSize, snapOff, lenOff, macOff int) {
+	snap := int(*r.u32(h + snapOff))
+	wire := int(*r.u32(h + lenOff))
+	mac := h + int(*(*uint16)(unsafe.Pointer(&r.mem[h+macOff])))
 	f.Data = r.mem[mac : mac+snap : mac+snap]
 	f.Vnet = r.mem[mac-VnetHdrLen : mac : mac]
-	start := h + unix.SizeofTpacket2Hdr
+	// The room in front of the virtio header: what PACKET_RESERVE left
+	// beyond the tpacket header.
+	start := h + hdrSize
 	if mac-VnetHdrLen > start {
 		f.room = r.mem[start : mac-VnetHdrLen : mac-VnetHdrLen]
 	} else {
@@ -345,8 +355,6 @@ func (b *Block) frameV2(f *Frame) bool {
 	}
 	f.IfIndex = r.ifindex
 	f.Trunc = snap < wire
-	b.i++
-	return true
 }
 
 // Len returns the number of frames in the block.
@@ -362,21 +370,7 @@ func (b *Block) Frame(f *Frame) bool {
 	}
 	r := b.r
 	h := b.off
-	snap := int(*r.u32(h + hSnaplen))
-	wire := int(*r.u32(h + hLen))
-	mac := h + int(*(*uint16)(unsafe.Pointer(&r.mem[h+hMac])))
-	f.Data = r.mem[mac : mac+snap : mac+snap]
-	f.Vnet = r.mem[mac-VnetHdrLen : mac : mac]
-	// The room in front of the virtio header: what PACKET_RESERVE left
-	// beyond the tpacket header.
-	start := h + unix.SizeofTpacket3Hdr
-	if mac-VnetHdrLen > start {
-		f.room = r.mem[start : mac-VnetHdrLen : mac-VnetHdrLen]
-	} else {
-		f.room = nil
-	}
-	f.IfIndex = r.ifindex
-	f.Trunc = snap < wire
+	r.fill(f, h, unix.SizeofTpacket3Hdr, hSnaplen, hLen, hMac)
 	b.i++
 	b.off = h + int(*r.u32(h + hNext))
 	return true

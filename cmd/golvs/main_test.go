@@ -120,12 +120,11 @@ func TestRunBadInput(t *testing.T) {
 	}
 }
 
-// Without privileges, golvs run says so in one line.
-func TestRunWithoutPrivileges(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to run golvs as another user")
-	}
-	dir, err := os.MkdirTemp("", "golvs-priv")
+// buildShared builds the binary into a directory other users can enter
+// (t.TempDir's parents are private), for running it as another user.
+func buildShared(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "golvs-shared")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +132,19 @@ func TestRunWithoutPrivileges(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "golvs")
+	bin = filepath.Join(dir, "golvs")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return dir, bin
+}
+
+// Without privileges, golvs run says so in one line.
+func TestRunWithoutPrivileges(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to run golvs as another user")
+	}
+	dir, bin := buildShared(t)
 	cmd := exec.Command(bin, "run", "-i", "lo", "--control", filepath.Join(dir, "s"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -154,20 +162,7 @@ func TestAdmPermissionDenied(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to run a client as another user")
 	}
-	// The binary and the socket sit in a directory other users can
-	// enter (t.TempDir's parents are private).
-	dir, err := os.MkdirTemp("", "golvs-perm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "golvs")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildShared(t)
 	sock := filepath.Join(dir, "golvs.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
