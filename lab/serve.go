@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,11 +19,13 @@ import (
 // saw as source.
 type Server struct {
 	Name string
-	mu   sync.Mutex
-	seen map[netip.Addr]int
-	n    int
-	ls   []net.Listener
-	pcs  []net.PacketConn
+	// delay is a service time added to every HTTP answer (SetDelay).
+	delay atomic.Int64
+	mu    sync.Mutex
+	seen  map[netip.Addr]int
+	n     int
+	ls    []net.Listener
+	pcs   []net.PacketConn
 }
 
 // Serve starts the server's listeners inside ns (so their sockets live
@@ -66,6 +69,10 @@ func Serve(ctx context.Context, ns *NS, name string, tcpPorts, udpPorts []int) (
 	}()
 	return s, nil
 }
+
+// SetDelay makes every HTTP answer wait d first: a server's service time,
+// for benchmarks of schedulers over servers of different capacities.
+func (s *Server) SetDelay(d time.Duration) { s.delay.Store(int64(d)) }
 
 // Close stops the listeners.
 func (s *Server) Close() {
@@ -137,6 +144,9 @@ func (s *Server) serveConn(c net.Conn) {
 			break
 		}
 	}
+	if d := s.delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	body := s.Name + "\n"
 	extra := 0
 	if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[1], "/bytes/") {
@@ -175,9 +185,10 @@ func (s *Server) udpLoop(pc net.PacketConn) {
 
 // Response is one HTTP exchange's outcome as the client saw it.
 type Response struct {
-	Body   string
-	Remote netip.AddrPort // the address the client talked to
-	Err    error
+	Body    string
+	Remote  netip.AddrPort // the address the client talked to
+	Err     error
+	Latency time.Duration // from dial to the end of the answer
 }
 
 // Get makes n HTTP/1.0 requests, each on a new TCP connection, from inside
@@ -246,6 +257,13 @@ func get1(addr netip.AddrPort, path string, timeout time.Duration) Response {
 }
 
 func getN(addr netip.AddrPort, path string, timeout time.Duration) (Response, int) {
+	start := time.Now()
+	r, n := getN1(addr, path, timeout)
+	r.Latency = time.Since(start)
+	return r, n
+}
+
+func getN1(addr netip.AddrPort, path string, timeout time.Duration) (Response, int) {
 	c, err := net.DialTimeout("tcp4", addr.String(), timeout)
 	if err != nil {
 		return Response{Err: err}, 0

@@ -1,0 +1,59 @@
+package director
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/golvs/golvs/internal/testutil"
+	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/lab"
+)
+
+// golvs refuses to start where the host would leak VIP traffic: IPv4
+// forwarding on (the kernel would route VIP packets un-rewritten), or a
+// VIP the kernel owns (it would answer or reset its connections). With
+// FixHost it turns forwarding off and puts it back when it stops.
+func TestHostLeakChecks(t *testing.T) {
+	topo := testutil.NATLab(t, 2)
+	fwd := "/proc/sys/net/ipv4/conf/" + lab.DirExt + "/forwarding"
+	err := topo.Director.Do(func() error { return os.WriteFile(fwd, []byte("1"), 0o644) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifs := []Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}}
+	err = topo.Director.Do(func() error {
+		_, err := New(Config{Interfaces: ifs, Workers: 1})
+		return err
+	})
+	if !errors.Is(err, ErrHostLeak) || !strings.Contains(err.Error(), lab.DirExt) {
+		t.Fatalf("forwarding on: got %v, want ErrHostLeak naming %s", err, lab.DirExt)
+	}
+	var d *Director
+	err = topo.Director.Do(func() error {
+		var err error
+		d, err = New(Config{Interfaces: ifs, Workers: 1, FixHost: true})
+		if err != nil {
+			return err
+		}
+		b, _ := os.ReadFile(fwd)
+		if strings.TrimSpace(string(b)) != "0" {
+			t.Errorf("FixHost left forwarding at %s", b)
+		}
+		// A VIP the kernel owns (the DIP here) is refused.
+		err = d.AddService(ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: 6, Addr: lab.DirExtIP, Port: 80}, Sched: "rr"})
+		if !errors.Is(err, ErrHostLeak) {
+			t.Errorf("local VIP: got %v, want ErrHostLeak", err)
+		}
+		d.Close()
+		b, _ = os.ReadFile(fwd)
+		if strings.TrimSpace(string(b)) != "1" {
+			t.Errorf("Close did not restore forwarding (%s)", b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
