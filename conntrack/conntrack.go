@@ -195,8 +195,12 @@ type shard struct {
 // one entry.
 type index struct {
 	slots []uint32
+	tags  []uint8 // a byte of each slot's key hash (0: empty), scanned before any entry is read
 	n     int
 }
+
+// tagOf is the byte of a key hash kept beside its slot; never 0.
+func tagOf(h uint64) uint8 { return uint8(h>>16) | 0x80 }
 
 // New creates a table.
 func New(c Config) *Table {
@@ -349,12 +353,16 @@ func (t *Table) find(x *index, h uint64, k *Key, out bool) *Entry {
 		return nil
 	}
 	mask := uint64(len(x.slots) - 1)
+	tag := tagOf(h)
 	for i := (h >> 32) & mask; ; i = (i + 1) & mask {
-		r := x.slots[i]
-		if r == 0 {
+		tg := x.tags[i]
+		if tg == 0 {
 			return nil
 		}
-		e := t.entryRef(r)
+		if tg != tag {
+			continue
+		}
+		e := t.entryRef(x.slots[i])
 		if out {
 			if e.Out == *k {
 				return e
@@ -373,10 +381,10 @@ func (t *Table) insert(x *index, h uint64, ref uint32, out bool) {
 	}
 	mask := uint64(len(x.slots) - 1)
 	i := (h >> 32) & mask
-	for x.slots[i] != 0 {
+	for x.tags[i] != 0 {
 		i = (i + 1) & mask
 	}
-	x.slots[i] = ref
+	x.slots[i], x.tags[i] = ref, tagOf(h)
 	x.n++
 }
 
@@ -394,17 +402,18 @@ func (t *Table) grow(x *index, out bool) {
 	if n < 16 {
 		n = 16
 	}
-	x.slots = make([]uint32, n)
+	x.slots, x.tags = make([]uint32, n), make([]uint8, n)
 	mask := uint64(n - 1)
 	for _, r := range old {
 		if r == 0 {
 			continue
 		}
-		i := (t.keyHash(r, out) >> 32) & mask
-		for x.slots[i] != 0 {
+		h := t.keyHash(r, out)
+		i := (h >> 32) & mask
+		for x.tags[i] != 0 {
 			i = (i + 1) & mask
 		}
-		x.slots[i] = r
+		x.slots[i], x.tags[i] = r, tagOf(h)
 	}
 }
 
@@ -432,11 +441,11 @@ func (t *Table) remove(x *index, h uint64, ref uint32, out bool) bool {
 		k := (t.keyHash(r, out) >> 32) & mask
 		// Move r back to i unless its home k lies cyclically in (i, j].
 		if (j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j)) {
-			x.slots[i] = r
+			x.slots[i], x.tags[i] = r, x.tags[j]
 			i = j
 		}
 	}
-	x.slots[i] = 0
+	x.slots[i], x.tags[i] = 0, 0
 	x.n--
 	return true
 }
