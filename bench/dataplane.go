@@ -204,6 +204,10 @@ type dpRun struct {
 	step     int
 	steps    int
 	fwdSaved string
+	peers    map[string]string // optional peers this host has: name -> path
+	// nginxModule is the stream module nginx loads ("": built in).
+	nginxModule string
+	peerExit    string // set by a peer's stop: what it said when it had exited by itself
 }
 
 type genJob struct {
@@ -250,9 +254,10 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	defer topo.Close()
 	defer pinAll(nil, nil) // every thread back on every CPU
 
-	refs := r.references()
+	refs := r.references(hostPeers)
 	golvsRuns := len(c.Workers) * len(c.Modes)
-	r.steps = 4 + (len(refs)+golvsRuns)*len(c.Mixes)
+	proxies := r.proxies()
+	r.steps = 4 + 2*len(proxies) + (len(refs)+golvsRuns)*len(c.Mixes)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -268,11 +273,14 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 		return nil, fmt.Errorf("bench dataplane: %w", err)
 	}
 	if c.Conns > 0 || c.StreamBytes > 0 {
-		if err := r.tcpTests(); err != nil {
+		if err := r.tcpTests(proxies); err != nil {
 			return nil, err
 		}
 	} else {
-		r.step += 4
+		r.step += 4 + 2*len(proxies)
+		for _, p := range proxies {
+			r.skip(p, "the TCP tests are off (--conns 0 --stream-bytes 0)")
+		}
 	}
 	if err := r.setupPPS(); err != nil {
 		return nil, err
@@ -520,12 +528,12 @@ func (r *dpRun) targets(direct bool) [][4]byte {
 }
 
 // cell measures one forwarder (already running) on one mix.
-func (r *dpRun) cell(name string, mix Mix, direct bool) DPCell {
+func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	c := r.c
 	r.progress(name + " " + string(mix))
 	r.pinDirector()
 	plan := &flowPlan{mix: mix, flows: c.Flows, targets: r.targets(direct), next: r.synNext}
-	if mix == MixEst {
+	if mix == MixEst && !noOpen {
 		// Open the set first: a SYN per flow, twice, at a pace the
 		// slowest forwarder keeps up with.
 		open := *plan
@@ -572,45 +580,78 @@ func (r *dpRun) cell(name string, mix Mix, direct bool) DPCell {
 type reference struct {
 	name   string
 	direct bool // frames go to the real servers' addresses, not the VIP
-	start  func(r *dpRun) (stop func(), err error)
+	// noOpen: the est mix's flows are not opened with SYNs first (see
+	// startNFT).
+	noOpen   bool
+	optional bool // a peer: one that does not start is skipped
+	perCell  bool // started afresh for each mix
+	start    func(r *dpRun) (stop func(), err error)
 }
 
 func (ref *reference) run(r *dpRun) error {
+	if ref.perCell {
+		for _, mix := range r.c.Mixes {
+			if err := ref.runMixes(r, []Mix{mix}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return ref.runMixes(r, r.c.Mixes)
+}
+
+func (ref *reference) runMixes(r *dpRun, mixes []Mix) error {
+	r.peerExit = ""
 	stop, err := ref.start(r)
+	if err != nil && ref.optional {
+		// A peer that does not start is a missing reference, not a
+		// failed run.
+		r.skip(ref.name+" "+string(mixes[0]), fmt.Sprintf("did not start: %v", err))
+		r.step += len(mixes)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("bench dataplane: starting %s: %w", ref.name, err)
 	}
-	defer stop()
-	for _, mix := range r.c.Mixes {
-		r.rep.Cells = append(r.rep.Cells, r.cell(ref.name, mix, ref.direct))
+	for _, mix := range mixes {
+		r.rep.Cells = append(r.rep.Cells, r.cell(ref.name, mix, ref.direct, ref.noOpen))
+	}
+	stop()
+	if r.peerExit != "" {
+		r.note("%s exited during %s, its row counts what it forwarded until then: %s", ref.name, mixes[0], r.peerExit)
 	}
 	return nil
 }
 
-// references lists the references this host can run and records the
-// others as skipped, with the package that would bring them.
-func (r *dpRun) references() []*reference {
+// references lists the packet-rate references this host can run and
+// records the optional peers it lacks as skipped, with the package that
+// would bring them.
+func (r *dpRun) references(pf peerFinder) []*reference {
 	refs := []*reference{
 		{name: "kernel-forward", direct: true, start: startKernelForward},
 		{name: "netio-ceiling", start: startCeiling},
 	}
-	if _, err := exec.LookPath("nft"); err == nil {
-		refs = append(refs, &reference{name: "nft-dnat", start: startNFT})
-	} else {
-		r.skip("nft-dnat", "nft is not installed (apt-get install nftables)")
+	var skips []DPSkip
+	r.peers, r.nginxModule, skips = pf.find()
+	r.rep.Skipped = append(r.rep.Skipped, skips...)
+	if _, ok := r.peers[peerNFT]; ok {
+		refs = append(refs, &reference{name: peerNFT, noOpen: true, optional: true, start: startNFT})
 	}
-	for _, x := range []struct{ bin, name, pkg string }{
-		{"netsniff-ng", "netsniff-ng", "netsniff-ng"},
-		{"haproxy", "haproxy-tcp", "haproxy"},
-		{"nginx", "nginx-stream", "nginx libnginx-mod-stream"},
-	} {
-		if _, err := exec.LookPath(x.bin); err != nil {
-			r.skip(x.name, fmt.Sprintf("%s is not installed (apt-get install %s)", x.bin, x.pkg))
-		} else {
-			r.skip(x.name, fmt.Sprintf("%s is installed, but golvs bench dataplane does not drive it yet", x.bin))
-		}
+	if _, ok := r.peers[peerNetsniff]; ok {
+		refs = append(refs, &reference{name: peerNetsniff, optional: true, perCell: true, start: startNetsniff})
 	}
 	return refs
+}
+
+// proxies lists the TCP proxy peers this host has, in order.
+func (r *dpRun) proxies() []string {
+	var p []string
+	for _, n := range []string{peerHAProxy, peerNginx} {
+		if _, ok := r.peers[n]; ok {
+			p = append(p, n)
+		}
+	}
+	return p
 }
 
 func (r *dpRun) skip(name, why string) {
@@ -668,8 +709,17 @@ func startCeiling(r *dpRun) (func(), error) {
 }
 
 // startNFT makes the director's kernel a NAT: nftables DNAT with
-// conntrack, spreading new flows over the real servers in turn.
+// conntrack, spreading new flows over the real servers in turn. The table
+// lives in the director's namespace only and is deleted by stop.
+//
+// The est mix does not open its flows with SYNs here: the real servers
+// never answer, and conntrack marks an ACK that follows an unanswered SYN
+// invalid (SYN_SENT + ACK), which leaves it un-NATed. With
+// nf_conntrack_tcp_loose (set here, the default) conntrack takes each flow
+// up as established from its first ACK instead, and every later frame is
+// a lookup of an established entry, as in golvs's est.
 func startNFT(r *dpRun) (func(), error) {
+	bin := r.peers[peerNFT]
 	var m []string
 	for i := range r.topo.RS {
 		m = append(m, fmt.Sprintf("%d : %s", i, lab.RIP(i+1)))
@@ -685,7 +735,7 @@ func startNFT(r *dpRun) (func(), error) {
 `, lab.VIP, mp)
 	nft := func(stdin string, args ...string) error {
 		return r.topo.Director.Do(func() error {
-			cmd := exec.Command("nft", args...)
+			cmd := exec.Command(bin, args...)
 			cmd.Stdin = strings.NewReader(stdin)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("nft %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
@@ -696,14 +746,51 @@ func startNFT(r *dpRun) (func(), error) {
 	if err := nft(rules, "-f", "-"); err != nil {
 		return nil, err
 	}
-	if _, err := lab.WriteSysctl(r.topo.Director, "net/ipv4/ip_forward", "1"); err != nil {
-		_ = nft("", "delete", "table", "ip", "golvsbench")
-		return nil, err
+	// Per-namespace conntrack settings, there once the NAT table loaded
+	// conntrack; put back by stop.
+	var restore []func()
+	undo := func() {
+		for i := len(restore) - 1; i >= 0; i-- {
+			restore[i]()
+		}
+	}
+	for _, kv := range [][2]string{
+		{"net/ipv4/ip_forward", "1"},
+		{"net/netfilter/nf_conntrack_tcp_loose", "1"},
+		{"net/netfilter/nf_conntrack_tcp_be_liberal", "1"}, // the generator's sequence numbers are not a real stream's
+	} {
+		old, err := lab.WriteSysctl(r.topo.Director, kv[0], kv[1])
+		if err != nil {
+			undo()
+			_ = nft("", "delete", "table", "ip", "golvsbench")
+			return nil, err
+		}
+		restore = append(restore, func() { _, _ = lab.WriteSysctl(r.topo.Director, kv[0], old) })
 	}
 	return func() {
-		_, _ = lab.WriteSysctl(r.topo.Director, "net/ipv4/ip_forward", "0")
-		_ = nft("", "delete", "table", "ip", "golvsbench")
+		var count, maxc int
+		_ = r.topo.Director.Do(func() error {
+			count = readInt("/proc/sys/net/netfilter/nf_conntrack_count")
+			maxc = readInt("/proc/sys/net/netfilter/nf_conntrack_max")
+			return nil
+		})
+		if maxc > 0 && count >= maxc*9/10 {
+			r.note("nft-dnat: the director's conntrack table held %d entries at the end, nf_conntrack_max is %d (the host's): new flows evicted unreplied ones or were dropped", count, maxc)
+		}
+		undo()
+		if err := nft("", "delete", "table", "ip", "golvsbench"); err != nil {
+			r.note("nft-dnat: %v", err)
+		}
 	}, nil
+}
+
+func readInt(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
 }
 
 // golvsDir is a director running in the lab.
@@ -791,7 +878,7 @@ func (r *dpRun) golvsCells(mode string, workers int) error {
 	defer g.stop()
 	for _, mix := range r.c.Mixes {
 		before := g.d.Drops.Get()
-		cl := r.cell(name, mix, false)
+		cl := r.cell(name, mix, false, false)
 		after := g.d.Drops.Get()
 		cl.Golvs, cl.Mode, cl.Workers = true, mode, workers
 		for i := range after {
@@ -825,9 +912,11 @@ func (r *dpRun) ratios() {
 
 // tcpTests measures TCP connections a second and one stream's throughput
 // through the kernel as a router (the client talks to a real server's own
-// address) and through golvs NAT with the first worker count. The real
-// servers keep their real MACs here; nothing is pinned.
-func (r *dpRun) tcpTests() error {
+// address), through golvs NAT with the first worker count and through
+// the proxy peers the host has (HAProxy mode tcp, nginx stream), each
+// alone in the director. The real servers keep their real MACs here;
+// nothing is pinned.
+func (r *dpRun) tcpTests(proxies []string) error {
 	r.progress("tcp direct")
 	stop, err := startKernelForward(r)
 	if err != nil {
@@ -837,23 +926,38 @@ func (r *dpRun) tcpTests() error {
 	stop()
 	r.progress("tcp direct stream")
 	r.rep.TCP = append(r.rep.TCP, direct)
+	ratios := func(name string, res DPTCP) {
+		r.rep.TCPRatios = append(r.rep.TCPRatios,
+			DPRatio{Golvs: name, Reference: "direct", Mix: "cps", PPS: Num(float64(res.CPS) / float64(direct.CPS))},
+			DPRatio{Golvs: name, Reference: "direct", Mix: "stream", PPS: Num(float64(res.StreamMBps) / float64(direct.StreamMBps))})
+	}
 
 	w := r.c.Workers[0]
 	name := fmt.Sprintf("golvs-nat-w%d", w)
 	r.progress(name + " tcp")
-	g, err := r.startGolvs("nat", w)
-	if err != nil {
+	var golvs *DPTCP
+	if g, err := r.startGolvs("nat", w); err != nil {
 		r.rep.TCP = append(r.rep.TCP, DPTCP{Path: name, Error: err.Error()})
-		r.progress(name + " stream")
-		return nil
+	} else {
+		res := r.tcpPath(name, netip.AddrPortFrom(lab.VIP, 80))
+		g.stop()
+		r.rep.TCP = append(r.rep.TCP, res)
+		ratios(name, res)
+		golvs = &res
 	}
-	res := r.tcpPath(name, netip.AddrPortFrom(lab.VIP, 80))
-	g.stop()
 	r.progress(name + " stream")
-	r.rep.TCP = append(r.rep.TCP, res)
-	r.rep.TCPRatios = append(r.rep.TCPRatios,
-		DPRatio{Golvs: name, Reference: "direct", Mix: "cps", PPS: Num(float64(res.CPS) / float64(direct.CPS))},
-		DPRatio{Golvs: name, Reference: "direct", Mix: "stream", PPS: Num(float64(res.StreamMBps) / float64(direct.StreamMBps))})
+	for _, p := range proxies {
+		r.progress(p + " tcp")
+		res := r.proxyTCP(p, r.peers[p])
+		r.progress(p + " stream")
+		r.rep.TCP = append(r.rep.TCP, res)
+		ratios(p, res)
+		if golvs != nil {
+			r.rep.TCPRatios = append(r.rep.TCPRatios,
+				DPRatio{Golvs: name, Reference: p, Mix: "cps", PPS: Num(float64(golvs.CPS) / float64(res.CPS))},
+				DPRatio{Golvs: name, Reference: p, Mix: "stream", PPS: Num(float64(golvs.StreamMBps) / float64(res.StreamMBps))})
+		}
+	}
 	return nil
 }
 

@@ -44,7 +44,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&out, "out", "", "folder to write plots to (SVG and PNG), created if missing")
 	fs.BoolVar(&asJSON, "json", false, "write the report as JSON instead of a table")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: golvs bench dataplane [flags]\n\nBuilds the NAT lab in network namespaces, floods the director with generated\nframes from the client and counts what reaches the real servers: golvs with\neach worker count, and in the same run the kernel as a router, the kernel's\nNAT (nftables) and netio's own ceiling. Then TCP connections a second and one\nstream's throughput, golvs NAT against the kernel routing. Needs root.\n\n")
+		fmt.Fprintf(stderr, "usage: golvs bench dataplane [flags]\n\nBuilds the NAT lab in network namespaces, floods the director with generated\nframes from the client and counts what reaches the real servers: golvs with\neach worker count, and in the same run the kernel as a router, the kernel's\nNAT (nftables), netsniff-ng's rx-to-tx forwarding and netio's own ceiling.\nThen TCP connections a second and one stream's throughput, golvs NAT against\nthe kernel routing, HAProxy mode tcp and nginx stream. A peer this host lacks\nis skipped, naming its package. Needs root.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

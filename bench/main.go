@@ -67,6 +67,10 @@ func SchedMain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.Workers, "workers", 0, "simulations run at once (default: GOMAXPROCS; results do not depend on it)")
 	fs.StringVar(&out, "out", "", "folder to write plots to (SVG and PNG), created if missing")
 	fs.BoolVar(&asJSON, "json", false, "write the report as JSON instead of a table")
+	live := fs.Bool("live", false, "instead of the simulation: every scheduler in front of real HTTP servers of different service times in a NAT lab (needs root)")
+	lc := DefaultLive
+	fs.IntVar(&lc.Requests, "live-requests", DefaultLive.Requests, fmt.Sprintf("--live: requests per scheduler (1..%d)", MaxLiveRequests))
+	fs.IntVar(&lc.Concurrency, "live-concurrency", DefaultLive.Concurrency, fmt.Sprintf("--live: clients at once (1..%d)", MaxLiveConcurrency))
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: golvs bench sched [flags]\n\nReplays seeded workloads into every scheduler in a discrete-event simulation\nand compares fairness, queueing delay, cache hit ratio and disruption.\n\n")
 		fs.PrintDefaults()
@@ -89,6 +93,22 @@ func SchedMain(args []string, stdout, stderr io.Writer) error {
 	}
 	if c.Workers < 0 {
 		return usagef("bench sched: --workers %d out of range (allowed: 0 or more)", c.Workers)
+	}
+	if *live {
+		lc.Scheds = c.Scheds
+		if err := lc.Validate(); err != nil {
+			return &usageError{err.Error()}
+		}
+		progress, clear := newProgress(stderr)
+		rep, err := RunLive(lc, progress)
+		clear()
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeJSON(stdout, rep)
+		}
+		return WriteLiveTable(stdout, rep)
 	}
 	if err := c.Validate(); err != nil {
 		return &usageError{err.Error()}

@@ -179,8 +179,11 @@ func runLab(mode, mistake string, args []string, stdout, stderr io.Writer) error
 	if err := lab.RequireRoot(); err != nil {
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
+	// A reader that goes away (golvs lab nat | head) must not kill the lab
+	// before it has removed what it made: writes fail instead.
+	signal.Ignore(syscall.SIGPIPE)
 	s := &session{o: o, dir: StateDir + o.suffix, sock: control.DefaultSocket}
 	if o.suffix != "" {
 		s.sock = filepath.Join(s.dir, "golvs.sock")

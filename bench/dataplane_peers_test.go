@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestProxyConfigs(t *testing.T) {
+	vip := netip.MustParseAddrPort("198.18.0.100:80")
+	rss := []netip.AddrPort{netip.MustParseAddrPort("198.19.0.11:80"), netip.MustParseAddrPort("198.19.0.12:80")}
+	h := haproxyConfig(vip, rss)
+	for _, want := range []string{"mode tcp", "bind 198.18.0.100:80", "balance roundrobin",
+		"server rs1 198.19.0.11:80", "server rs2 198.19.0.12:80", "timeout connect"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("haproxy config lacks %q:\n%s", want, h)
+		}
+	}
+	n := nginxConfig("/tmp/x", "/usr/lib/nginx/modules/ngx_stream_module.so", vip, rss)
+	for _, want := range []string{"load_module /usr/lib/nginx/modules/ngx_stream_module.so;", "pid /tmp/x/nginx.pid;",
+		"error_log /tmp/x/error.log", "stream {", "listen 198.18.0.100:80;", "server 198.19.0.11:80;",
+		"server 198.19.0.12:80;", "proxy_pass golvsbench_rs;"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("nginx config lacks %q:\n%s", want, n)
+		}
+	}
+	if strings.Contains(n, "daemon") {
+		t.Errorf("nginx config sets daemon (the command line does):\n%s", n)
+	}
+	if strings.Count(n, "{") != strings.Count(n, "}") {
+		t.Errorf("nginx config braces do not balance:\n%s", n)
+	}
+	if n := nginxConfig("/tmp/x", "", vip, rss); strings.Contains(n, "load_module") {
+		t.Errorf("built-in stream module loaded:\n%s", n)
+	}
+}
+
+func TestStreamModuleFrom(t *testing.T) {
+	has := func(p string) bool { return p == "/usr/lib/nginx/modules/ngx_stream_module.so" }
+	none := func(string) bool { return false }
+	if m, err := streamModuleFrom("configure arguments: --with-stream --with-http_ssl_module", none); err != nil || m != "" {
+		t.Errorf("built in: %q, %v", m, err)
+	}
+	if m, err := streamModuleFrom("configure arguments: --modules-path=/usr/lib/nginx/modules --with-stream=dynamic", has); err != nil || m != "/usr/lib/nginx/modules/ngx_stream_module.so" {
+		t.Errorf("dynamic: %q, %v", m, err)
+	}
+	if _, err := streamModuleFrom("configure arguments: --with-stream=dynamic", none); err == nil {
+		t.Error("dynamic without the module file: no error")
+	}
+	if _, err := streamModuleFrom("configure arguments: --with-http_ssl_module", has); err == nil {
+		t.Error("no stream module: no error")
+	}
+}
+
+// TestPeersSkipped: a missing peer is a skip naming the package, never an
+// error, and a present one is found.
+func TestPeersSkipped(t *testing.T) {
+	missing := peerFinder{
+		look:        func(string) (string, error) { return "", errors.New("not found") },
+		nginxStream: func(string) (string, error) { t.Fatal("nginx probed though missing"); return "", nil },
+	}
+	found, _, skips := missing.find()
+	if len(found) != 0 {
+		t.Errorf("found %v", found)
+	}
+	want := map[string]string{
+		peerNFT: "apt-get install nftables", peerNetsniff: "apt-get install netsniff-ng",
+		peerHAProxy: "apt-get install haproxy", peerNginx: "apt-get install nginx libnginx-mod-stream",
+	}
+	if len(skips) != len(want) {
+		t.Fatalf("skips %v", skips)
+	}
+	for _, s := range skips {
+		if !strings.Contains(s.Reason, want[s.Name]) || !strings.Contains(s.Reason, "not installed") {
+			t.Errorf("%s: reason %q lacks %q", s.Name, s.Reason, want[s.Name])
+		}
+	}
+
+	noModule := peerFinder{
+		look:        func(b string) (string, error) { return "/usr/sbin/" + b, nil },
+		nginxStream: func(string) (string, error) { return "", errors.New("nginx's stream module is not installed") },
+	}
+	found, _, skips = noModule.find()
+	if len(found) != 3 || found[peerHAProxy] != "/usr/sbin/haproxy" || found[peerNginx] != "" {
+		t.Errorf("found %v", found)
+	}
+	if len(skips) != 1 || skips[0].Name != peerNginx || !strings.Contains(skips[0].Reason, "libnginx-mod-stream") {
+		t.Errorf("skips %v", skips)
+	}
+
+	all := peerFinder{
+		look:        func(b string) (string, error) { return "/usr/sbin/" + b, nil },
+		nginxStream: func(string) (string, error) { return "/m/ngx_stream_module.so", nil },
+	}
+	found, module, skips := all.find()
+	if len(found) != 4 || len(skips) != 0 || module != "/m/ngx_stream_module.so" {
+		t.Errorf("found %v, module %q, skips %v", found, module, skips)
+	}
+	r := &dpRun{rep: &DataplaneReport{}}
+	refs := r.references(all)
+	var names []string
+	for _, ref := range refs {
+		names = append(names, ref.name)
+	}
+	if got := strings.Join(names, ","); got != "kernel-forward,netio-ceiling,nft-dnat,netsniff-ng" {
+		t.Errorf("references %s", got)
+	}
+	if got := strings.Join(r.proxies(), ","); got != "haproxy-tcp,nginx-stream" {
+		t.Errorf("proxies %s", got)
+	}
+}
