@@ -262,25 +262,32 @@ func veth(a *NS, an string, amac net.HardwareAddr, aaddr netip.Prefix, b *NS, bn
 }
 
 func setup(ns *NS, name string, addr netip.Prefix) error {
+	return withLink(ns, name, func(h *netlink.Handle, l netlink.Link) error {
+		if addr.IsValid() {
+			a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}
+			if err := h.AddrAdd(l, a); err != nil {
+				return fmt.Errorf("lab: address %s on %s/%s: %w", addr, ns.Name, name, err)
+			}
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("lab: %s/%s up: %w", ns.Name, name, err)
+		}
+		return nil
+	})
+}
+
+// withLink runs fn with a netlink handle in ns and the link named dev.
+func withLink(ns *NS, dev string, fn func(h *netlink.Handle, l netlink.Link) error) error {
 	h, err := netlink.NewHandleAt(ns.Handle)
 	if err != nil {
 		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
 	}
 	defer h.Close()
-	l, err := h.LinkByName(name)
+	l, err := h.LinkByName(dev)
 	if err != nil {
-		return fmt.Errorf("lab: %s/%s: %w", ns.Name, name, err)
+		return fmt.Errorf("lab: %s/%s: %w", ns.Name, dev, err)
 	}
-	if addr.IsValid() {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}
-		if err := h.AddrAdd(l, a); err != nil {
-			return fmt.Errorf("lab: address %s on %s/%s: %w", addr, ns.Name, name, err)
-		}
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		return fmt.Errorf("lab: %s/%s up: %w", ns.Name, name, err)
-	}
-	return nil
+	return fn(h, l)
 }
 
 func bridge(ns *NS, name string) error {

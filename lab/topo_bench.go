@@ -61,41 +61,30 @@ func WriteSysctl(ns *NS, path, val string) (old string, err error) {
 
 // StaticNeigh sets a permanent neighbour entry ip -> mac on dev in ns.
 func StaticNeigh(ns *NS, dev string, ip netip.Addr, mac net.HardwareAddr) error {
-	h, err := netlink.NewHandleAt(ns.Handle)
-	if err != nil {
-		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(dev)
-	if err != nil {
-		return fmt.Errorf("lab: %s/%s: %w", ns.Name, dev, err)
-	}
-	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: net.IP(ip.AsSlice()), HardwareAddr: mac}
-	if err := h.NeighSet(n); err != nil {
-		return fmt.Errorf("lab: neighbour %s -> %s on %s/%s: %w", ip, mac, ns.Name, dev, err)
-	}
-	return nil
+	return withLink(ns, dev, func(h *netlink.Handle, l netlink.Link) error {
+		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			IP: net.IP(ip.AsSlice()), HardwareAddr: mac}
+		if err := h.NeighSet(n); err != nil {
+			return fmt.Errorf("lab: neighbour %s -> %s on %s/%s: %w", ip, mac, ns.Name, dev, err)
+		}
+		return nil
+	})
 }
 
 // StaticFDB pins mac to a bridge port in ns (a static forwarding entry),
 // so the bridge sends frames for it to that port only, never floods them.
 func StaticFDB(ns *NS, port string, mac net.HardwareAddr) error {
-	h, err := netlink.NewHandleAt(ns.Handle)
-	if err != nil {
-		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(port)
-	if err != nil {
-		return fmt.Errorf("lab: %s/%s: %w", ns.Name, port, err)
-	}
-	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
+	return withLink(ns, port, func(h *netlink.Handle, l netlink.Link) error {
+		if err := h.NeighSet(fdbEntry(l, mac)); err != nil {
+			return fmt.Errorf("lab: bridge entry %s -> %s/%s: %w", mac, ns.Name, port, err)
+		}
+		return nil
+	})
+}
+
+func fdbEntry(l netlink.Link, mac net.HardwareAddr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
 		Flags: netlink.NTF_MASTER, HardwareAddr: mac}
-	if err := h.NeighSet(n); err != nil {
-		return fmt.Errorf("lab: bridge entry %s -> %s/%s: %w", mac, ns.Name, port, err)
-	}
-	return nil
 }
 
 // SteerRPS sets Receive Packet Steering on dev's first receive queue in
@@ -140,44 +129,29 @@ func SteerRPS(ns *NS, dev string, cpus []int) error {
 
 // DelStaticFDB removes the bridge entry StaticFDB pinned (mac on port).
 func DelStaticFDB(ns *NS, port string, mac net.HardwareAddr) error {
-	h, err := netlink.NewHandleAt(ns.Handle)
-	if err != nil {
-		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(port)
-	if err != nil {
-		return fmt.Errorf("lab: %s/%s: %w", ns.Name, port, err)
-	}
-	n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
-		Flags: netlink.NTF_MASTER, HardwareAddr: mac}
-	if err := h.NeighDel(n); err != nil {
-		return fmt.Errorf("lab: removing bridge entry %s -> %s/%s: %w", mac, ns.Name, port, err)
-	}
-	return nil
+	return withLink(ns, port, func(h *netlink.Handle, l netlink.Link) error {
+		if err := h.NeighDel(fdbEntry(l, mac)); err != nil {
+			return fmt.Errorf("lab: removing bridge entry %s -> %s/%s: %w", mac, ns.Name, port, err)
+		}
+		return nil
+	})
 }
 
 // HostAddr adds (add true) or removes ip/32 on dev in ns: a director
 // that owns the VIP, for references that are servers (proxies) rather
 // than forwarders.
 func HostAddr(ns *NS, dev string, ip netip.Addr, add bool) error {
-	h, err := netlink.NewHandleAt(ns.Handle)
-	if err != nil {
-		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(dev)
-	if err != nil {
-		return fmt.Errorf("lab: %s/%s: %w", ns.Name, dev, err)
-	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}}
-	if add {
-		err = h.AddrAdd(l, a)
-	} else {
-		err = h.AddrDel(l, a)
-	}
-	if err != nil {
-		return fmt.Errorf("lab: address %s on %s/%s (add %t): %w", ip, ns.Name, dev, add, err)
-	}
-	return nil
+	return withLink(ns, dev, func(h *netlink.Handle, l netlink.Link) error {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}}
+		var err error
+		if add {
+			err = h.AddrAdd(l, a)
+		} else {
+			err = h.AddrDel(l, a)
+		}
+		if err != nil {
+			return fmt.Errorf("lab: address %s on %s/%s (add %t): %w", ip, ns.Name, dev, add, err)
+		}
+		return nil
+	})
 }
