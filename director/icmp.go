@@ -5,6 +5,7 @@ import (
 	"github.com/golvs/golvs/forward"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/packet"
 )
 
 // Related ICMP (IPVS's ip_vs_in_icmp / ip_vs_out_icmp): an ICMP error
@@ -111,5 +112,30 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 	forward.MAC(f.Data, src, h.ClientMAC)
 	if w.send(int(h.ClientIf), f.Buf(), false) {
 		w.d.mcount(MCntICMPRelayed)
+	}
+}
+
+// rejectNoDest answers a packet for which no real server is available the
+// way IPVS's ip_vs_leave does (spec §1.6): ICMP port unreachable from the
+// VIP back to the client, and the packet dropped. (cache_bypass and the
+// FTP special case do not apply to golvs.)
+func (w *Worker) rejectNoDest(f *netio.Frame) {
+	p := &w.p
+	mac, ok := w.d.ifMAC[f.IfIndex]
+	if !ok {
+		mac = packet.Eth(f.Data).Dst()
+	}
+	b := w.m.alloc(w, netio.VnetHdrLen+packet.EthLen+packet.IP4MinLen+8+576)
+	if b == nil {
+		return
+	}
+	for j := 0; j < netio.VnetHdrLen; j++ {
+		b[j] = 0
+	}
+	n := forward.BuildUnreach(b[netio.VnetHdrLen:], f.Data[p.L3:p.End], p.Dst, forward.ICMPPortUnreach, 0, mac, packet.Eth(f.Data).Src())
+	w.send(f.IfIndex, b[:netio.VnetHdrLen+n], true)
+	w.m.release()
+	if traceCompiled && w.ev != nil {
+		w.ev.Verdict = dropVerdicts[CntNoDest] + " (ICMP port unreachable sent)"
 	}
 }

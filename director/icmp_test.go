@@ -7,6 +7,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
 )
 
@@ -75,3 +76,35 @@ func TestRelatedICMPRelayed(t *testing.T) {
 		t.Fatalf("unrelated ICMP was relayed")
 	}
 }
+
+// No real server available: IPVS answers ICMP port unreachable from the
+// VIP and drops the packet (spec §1.6); golvs does the same and counts it.
+func TestNoDestPortUnreachable(t *testing.T) {
+	d, w, ext, in := testDirector(t, true)
+	k := vipKey80()
+	for _, dd := range d.Snapshot().List[0].Dests {
+		if err := d.DelDest(k, dd.Addr, dd.Port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.snap = d.snap.Load()
+	w.handle(frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, 40000, 80, 0x02, nil))
+	if len(in.frames) != 0 || d.Drops[CntNoDest].Load() != 1 {
+		t.Fatalf("forwarded %d, no-dest %d", len(in.frames), d.Drops[CntNoDest].Load())
+	}
+	if len(ext.frames) != 1 {
+		t.Fatalf("%d frames back to the client, want one ICMP error", len(ext.frames))
+	}
+	p := gopacket.NewPacket(ext.frames[0][netio.VnetHdrLen:], layers.LayerTypeEthernet, gopacket.Default)
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok || ic.TypeCode.Type() != 3 || ic.TypeCode.Code() != 3 || !ip.SrcIP.Equal(vip.AsSlice()) || !ip.DstIP.Equal(cip.AsSlice()) {
+		t.Fatalf("answer %v from %s to %s, want port unreachable from the VIP", ic, ip.SrcIP, ip.DstIP)
+	}
+	eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	if [6]byte(eth.DstMAC) != cliMAC {
+		t.Fatalf("sent to %s, want the client's MAC", eth.DstMAC)
+	}
+}
+
+func vipKey80() ipvs.ServiceKey { return ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: 80} }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/packet"
 )
 
@@ -43,7 +44,7 @@ func put32(v uint32) [4]byte { return [4]byte{byte(v >> 24), byte(v >> 16), byte
 // persistPick is ip_vs_sched_persist: reuse the client's template if it
 // is still valid, else schedule and create one. It returns the dest, the
 // template the new conn hangs from, and the conn's destination port.
-func (w *Worker) persistPick(sv *Service) (*ipvs.Dest, *conntrack.Entry, uint16, bool) {
+func (w *Worker) persistPick(f *netio.Frame, sv *Service) (*ipvs.Dest, *conntrack.Entry, uint16, bool) {
 	p := &w.p
 	ct := w.d.CT
 	k := templateKey(sv, p)
@@ -69,6 +70,7 @@ func (w *Worker) persistPick(sv *Service) (*ipvs.Dest, *conntrack.Entry, uint16,
 		}
 		if dest == nil {
 			w.count(CntNoDest)
+			w.rejectNoDest(f)
 			return nil, nil, 0, false
 		}
 		nc := &w.nc

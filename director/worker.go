@@ -256,7 +256,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	var dport uint16
 	if sv.Config.Flags&ipvs.SvcPersistent != 0 {
 		var ok bool
-		if dest, tpl, dport, ok = w.persistPick(sv); !ok {
+		if dest, tpl, dport, ok = w.persistPick(f, sv); !ok {
 			return false
 		}
 	} else {
@@ -276,6 +276,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 		}
 		if dest == nil {
 			w.count(CntNoDest)
+			w.rejectNoDest(f)
 			return false
 		}
 		dport = dest.Port

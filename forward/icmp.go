@@ -98,6 +98,18 @@ func SetOuter(frame []byte, p *packet.Parsed, src, dst [4]byte) {
 // (an IPv4 packet), announcing mtu, and quoting orig's header and as much
 // of its payload as RFC 1812 allows. It returns the frame length.
 func BuildFragNeeded(buf []byte, orig []byte, src [4]byte, mtu uint16, srcMAC, dstMAC [6]byte) int {
+	return BuildUnreach(buf, orig, src, ICMPFragNeeded, mtu, srcMAC, dstMAC)
+}
+
+// ICMPPortUnreach is the code IPVS answers with when no real server is
+// available (spec §1.6).
+const ICMPPortUnreach = 3
+
+// BuildUnreach writes an Ethernet frame carrying ICMP destination
+// unreachable with code (and, for fragmentation needed, the next-hop MTU)
+// from src to the sender of orig (an IPv4 packet), quoting its start, and
+// returns the frame's length.
+func BuildUnreach(buf []byte, orig []byte, src [4]byte, code uint8, mtu uint16, srcMAC, dstMAC [6]byte) int {
 	q := min(len(orig), fragNeededQuote)
 	n := packet.EthLen + packet.IP4MinLen + icmpHdrLen + q
 	e := packet.Eth(buf)
@@ -114,7 +126,7 @@ func BuildFragNeeded(buf []byte, orig []byte, src [4]byte, mtu uint16, srcMAC, d
 	copy(ip[16:20], orig[12:16])
 	packet.IPv4(ip).SetChecksum(packet.IPv4(ip).HeaderChecksum())
 	m := buf[packet.EthLen+packet.IP4MinLen : n]
-	m[0], m[1], m[2], m[3] = ICMPUnreach, ICMPFragNeeded, 0, 0
+	m[0], m[1], m[2], m[3] = ICMPUnreach, code, 0, 0
 	binary.BigEndian.PutUint16(m[4:], 0)
 	binary.BigEndian.PutUint16(m[6:], mtu)
 	copy(m[icmpHdrLen:], orig[:q])
