@@ -235,9 +235,19 @@ func down(stdout io.Writer) error {
 		all = append(all, lab.DeleteByNames(st.Namespaces)...)
 		os.RemoveAll(dir)
 	}
-	// Namespaces of a lab whose state was lost.
-	all = append(all, lab.DeleteByNames(lab.ModeNames("tun", "", 16))...)
 	if len(all) == 0 {
+		// Without a state file golvs cannot tell its namespaces from
+		// someone else's of the same name: it says so instead of guessing.
+		var left []string
+		for _, n := range lab.ModeNames("tun", "", 16) {
+			if _, err := os.Stat("/var/run/netns/" + n); err == nil {
+				left = append(left, n)
+			}
+		}
+		if len(left) > 0 {
+			fmt.Fprintf(stdout, "no lab state found; namespaces with lab names exist (%s): if a lab left them, remove them with `ip netns delete NAME`\n", strings.Join(left, " "))
+			return nil
+		}
 		fmt.Fprintln(stdout, "no lab was running")
 		return nil
 	}
