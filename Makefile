@@ -2,7 +2,7 @@
 GO ?= go
 STATICCHECK = honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build demo test vet lint unit bench-smoke fuzz-smoke bench clean
+.PHONY: all build demo test vet lint unit race bench-smoke fuzz-smoke bench clean
 
 all: build
 
@@ -17,7 +17,7 @@ demo: build
 # Everything CI runs: formatting, vet, staticcheck, the tests (integration
 # tests build their own namespaces; they skip with a reason without root),
 # every benchmark once, and a short run of every fuzz target.
-test: vet lint unit bench-smoke fuzz-smoke
+test: vet lint unit race bench-smoke fuzz-smoke
 
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -28,6 +28,10 @@ lint:
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The concurrent packages again under the race detector.
+race:
+	$(GO) test -count=1 -race -timeout 20m ./conntrack ./director ./control ./trace ./sched ./ipvs
 
 bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...

@@ -26,7 +26,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -160,6 +160,10 @@ type Table struct {
 	// Timeouts in seconds, changeable at run time (ipvsadm --set).
 	tcpTimeouts [NumTCPStates]atomic.Uint32
 	udpTimeout  atomic.Uint32
+	// The same in ticks, kept beside the seconds so the per-packet
+	// refresh does not divide.
+	tcpTicks [NumTCPStates]atomic.Int64
+	udpTicks atomic.Int64
 
 	// OnExpire, if set, is called (without locks held) for every entry
 	// that expires or is dropped, after it left the indices.
@@ -177,7 +181,7 @@ const (
 const refBits = 24
 
 type shard struct {
-	mu     sync.Mutex
+	mu     spinLock
 	in     index
 	out    index
 	chunks []*[chunkSize]Entry // fixed length; filled under mu, never moved
@@ -261,8 +265,10 @@ func NewChecked(c Config) (*Table, error) {
 	}
 	for i, v := range DefaultTCPTimeouts {
 		t.tcpTimeouts[i].Store(v)
+		t.tcpTicks[i].Store(t.ticks(v))
 	}
 	t.udpTimeout.Store(DefaultUDPTimeout)
+	t.udpTicks.Store(t.ticks(DefaultUDPTimeout))
 	return t, nil
 }
 
@@ -292,31 +298,37 @@ func (t *Table) ExpiresIn(e *Entry) time.Duration {
 func (t *Table) SetTimeouts(tcp, tcpfin, udp uint32) {
 	if tcp != 0 {
 		t.tcpTimeouts[TCPEstablished].Store(tcp)
+		t.tcpTicks[TCPEstablished].Store(t.ticks(tcp))
 	}
 	if tcpfin != 0 {
 		t.tcpTimeouts[TCPFinWait].Store(tcpfin)
+		t.tcpTicks[TCPFinWait].Store(t.ticks(tcpfin))
 	}
 	if udp != 0 {
 		t.udpTimeout.Store(udp)
+		t.udpTicks.Store(t.ticks(udp))
 	}
 }
 
 // SetStateTimeout sets one TCP state's timeout (tests use short ones).
-func (t *Table) SetStateTimeout(state uint8, sec uint32) { t.tcpTimeouts[state].Store(sec) }
+func (t *Table) SetStateTimeout(state uint8, sec uint32) {
+	t.tcpTimeouts[state].Store(sec)
+	t.tcpTicks[state].Store(t.ticks(sec))
+}
 
 // Timeouts returns the TCP ESTABLISHED, FIN_WAIT and UDP timeouts.
 func (t *Table) Timeouts() (tcp, tcpfin, udp uint32) {
 	return t.tcpTimeouts[TCPEstablished].Load(), t.tcpTimeouts[TCPFinWait].Load(), t.udpTimeout.Load()
 }
 
-func (t *Table) timeoutFor(proto uint8, state uint8) uint32 {
+func (t *Table) timeoutFor(proto uint8, state uint8) (sec uint32, ticks int64) {
 	if proto == 6 {
 		if state < NumTCPStates {
-			return t.tcpTimeouts[state].Load()
+			return t.tcpTimeouts[state].Load(), t.tcpTicks[state].Load()
 		}
-		return 2
+		return 2, t.ticks(2)
 	}
-	return t.udpTimeout.Load()
+	return t.udpTimeout.Load(), t.udpTicks.Load()
 }
 
 // hash is a seeded xxhash of the packed key: seeded so that clients
@@ -612,9 +624,15 @@ func (t *Table) transition(e *Entry, dir int, tcpFlags uint8, h *Hit) {
 			if proto == 17 && dir == DirOutput && e.Tpl != nil {
 				e.Tpl.state.Store(uint32(TplAssured))
 			}
-			to := t.timeoutFor(proto, uint8(nw))
-			e.timeout.Store(to)
-			e.expires.Store(int32(t.now.Load() + t.ticks(to)))
+			to, ticks := t.timeoutFor(proto, uint8(nw))
+			// Stores only when the value changes: most packets of a flow
+			// fall in the same tick, and an atomic store is an XCHG.
+			if e.timeout.Load() != to {
+				e.timeout.Store(to)
+			}
+			if exp := int32(t.now.Load() + ticks); e.expires.Load() != exp {
+				e.expires.Store(exp)
+			}
 			return
 		}
 	}
@@ -980,3 +998,22 @@ func (t *Table) Flush() {
 		t.finish(e)
 	}
 }
+
+// spinLock guards a shard. Critical sections are a few dozen nanoseconds
+// and rarely contended (flows spread over 256 shards), so a CAS to take it
+// and a plain release store to drop it beat sync.Mutex's atomic add on
+// the per-packet path; a waiter yields instead of burning its core.
+type spinLock struct{ v atomic.Uint32 }
+
+func (l *spinLock) Lock() {
+	for !l.v.CompareAndSwap(0, 1) {
+		for i := 0; l.v.Load() != 0; i++ {
+			if i > 16 {
+				runtime.Gosched()
+				i = 0
+			}
+		}
+	}
+}
+
+func (l *spinLock) Unlock() { l.v.Store(0) }

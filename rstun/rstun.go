@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -53,6 +54,9 @@ type Endpoint struct {
 	c                      Config
 	pfd                    int // AF_PACKET receive socket
 	tun                    *os.File
+	tfd                    int // tun's descriptor, taken once at Open
+	closeOnce              sync.Once
+	closed                 atomic.Bool
 	quiet                  []int
 	vips                   [][4]byte
 	Settings               []string // what Open changed on the host
@@ -135,6 +139,7 @@ func (e *Endpoint) openTUN() error {
 		return fmt.Errorf("rstun: /dev/net/tun: %w", err)
 	}
 	e.tun = f
+	e.tfd = int(f.Fd())
 	ifr, err := unix.NewIfreq(e.c.Device)
 	if err != nil {
 		return fmt.Errorf("rstun: device name %q: %w", e.c.Device, err)
@@ -207,12 +212,15 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // Run decapsulates until ctx is done.
 func (e *Endpoint) Run(ctx context.Context) error {
 	buf := make([]byte, vnetLen+262144)
-	tfd := int(e.tun.Fd())
+	tfd, pfd := e.tfd, e.pfd
 	for ctx.Err() == nil {
-		n, _, err := unix.Recvfrom(e.pfd, buf, 0)
+		n, _, err := unix.Recvfrom(pfd, buf, 0)
 		if err != nil {
 			if err == unix.EAGAIN || err == unix.EINTR {
 				continue
+			}
+			if e.closed.Load() {
+				return nil
 			}
 			return fmt.Errorf("rstun: receive: %w", err)
 		}
@@ -280,18 +288,19 @@ func (e *Endpoint) Stats() Stats {
 	return Stats{Delivered: e.delivered.Load(), NotVIP: e.notVIP.Load(), Bad: e.bad.Load()}
 }
 
-// Close releases the sockets and removes the TUN device.
+// Close releases the sockets and removes the TUN device; a Run in
+// progress returns.
 func (e *Endpoint) Close() {
-	if e.pfd >= 0 {
-		unix.Close(e.pfd)
-		e.pfd = -1
-	}
-	for _, q := range e.quiet {
-		unix.Close(q)
-	}
-	e.quiet = nil
-	if e.tun != nil {
-		e.tun.Close()
-		e.tun = nil
-	}
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		if e.pfd >= 0 {
+			unix.Close(e.pfd)
+		}
+		for _, q := range e.quiet {
+			unix.Close(q)
+		}
+		if e.tun != nil {
+			e.tun.Close()
+		}
+	})
 }
