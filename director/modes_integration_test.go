@@ -411,9 +411,10 @@ func TestTUNPathMTU(t *testing.T) {
 // toaCapture records, on a real server, the client address in the TOA
 // option of every SYN to port.
 type toaCapture struct {
-	mu   sync.Mutex
-	seen map[netip.AddrPort]bool
-	syns int
+	mu      sync.Mutex
+	seen    map[netip.AddrPort]bool
+	syns    int
+	withTOA int // SYNs that carried a TOA option
 }
 
 func captureTOA(t *testing.T, ns *lab.NS, port uint16) *toaCapture {
@@ -431,6 +432,7 @@ func captureTOA(t *testing.T, ns *lab.NS, port uint16) *toaCapture {
 		tc.syns++
 		if cip, cport, ok := forward.FindTOA(tcp); ok {
 			tc.seen[netip.AddrPortFrom(netip.AddrFrom4(cip), cport)] = true
+			tc.withTOA++
 		}
 		tc.mu.Unlock()
 		return true
@@ -477,20 +479,26 @@ func TestFullNATEndToEnd(t *testing.T) {
 		return false
 	}
 	ml.checkTraffic(t, 1000, 80, isLIP)
-	// Every SYN carried TOA with the client's address.
+	// Every SYN carried TOA with the client's address. (Client ports
+	// repeat over 1000 connections, the server closing first, so SYNs are
+	// counted, not distinct ports.)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n := 0
+		syns, with := 0, 0
 		for _, tc := range toa {
 			tc.mu.Lock()
-			n += len(tc.seen)
+			syns += tc.syns
+			with += tc.withTOA
 			tc.mu.Unlock()
 		}
-		if n >= 1000 {
+		if with != syns {
+			t.Fatalf("%d of %d SYNs reached the real servers without TOA", syns-with, syns)
+		}
+		if with >= 1000 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("TOA seen for %d client ports, want 1000", n)
+			t.Fatalf("%d SYNs with TOA seen on the real servers, want at least 1000", with)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
