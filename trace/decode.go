@@ -159,8 +159,14 @@ func (h *Headers) fill(p gopacket.Packet, tunnel bool) {
 			ips = append(ips, l)
 			h.IP = ipHeader(l)
 		case *layers.TCP:
+			if len(ips) == 0 {
+				continue // TCP over something else (IPv6): golvs does not trace it
+			}
 			h.TCP = tcpHeader(l, ips[len(ips)-1])
 		case *layers.UDP:
+			if len(ips) == 0 {
+				continue
+			}
 			h.UDP = udpHeader(l, ips[len(ips)-1])
 			if tunnel && len(ips) == 1 {
 				h.gue(l)
