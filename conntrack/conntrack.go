@@ -340,10 +340,17 @@ func (t *Table) hash(k *Key) uint64 {
 	return xxhash.Sum64(b[:])
 }
 
-// shardOf picks the shard of a key: the low bits of its hash (the index
-// uses the high bits).
+// locate hashes a key and picks its shard: the low bits of the hash (the
+// index uses the high bits).
+func (t *Table) locate(k *Key) (uint64, *shard) {
+	h := t.hash(k)
+	return h, &t.shards[h&uint64(len(t.shards)-1)]
+}
+
+// shardOf picks the shard of a key.
 func (t *Table) shardOf(k *Key) *shard {
-	return &t.shards[t.hash(k)&uint64(len(t.shards)-1)]
+	_, s := t.locate(k)
+	return s
 }
 
 func (t *Table) entryRef(ref uint32) *Entry {
@@ -501,8 +508,7 @@ const (
 // conn in TIME_WAIT or CLOSE that no template controls expires the conn and
 // returns Reused (IPVS's conn_reuse_mode 1).
 func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
-	hk := t.hash(k)
-	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	hk, s := t.locate(k)
 	s.mu.Lock()
 	e := t.find(&s.in, hk, k, false)
 	if e == nil {
@@ -532,8 +538,7 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 // LookupOut finds the conn of a reply (RIP -> client) packet, applies the
 // OUTPUT transition, refreshes the expiry and fills h.
 func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
-	hk := t.hash(k)
-	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	hk, s := t.locate(k)
 	s.mu.Lock()
 	e := t.find(&s.out, hk, k, true)
 	if e == nil {
@@ -563,8 +568,7 @@ func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
 // are matched to their conn this way (IPVS neither moves the state nor
 // re-arms the timer for them).
 func (t *Table) Peek(k *Key, out bool, h *Hit) bool {
-	hk := t.hash(k)
-	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	hk, s := t.locate(k)
 	s.mu.Lock()
 	var e *Entry
 	if out {
@@ -663,8 +667,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 		t.dropped.Add(1)
 		return nil, ErrFull
 	}
-	hk := t.hash(&c.In)
-	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	hk, s := t.locate(&c.In)
 	s.mu.Lock()
 	if t.find(&s.in, hk, &c.In, false) != nil {
 		s.mu.Unlock()
@@ -721,8 +724,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 	s.mu.Unlock()
 	t.created.Add(1)
 	if !c.Template && c.Out != (Key{}) {
-		ho := t.hash(&c.Out)
-		o := &t.shards[ho&uint64(len(t.shards)-1)]
+		ho, o := t.locate(&c.Out)
 		o.mu.Lock()
 		if t.find(&o.out, ho, &c.Out, true) == nil {
 			t.insert(&o.out, ho, ref, true)
@@ -734,8 +736,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 
 // LookupTemplate finds a live template by its key (spec §4.2).
 func (t *Table) LookupTemplate(k *Key) *Entry {
-	hk := t.hash(k)
-	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	hk, s := t.locate(k)
 	s.mu.Lock()
 	e := t.find(&s.in, hk, k, false)
 	if e != nil && e.flags.Load()&FlagTemplate == 0 {
@@ -754,8 +755,7 @@ func (t *Table) RefreshTemplate(e *Entry) {
 // Expire expires the conn with in key k now, if there is one (IPVS's
 // expire_nodest_conn and friends). It reports whether it did.
 func (t *Table) Expire(k *Key) bool {
-	hk := t.hash(k)
-	s := &t.shards[hk&uint64(len(t.shards)-1)]
+	hk, s := t.locate(k)
 	s.mu.Lock()
 	e := t.find(&s.in, hk, k, false)
 	if e == nil {
@@ -872,8 +872,7 @@ func (t *Table) unlinkLocked(s *shard, e *Entry, hk uint64) {
 // index, unbind the dest and the template, count it.
 func (t *Table) finish(e *Entry) {
 	if e.flags.Load()&FlagTemplate == 0 && e.Out != (Key{}) {
-		ho := t.hash(&e.Out)
-		o := &t.shards[ho&uint64(len(t.shards)-1)]
+		ho, o := t.locate(&e.Out)
 		ref := t.homeOf(e).ref(e)
 		o.mu.Lock()
 		t.remove(&o.out, ho, ref, true)

@@ -105,11 +105,7 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 		return
 	}
 	forward.DecTTL(f.Data, p)
-	src, ok := w.d.ifMAC[int(h.ClientIf)]
-	if !ok {
-		src = [6]byte(f.Data[0:6])
-	}
-	forward.MAC(f.Data, src, h.ClientMAC)
+	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
 	if w.send(int(h.ClientIf), f.Buf(), false) {
 		w.d.mcount(MCntICMPRelayed)
 	}
@@ -121,10 +117,7 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 // FTP special case do not apply to golvs.)
 func (w *Worker) rejectNoDest(f *netio.Frame) {
 	p := &w.p
-	mac, ok := w.d.ifMAC[f.IfIndex]
-	if !ok {
-		mac = packet.Eth(f.Data).Dst()
-	}
+	mac := w.ownMAC(f.IfIndex, f)
 	b := w.m.alloc(w, netio.VnetHdrLen+packet.EthLen+packet.IP4MinLen+8+576)
 	if b == nil {
 		return

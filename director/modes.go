@@ -397,10 +397,7 @@ func (w *Worker) tooBig(f *netio.Frame, df bool, mtu int) bool {
 			src = l.Addrs[0].Addr().As4()
 		}
 	}
-	mac, ok := w.d.ifMAC[f.IfIndex]
-	if !ok {
-		mac = packet.Eth(f.Data).Dst()
-	}
+	mac := w.ownMAC(f.IfIndex, f)
 	b := w.m.alloc(w, netio.VnetHdrLen+packet.EthLen+packet.IP4MinLen+8+576)
 	for j := 0; j < netio.VnetHdrLen; j++ {
 		b[j] = 0

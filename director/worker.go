@@ -43,10 +43,41 @@ type Worker struct {
 	ev  *trace.Event   // the current frame's event, when traced
 	dec sched.Decision // scratch for traced scheduler decisions
 	st  statCache      // packet and byte counts, added up once per batch
+
+	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+}
+
+type ifaceMAC struct {
+	mac [6]byte
+	ok  bool
 }
 
 func (d *Director) newWorker() *Worker {
-	return &Worker{d: d, id: len(d.workers)}
+	w := &Worker{d: d, id: len(d.workers)}
+	for idx, mac := range d.ifMAC {
+		for len(w.macs) <= idx {
+			w.macs = append(w.macs, ifaceMAC{})
+		}
+		w.macs[idx] = ifaceMAC{mac, true}
+	}
+	return w
+}
+
+// ifMAC returns the MAC of one of the director's interfaces.
+func (w *Worker) ifMAC(ifindex int) ([6]byte, bool) {
+	if ifindex >= 0 && ifindex < len(w.macs) {
+		return w.macs[ifindex].mac, w.macs[ifindex].ok
+	}
+	return [6]byte{}, false
+}
+
+// ownMAC is ifMAC, or else the destination MAC of the received frame (which
+// was addressed to the director).
+func (w *Worker) ownMAC(ifindex int, f *netio.Frame) [6]byte {
+	if mac, ok := w.ifMAC(ifindex); ok {
+		return mac
+	}
+	return packet.Eth(f.Data).Dst()
 }
 
 func (w *Worker) setTx(ifindex int, t Transmitter) {
@@ -172,6 +203,8 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
+	// A packet that may open a connection: UDP, or a TCP SYN without RST.
+	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
 	if traceCompiled && w.ev != nil {
 		w.ev.Lookup = lookupNames[v]
 		if v == conntrack.Found {
@@ -179,7 +212,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		}
 	}
 	if v != conntrack.Found {
-		if p.Proto == ipvs.ProtoTCP && p.Flags&(packet.TCPSyn|packet.TCPRst) != packet.TCPSyn {
+		if !opens {
 			// Not a connection golvs knows, and not one it may start:
 			// the kernel gets it and drops it (the VIP is not its own).
 			w.count(CntNoConn)
@@ -191,24 +224,22 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		if traceCompiled && w.ev != nil {
 			w.traceLookup(lookupNames[v], h)
 		}
-	} else if h.Dest != nil && (!h.Dest.Available() || (p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn && h.Dest.Weight() == 0)) {
-		// The dest was removed, or a new SYN reuses the tuple of a conn
-		// on a quiesced dest (spec §3.8). With expire_nodest_conn the
-		// conn is expired and the packet scheduled anew; without it,
-		// packets to a removed dest are dropped and the conn times out,
-		// and a quiesced dest keeps its conn.
-		switch {
-		case w.d.c.ExpireNodestConn && (p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn || !h.Dest.Available()):
-			w.d.CT.Expire(&k)
-			if p.Proto == ipvs.ProtoTCP && p.Flags&(packet.TCPSyn|packet.TCPRst) != packet.TCPSyn {
-				w.count(CntNoConn)
-				return
-			}
-			if !w.schedule(f, sv, &k) {
-				return
-			}
-		case !h.Dest.Available():
+	} else if h.Dest != nil && !h.Dest.Available() {
+		// The dest was removed (spec §3.8). With expire_nodest_conn the
+		// conn is expired and the packet treated as new; without it, the
+		// packet is dropped and the conn times out.
+		if !w.d.c.ExpireNodestConn {
 			w.count(CntDestUnavail)
+			return
+		}
+		if !w.rescheduleNew(f, sv, &k, opens) {
+			return
+		}
+	} else if h.Dest != nil && opens && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
+		// A new SYN reusing the tuple of a conn on a quiesced dest: with
+		// expire_nodest_conn it is scheduled anew; without, the
+		// quiesced dest keeps its conn.
+		if !w.rescheduleNew(f, sv, &k, opens) {
 			return
 		}
 	}
@@ -228,19 +259,24 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		return
 	}
 	n := uint64(p.End - p.L3)
-	switch h.Method {
-	case ipvs.MethodMasq:
-		forward.DNAT(f.Data, p, h.Out.SrcIP, h.Out.SrcPort, csumMode(f))
-	default:
-		w.count(CntDestUnavail)
-		return
-	}
+	forward.DNAT(f.Data, p, h.Out.SrcIP, h.Out.SrcPort, csumMode(f))
 	forward.DecTTL(f.Data, p)
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
 	if !w.send(nh.IfIndex, f.Buf(), false) {
 		return
 	}
 	w.st.in(dst, h.SvcStats, n)
+}
+
+// rescheduleNew expires the packet's conn and treats the packet as the
+// first of a new one (IPVS's expire_nodest_conn).
+func (w *Worker) rescheduleNew(f *netio.Frame, sv *Service, k *conntrack.Key, opens bool) bool {
+	w.d.CT.Expire(k)
+	if !opens {
+		w.count(CntNoConn)
+		return false
+	}
+	return w.schedule(f, sv, k)
 }
 
 // schedule picks a dest for a new conn and creates it; h is filled.
@@ -340,11 +376,7 @@ func (w *Worker) reply(f *netio.Frame) {
 		forward.SNAT(f.Data, p, h.In.DstIP, h.In.DstPort, csumMode(f))
 	}
 	forward.DecTTL(f.Data, p)
-	src, ok := w.d.ifMAC[int(h.ClientIf)]
-	if !ok {
-		src = packet.Eth(f.Data).Dst()
-	}
-	forward.MAC(f.Data, src, h.ClientMAC)
+	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
 	if !w.send(int(h.ClientIf), f.Buf(), false) {
 		return
 	}
@@ -365,7 +397,7 @@ func (w *Worker) arpIn(f *netio.Frame) {
 	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) {
 		return // FULLNAT local addresses are answered on every interface
 	}
-	mac, ok := w.d.ifMAC[f.IfIndex]
+	mac, ok := w.ifMAC(f.IfIndex)
 	if !ok {
 		return
 	}

@@ -371,6 +371,18 @@ func (p *Parser) Parse(args []string) (*Command, error) {
 		c.Options |= o
 		return nil
 	}
+	// setNum takes a numeric option's value in lo..hi, or fails with
+	// ipvsadm's message for it.
+	setNum := func(o Opt, lo, hi int64, msg string) (int64, error) {
+		if err := set(o); err != nil {
+			return 0, err
+		}
+		v, ok := stringToNumber(arg, lo, hi)
+		if !ok {
+			return 0, failf("%s", msg)
+		}
+		return v, nil
+	}
 	for {
 		o, arg, hasArg, perr = ps.next()
 		if perr != "" {
@@ -511,12 +523,9 @@ func (p *Parser) Parse(args []string) (*Command, error) {
 			err = set(OptMcast)
 			c.Daemon.McastIfn = truncate(arg, 15) // IP_VS_IFNAME_MAXLEN - 1
 		case optSyncID:
-			if err = set(OptSyncID); err != nil {
+			v, err := setNum(OptSyncID, 0, 255, "illegal syncid specified")
+			if err != nil {
 				return nil, err
-			}
-			v, ok := stringToNumber(arg, 0, 255)
-			if !ok {
-				return nil, failf("illegal syncid specified")
 			}
 			c.Daemon.SyncID = uint8(v)
 		case optTimeout:
@@ -572,30 +581,21 @@ func (p *Parser) Parse(args []string) (*Command, error) {
 			}
 			c.Daemon.McastGroup = a
 		case optMcastPort:
-			if err = set(OptMcastPort); err != nil {
+			v, err := setNum(OptMcastPort, 1, 65535, "illegal mcast-port specified")
+			if err != nil {
 				return nil, err
-			}
-			v, ok := stringToNumber(arg, 1, 65535)
-			if !ok {
-				return nil, failf("illegal mcast-port specified")
 			}
 			c.Daemon.McastPort = uint16(v)
 		case optMcastTTL:
-			if err = set(OptMcastTTL); err != nil {
+			v, err := setNum(OptMcastTTL, 1, 255, "illegal mcast-ttl specified")
+			if err != nil {
 				return nil, err
-			}
-			v, ok := stringToNumber(arg, 1, 255)
-			if !ok {
-				return nil, failf("illegal mcast-ttl specified")
 			}
 			c.Daemon.McastTTL = uint8(v)
 		case optSyncMaxlen:
-			if err = set(OptSyncMaxlen); err != nil {
+			v, err := setNum(OptSyncMaxlen, 1, 65535-20-8, "illegal sync-maxlen specified")
+			if err != nil {
 				return nil, err
-			}
-			v, ok := stringToNumber(arg, 1, 65535-20-8)
-			if !ok {
-				return nil, failf("illegal sync-maxlen specified")
 			}
 			c.Daemon.SyncMaxlen = uint16(v)
 		case optTunInfo:
@@ -616,12 +616,9 @@ func (p *Parser) Parse(args []string) (*Command, error) {
 				return nil, failf("illegal tunnel type specified")
 			}
 		case optTunPort:
-			if err = set(OptTunPort); err != nil {
+			v, err := setNum(OptTunPort, 1, 65535, "illegal tunnel port specified")
+			if err != nil {
 				return nil, err
-			}
-			v, ok := stringToNumber(arg, 1, 65535)
-			if !ok {
-				return nil, failf("illegal tunnel port specified")
 			}
 			dest.tunPort = uint16(v)
 		case optTunNoCsum:
