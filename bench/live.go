@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"sort"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -35,6 +37,26 @@ var DefaultLive = LiveConfig{
 	Concurrency: 16,
 	Delays:      []time.Duration{2 * time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond},
 	Weights:     []int32{4, 4, 2, 1},
+}
+
+// ParseLiveServers reads "2ms:4,8ms:1": each real server's service time
+// and weight.
+func ParseLiveServers(spec string) ([]time.Duration, []int32, error) {
+	var ds []time.Duration
+	var ws []int32
+	for _, f := range strings.Split(spec, ",") {
+		dt, wt, ok := strings.Cut(strings.TrimSpace(f), ":")
+		d, err1 := time.ParseDuration(dt)
+		w, err2 := strconv.Atoi(wt)
+		if !ok || err1 != nil || err2 != nil || d < 0 || d > 10*time.Second || w < 0 || w > 65535 {
+			return nil, nil, fmt.Errorf("bench sched --live: --live-servers %q: %q is not SERVICE-TIME:WEIGHT (a duration up to 10s, a weight 0..65535)", spec, f)
+		}
+		ds, ws = append(ds, d), append(ws, int32(w))
+	}
+	if len(ds) > 16 {
+		return nil, nil, fmt.Errorf("bench sched --live: --live-servers %q: at most 16 real servers", spec)
+	}
+	return ds, ws, nil
 }
 
 // Limits of the live mode.

@@ -39,6 +39,12 @@ func TestLiveSmoke(t *testing.T) {
 	if !strings.Contains(buf.String(), "wrr") || !strings.Contains(buf.String(), "p99 ms") {
 		t.Fatalf("table:\n%s", buf.String())
 	}
+	if d, w, err := ParseLiveServers("2ms:4, 8ms:1"); err != nil || len(d) != 2 || d[1] != 8*time.Millisecond || w[0] != 4 {
+		t.Fatalf("ParseLiveServers: %v %v %v", d, w, err)
+	}
+	if _, _, err := ParseLiveServers("2ms"); err == nil || !strings.Contains(err.Error(), "SERVICE-TIME:WEIGHT") {
+		t.Fatalf("bad server spec: %v", err)
+	}
 	bad := c
 	bad.Requests = 0
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "out of range") {

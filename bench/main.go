@@ -71,6 +71,7 @@ func SchedMain(args []string, stdout, stderr io.Writer) error {
 	lc := DefaultLive
 	fs.IntVar(&lc.Requests, "live-requests", DefaultLive.Requests, fmt.Sprintf("--live: requests per scheduler (1..%d)", MaxLiveRequests))
 	fs.IntVar(&lc.Concurrency, "live-concurrency", DefaultLive.Concurrency, fmt.Sprintf("--live: clients at once (1..%d)", MaxLiveConcurrency))
+	liveServers := fs.String("live-servers", "2ms:4,2ms:4,4ms:2,8ms:1", "--live: each real server's service time and weight, comma-separated (1..16 servers)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: golvs bench sched [flags]\n\nReplays seeded workloads into every scheduler in a discrete-event simulation\nand compares fairness, queueing delay, cache hit ratio and disruption.\n\n")
 		fs.PrintDefaults()
@@ -96,6 +97,11 @@ func SchedMain(args []string, stdout, stderr io.Writer) error {
 	}
 	if *live {
 		lc.Scheds = c.Scheds
+		d, w, err := ParseLiveServers(*liveServers)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+		lc.Delays, lc.Weights = d, w
 		if err := lc.Validate(); err != nil {
 			return &usageError{err.Error()}
 		}
