@@ -53,7 +53,14 @@ func (c *Client) Do(req *Request) (*Reply, error) {
 	if _, err := c.c.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("golvs: control socket %s: %w", c.Path, err)
 	}
-	line, err := c.r.ReadBytes('\n')
+	return c.reply()
+}
+
+// maxReplyLine bounds one reply line the client reads.
+const maxReplyLine = 256 << 20
+
+func (c *Client) reply() (*Reply, error) {
+	line, err := readLine(c.r, maxReplyLine)
 	if err != nil {
 		return nil, fmt.Errorf("golvs: control socket %s: %w", c.Path, err)
 	}
@@ -62,6 +69,28 @@ func (c *Client) Do(req *Request) (*Reply, error) {
 		return nil, fmt.Errorf("golvs: bad reply from %s: %w", c.Path, err)
 	}
 	return &rep, nil
+}
+
+// Conns asks for the connection table and calls fn with each batch as it
+// arrives (the daemon streams it); memory stays bounded by one batch.
+func (c *Client) Conns(fn func([]ipvsadm.Conn) error) error {
+	rep, err := c.Do(&Request{Op: "conns"})
+	for {
+		if err != nil {
+			return err
+		}
+		if !rep.OK {
+			return &ipvsadm.Error{Status: rep.Status, Msg: rep.Error, Err: errors.New(rep.Error)}
+		}
+		if err := fn(rep.Conns); err != nil {
+			return err
+		}
+		if !rep.More {
+			return nil
+		}
+		_ = c.c.SetDeadline(time.Now().Add(60 * time.Second))
+		rep, err = c.reply()
+	}
 }
 
 // AdmMain is `golvs adm` (and `golvsadm`): ipvsadm's command line, answered
@@ -146,12 +175,17 @@ func report(rep *Reply, err error) func(io.Writer) int {
 func list(cl *Client, cmd *ipvsadm.Command, stdout, stderr io.Writer) int {
 	l := ipvsadm.NewLister(cmd.Format)
 	if cmd.Cmd == ipvsadm.CmdList && cmd.ListMode() == ipvsadm.ListModeConns {
-		rep, err := cl.Do(&Request{Op: "conns"})
-		if code := report(rep, err)(stderr); code != 0 {
-			return code
+		cw := l.NewConnWriter(stdout)
+		err := cl.Conns(cw.Write)
+		if err == nil {
+			err = cw.Close()
 		}
-		if err := l.WriteConns(stdout, rep.Conns); err != nil {
+		if err != nil {
 			fmt.Fprintln(stderr, err)
+			var e *ipvsadm.Error
+			if errors.As(err, &e) && e.Status != 0 {
+				return e.Status
+			}
 			return 1
 		}
 		return 0

@@ -53,6 +53,15 @@ type Config struct {
 	// treat a persistence template on a weight-0 dest as invalid.
 	ExpireNodestConn        bool
 	ExpireQuiescentTemplate bool
+	// SloppyTCP is IPVS's sloppy_tcp sysctl: a conn may be created by any
+	// TCP packet without RST, not only a SYN, so flows that began on
+	// another director (or before a restart that lost the table) are
+	// picked up mid-stream. Use it with a scheduler that picks the same
+	// real server again (sh, mh): the new pick is where the flow goes.
+	SloppyTCP bool
+	// Standby starts the director parked (SetStandby): its workers drop
+	// IP frames until SetStandby(false); a graceful restart uses it.
+	Standby bool
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
@@ -97,6 +106,8 @@ type Director struct {
 
 	tracer  atomic.Pointer[trace.Tracer]
 	ifNames map[int]string // names of fake interfaces in tests
+
+	handover handover // standby and host settings (takeover.go)
 }
 
 // Counter names, in Counters order.
@@ -104,6 +115,7 @@ var CounterNames = [NumCounters]string{
 	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
 	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
+	"standby",
 }
 
 // Counter indices.
@@ -119,6 +131,7 @@ const (
 	CntARPAnswered
 	CntICMP
 	CntTxErrors
+	CntStandby // dropped while parked for a graceful restart (takeover.go)
 	NumCounters
 )
 
@@ -152,7 +165,10 @@ func newCore(c Config) *Director {
 		ifARP: map[int]bool{},
 		kick:  make(chan struct{}, 1),
 	}
-	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
+	tcp, fin, udp := d.CT.Timeouts()
+	d.cfg.model.Timeouts = Timeouts{tcp, fin, udp}
+	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}, Model: d.cfg.model})
+	d.handover.standby.Store(c.Standby)
 	d.initModes()
 	return d
 }
@@ -260,7 +276,7 @@ func (d *Director) checkHost(names []string) error {
 			return fmt.Errorf("director: turning IPv4 forwarding off on %s: %w", n, err)
 		}
 		d.logf("host: set net.ipv4.conf.%s.forwarding=0 (restored on exit)", n)
-		d.restore = append(d.restore, func() { _ = os.WriteFile(p, b, 0o644) })
+		d.recordHost(p, string(b))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w: IPv4 forwarding is on for %s, so the kernel would route VIP traffic and NAT replies un-rewritten; set net.ipv4.conf.<if>.forwarding=0 or run with --fix-host", ErrHostLeak, strings.Join(bad, ", "))

@@ -2,6 +2,7 @@ package director
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/golvs/golvs/conntrack"
@@ -45,6 +46,8 @@ type Worker struct {
 	st  statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+
+	running, parked atomic.Bool // the loop runs; it has seen standby (takeover.go)
 }
 
 type ifaceMAC struct {
@@ -116,6 +119,8 @@ func (w *Worker) flush() {
 func (w *Worker) loop(stop chan struct{}) {
 	var b netio.Block
 	var f netio.Frame
+	w.running.Store(true)
+	defer w.running.Store(false)
 	for {
 		select {
 		case <-stop:
@@ -123,6 +128,8 @@ func (w *Worker) loop(stop chan struct{}) {
 		default:
 		}
 		w.group.Wait(100 * time.Millisecond)
+		standby := w.d.handover.standby.Load()
+		w.parked.Store(standby)
 		for _, r := range w.group.Rings {
 			if !r.TryNext(&b) {
 				continue
@@ -132,6 +139,10 @@ func (w *Worker) loop(stop chan struct{}) {
 				w.tr = w.d.tracer.Load()
 			}
 			for b.Frame(&f) {
+				if standby {
+					w.standbyFrame(&f)
+					continue
+				}
 				w.handle(&f)
 			}
 			w.flush() // frames point into the block: send before release
@@ -203,8 +214,11 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
-	// A packet that may open a connection: UDP, or a TCP SYN without RST.
-	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
+	// A packet that starts a connection: UDP, or a TCP SYN without RST.
+	// One that may create a conn: the same, or with sloppy_tcp any TCP
+	// packet without RST (spec §3.8).
+	syn := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
+	opens := syn || w.d.c.SloppyTCP && p.Flags&packet.TCPRst == 0
 	if traceCompiled && w.ev != nil {
 		w.ev.Lookup = lookupNames[v]
 		if v == conntrack.Found {
@@ -235,7 +249,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		if !w.rescheduleNew(f, sv, &k, opens) {
 			return
 		}
-	} else if h.Dest != nil && opens && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
+	} else if h.Dest != nil && syn && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
 		// A new SYN reusing the tuple of a conn on a quiesced dest: with
 		// expire_nodest_conn it is scheduled anew; without, the
 		// quiesced dest keeps its conn.
