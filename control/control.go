@@ -134,6 +134,7 @@ type Reply struct {
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
+	PID      int                   `json:"pid,omitempty"` // status: the daemon's process id
 }
 
 // Server is the daemon side. Its limits may be changed before Serve.
@@ -453,7 +454,7 @@ func (s *Server) Handle(req *Request) *Reply {
 }
 
 func (s *Server) status() *Reply {
-	rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved()}
+	rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved(), PID: os.Getpid()}
 	for i, v := range s.D.Drops.Get() {
 		rep.Counters[director.CounterNames[i]] = v
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
 )
 
@@ -19,7 +20,7 @@ func echoDaemon(t *testing.T, realServers int) *daemon {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for i, ns := range dm.topo.RS {
-		echoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
+		testutil.EchoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
 	}
 	rules := ""
 	for _, port := range []string{"80", "7"} {
@@ -45,17 +46,17 @@ func echoDaemon(t *testing.T, realServers int) *daemon {
 func TestFlushRestoreKeepsConnections(t *testing.T) {
 	dm := echoDaemon(t, 2)
 	echo := netip.AddrPortFrom(lab.VIP, 7)
-	var conns []*echoConn
+	var conns []*testutil.EchoConn
 	for i := 0; i < 8; i++ {
-		conns = append(conns, dialEcho(t, dm.topo.Client, echo))
+		conns = append(conns, testutil.DialEcho(t, dm.topo.Client, echo))
 	}
-	loop := startRequests(dm.topo.Client, netip.AddrPortFrom(lab.VIP, 80), 2)
+	loop := testutil.StartRequests(dm.topo.Client, netip.AddrPortFrom(lab.VIP, 80), 2)
 	saved := adm(t, "", "-S", "-n")
 	before := adm(t, "", "-L", "-n")
 	for i := 0; i < 5; i++ {
-		loop.waitOK(loop.ok.Load() + 5)
+		loop.WaitOK(loop.OK.Load() + 5)
 		adm(t, "-C\n"+saved, "-R")
-		checkEcho(t, conns, 5*time.Second, "after -C then -R")
+		testutil.CheckEcho(t, conns, 5*time.Second, "after -C then -R")
 	}
 	// Counters move with the pings; compare the configuration.
 	if after := adm(t, "", "-L", "-n"); configOnly(after) != configOnly(before) {
@@ -69,15 +70,15 @@ func TestFlushRestoreKeepsConnections(t *testing.T) {
 	for i := range dm.topo.RS {
 		adm(t, "", "-a", "-t", echo.String(), "-r", lab.RIP(i+1).String()+":7", "-m")
 	}
-	checkEcho(t, conns, 10*time.Second, "after -D then -A/-a")
+	testutil.CheckEcho(t, conns, 10*time.Second, "after -D then -A/-a")
 	// And -d then -a of each real server.
 	for i := range dm.topo.RS {
 		rs := lab.RIP(i+1).String() + ":7"
 		adm(t, "", "-d", "-t", echo.String(), "-r", rs)
 		adm(t, "", "-a", "-t", echo.String(), "-r", rs, "-m")
 	}
-	checkEcho(t, conns, 10*time.Second, "after -d then -a")
-	loop.end(t)
+	testutil.CheckEcho(t, conns, 10*time.Second, "after -d then -a")
+	loop.End(t)
 }
 
 // configOnly keeps the service and real server columns of -L -n.

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
@@ -59,7 +61,18 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	sloppyTCP := fs.Bool("sloppy-tcp", false, "IPVS's sloppy_tcp: any TCP packet without RST may create a conn, not only a SYN, so flows survive a restart that lost the table or a failover (use sh or mh, which pick the same real server again)")
+	sloppySCTP := fs.Bool("sloppy-sctp", false, "IPVS's sloppy_sctp: refused, golvs has no SCTP data path yet")
+	takeover := fs.Bool("takeover", false, "take over from the golvs daemon on --control: its configuration and connection table move here, then it stops (a graceful restart or binary upgrade; SIGUSR2 to a running daemon starts its own binary this way)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *sloppySCTP {
+		fmt.Fprintln(os.Stderr, "golvs run: --sloppy-sctp: golvs has no SCTP data path yet (SCTP services are refused), so there is nothing for it to apply to")
+		return 2
+	}
+	if *takeover && (*rulesFile != "" || len(rules) > 0) {
+		fmt.Fprintln(os.Stderr, "golvs run: --takeover runs the configuration of the daemon it takes over; --rules and --rule cannot be given with it")
 		return 2
 	}
 	fn, err := parseFullNAT(*laddr, *lports, *noTOA)
@@ -109,6 +122,7 @@ func runMain(args []string) int {
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
+		SloppyTCP:               *sloppyTCP,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
@@ -123,32 +137,125 @@ func runMain(args []string) int {
 		}
 		cfg.Interfaces = append(cfg.Interfaces, director.Interface{Name: name, ARP: opt == "arp"})
 	}
+	var tk *control.Takeover
+	if *takeover {
+		// Ask first: the daemon we replace says what it runs, and keeps
+		// forwarding until this one is ready.
+		if tk, err = control.BeginTakeover(*sock); err != nil {
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		cfg.Standby = true
+	}
 	d, err := director.New(cfg)
 	if err != nil {
+		if tk != nil {
+			tk.Abort(err)
+		}
 		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 1
 	}
 	srv := control.NewServer(d)
-	if text != "" {
+	srv.Logf = logger.Printf
+	switch {
+	case tk != nil:
+		if err := d.Apply(tk.Model); err != nil {
+			tk.Abort(err)
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: the configuration of the daemon to take over does not apply here, it carries on: %v\n", err)
+			return 2
+		}
+	case text != "":
 		if err := srv.Restore(text); err != nil {
 			d.Close()
 			fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 			return 2
 		}
 	}
-	if err := srv.Listen(*sock); err != nil {
-		d.Close()
-		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-		return 1
+	if tk == nil {
+		if err := srv.Listen(*sock); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
 	}
 	for _, l := range d.HostReport() {
 		logger.Printf("relies on: %s", l)
 	}
-	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = d.Run(ctx)
+	}()
+	if tk != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := d.WaitResolved(wctx); err != nil {
+			logger.Printf("takeover: %v (taking over anyway)", err)
+		}
+		cancel()
+		res, err := tk.Finish(d)
+		if err != nil {
+			stop()
+			<-ran
+			fmt.Fprintf(os.Stderr, "golvs run: %v (the old daemon, pid %d, carries on)\n", err, tk.PID)
+			return 1
+		}
+		d.AdoptHost(tk.Host)
+		logger.Printf("took over from pid %d: %d connections, forwarding paused %v", tk.PID, res.Conns, res.Paused.Round(time.Millisecond))
+		if res.Failed > 0 {
+			logger.Printf("takeover: %d entries not imported (last: %v)", res.Failed, res.LastErr)
+		}
+		if err := srv.Listen(*sock); err != nil {
+			logger.Printf("%v (forwarding without a control socket)", err)
+		}
+	}
+	srv.OnHandover(stop)
+	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
 	go srv.Serve(ctx)
-	_ = d.Run(ctx)
-	logger.Printf("stopped")
+	go restartOnSIGUSR2(ctx, args, logger)
+	<-ran
+	if srv.HandedOver() {
+		logger.Printf("handed over to the new process; stopped")
+	} else {
+		logger.Printf("stopped")
+	}
 	return 0
+}
+
+// restartOnSIGUSR2 starts this daemon's own binary (as it is on disk now,
+// so an upgraded one) with the same flags and --takeover on SIGUSR2; the
+// new process takes over and this one stops.
+func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
+	exe, err := os.Executable()
+	if err != nil {
+		logger.Printf("SIGUSR2 restarts are off: %v", err)
+		return
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR2)
+	defer signal.Stop(ch)
+	var next []string
+	for _, a := range args {
+		if a != "--takeover" && a != "-takeover" {
+			next = append(next, a)
+		}
+	}
+	next = append([]string{"run"}, append(next, "--takeover")...)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		cmd := exec.Command(exe, next...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			logger.Printf("SIGUSR2: starting %s: %v", exe, err)
+			continue
+		}
+		logger.Printf("SIGUSR2: started %s (pid %d) to take over", exe, cmd.Process.Pid)
+		go func() { _ = cmd.Wait() }()
+	}
 }

@@ -1,4 +1,4 @@
-package control
+package testutil
 
 import (
 	"bufio"
@@ -16,10 +16,10 @@ import (
 	"github.com/golvs/golvs/lab"
 )
 
-// echoServe runs a line echo server on a TCP port inside ns: every line
+// EchoServe runs a line echo server on a TCP port inside ns: every line
 // comes back prefixed with the server's name, so a test sees which real
 // server holds a connection.
-func echoServe(t testing.TB, ctx context.Context, ns *lab.NS, name string, port int) {
+func EchoServe(t testing.TB, ctx context.Context, ns *lab.NS, name string, port int) {
 	t.Helper()
 	var l net.Listener
 	err := ns.Do(func() error {
@@ -55,15 +55,17 @@ func echoServe(t testing.TB, ctx context.Context, ns *lab.NS, name string, port 
 	}()
 }
 
-// echoConn is a long-lived connection through the VIP.
-type echoConn struct {
+// EchoConn is a long-lived connection through the VIP.
+type EchoConn struct {
 	c    net.Conn
 	r    *bufio.Reader
-	name string // the real server that answers it
+	Name string // the real server that answers it
 	n    int
 }
 
-func dialEcho(t testing.TB, ns *lab.NS, addr netip.AddrPort) *echoConn {
+// DialEcho opens a connection through addr from ns and makes its first
+// exchange; the connection is closed at cleanup.
+func DialEcho(t testing.TB, ns *lab.NS, addr netip.AddrPort) *EchoConn {
 	t.Helper()
 	var c net.Conn
 	err := ns.Do(func() error {
@@ -75,18 +77,18 @@ func dialEcho(t testing.TB, ns *lab.NS, addr netip.AddrPort) *echoConn {
 		t.Fatalf("dialing %s: %v", addr, err)
 	}
 	t.Cleanup(func() { c.Close() })
-	e := &echoConn{c: c, r: bufio.NewReader(c)}
-	name, err := e.ping(5 * time.Second)
+	e := &EchoConn{c: c, r: bufio.NewReader(c)}
+	name, err := e.Ping(5 * time.Second)
 	if err != nil {
 		t.Fatalf("first echo on %s: %v", c.LocalAddr(), err)
 	}
-	e.name = name
+	e.Name = name
 	return e
 }
 
-// ping sends a line and waits for its echo; it returns the answering
+// Ping sends a line and waits for its echo; it returns the answering
 // server's name.
-func (e *echoConn) ping(timeout time.Duration) (string, error) {
+func (e *EchoConn) Ping(timeout time.Duration) (string, error) {
 	e.n++
 	msg := fmt.Sprintf("ping %d", e.n)
 	_ = e.c.SetDeadline(time.Now().Add(timeout))
@@ -104,9 +106,9 @@ func (e *echoConn) ping(timeout time.Duration) (string, error) {
 	return name, nil
 }
 
-// checkEcho pings every connection; each must answer, from the server it
+// CheckEcho pings every connection; each must answer, from the server it
 // started on.
-func checkEcho(t testing.TB, conns []*echoConn, timeout time.Duration, when string) {
+func CheckEcho(t testing.TB, conns []*EchoConn, timeout time.Duration, when string) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make([]error, len(conns))
@@ -114,9 +116,9 @@ func checkEcho(t testing.TB, conns []*echoConn, timeout time.Duration, when stri
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			name, err := e.ping(timeout)
-			if err == nil && name != e.name {
-				err = fmt.Errorf("answered by %s, started on %s", name, e.name)
+			name, err := e.Ping(timeout)
+			if err == nil && name != e.Name {
+				err = fmt.Errorf("answered by %s, started on %s", name, e.Name)
 			}
 			errs[i] = err
 		}()
@@ -129,18 +131,19 @@ func checkEcho(t testing.TB, conns []*echoConn, timeout time.Duration, when stri
 	}
 }
 
-// requestLoop makes HTTP requests through addr from ns on c workers until
+// RequestLoop makes HTTP requests through addr from ns on c workers until
 // stop is closed; it counts successes and failures.
-type requestLoop struct {
-	ok, failed atomic.Int64
+type RequestLoop struct {
+	OK, Failed atomic.Int64
 	mu         sync.Mutex
 	first      error
 	stop       chan struct{}
 	wg         sync.WaitGroup
 }
 
-func startRequests(ns *lab.NS, addr netip.AddrPort, c int) *requestLoop {
-	l := &requestLoop{stop: make(chan struct{})}
+// StartRequests starts a RequestLoop of c workers.
+func StartRequests(ns *lab.NS, addr netip.AddrPort, c int) *RequestLoop {
+	l := &RequestLoop{stop: make(chan struct{})}
 	for i := 0; i < c; i++ {
 		l.wg.Add(1)
 		go func() {
@@ -153,10 +156,10 @@ func startRequests(ns *lab.NS, addr netip.AddrPort, c int) *requestLoop {
 				}
 				rs, err := lab.Get(ns, addr, 1, 10*time.Second)
 				if err == nil && rs[0].Err == nil {
-					l.ok.Add(1)
+					l.OK.Add(1)
 					continue
 				}
-				l.failed.Add(1)
+				l.Failed.Add(1)
 				l.mu.Lock()
 				if l.first == nil {
 					l.first = fmt.Errorf("%v %v", err, rs)
@@ -168,23 +171,23 @@ func startRequests(ns *lab.NS, addr netip.AddrPort, c int) *requestLoop {
 	return l
 }
 
-// waitOK waits until at least n requests succeeded (or 30 s went by).
-func (l *requestLoop) waitOK(n int64) {
+// WaitOK waits until at least n requests succeeded (or 30 s went by).
+func (l *RequestLoop) WaitOK(n int64) {
 	deadline := time.Now().Add(30 * time.Second)
-	for l.ok.Load() < n && time.Now().Before(deadline) {
+	for l.OK.Load() < n && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// end stops the loop and fails the test if any request failed.
-func (l *requestLoop) end(t testing.TB) {
+// End stops the loop and fails the test if any request failed.
+func (l *RequestLoop) End(t testing.TB) {
 	t.Helper()
 	close(l.stop)
 	l.wg.Wait()
-	if f := l.failed.Load(); f != 0 {
-		t.Fatalf("%d of %d requests failed; first: %v", f, f+l.ok.Load(), l.first)
+	if f := l.Failed.Load(); f != 0 {
+		t.Fatalf("%d of %d requests failed; first: %v", f, f+l.OK.Load(), l.first)
 	}
-	if l.ok.Load() == 0 {
+	if l.OK.Load() == 0 {
 		t.Fatal("no request succeeded")
 	}
 }
