@@ -440,7 +440,9 @@ func (dr *Director) commitLocked(m *Model, plans []*svcPlan, gone []*svcRT) {
 				} else {
 					d.Update(p.cfgs[i])
 				}
-				d.SvcStats = rt.stats // unchanged for a revived dest
+				if d.SvcStats != rt.stats { // a new dest, not yet published
+					d.SvcStats = rt.stats
+				}
 				added = true
 			case p.changed[i]:
 				d.Update(p.cfgs[i])
