@@ -398,12 +398,6 @@ func (dr *Director) planDests(p *svcPlan, dests []ipvs.DestConfig, live bool) er
 	return nil
 }
 
-// sameService compares everything but the dests.
-func sameService(a, b *ipvs.ServiceConfig) bool {
-	return a.ServiceKey == b.ServiceKey && a.Sched == b.Sched && a.Flags == b.Flags &&
-		a.Timeout == b.Timeout && a.Netmask == b.Netmask && a.PE == b.PE
-}
-
 // commitLocked carries out a prepared change. Nothing in it can fail: a
 // scheduler callback error (which validation rules out) is logged, as the
 // kernel ignores its add_dest result.
