@@ -42,11 +42,42 @@ func Dial(path string) (*Client, error) {
 	return &Client{c: c, r: bufio.NewReader(c), Path: path}, nil
 }
 
+// busyRetry is how long a client retries a daemon that is busy (at its
+// connection limit) before giving up with the daemon's answer.
+const busyRetry = 10 * time.Second
+
+// redial replaces the connection (the daemon closed a busy one).
+func (c *Client) redial() error {
+	n, err := Dial(c.Path)
+	if err != nil {
+		return err
+	}
+	c.c.Close()
+	c.c, c.r = n.c, n.r
+	return nil
+}
+
 // Close closes the connection.
 func (c *Client) Close() error { return c.c.Close() }
 
-// Do sends one request and reads its reply.
+// Do sends one request and reads its reply. A daemon at its connection
+// limit answers busy: Do tries again on a new connection, backing off,
+// for up to 10 seconds.
 func (c *Client) Do(req *Request) (*Reply, error) {
+	deadline := time.Now().Add(busyRetry)
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		rep, err := c.do(req)
+		if err != nil || !rep.Busy || time.Now().After(deadline) {
+			return rep, err
+		}
+		time.Sleep(delay)
+		if err := c.redial(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *Client) do(req *Request) (*Reply, error) {
 	req.V = Version
 	b, _ := json.Marshal(req)
 	_ = c.c.SetDeadline(time.Now().Add(60 * time.Second))

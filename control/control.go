@@ -135,6 +135,7 @@ type Reply struct {
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
 	PID      int                   `json:"pid,omitempty"` // status: the daemon's process id
+	Busy     bool                  `json:"busy,omitempty"` // refused: too many connections; retry
 }
 
 // Server is the daemon side. Its limits may be changed before Serve.
@@ -282,12 +283,15 @@ func (s *Server) Serve(ctx context.Context) {
 	}
 }
 
-// refuse answers a connection over the limit with an error and closes it.
+// refuse answers a connection over the limit with a busy error (after
+// its first request line, so the client reads the answer rather than a
+// broken pipe) and closes it. Clients retry busy answers for a while.
 func (s *Server) refuse(c net.Conn, max int) {
 	defer c.Close()
-	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	_, _ = readLine(bufio.NewReaderSize(c, 4096), 64<<10)
 	rep := fail(fmt.Errorf("control: too many control connections (%d at once); try again", max), 2)
-	rep.V = Version
+	rep.V, rep.Busy = Version, true
 	b, _ := json.Marshal(rep)
 	_, _ = c.Write(append(b, '\n'))
 }

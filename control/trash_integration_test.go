@@ -14,9 +14,9 @@ import (
 // echoDaemon is startDaemon with a line echo service on port 7 of every
 // real server, and the services VIP:80 (HTTP) and VIP:7 (echo), rr over
 // every real server, NAT.
-func echoDaemon(t *testing.T, realServers int) *daemon {
+func echoDaemon(t *testing.T, realServers int, opts ...func(*Server)) *daemon {
 	t.Helper()
-	dm := startDaemon(t, realServers)
+	dm := startDaemonOn(t, testutil.NATLab(t, realServers), []int{80}, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for i, ns := range dm.topo.RS {
