@@ -106,6 +106,7 @@ func (c *Client) reply() (*Reply, error) {
 // arrives (the daemon streams it); memory stays bounded by one batch.
 func (c *Client) Conns(fn func([]ipvsadm.Conn) error) error {
 	rep, err := c.Do(&Request{Op: "conns"})
+	var batch []ipvsadm.Conn
 	for {
 		if err != nil {
 			return err
@@ -113,7 +114,10 @@ func (c *Client) Conns(fn func([]ipvsadm.Conn) error) error {
 		if !rep.OK {
 			return &ipvsadm.Error{Status: rep.Status, Msg: rep.Error, Err: errors.New(rep.Error)}
 		}
-		if err := fn(rep.Conns); err != nil {
+		if batch, err = parseConnRows(rep.Rows, batch); err != nil {
+			return err
+		}
+		if err := fn(append(batch, rep.Conns...)); err != nil {
 			return err
 		}
 		if !rep.More {

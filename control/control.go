@@ -23,8 +23,9 @@
 //	{"v":1,"op":"takeover"}   a new golvs taking over (takeover.go)
 //
 // conns streams: the table is walked one shard at a time and sent as a
-// series of replies, each with a batch of conns and "more":true, the last
-// without; neither side ever holds the whole table's listing.
+// series of replies, each with a batch of up to 1024 conns as text rows
+// (connrows.go) and "more":true, the last without; neither side ever
+// holds the whole table's listing, and the client prints as it reads.
 //
 // trace is a streaming op too (control/trace.go): the connection then
 // carries TraceLine objects, one per line, until the client closes it or
@@ -127,6 +128,7 @@ type Reply struct {
 	Status   int                   `json:"status,omitempty"`
 	Services []ipvsadm.ListService `json:"services,omitempty"`
 	Conns    []ipvsadm.Conn        `json:"conns,omitempty"`
+	Rows     string                `json:"rows,omitempty"` // conns, streamed: a batch as rows (connrows.go)
 	More     bool                  `json:"more,omitempty"` // conns: another batch follows
 	Timeouts *ipvsadm.Timeouts     `json:"timeouts,omitempty"`
 	Size     int                   `json:"size,omitempty"`
@@ -134,7 +136,7 @@ type Reply struct {
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
-	PID      int                   `json:"pid,omitempty"` // status: the daemon's process id
+	PID      int                   `json:"pid,omitempty"`  // status: the daemon's process id
 	Busy     bool                  `json:"busy,omitempty"` // refused: too many connections; retry
 }
 
@@ -784,8 +786,13 @@ func (s *Server) Conns() []ipvsadm.Conn {
 // streamConns sends the conns reply as a stream of batches.
 func (s *Server) streamConns(send func(*Reply) bool) bool {
 	errGone := errors.New("client gone")
+	var rows []byte
 	err := s.WalkConns(func(b []ipvsadm.Conn) error {
-		if !send(&Reply{OK: true, Conns: b, More: true}) {
+		rows = rows[:0]
+		for i := range b {
+			rows = appendConnRow(rows, &b[i])
+		}
+		if !send(&Reply{OK: true, Rows: string(rows), More: true}) {
 			return errGone
 		}
 		return nil

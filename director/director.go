@@ -173,6 +173,11 @@ func newCore(c Config) *Director {
 	return d
 }
 
+// NewOffline creates a director with no sockets and no data path: its
+// configuration, connection table and counters only. Control-plane tests
+// and benchmarks drive it without root; Run must not be called.
+func NewOffline(c Config) *Director { return newCore(c) }
+
 // New opens the director's sockets on its interfaces, in the network
 // namespace of the calling goroutine's thread. It checks the host first
 // and refuses to start where the kernel would handle VIP traffic itself.
