@@ -88,7 +88,7 @@ func BenchmarkConnListing(b *testing.B) {
 			// Memory, measured apart (with prompt collections, which
 			// would distort the time): the live heap's peak rise, and
 			// the process's peak RSS above its RSS before.
-			debug.FreeOSMemory() // RSS down to what is live
+			debug.FreeOSMemory()                                      // RSS down to what is live
 			_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets VmHWM
 			rss := procMB("VmRSS:")
 			peak := heapPeak(func() { c.list() })
