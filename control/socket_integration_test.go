@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/golvs/golvs/internal/testutil"
 )
 
 // rawRequest sends one line on a fresh connection and reads one reply.
@@ -217,6 +220,41 @@ func TestListWhileMarksChange(t *testing.T) {
 		rep := dm.srv.Handle(&Request{V: Version, Op: "list"})
 		if !rep.OK || len(rep.Marks) > 1 || len(rep.Marks) == 1 && rep.Marks[0].Mark != 1 {
 			t.Fatalf("list: %+v", rep)
+		}
+	}
+}
+
+// At most MaxConns connections at once: one more is answered busy (and
+// golvs adm retries); a connection idle for IdleTimeout is closed, which
+// frees its place.
+func TestConnectionLimits(t *testing.T) {
+	startDaemonOn(t, testutil.NATLab(t, 1), []int{80}, func(s *Server) {
+		s.MaxConns, s.IdleTimeout = 2, 500*time.Millisecond
+	})
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("unix", SocketPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	time.Sleep(50 * time.Millisecond) // both accepted
+	rep, err := rawRequest(t, []byte(`{"v":1,"op":"list"}`+"\n"), 3*time.Second)
+	if err != nil || rep.OK || !rep.Busy || !strings.Contains(rep.Error, "too many control connections (2 at once)") {
+		t.Fatalf("a third connection: %+v %v, want busy", rep, err)
+	}
+	// golvs adm waits for a place: the idle ones are closed meanwhile.
+	start := time.Now()
+	if got := adm(t, "", "-L", "-n"); !strings.HasPrefix(got, "IP Virtual Server") {
+		t.Fatalf("-L -n: %q", got)
+	}
+	t.Logf("golvs adm got through after %v", time.Since(start).Round(time.Millisecond))
+	for _, c := range held {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("an idle connection was not closed: %v", err)
 		}
 	}
 }

@@ -54,6 +54,22 @@ func (m Model) Clone() Model {
 	return n
 }
 
+// equal reports whether two models are the same configuration.
+func (m *Model) equal(o *Model) bool {
+	if m.Timeouts != o.Timeouts || len(m.Services) != len(o.Services) ||
+		!slices.EqualFunc(m.Marks, o.Marks, ipvs.MarkRule.Equal) {
+		return false
+	}
+	for i := range m.Services {
+		a, b := &m.Services[i], &o.Services[i]
+		if a.ServiceKey != b.ServiceKey || a.Sched != b.Sched || a.Flags != b.Flags || a.Timeout != b.Timeout ||
+			a.Netmask != b.Netmask || a.PE != b.PE || !slices.Equal(a.Dests, b.Dests) {
+			return false
+		}
+	}
+	return true
+}
+
 // Trash limits (IP_VS_DEST_TRASH_PERIOD): a removed dest is freed once no
 // connection has used it for trashPeriod, and at most maxTrash are kept
 // (the oldest unused go first; evictions are counted).
@@ -254,6 +270,9 @@ func (dr *Director) Apply(m Model) error {
 	m = m.Clone()
 	dr.cfg.mu.Lock()
 	defer dr.cfg.mu.Unlock()
+	if m.equal(&dr.cfg.model) {
+		return nil // nothing to do: not even a new snapshot
+	}
 	plans, gone, err := dr.prepareLocked(&m)
 	if err != nil {
 		return err
@@ -701,6 +720,9 @@ func (dr *Director) Update(fn func(m *Model) error) error {
 		return err
 	}
 	m = m.Clone() // fn may have kept references
+	if m.equal(&dr.cfg.model) {
+		return nil
+	}
 	plans, gone, err := dr.prepareLocked(&m)
 	if err != nil {
 		return err

@@ -95,12 +95,15 @@ func TestTrashRevival(t *testing.T) {
 			t.Fatalf("%s: the revived dest lost its counters: conns %d active %d", s.name, dest.Stats.Conns.Load(), dest.ActiveConns())
 		}
 	}
-	// The same model again: not even a snapshot field changes but Gen.
+	// The same model again changes nothing, not even the snapshot.
 	before := d.Snapshot()
 	if err := d.Apply(d.Model()); err != nil {
 		t.Fatal(err)
 	}
 	after := d.Snapshot()
+	if after != before {
+		t.Fatal("applying the running model again published a new snapshot")
+	}
 	for i := range before.List {
 		if before.List[i].Sched != after.List[i].Sched || before.List[i].Stats != after.List[i].Stats || !slices.Equal(before.List[i].Dests, after.List[i].Dests) {
 			t.Fatalf("service %d changed identity when its model did not", i)
