@@ -450,7 +450,7 @@ func (s *Server) Handle(req *Request) *Reply {
 		}
 		return &Reply{OK: true}
 	case "list":
-		return s.list()
+		return s.List()
 	case "conns":
 		return &Reply{OK: true, Conns: s.Conns()}
 	case "status":
@@ -698,10 +698,10 @@ func (s *Server) precheck(t *ipvsadm.Table, c *ipvsadm.Command) error {
 	return nil
 }
 
-// list answers -L and -S from one snapshot: the configuration it was
+// List answers -L and -S from one snapshot: the configuration it was
 // built from (mark rules and timeouts included) with live counters and
 // rates.
-func (s *Server) list() *Reply {
+func (s *Server) List() *Reply {
 	snap := s.D.Snapshot()
 	to := ipvsadm.Timeouts(snap.Model.Timeouts)
 	rep := &Reply{OK: true, Timeouts: &to, Size: 4096, Marks: snap.Model.Marks}
