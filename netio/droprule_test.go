@@ -87,7 +87,7 @@ func TestDropRule(t *testing.T) {
 		if err := c.Flush(); err != nil {
 			return err
 		}
-		if ring, err = OpenRing("b0", RingConfig{}); err != nil {
+		if ring, err = OpenRing("b0", RingConfig{Filter: ipv4Only()}); err != nil {
 			return err
 		}
 		if tx, err = OpenTx("a0"); err != nil {

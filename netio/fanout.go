@@ -43,7 +43,7 @@ func ParseFanoutMode(s string) (FanoutMode, error) {
 }
 
 // Fanout is the set of fanout groups one set of workers shares: a group
-// per interface and socket kind (MTU slots, aggregates). The first socket
+// per interface and socket kind (tiny, MTU and aggregate slots). The first socket
 // of each group gets a group id from the kernel that no other process
 // uses (PACKET_FANOUT_FLAG_UNIQUEID); the rest join it. Every group also
 // asks the kernel to reassemble IPv4 fragments before it picks a socket
@@ -62,7 +62,7 @@ type Fanout struct {
 
 type fanoutKey struct {
 	ifindex int
-	big     bool
+	tier    int
 }
 
 // NewFanout makes an empty set of fanout groups.
@@ -70,7 +70,7 @@ func NewFanout(mode FanoutMode) *Fanout {
 	return &Fanout{Mode: mode, ids: map[fanoutKey]uint16{}}
 }
 
-func (f *Fanout) join(fd, ifindex int, big bool) error {
+func (f *Fanout) join(fd, ifindex, tier int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	typ := unix.PACKET_FANOUT_CPU
@@ -78,7 +78,7 @@ func (f *Fanout) join(fd, ifindex int, big bool) error {
 		typ = unix.PACKET_FANOUT_HASH
 	}
 	typ |= unix.PACKET_FANOUT_FLAG_DEFRAG
-	k := fanoutKey{ifindex, big}
+	k := fanoutKey{ifindex, tier}
 	if id, ok := f.ids[k]; ok {
 		return unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, int(id)|typ<<16)
 	}

@@ -48,12 +48,17 @@ const Headroom = 64
 // RingConfig shapes the receive path of one interface. Zero values take
 // defaults.
 //
-// Version 2 (the default) is two TPACKET_V2 sockets: one with Frames slots
-// sized for the interface's MTU, which the kernel hands over frame by frame
-// (no timer: a frame is in userspace as soon as the worker looks), and one
-// with BigFrames slots of 68 KiB for what does not fit an MTU slot (GSO and
-// GRO aggregates, datagrams the kernel reassembled). A length test in front
-// of the socket filter sends each frame to exactly one of the two.
+// Version 2 (the default) is three TPACKET_V2 sockets, which the kernel
+// fills frame by frame (no timer: a frame is in userspace as soon as the
+// worker looks): one with TinyFrames slots of 256 bytes for frames up to 96
+// bytes (TCP control segments, 64-byte floods), one with Frames slots sized
+// for the interface's MTU, and one with BigFrames slots of 68 KiB for what
+// an MTU slot cannot hold (GSO and GRO aggregates, datagrams the kernel
+// reassembled). A length test in front of each socket's filter sends every
+// frame to exactly one of them, and a worker takes them in the order the
+// kernel received them (by their receive timestamps). Small slots for small
+// frames keep the ring deep for floods of them: the 16 MiB of the defaults
+// hold 16,384 small frames, 4,096 MTU frames and 60 aggregates.
 //
 // Version 3 is one TPACKET_V3 socket of Blocks blocks: the kernel fills a
 // whole block before handing it over, or gives up after BlockTimeout (at
@@ -62,9 +67,10 @@ const Headroom = 64
 type RingConfig struct {
 	Version int // 2 (default) or 3
 
-	Frames    int // version 2: MTU slots (default: as many as fit 8 MiB)
-	FrameSize int // version 2: slot size in bytes (default: from the MTU, at least 2048)
-	BigFrames int // version 2: 68 KiB slots for aggregates (default 60, 4 MiB)
+	TinyFrames int // version 2: 256-byte slots (default 16384, 4 MiB)
+	Frames     int // version 2: MTU slots (default: as many as fit 8 MiB)
+	FrameSize  int // version 2: MTU slot size in bytes (default: from the MTU, at least 2048)
+	BigFrames  int // version 2: 68 KiB slots for aggregates (default 60, 4 MiB)
 
 	BlockSize    int           // version 3: default 1 MiB (holds a 64 KiB GSO frame whole)
 	Blocks       int           // version 3: default 16
@@ -85,16 +91,19 @@ const (
 	// tpacket2 header and sockaddr_ll (52, aligned with a 16-byte MAC
 	// allowance to 80), PACKET_RESERVE and the virtio header (the kernel
 	// puts the frame at 140 for a 14-byte Ethernet header), plus slack.
-	v2MacRoom     = 160
-	minFrameSize  = 2048
-	smallRingMem  = 8 << 20
-	minFrames     = 256
-	maxFrames     = 1 << 20
-	smallBlock    = 64 << 10
-	bigBlock      = 1 << 20
-	bigFrameSize  = (bigBlock / 15) &^ 15 // 15 slots of 69,904 bytes a block
-	bigPerBlock   = bigBlock / bigFrameSize
-	defaultBigNum = 4 * bigPerBlock
+	v2MacRoom      = 160
+	tinyFrameSize  = 256
+	defaultTinyNum = 16384
+	minFrameSize   = 2048
+	smallRingMem   = 8 << 20
+	minFrames      = 256
+	maxFrames      = 1 << 20
+	smallBlock     = 4096
+	bigBlock       = 1 << 20
+	bigFrameSize   = (bigBlock / 15) &^ 15 // 15 slots of 69,904 bytes a block
+	bigPerBlock    = bigBlock / bigFrameSize
+	defaultBigNum  = 4 * bigPerBlock
+	maxSocks       = 3
 )
 
 // Frame is one received frame, valid until the block it sits in is
@@ -152,8 +161,7 @@ func (f *Frame) Grow(n int) bool {
 // with their mmap'd rings. A Ring belongs to one worker.
 type Ring struct {
 	ifindex int
-	socks   []*rxSock // version 2: the aggregate ring, then the MTU ring
-	next    int       // the socket TryNext looks at first (they take turns)
+	socks   []*rxSock // version 2: the tiny, MTU and aggregate rings
 	closed  atomic.Bool
 }
 
@@ -168,8 +176,8 @@ type rxSock struct {
 	nblocks int // version 3: blocks
 	nframes int // version 2: slots
 	cur     int // version 2: next slot; version 3: next block
-	gate    int // version 2: the longest frame the filter lets in (0: any)
-	big     bool
+	lo, hi  int // version 2: the filter lets in frames of lo < length <= hi (hi 0: any)
+	tier    int // version 2: 0 tiny, 1 MTU, 2 aggregates (its fanout group)
 	ifindex int
 }
 
@@ -226,27 +234,33 @@ func OpenRing(ifname string, c RingConfig) (*Ring, error) {
 		if c.Frames == 0 {
 			c.Frames = max(smallRingMem/c.FrameSize, minFrames)
 		}
-		if c.Frames < 16 || c.Frames > maxFrames {
-			return nil, opErr("PACKET_RX_RING", ifname, fmt.Errorf("%d frames (allowed: 16..%d)", c.Frames, maxFrames))
+		if c.TinyFrames == 0 {
+			c.TinyFrames = defaultTinyNum
 		}
 		if c.BigFrames == 0 {
 			c.BigFrames = defaultBigNum
 		}
-		if c.BigFrames < 1 || c.BigFrames > 4096 {
+		switch {
+		case c.Frames < 16 || c.Frames > maxFrames:
+			return nil, opErr("PACKET_RX_RING", ifname, fmt.Errorf("%d frames (allowed: 16..%d)", c.Frames, maxFrames))
+		case c.TinyFrames < 16 || c.TinyFrames > maxFrames:
+			return nil, opErr("PACKET_RX_RING", ifname, fmt.Errorf("%d tiny frames (allowed: 16..%d)", c.TinyFrames, maxFrames))
+		case c.BigFrames < 1 || c.BigFrames > 4096:
 			return nil, opErr("PACKET_RX_RING", ifname, fmt.Errorf("%d aggregate frames (allowed: 1..4096)", c.BigFrames))
 		}
-		gate := c.FrameSize - v2MacRoom
-		big, err := openSock(ifname, ifi.Index, c, &sockShape{v2: true, fsize: bigFrameSize, bsize: bigBlock, n: c.BigFrames, gate: -gate, big: true})
-		if err != nil {
-			return nil, err
+		tiny, mtu := tinyFrameSize-v2MacRoom, c.FrameSize-v2MacRoom
+		for _, sh := range []*sockShape{
+			{v2: true, fsize: tinyFrameSize, bsize: smallBlock, n: c.TinyFrames, lo: 0, hi: tiny, tier: 0},
+			{v2: true, fsize: c.FrameSize, bsize: max(c.FrameSize, smallBlock), n: c.Frames, lo: tiny, hi: mtu, tier: 1},
+			{v2: true, fsize: bigFrameSize, bsize: bigBlock, n: c.BigFrames, lo: mtu, hi: 0, tier: 2},
+		} {
+			sk, err := openSock(ifname, ifi.Index, c, sh)
+			if err != nil {
+				r.closeSocks()
+				return nil, err
+			}
+			r.socks = append(r.socks, sk)
 		}
-		r.socks = append(r.socks, big)
-		small, err := openSock(ifname, ifi.Index, c, &sockShape{v2: true, fsize: c.FrameSize, bsize: max(c.FrameSize, smallBlock), n: c.Frames, gate: gate})
-		if err != nil {
-			big.close()
-			return nil, err
-		}
-		r.socks = append(r.socks, small)
 	case 3:
 		if c.BlockSize == 0 {
 			c.BlockSize = 1 << 20
@@ -268,15 +282,15 @@ func OpenRing(ifname string, c RingConfig) (*Ring, error) {
 	return r, nil
 }
 
-// sockShape is one socket's ring geometry. gate > 0 lets in frames up to
-// gate bytes, gate < 0 frames longer than -gate, 0 every frame.
+// sockShape is one socket's ring geometry. A version 2 socket takes
+// frames of lo < length <= hi (hi 0: no upper bound).
 type sockShape struct {
-	v2    bool
-	fsize int
-	bsize int
-	n     int // version 2: frames; version 3: blocks
-	gate  int
-	big   bool
+	v2     bool
+	fsize  int
+	bsize  int
+	n      int // version 2: frames; version 3: blocks
+	lo, hi int
+	tier   int
 }
 
 func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock, error) {
@@ -288,7 +302,7 @@ func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock,
 	if err != nil {
 		return nil, opErr("socket", ifname, err)
 	}
-	s := &rxSock{fd: fd, v2: sh.v2, gate: sh.gate, big: sh.big, ifindex: ifindex}
+	s := &rxSock{fd: fd, v2: sh.v2, lo: sh.lo, hi: sh.hi, tier: sh.tier, ifindex: ifindex}
 	fail := func(op string, err error) (*rxSock, error) {
 		if s.mem != nil {
 			unix.Munmap(s.mem)
@@ -354,7 +368,7 @@ func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock,
 		return fail("bind", err)
 	}
 	if c.Fanout != nil {
-		if err := c.Fanout.join(fd, ifindex, sh.big); err != nil {
+		if err := c.Fanout.join(fd, ifindex, sh.tier); err != nil {
 			return fail("PACKET_FANOUT", err)
 		}
 	}
@@ -382,23 +396,23 @@ func (r *Ring) SetFilter(f []bpf.RawInstruction) error {
 
 // FilterReserve is how many instructions a ring adds in front of a filter
 // (its length test); BuildFilter leaves room for them.
-const FilterReserve = 3
+const FilterReserve = 4
 
 func (s *rxSock) setFilter(f []bpf.RawInstruction) error {
 	if len(f) == 0 {
 		return errors.New("netio: empty filter")
 	}
-	if s.gate != 0 {
-		// ld len; jgt gate; ret 0 (the other socket's frame); then f.
-		g := make([]bpf.RawInstruction, 0, len(f)+FilterReserve)
-		jt, jf := uint8(0), uint8(1) // longer than the gate: refuse
-		val := uint32(s.gate)
-		if s.gate < 0 {
-			jt, jf, val = 1, 0, uint32(-s.gate) // not longer: refuse
+	if s.v2 {
+		// ld len; jgt hi -> ret 0; jgt lo -> f; ret 0; f...
+		hi := uint32(s.hi)
+		if s.hi == 0 {
+			hi = ^uint32(0)
 		}
+		g := make([]bpf.RawInstruction, 0, len(f)+FilterReserve)
 		g = append(g,
 			bpf.RawInstruction{Op: unix.BPF_LD | unix.BPF_W | unix.BPF_LEN},
-			bpf.RawInstruction{Op: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: jt, Jf: jf, K: val},
+			bpf.RawInstruction{Op: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: 1, Jf: 0, K: hi},
+			bpf.RawInstruction{Op: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, Jt: 1, Jf: 0, K: uint32(s.lo)},
 			bpf.RawInstruction{Op: unix.BPF_RET | unix.BPF_K, K: 0})
 		f = append(g, f...)
 	}
@@ -427,6 +441,8 @@ const (
 
 	h2Status  = 0
 	h2Len     = 4
+	h2Sec     = 16
+	h2Nsec    = 20
 	h2Snaplen = 8
 	h2Mac     = 12
 	h2VLANTCI = 24
@@ -456,63 +472,76 @@ func (r *Ring) ready() bool {
 	return false
 }
 
-// Block is a batch of frames handed to userspace: a version 3 block, or a
-// run of ready version 2 slots.
+// Block is a batch of frames handed to userspace: a version 3 block, or
+// the runs of ready slots of a version 2 ring's sockets, merged in the
+// order the kernel received their frames.
 type Block struct {
+	// version 3
 	s    *rxSock
 	base int
 	n    int
 	i    int
 	off  int
+	// version 2
+	runs [maxSocks]run
+	nr   int
 }
 
-// maxRun is the most version 2 slots one Block takes.
+// run is the ready slots of one version 2 socket: n from slot off.
+type run struct {
+	s      *rxSock
+	off, n int
+	i      int
+	next   uint64 // receive time of frame i (seconds<<30 | ns)
+}
+
+// maxRun is the most version 2 slots one Block takes from a socket.
 const maxRun = MaxBatch
 
-// take fills b from the socket's cursor, which must be ready.
-func (s *rxSock) take(b *Block) {
-	b.s = s
-	b.i = 0
-	if s.v2 {
-		b.off = s.cur
-		b.n = 0
-		lim := min(maxRun, s.nframes/2)
-		for b.n < lim && atomic.LoadUint32(s.u32(s.slot((s.cur+b.n)%s.nframes)))&unix.TP_STATUS_USER != 0 {
-			b.n++
-		}
-		return
+// readyRun counts s's ready slots from its cursor, up to lim.
+func (s *rxSock) readyRun(lim int) int {
+	n := 0
+	for n < lim && atomic.LoadUint32(s.u32(s.slot((s.cur+n)%s.nframes)))&unix.TP_STATUS_USER != 0 {
+		n++
 	}
-	b.base = s.cur * s.bsize
-	b.n = int(atomic.LoadUint32(s.u32(b.base + bdNumPkts)))
-	b.off = b.base + int(*s.u32(b.base + bdFirstOff))
+	return n
 }
 
-// TryNext fills b with the ring's next batch if one is ready, without
-// waiting. A ring's sockets take turns, so a busy one never starves the
-// other.
+// stamp is the receive time of version 2 slot h, as one ordered number.
+func (s *rxSock) stamp(h int) uint64 {
+	return uint64(*s.u32(h + h2Sec))<<30 | uint64(*s.u32(h + h2Nsec))
+}
+
+// TryNext fills b with the ring's ready frames, without waiting; false
+// when there are none.
 func (r *Ring) TryNext(b *Block) bool {
 	if r.closed.Load() {
 		return false
 	}
-	n := len(r.socks)
-	for k := 0; k < n; k++ {
-		i := r.next + k
-		if i >= n {
-			i -= n
+	if !r.socks[0].v2 {
+		s := r.socks[0]
+		if !s.ready() {
+			return false
 		}
-		if s := r.socks[i]; s.ready() {
-			s.take(b)
-			if r.next = i + 1; r.next == n {
-				r.next = 0
-			}
-			return true
+		b.s, b.nr, b.i = s, 0, 0
+		b.base = s.cur * s.bsize
+		b.n = int(atomic.LoadUint32(s.u32(b.base + bdNumPkts)))
+		b.off = b.base + int(*s.u32(b.base + bdFirstOff))
+		return true
+	}
+	b.s, b.nr = nil, 0
+	for _, s := range r.socks {
+		if n := s.readyRun(min(maxRun, s.nframes/2)); n > 0 {
+			rn := &b.runs[b.nr]
+			*rn = run{s: s, off: s.cur, n: n}
+			rn.next = s.stamp(s.slot(s.cur))
+			b.nr++
 		}
 	}
-	return false
+	return b.nr > 0
 }
 
-// Sockets returns the number of packet sockets behind the ring (a worker
-// that drains it takes up to that many batches a pass).
+// Sockets returns the number of packet sockets behind the ring.
 func (r *Ring) Sockets() int { return len(r.socks) }
 
 // Next waits up to timeout for a batch of frames. ok is false on timeout or
@@ -525,7 +554,7 @@ func (r *Ring) Next(timeout time.Duration, b *Block) (ok bool, err error) {
 	if r.closed.Load() {
 		return false, nil
 	}
-	var pfd [2]unix.PollFd
+	var pfd [maxSocks]unix.PollFd
 	for i, s := range r.socks {
 		pfd[i] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN | unix.POLLERR}
 	}
@@ -537,24 +566,52 @@ func (r *Ring) Next(timeout time.Duration, b *Block) (ok bool, err error) {
 }
 
 // Len returns the number of frames in the block.
-func (b *Block) Len() int { return b.n }
+func (b *Block) Len() int {
+	if b.s != nil {
+		return b.n
+	}
+	n := 0
+	for i := 0; i < b.nr; i++ {
+		n += b.runs[i].n
+	}
+	return n
+}
 
 // Frame fills f with the block's next frame; false when none is left.
 func (b *Block) Frame(f *Frame) bool {
+	if b.s != nil {
+		return b.frameV3(f)
+	}
+	// The run whose next frame the kernel received first.
+	var rn *run
+	for i := 0; i < b.nr; i++ {
+		x := &b.runs[i]
+		if x.i < x.n && (rn == nil || x.next < rn.next) {
+			rn = x
+		}
+	}
+	if rn == nil {
+		return false
+	}
+	s := rn.s
+	h := s.slot((rn.off + rn.i) % s.nframes)
+	st := *s.u32(h + h2Status)
+	s.fill(f, h, unix.SizeofTpacket2Hdr, h2Snaplen, h2Len, h2Mac)
+	f.PktType = s.mem[h+h2PktType]
+	f.VLANValid = st&unix.TP_STATUS_VLAN_VALID != 0
+	f.VLANTCI = *(*uint16)(unsafe.Pointer(&s.mem[h+h2VLANTCI]))
+	rn.i++
+	if rn.i < rn.n && b.nr > 1 {
+		rn.next = s.stamp(s.slot((rn.off + rn.i) % s.nframes))
+	}
+	return true
+}
+
+func (b *Block) frameV3(f *Frame) bool {
 	if b.i >= b.n {
 		return false
 	}
 	s := b.s
-	if s.v2 {
-		h := s.slot((b.off + b.i) % s.nframes)
-		st := *s.u32(h + h2Status)
-		s.fill(f, h, unix.SizeofTpacket2Hdr, h2Snaplen, h2Len, h2Mac)
-		f.PktType = s.mem[h+h2PktType]
-		f.VLANValid = st&unix.TP_STATUS_VLAN_VALID != 0
-		f.VLANTCI = *(*uint16)(unsafe.Pointer(&s.mem[h+h2VLANTCI]))
-		b.i++
-		return true
-	}
 	h := b.off
 	st := *s.u32(h + h3Status)
 	s.fill(f, h, unix.SizeofTpacket3Hdr, h3Snaplen, h3Len, h3Mac)
@@ -588,20 +645,21 @@ func (s *rxSock) fill(f *Frame, h, hdrSize, snapOff, lenOff, macOff int) {
 
 // Release hands the block's frames back to the kernel.
 func (b *Block) Release() {
-	s := b.s
-	if s == nil {
-		return
-	}
-	if s.v2 {
-		for i := 0; i < b.n; i++ {
-			atomic.StoreUint32(s.u32(s.slot((b.off+i)%s.nframes)), unix.TP_STATUS_KERNEL)
-		}
-		s.cur = (s.cur + b.n) % s.nframes
-	} else {
+	if s := b.s; s != nil {
 		atomic.StoreUint32(s.u32(b.base+bdStatus), unix.TP_STATUS_KERNEL)
 		s.cur = (s.cur + 1) % s.nblocks
+		b.s = nil
+		return
 	}
-	b.s = nil
+	for i := 0; i < b.nr; i++ {
+		rn := &b.runs[i]
+		s := rn.s
+		for j := 0; j < rn.n; j++ {
+			atomic.StoreUint32(s.u32(s.slot((rn.off+j)%s.nframes)), unix.TP_STATUS_KERNEL)
+		}
+		s.cur = (s.cur + rn.n) % s.nframes
+	}
+	b.nr = 0
 }
 
 // RingStats are the kernel's counters of a ring's sockets
@@ -653,13 +711,21 @@ func (r *Ring) Describe() string {
 		s := r.socks[0]
 		return fmt.Sprintf("TPACKET_V3, %d blocks of %d KiB (a block is handed over when full or after its timer)", s.nblocks, s.bsize>>10)
 	}
-	big, small := r.socks[0], r.socks[1]
-	return fmt.Sprintf("TPACKET_V2, %d slots of %d bytes for frames up to %d bytes and %d slots of %d KiB for aggregates, each frame handed over at once", small.nframes, small.fsize, small.gate, big.nframes, big.fsize>>10)
+	tiny, mtu, big := r.socks[0], r.socks[1], r.socks[2]
+	return fmt.Sprintf("TPACKET_V2 (each frame handed over at once), %d slots of %d bytes for frames up to %d bytes, %d of %d bytes up to %d bytes, %d of %d KiB for aggregates",
+		tiny.nframes, tiny.fsize, tiny.hi, mtu.nframes, mtu.fsize, mtu.hi, big.nframes, big.fsize>>10)
 }
 
 func (s *rxSock) close() {
 	unix.Close(s.fd)
 	unix.Munmap(s.mem)
+}
+
+func (r *Ring) closeSocks() {
+	for _, s := range r.socks {
+		s.close()
+	}
+	r.socks = nil
 }
 
 // Close closes the ring. A worker blocked in Next returns within its
@@ -668,8 +734,6 @@ func (r *Ring) Close() error {
 	if r.closed.Swap(true) {
 		return nil
 	}
-	for _, s := range r.socks {
-		s.close()
-	}
+	r.closeSocks()
 	return nil
 }
