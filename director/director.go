@@ -292,24 +292,34 @@ func (d *Director) planWorkers() error {
 	if d.c.NoPin {
 		return nil
 	}
-	d.cpus = make([]int, n)
+	d.cpus = pinPlan(allowed, n, d.fanout)
+	return nil
+}
+
+// pinPlan gives each of n workers a CPU from allowed. With FanoutCPU the
+// kernel hands a frame received on CPU c to worker c mod n, so worker k
+// gets an allowed CPU c with c mod n = k where there is one (and no CPU
+// twice); the rest, and every worker with FanoutHash, go round the allowed
+// CPUs.
+func pinPlan(allowed []int, n int, mode netio.FanoutMode) []int {
+	cpus := make([]int, n)
 	used := map[int]bool{}
-	for k := range d.cpus {
-		d.cpus[k] = -1
-		if d.fanout == netio.FanoutCPU {
+	for k := range cpus {
+		cpus[k] = -1
+		if mode == netio.FanoutCPU {
 			for _, c := range allowed {
 				if c%n == k && !used[c] {
-					d.cpus[k] = c
+					cpus[k] = c
 					break
 				}
 			}
 		}
-		if d.cpus[k] < 0 {
-			d.cpus[k] = allowed[k%len(allowed)]
+		if cpus[k] < 0 {
+			cpus[k] = allowed[k%len(allowed)]
 		}
-		used[d.cpus[k]] = true
+		used[cpus[k]] = true
 	}
-	return nil
+	return cpus
 }
 
 // readRingStats adds what the kernel counted on the rings since the last

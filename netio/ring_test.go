@@ -340,3 +340,47 @@ func TestRingDrops(t *testing.T) {
 		t.Fatalf("ring stats %+v with %d frames read, want %d packets, read + dropped = sent", st, got, sent)
 	}
 }
+
+// TestTxFull: when the device takes nothing (its peer is down, so every
+// frame comes back ENOBUFS), a flush does not give up one frame per
+// system call: it tries the rest of the batch once more and counts it as
+// dropped. A frame the kernel refuses outright (longer than the MTU) is
+// counted as an error and the rest of the batch still goes.
+func TestTxFull(t *testing.T) {
+	ns := vethNS(t, 1500)
+	var tx *Tx
+	err := ns.Do(func() error {
+		var err error
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	dst := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	tx.Queue(tcpFrame(60, dst, 1))
+	tx.Queue(tcpFrame(3000, dst, 2)) // over the MTU, no GSO request
+	tx.Queue(tcpFrame(60, dst, 3))
+	tx.Flush()
+	if st := tx.Stats(); st.Sent != 2 || st.Errors != 1 || st.Dropped != 0 || st.LastErr == 0 {
+		t.Fatalf("tx %+v, want 2 sent and 1 refused", st)
+	}
+	err = ns.Do(func() error {
+		l, err := netlink.LinkByName("b0")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetDown(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		tx.Queue(tcpFrame(60, dst, uint16(i)))
+	}
+	tx.Flush()
+	if st := tx.Stats(); st.Sent != 2 || st.Errors != 1 || st.Dropped != 100 || tx.Pending() != 0 {
+		t.Fatalf("tx %+v (pending %d), want the 100 frames dropped and counted", st, tx.Pending())
+	}
+}
