@@ -318,26 +318,7 @@ func (d *Director) refilter(s *Snapshot) {
 	if len(d.rings) == 0 {
 		return
 	}
-	dst := markMatches(s.Marks)
-	var src []netio.Match
-	for _, sv := range s.List {
-		if sv.Config.FWMark == 0 {
-			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
-		}
-		for _, dd := range sv.Dests {
-			port := dd.Port
-			if port == 0 {
-				port = sv.Config.Port
-			}
-			proto := sv.Config.Proto
-			if sv.Config.FWMark != 0 {
-				proto = 0 // a mark may cover TCP and UDP
-			}
-			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
-		}
-	}
-	mdst, msrc := d.modeFilter(s)
-	dst, src = append(dst, mdst...), append(src, msrc...)
+	dst, src := d.filterMatches(s)
 	f, err := netio.BuildFilter(dst, src, true)
 	if err != nil {
 		d.logf("filter: %v", err)

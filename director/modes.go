@@ -193,14 +193,13 @@ func (dr *Director) linkNets() string {
 
 // modeFilter lists what the kernel filter must also pass for the other
 // methods: ICMP to VIPs (from clients) and local addresses, and ICMP from
-// real servers (errors about NAT conns).
+// real servers (errors about NAT and FULLNAT conns, fwmark ones included).
 func (d *Director) modeFilter(s *Snapshot) (dst, src []netio.Match) {
 	for _, sv := range s.List {
-		if sv.Config.FWMark != 0 {
-			continue
+		if sv.Config.FWMark == 0 {
+			dst = append(dst, netio.Match{Proto: 1, Addr: sv.Config.Addr.As4()})
 		}
-		dst = append(dst, netio.Match{Proto: 1, Addr: sv.Config.Addr.As4()})
-		for _, dd := range sv.Dests {
+		for _, dd := range sv.Dests { // fwmark services' real servers too
 			src = append(src, netio.Match{Proto: 1, Addr: dd.Addr.As4()})
 		}
 	}
