@@ -236,7 +236,9 @@ func TestKernelFilterCoversConfig(t *testing.T) {
 		vm := kernelFilter(t, raw)
 		exact := nsvc <= 30 // far below the kernel's 4096 instructions
 		var frames [][5]any
-		add := func(proto uint8, s, d netip.Addr, sp, dp uint16) { frames = append(frames, [5]any{proto, s, d, sp, dp}) }
+		add := func(proto uint8, s, d netip.Addr, sp, dp uint16) {
+			frames = append(frames, [5]any{proto, s, d, sp, dp})
+		}
 		client := netip.AddrFrom4([4]byte{203, 0, 113, 7})
 		for _, c := range w.svcs {
 			if c.FWMark == 0 {
