@@ -235,9 +235,14 @@ func TestKernelFilterCoversConfig(t *testing.T) {
 		}
 		vm := kernelFilter(t, raw)
 		exact := nsvc <= 30 // far below the kernel's 4096 instructions
-		var frames [][5]any
+		type tuple struct {
+			proto  uint8
+			s, d   netip.Addr
+			sp, dp uint16
+		}
+		var frames []tuple
 		add := func(proto uint8, s, d netip.Addr, sp, dp uint16) {
-			frames = append(frames, [5]any{proto, s, d, sp, dp})
+			frames = append(frames, tuple{proto, s, d, sp, dp})
 		}
 		client := netip.AddrFrom4([4]byte{203, 0, 113, 7})
 		for _, c := range w.svcs {
@@ -287,7 +292,7 @@ func TestKernelFilterCoversConfig(t *testing.T) {
 		}
 		missed, loose := 0, 0
 		for _, f := range frames {
-			proto, s, d, sp, dp := f[0].(uint8), f[1].(netip.Addr), f[2].(netip.Addr), f[3].(uint16), f[4].(uint16)
+			proto, s, d, sp, dp := f.proto, f.s, f.d, f.sp, f.dp
 			if proto == 1 || proto == 47 {
 				sp, dp = 0, 0
 			}
