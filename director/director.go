@@ -309,9 +309,6 @@ func (d *Director) checkVIPNotLocal(a netip.Addr) error {
 // minute, its repeats summarised.
 func (d *Director) logf(format string, args ...any) { d.logs.Logf(format, args...) }
 
-// logk logs through the rate limiter, lines sharing key limited together.
-func (d *Director) logk(key, format string, args ...any) { d.logs.Keyf(key, format, args...) }
-
 // refilter rebuilds the kernel filter for the current services.
 func (d *Director) refilter(s *Snapshot) {
 	if len(d.rings) == 0 {
@@ -373,6 +370,24 @@ func (d *Director) housekeeping(stop chan struct{}) {
 	est := time.NewTicker(ipvs.EstimatorPeriod)
 	defer est.Stop()
 	lastFull := time.Now()
+	// A kick (from the packet path or the control plane) or a kernel
+	// change runs a resolve pass at once, but passes are kept resolveGap
+	// apart: a flood toward an unresolved real server kicks on every
+	// packet.
+	const resolveGap = 20 * time.Millisecond
+	var lastPass time.Time
+	var soon <-chan time.Time
+	resolveNow := func() {
+		if soon != nil {
+			return // one is due already
+		}
+		if wait := resolveGap - time.Since(lastPass); wait > 0 {
+			soon = time.After(wait)
+			return
+		}
+		d.resolve(false)
+		lastPass = time.Now()
+	}
 	for {
 		var changes <-chan struct{} // the kernel changed a route, a link or a followed neighbour
 		if d.neigh != nil {
@@ -384,9 +399,12 @@ func (d *Director) housekeeping(stop chan struct{}) {
 		case now := <-t.C:
 			d.CT.Advance(now)
 		case <-d.kick:
-			d.resolve(false)
+			resolveNow()
 		case <-changes:
-			d.resolve(false)
+			resolveNow()
+		case <-soon:
+			soon = nil
+			resolveNow()
 		case <-est.C:
 			d.est.update(d.snap.Load())
 		case now := <-res.C:
@@ -395,6 +413,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 				lastFull = now
 			}
 			d.resolve(full)
+			lastPass = now
 			d.logs.Flush()
 		}
 	}

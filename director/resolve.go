@@ -52,8 +52,8 @@ type destRoute struct {
 	logged   string
 }
 
-func (d *Director) routeDest(a netip.Addr, now time.Time) *destRoute {
-	l, via, src, err := d.neigh.Route(a)
+func routeDest(n *netio.Neigh, a netip.Addr, now time.Time) *destRoute {
+	l, via, src, err := n.Route(a)
 	return &destRoute{l: l, via: via, src: src, err: err, at: now}
 }
 
@@ -61,14 +61,15 @@ func (d *Director) routeDest(a netip.Addr, now time.Time) *destRoute {
 // also re-reads every route and the kernel's neighbour table (a periodic
 // safety net: notifications keep both current in between).
 func (d *Director) resolve(all bool) {
-	if d.neigh == nil {
+	n := d.neigh
+	if n == nil {
 		return
 	}
 	r := &d.res
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	gen := d.neigh.RouteGen()
+	gen := n.RouteGen()
 	reroute := all || gen != r.routeGen && now.Sub(r.lastReroute) >= rerouteEvery
 	if reroute {
 		r.routeGen, r.lastReroute = gen, now
@@ -85,7 +86,7 @@ func (d *Director) resolve(all bool) {
 			if st == nil || reroute || st.err != nil && now.Sub(st.at) >= rerouteFailed {
 				nst := routed[dd.Addr]
 				if nst == nil {
-					nst = d.routeDest(dd.Addr, now)
+					nst = routeDest(n, dd.Addr, now)
 					routed[dd.Addr] = nst
 				}
 				c := *nst
@@ -101,15 +102,17 @@ func (d *Director) resolve(all bool) {
 		}
 	}
 	r.dests = live
-	d.neigh.Follow(keys)
+	n.Follow(keys)
 	if all {
-		d.neigh.Resync()
+		n.Resync()
 	}
 	for dd, st := range live {
-		d.applyHop(dd, st)
+		d.applyHop(n, dd, st)
 	}
 	if all {
-		d.logNeighBound()
+		if st := n.Stats(); st.Untracked > 0 {
+			d.logf("next hops: %d real servers' next hops are not followed: the limit of %d is reached", st.Untracked, netio.DefaultMaxTracked)
+		}
 	}
 }
 
@@ -117,18 +120,18 @@ func (d *Director) resolve(all bool) {
 // neighbour entry: the MAC when the kernel has a usable one, nothing
 // (packets counted as next-hop-unresolved) when the kernel gave up or
 // there is no route; while the kernel resolves, the last hop stays.
-func (d *Director) applyHop(dd *ipvs.Dest, st *destRoute) {
+func (d *Director) applyHop(n *netio.Neigh, dd *ipvs.Dest, st *destRoute) {
 	if st.err != nil {
 		dd.Next.Store(nil)
 		d.logHop(st, fmt.Sprintf("next hop for %s: %v", dd.Addr, st.err))
 		return
 	}
-	h, err := d.neigh.Hop(st.l, st.via, st.src)
+	h, err := n.Hop(st.l, st.via, st.src)
 	switch {
 	case err == nil:
-		nh := &ipvs.NextHop{IfIndex: h.IfIndex, SrcMAC: h.SrcMAC, DstMAC: h.DstMAC, SrcIP: h.SrcIP}
-		if old := dd.Next.Load(); old == nil || *old != *nh {
-			dd.Next.Store(nh)
+		nh := ipvs.NextHop{IfIndex: h.IfIndex, SrcMAC: h.SrcMAC, DstMAC: h.DstMAC, SrcIP: h.SrcIP}
+		if old := dd.Next.Load(); old == nil || *old != nh {
+			dd.Next.Store(&nh)
 		}
 		d.logHop(st, fmt.Sprintf("next hop for %s: %s via %s (%s)", dd.Addr, h.Via, st.l.Name, net.HardwareAddr(h.DstMAC[:])))
 		return
@@ -150,12 +153,6 @@ func (d *Director) logHop(st *destRoute, line string) {
 	d.logf("%s", line) // a flapping next hop repeats its lines: limited
 }
 
-func (d *Director) logNeighBound() {
-	if st := d.neigh.Stats(); st.Untracked > 0 {
-		d.logk("neigh-bound", "next hops: %d real servers' next hops are not followed: the limit of %d is reached", st.Untracked, netio.DefaultMaxTracked)
-	}
-}
-
 // resolveNew resolves the next hops of real servers about to be added,
 // waiting up to resolveWait for the kernel's answers, so that the dests
 // are published with their next hops and their first packets are not
@@ -163,7 +160,8 @@ func (d *Director) logNeighBound() {
 // kernel gave up): housekeeping keeps at it.
 func (d *Director) resolveNew(addrs []netip.Addr) []*ipvs.NextHop {
 	hops := make([]*ipvs.NextHop, len(addrs))
-	if d.neigh == nil || len(addrs) == 0 {
+	n := d.neigh
+	if n == nil || len(addrs) == 0 {
 		return hops
 	}
 	deadline := time.Now().Add(resolveWait)
@@ -173,23 +171,23 @@ func (d *Director) resolveNew(addrs []netip.Addr) []*ipvs.NextHop {
 		if !a.Is4() {
 			continue
 		}
-		st := d.routeDest(a, now)
+		st := routeDest(n, a, now)
 		if st.err != nil {
 			continue
 		}
 		// Follow it until housekeeping finds it in the configuration.
-		if d.neigh.Pin(netio.NeighKey{IfIndex: st.l.Index, Addr: st.via}, resolveWait+10*time.Second) {
+		if n.Pin(netio.NeighKey{IfIndex: st.l.Index, Addr: st.via}, resolveWait+10*time.Second) {
 			routes[i] = st
 		}
 	}
 	for {
-		changes := d.neigh.Changes()
+		changes := n.Changes()
 		pending := false
 		for i, st := range routes {
 			if st == nil {
 				continue
 			}
-			h, err := d.neigh.Hop(st.l, st.via, st.src)
+			h, err := n.Hop(st.l, st.via, st.src)
 			switch {
 			case err == nil:
 				hops[i] = &ipvs.NextHop{IfIndex: h.IfIndex, SrcMAC: h.SrcMAC, DstMAC: h.DstMAC, SrcIP: h.SrcIP}

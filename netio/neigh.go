@@ -525,7 +525,11 @@ func (n *Neigh) apply(msgs []syscall.NetlinkMessage) {
 			if err != nil {
 				continue
 			}
-			if a := l.Attrs(); n.links[a.Index] != nil && n.c.OnLink != nil {
+			a := l.Attrs()
+			if n.links[a.Index] == nil {
+				continue // not one of golvs's interfaces
+			}
+			if n.c.OnLink != nil {
 				n.c.OnLink(a.Index, a.MTU)
 			}
 			n.mu.Lock()
