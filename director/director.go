@@ -59,6 +59,8 @@ type Config struct {
 	// the tun-no-pmtu teaching lab.
 	NoPMTU bool
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
+	// Lines reach it through a rate limiter (internal/ratelog): an
+	// identical line at most once a minute, its repeats summarised.
 	Logf func(format string, args ...any)
 
 	// FULLNAT (spec §5.5): the local address pool (LIPs) and its port
