@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/golvs/golvs/ipvs"
 )
@@ -350,4 +351,36 @@ func WriteProcStats(w io.Writer, tot ipvs.StatsSnapshot, r Rate) error {
 	bw.WriteString(" Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n")
 	fmt.Fprintf(bw, "%8X %8X %8X %16X %16X\n", r.CPS, r.InPPS, r.OutPPS, r.InBPS, r.OutBPS)
 	return bw.Flush()
+}
+
+// `golvs adm --proc NAME` is a golvs extension of the grammar (a long
+// option only, so it cannot meet an ipvsadm letter): it prints
+// /proc/net/NAME as the kernel would, NAME being one of ProcFiles.
+
+// IsProcCommand reports whether args are a --proc command.
+func IsProcCommand(args []string) bool {
+	return len(args) > 0 && (args[0] == "--proc" || strings.HasPrefix(args[0], "--proc="))
+}
+
+// ParseProc parses a --proc command and returns the file's name.
+func ParseProc(args []string) (string, error) {
+	if !IsProcCommand(args) {
+		return "", failf("not a --proc command")
+	}
+	name, rest := "", args[1:]
+	if v, ok := strings.CutPrefix(args[0], "--proc="); ok {
+		name = v
+	} else if len(rest) > 0 {
+		name, rest = rest[0], rest[1:]
+	} else {
+		return "", failf("--proc: missing argument (one of %s)", strings.Join(ProcFiles, ", "))
+	}
+	if len(rest) > 0 {
+		return "", failf("--proc %s: unexpected argument %q (--proc takes no other option)", name, rest[0])
+	}
+	short := strings.TrimPrefix(name, "/proc/net/")
+	if !slices.Contains(ProcFiles, short) {
+		return "", failf("--proc %q: no such file (allowed: %s)", name, strings.Join(ProcFiles, ", "))
+	}
+	return short, nil
 }

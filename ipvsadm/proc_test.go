@@ -3,6 +3,7 @@ package ipvsadm
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/golvs/golvs/ipvs"
@@ -161,4 +162,47 @@ func TestProcConnExact(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { buf = AppendProcConn(buf[:0], &cases[3].c) }); n != 0 {
 		t.Errorf("AppendProcConn allocates %v times per line", n)
 	}
+}
+
+func TestParseProc(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string // "" for an error
+	}{
+		{[]string{"--proc", "ip_vs"}, "ip_vs"},
+		{[]string{"--proc=ip_vs_stats"}, "ip_vs_stats"},
+		{[]string{"--proc", "/proc/net/ip_vs_conn"}, "ip_vs_conn"},
+		{[]string{"--proc"}, ""},
+		{[]string{"--proc", "ip_vs_conn_sync"}, ""},
+		{[]string{"--proc", "ip_vs", "-n"}, ""},
+		{[]string{"--proc="}, ""},
+		{[]string{"-L"}, ""},
+	}
+	for _, c := range cases {
+		got, err := ParseProc(c.args)
+		if c.want == "" {
+			if err == nil || ExitStatus(err) != StatusFail {
+				t.Errorf("%q: got %q, %v; want an error with status %d", c.args, got, err, StatusFail)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: got %q, %v; want %q", c.args, got, err, c.want)
+		}
+	}
+	if IsProcCommand([]string{"-L", "--proc", "ip_vs"}) || !IsProcCommand([]string{"--proc=x"}) {
+		t.Error("IsProcCommand: --proc is recognised only as the first word")
+	}
+}
+
+func FuzzParseProc(f *testing.F) {
+	f.Add("--proc", "ip_vs", "")
+	f.Add("--proc=ip_vs_stats", "", "")
+	f.Fuzz(func(t *testing.T, a, b, c string) {
+		args := []string{a, b, c}
+		name, err := ParseProc(args)
+		if err == nil && !slices.Contains(ProcFiles, name) {
+			t.Fatalf("%q: accepted %q, not one of %v", args, name, ProcFiles)
+		}
+	})
 }
