@@ -206,3 +206,13 @@ func FuzzParseProc(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkAppendProcConn(b *testing.B) {
+	c := Conn{Proto: ipvs.ProtoTCP, Client: netip.MustParseAddrPort("198.18.0.10:40000"), Virtual: netip.MustParseAddrPort("198.18.0.100:80"),
+		Dest: netip.MustParseAddrPort("198.19.0.11:8080"), State: "ESTABLISHED", Expires: 899}
+	buf := make([]byte, 0, 128)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendProcConn(buf[:0], &c)
+	}
+}
