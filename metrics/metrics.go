@@ -47,10 +47,13 @@ type Source interface {
 	TraceDropped() uint64
 }
 
-// HealthSource is what the collector reads from the health checkers
-// (package health implements it; nil: no checker series). Both methods
-// are called at scrape time, from the HTTP server's goroutine: they must
-// return a copy and must not block on a check in progress.
+// HealthSource is what the collector reads from the health checkers: the
+// health package's checker manager is meant to implement it, and `golvs
+// run` passes it as New's second argument (nil until checkers are wired
+// in: then there are no checker series). Both methods are called at scrape
+// time, from the HTTP server's goroutine: they must return a copy and
+// must not block on a check in progress. Labels come from Service and
+// Dest as for node_ipvs_backend_*, plus checker.
 type HealthSource interface {
 	RealServers() []RealServerHealth
 	Quorums() []QuorumHealth
