@@ -252,27 +252,57 @@ func (d *Director) WaitResolved(ctx context.Context) error {
 	}
 }
 
+// Names of the resolver's counter sets.
+var (
+	neighEventNames = []string{"asks", "ask-errors", "events", "overruns", "resyncs"}
+	neighEntryNames = []string{"followed", "not-followed-limit"}
+)
+
+// housekeepingSets are the next-hop resolver's and the log limiter's
+// counter sets (CounterSets).
+func (d *Director) housekeepingSets() []CounterSet {
+	var st netio.NeighStats
+	if n := d.neigh; n != nil {
+		st = n.Stats()
+	}
+	return []CounterSet{
+		{
+			Name:  "neighbour_events",
+			Help:  "Next-hop resolution: checks asked of the kernel (NTF_USE) and those it refused, kernel neighbour notifications about followed next hops, notifications lost to a full socket buffer, full re-reads of the kernel's table.",
+			Label: "event", Names: neighEventNames, Values: []uint64{st.Asks, st.AskErrors, st.Events, st.Overruns, st.Resyncs},
+		},
+		{
+			Name:  "neighbour_entries",
+			Help:  "Next hops whose kernel neighbour entries golvs follows, and those it does not follow because the limit is reached.",
+			Label: "state", Names: neighEntryNames, Values: []uint64{uint64(st.Tracked), uint64(st.Untracked)}, Gauge: true,
+		},
+		{
+			Name:  "log_lines_suppressed",
+			Help:  "Log lines held back by the rate limit (an identical line at most once a minute); each interval's count is logged.",
+			Label: "reason", Names: []string{"repeated"}, Values: []uint64{d.logs.Suppressed()},
+		},
+	}
+}
+
 // Named is one named counter.
 type Named struct {
 	Name  string
 	Value uint64
 }
 
-// HousekeepingCounters are the next-hop resolver's and the log limiter's
-// counters, for `golvs adm --status`.
+// HousekeepingCounters are the resolver's and the log limiter's counters
+// by name, for the control socket's status reply: neigh-<name> and
+// log-suppressed.
 func (d *Director) HousekeepingCounters() []Named {
 	var out []Named
-	if d.neigh != nil {
-		st := d.neigh.Stats()
-		out = append(out,
-			Named{"neigh-followed", uint64(st.Tracked)},
-			Named{"neigh-not-followed-limit", uint64(st.Untracked)},
-			Named{"neigh-asks", st.Asks},
-			Named{"neigh-ask-errors", st.AskErrors},
-			Named{"neigh-events", st.Events},
-			Named{"neigh-overruns", st.Overruns},
-			Named{"neigh-resyncs", st.Resyncs})
+	for _, s := range d.housekeepingSets() {
+		for i, n := range s.Names {
+			name := "neigh-" + n
+			if s.Name == "log_lines_suppressed" {
+				name = "log-suppressed"
+			}
+			out = append(out, Named{name, s.Values[i]})
+		}
 	}
-	out = append(out, Named{"log-suppressed", d.logs.Suppressed()})
 	return out
 }
