@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
 )
 
@@ -65,6 +67,10 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
+	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
+	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,6 +102,10 @@ func runMain(args []string) int {
 	}
 	if *workers < 0 || *workers > 1024 {
 		fmt.Fprintf(os.Stderr, "golvs run: --workers %d out of range (0..1024)\n", *workers)
+		return 2
+	}
+	if *procEvery < 100*time.Millisecond || *procEvery > time.Hour {
+		fmt.Fprintf(os.Stderr, "golvs run: --proc-interval %v out of range (100ms..1h)\n", *procEvery)
 		return 2
 	}
 	if *connMax < 1 || *connMax > 1<<30 {
@@ -159,7 +169,47 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var side sync.WaitGroup // monitoring goroutines, waited for at exit
+	if *metricsListen != "" {
+		reg, err := metrics.Registry(metrics.New(srv, nil))
+		var ms *metrics.Server
+		if err == nil {
+			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
+		}
+		if err != nil {
+			stop()
+			side.Wait()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("metrics at http://%s%s", ms.Addr(), metrics.Path)
+		side.Add(1)
+		go func() {
+			defer side.Done()
+			if err := ms.Serve(ctx); err != nil {
+				logger.Printf("%v", err)
+			}
+		}()
+	}
+	if *procDir != "" {
+		done, err := srv.StartProcDir(ctx, *procDir, *procEvery, logger.Printf)
+		if err != nil {
+			stop()
+			side.Wait()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("proc files in %s/net, every %v", *procDir, *procEvery)
+		side.Add(1)
+		go func() { defer side.Done(); <-done }()
+	}
 	if err := srv.Listen(*sock); err != nil {
+		stop()
+		side.Wait()
 		d.Close()
 		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 1
@@ -168,10 +218,9 @@ func runMain(args []string) int {
 		logger.Printf("relies on: %s", l)
 	}
 	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	go srv.Serve(ctx)
 	_ = d.Run(ctx)
+	side.Wait()
 	logger.Printf("stopped")
 	return 0
 }
