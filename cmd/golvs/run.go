@@ -55,7 +55,12 @@ func runMain(args []string) int {
 	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries; new flows beyond it are dropped and counted")
 	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
-	ringVersion := fs.Int("ring", 3, "receive ring: 3 (TPACKET_V3, batches by block, up to 1 ms of delay at low rates) or 2 (TPACKET_V2, a slot per frame, lowest latency)")
+	ringVersion := fs.Int("ring", 2, "receive ring: 2 (TPACKET_V2: each frame handed over at once; MTU slots plus 68 KiB slots for GSO/GRO aggregates) or 3 (TPACKET_V3: frames batched in 1 MiB blocks handed over when full or after 1 ms, so up to 1 ms added per crossing below flood rates)")
+	ringFrames := fs.Int("ring-frames", 0, "receive ring 2: MTU slots per worker and interface (0: as many as fit 8 MiB, 4096 at MTU 1500); more absorbs longer bursts, at 2 KiB of locked memory each")
+	spin := fs.Duration("busy-poll", 0, "how long a worker keeps looking for frames after traffic before sleeping in poll() (0: never): saves a wake-up per crossing on a director with CPUs to spare, at the cost of a CPU kept busy that long after every burst (which slows everything else sharing it)")
+	fanout := fs.String("fanout", "cpu", "how frames are spread over workers: cpu (the worker of the CPU that received the frame; pair with RSS/RPS) or hash (by flow hash, whatever CPU received it)")
+	noPin := fs.Bool("no-pin", false, "do not pin worker i to its CPU")
+	noDrop := fs.Bool("no-drop-rule", false, "do not install the nftables netdev ingress rule that keeps the kernel from also running forwarded frames through its IP stack")
 	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
 	noPMTU := fs.Bool("no-pmtu", false, "TUN: drop packets too big for the tunnel instead of answering ICMP fragmentation-needed (a classic mistake, for the tun-no-pmtu lab)")
 	quiescentTpl := fs.Bool("expire-quiescent-template", false, "IPVS's expire_quiescent_template: a persistence template on a weight-0 real server is invalid")
@@ -80,6 +85,19 @@ func runMain(args []string) int {
 	}
 	if *ringVersion != 2 && *ringVersion != 3 {
 		fmt.Fprintf(os.Stderr, "golvs run: --ring %d: allowed 2 or 3\n", *ringVersion)
+		return 2
+	}
+	if *ringFrames != 0 && (*ringFrames < 16 || *ringFrames > 1<<20) {
+		fmt.Fprintf(os.Stderr, "golvs run: --ring-frames %d out of range (0, or 16..%d)\n", *ringFrames, 1<<20)
+		return 2
+	}
+	if *spin < 0 || *spin > 10*time.Millisecond {
+		fmt.Fprintf(os.Stderr, "golvs run: --busy-poll %s out of range (0..10ms)\n", *spin)
+		return 2
+	}
+	fmode, err := netio.ParseFanoutMode(*fanout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: --fanout: %v\n", err)
 		return 2
 	}
 	if *workers < 0 || *workers > 1024 {
@@ -112,10 +130,14 @@ func runMain(args []string) int {
 		return 2
 	}
 	cfg := director.Config{
-		Workers:   *workers,
-		Conntrack: conntrack.Config{MaxEntries: *connMax},
-		Ring:      netio.RingConfig{Version: *ringVersion},
-		FixHost:   *fixHost,
+		Workers:    *workers,
+		Conntrack:  conntrack.Config{MaxEntries: *connMax},
+		Ring:       netio.RingConfig{Version: *ringVersion, Frames: *ringFrames},
+		Fanout:     fmode,
+		NoPin:      *noPin,
+		Spin:       *spin,
+		NoDropRule: *noDrop,
+		FixHost:    *fixHost,
 
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
