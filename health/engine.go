@@ -648,7 +648,7 @@ func (e *Engine) ScriptsDropped() uint64 { return e.scriptsDropped.Load() }
 
 // CheckState is one checker's state, for metrics and status.
 type CheckState struct {
-	Service     string           // the virtual server's name, e.g. "TCP 198.18.0.100:80"
+	Service     string            // the virtual server's name, e.g. "TCP 198.18.0.100:80"
 	ServiceKeys []ipvs.ServiceKey // its IPVS services
 	Real        netip.AddrPort
 	Check       string // e.g. "HTTP_GET 198.19.0.11:80"

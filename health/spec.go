@@ -129,7 +129,7 @@ type Sorry struct {
 // Service is a virtual_server: one IPVS service, or several for a
 // virtual_server_group, sharing real servers, checkers and quorum.
 type Service struct {
-	Name       string              // for logs, e.g. "TCP 198.18.0.100:80" or "group web"
+	Name       string               // for logs, e.g. "TCP 198.18.0.100:80" or "group web"
 	Configs    []ipvs.ServiceConfig // Dests ignored
 	Reals      []Real
 	Sorry      *Sorry
