@@ -14,6 +14,7 @@ import (
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/netio"
 )
 
@@ -59,6 +60,8 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	// Health checks: keepalived.conf as a configuration source.
+	kaConf := fs.String("keepalived-conf", "", "keepalived.conf: its virtual servers, real servers and health checkers (re-read on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -100,6 +103,16 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 		return 2
 	}
+	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
+	var ka *keepalivedSource
+	var kaCfg *keepalived.Config
+	if *kaConf != "" {
+		var err error
+		if ka, kaCfg, err = newKeepalivedSource(*kaConf, text, logger); err != nil {
+			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected, nothing applied: %v\n", err)
+			return 2
+		}
+	}
 	cfg := director.Config{
 		Workers:   *workers,
 		Conntrack: conntrack.Config{MaxEntries: *connMax},
@@ -111,7 +124,6 @@ func runMain(args []string) int {
 		NoPMTU:                  *noPMTU,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
-	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	if !*quiet {
 		cfg.Logf = logger.Printf
 	}
@@ -135,6 +147,16 @@ func runMain(args []string) int {
 			fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 			return 2
 		}
+	}
+	stopHealth := make(chan struct{})
+	defer close(stopHealth)
+	if ka != nil {
+		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected: %v\n", err)
+			return 2
+		}
+		defer ka.close()
 	}
 	if err := srv.Listen(*sock); err != nil {
 		d.Close()
