@@ -742,7 +742,12 @@ type checkDef struct {
 	qname       string
 }
 
-var schedFlagNames = map[string]bool{"flag-1": true, "flag-2": true, "flag-3": true, "sh-port": true, "sh-fallback": true, "mh-port": true, "mh-fallback": true}
+// schedFlagNames are the -b flags: sh-fallback and mh-fallback are
+// flag-1, sh-port and mh-port flag-2 (IP_VS_SVC_F_SCHED_*).
+var schedFlagNames = map[string]uint32{
+	"flag-1": ipvs.SvcSched1, "flag-2": ipvs.SvcSched2, "flag-3": ipvs.SvcSched3,
+	"sh-fallback": ipvs.SvcSched1, "sh-port": ipvs.SvcSched2, "mh-fallback": ipvs.SvcSched1, "mh-port": ipvs.SvcSched2,
+}
 
 func (t *translator) virtualServer(n *node) (health.Service, error) {
 	var svc health.Service
@@ -805,16 +810,9 @@ func (t *translator) virtualServer(n *node) (health.Service, error) {
 		case k == "ops":
 			err = noArgs(c)
 			v.flags |= ipvs.SvcOnePacket
-		case schedFlagNames[k]:
+		case schedFlagNames[k] != 0:
 			err = noArgs(c)
-			var f uint32
-			if err == nil {
-				f, err = sched.ParseFlags("", k)
-				if err != nil {
-					err = errorf(c.pos(), "%s: %v", k, err)
-				}
-			}
-			v.flags |= f
+			v.flags |= schedFlagNames[k]
 		case k == "persistence_timeout":
 			to := uint32(ipvs.DefaultPersist)
 			if len(c.args) > 0 {

@@ -135,6 +135,20 @@ func (r *reader) readFile(name string, depth int, from Pos) error {
 		if strings.HasPrefix(trim, "$") {
 			return errorf(pos, "parameter substitution ($NAME) is not supported by golvs")
 		}
+		if w, rest, _ := strings.Cut(strings.TrimLeft(trim, " \t"), " "); isInclude(w) {
+			// The pattern is the rest of the line, braces and all.
+			pat := strings.TrimSpace(rest)
+			if i := strings.IndexAny(pat, "#!"); i >= 0 {
+				pat = strings.TrimSpace(pat[:i])
+			}
+			if pat == "" || strings.ContainsAny(pat, " \t") {
+				return errorf(pos, "%s takes one file name or pattern", w)
+			}
+			if err := r.include(name, token{s: pat, pos: pos}, w, depth); err != nil {
+				return err
+			}
+			continue
+		}
 		toks, err := tokenize(line, pos)
 		if err != nil {
 			return err
@@ -145,16 +159,6 @@ func (r *reader) readFile(name string, depth int, from Pos) error {
 		r.tokens += len(toks)
 		if r.tokens > maxTokens {
 			return errorf(pos, "more than %d words of configuration", maxTokens)
-		}
-		switch k := toks[0]; {
-		case !k.quoted && isInclude(k.s):
-			if len(toks) != 2 {
-				return errorf(pos, "%s takes one file name or pattern", k.s)
-			}
-			if err := r.include(name, toks[1], k.s, depth); err != nil {
-				return err
-			}
-			continue
 		}
 		r.lines = append(r.lines, toks)
 	}
