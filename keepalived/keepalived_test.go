@@ -3,9 +3,9 @@ package keepalived
 import (
 	"bufio"
 	"context"
+	"net/netip"
 	"os"
 	"os/exec"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
