@@ -236,7 +236,7 @@ func (e *Engine) Load(specs []Service) error {
 			}
 			for k := range rs.spec.Checks {
 				c := rs.spec.Checks[k]
-				c.Summary = c.describe()
+				c.Summary = c.describe(netip.AddrPortFrom(rs.spec.Dest.Addr, rs.spec.Dest.Port))
 				fp, id := checkFP(&c), checkID(&c)
 				var cs *checkState
 				// An identical checker keeps running; one that changed
@@ -530,7 +530,7 @@ func (e *Engine) report(cs *checkState, r result) (time.Duration, bool) {
 			cs.rises++
 			if cs.rises >= sp.Rise {
 				cs.up, cs.rises, cs.since = true, 0, time.Now()
-				e.logf("health: %s of %s (VS %s): up, %d good check(s) in a row", sp.Summary, cs.rs.id, cs.svc.spec.Name, sp.Rise)
+				e.logf("health: %s of %s (VS %s): up after %d good check(s)", sp.Summary, cs.rs.id, cs.svc.spec.Name, sp.Rise)
 				changed = true
 			}
 		}

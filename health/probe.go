@@ -84,7 +84,7 @@ func (p *tcpProber) probe(ctx context.Context, timeout time.Duration) result {
 	defer cancel()
 	c, err := dial(ctx, p.env, "tcp", p.c.Target, p.o)
 	if err != nil {
-		return fail("TCP connection to %s failed: %s", p.c.Target, errText(err))
+		return fail("%s", errText(err))
 	}
 	c.Close()
 	return pass
@@ -133,10 +133,10 @@ func (p *httpProber) hostHeader(u *URL) string {
 }
 
 func (p *httpProber) get(ctx context.Context, u *URL) result {
-	what := p.c.Kind.String() + " " + p.c.Target.String() + u.Path
+	what := "GET " + u.Path
 	conn, err := dial(ctx, p.env, "tcp", p.c.Target, p.o)
 	if err != nil {
-		return fail("%s: connect: %s", what, errText(err))
+		return fail("%s: %s", what, errText(err))
 	}
 	defer conn.Close()
 	if p.tls != nil {
@@ -245,7 +245,7 @@ func (p *dnsProber) probe(ctx context.Context, timeout time.Duration) result {
 	defer cancel()
 	c, err := dial(ctx, p.env, "udp", p.c.Target, p.o)
 	if err != nil {
-		return fail("DNS_CHECK %s: %s", p.c.Target, errText(err))
+		return fail("%s", errText(err))
 	}
 	defer c.Close()
 	m := new(dns.Msg)
@@ -253,7 +253,7 @@ func (p *dnsProber) probe(ctx context.Context, timeout time.Duration) result {
 	m.RecursionDesired = true
 	co := &dns.Conn{Conn: c}
 	if err := co.WriteMsg(m); err != nil {
-		return fail("DNS_CHECK %s: sending: %s", p.c.Target, errText(err))
+		return fail("sending the query: %s", errText(err))
 	}
 	for {
 		r, err := co.ReadMsg()
@@ -261,13 +261,13 @@ func (p *dnsProber) probe(ctx context.Context, timeout time.Duration) result {
 			if isParseErr(err) && ctx.Err() == nil {
 				continue // garbage: keep waiting for the answer, as keepalived does
 			}
-			return fail("DNS_CHECK %s: %s", p.c.Target, errText(err))
+			return fail("reading the answer: %s", errText(err))
 		}
 		if r.Id != m.Id || !r.Response {
 			continue
 		}
 		if r.Rcode != dns.RcodeSuccess {
-			return fail("DNS_CHECK %s: rcode %s", p.c.Target, dns.RcodeToString[r.Rcode])
+			return fail("answer with rcode %s", dns.RcodeToString[r.Rcode])
 		}
 		return pass
 	}
@@ -292,21 +292,20 @@ func (p *miscProber) probe(ctx context.Context, _ time.Duration) result {
 	if timeout <= 0 {
 		timeout = p.c.DelayLoop
 	}
-	name := strings.Join(p.c.Script, " ")
 	r := runScript(ctx, p.env, p.c.Script, timeout, p.c.UID, p.c.GID)
 	switch {
 	case r.err != nil:
-		return fail("MISC_CHECK %q: %v", name, r.err)
+		return fail("%v", r.err)
 	case r.timedOut:
-		return fail("MISC_CHECK %q: timed out after %v (process group killed)", name, timeout)
+		return fail("timed out after %v (process group killed)", timeout)
 	case r.signal != 0:
-		return fail("MISC_CHECK %q: killed by signal %d", name, r.signal)
+		return fail("killed by signal %d", r.signal)
 	case r.status == 0:
 		return pass
 	case p.c.Dynamic && r.status >= 2:
 		return result{ok: true, weight: int64(r.status - 2)}
 	}
-	return fail("MISC_CHECK %q: exited with status %d", name, r.status)
+	return fail("exited with status %d", r.status)
 }
 
 type scriptResult struct {

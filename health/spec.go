@@ -206,15 +206,17 @@ func (c *Check) validate() error {
 	return nil
 }
 
-// describe is how logs name a checker: "TCP_CHECK 198.19.0.11:80".
-func (c *Check) describe() string {
-	switch c.Kind {
-	case MISC:
+// describe is how logs name a checker of real server rs: "HTTP_GET",
+// "TCP_CHECK to 198.19.0.11:8080" when it checks elsewhere, "MISC_CHECK
+// \"/bin/check rs1\"".
+func (c *Check) describe(rs netip.AddrPort) string {
+	switch {
+	case c.Kind == MISC:
 		return fmt.Sprintf("MISC_CHECK %q", strings.Join(c.Script, " "))
-	case DNS:
-		return fmt.Sprintf("DNS_CHECK %s", addrPortString(c.Target.Addr(), c.Target.Port()))
+	case c.Target != rs:
+		return fmt.Sprintf("%s to %s", c.Kind, addrPortString(c.Target.Addr(), c.Target.Port()))
 	}
-	return fmt.Sprintf("%s %s", c.Kind, addrPortString(c.Target.Addr(), c.Target.Port()))
+	return c.Kind.String()
 }
 
 // addrPortString writes an address and port as ipvsadm does

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/labcmd"
 	"github.com/golvs/golvs/sched"
 )
 
@@ -290,4 +292,82 @@ func TestLabEveryScheduler(t *testing.T) {
 			}
 		})
 	}
+}
+
+// golvs lab nat --check: the lab's director health-checks its real
+// servers from a keepalived.conf; golvs lab fail/heal stop and restart a
+// real server's service and print the director's reaction as it happens.
+func TestLabCheckFailHeal(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	for _, c := range []struct {
+		check   string
+		inhibit bool
+	}{{"http", false}, {"tcp", true}} {
+		t.Run(c.check, func(t *testing.T) {
+			suffix := lab.RandomSuffix()
+			dir := labcmd.StateDir + suffix
+			t.Cleanup(func() { cleanupKeptLab(t, dir) })
+			args := []string{"lab", "nat", "--check", c.check, "--keep", "--suffix", suffix, "--requests", "4"}
+			if c.inhibit {
+				args = append(args, "--inhibit")
+			}
+			out, err := exec.Command(bin, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			if got := strings.Join(bodies(string(out)), " "); got != "rs2 rs1 rs2 rs1" {
+				t.Fatalf("responses %q\n%s", got, out)
+			}
+			if !strings.Contains(string(out), "sorry_server 198.19.0.13 80") {
+				t.Fatalf("no sorry server in the configuration:\n%s", out)
+			}
+			out, err = exec.Command(bin, "lab", "fail", "rs1", "--suffix", suffix).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs lab fail: %v\n%s", err, out)
+			}
+			want := "Removing service 198.19.0.11:80 from VS"
+			row := "-> 198.19.0.11:80"
+			if c.inhibit {
+				want = "Disabling service 198.19.0.11:80 of VS"
+			}
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("golvs lab fail: no %q:\n%s", want, out)
+			}
+			if c.inhibit != strings.Contains(string(out), row) {
+				t.Fatalf("golvs lab fail: table (rs1 listed: %v):\n%s", c.inhibit, out)
+			}
+			if c.inhibit && !strings.Contains(string(out), "  -> 198.19.0.11:80               Masq    0") {
+				t.Fatalf("rs1 not at weight 0:\n%s", out)
+			}
+			out, err = exec.Command(bin, "lab", "heal", "rs1", "--suffix", suffix).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs lab heal: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), "service 198.19.0.11:80") || !strings.Contains(string(out), "  -> 198.19.0.11:80               Masq    1") {
+				t.Fatalf("golvs lab heal:\n%s", out)
+			}
+		})
+	}
+}
+
+// cleanupKeptLab removes one kept lab by its state file (never `golvs
+// lab down`, which removes every lab).
+func cleanupKeptLab(t *testing.T, dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return
+	}
+	var st labcmd.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Errorf("lab state: %v", err)
+		return
+	}
+	for _, pid := range st.Pids {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Signal(syscall.SIGKILL)
+		}
+	}
+	lab.DeleteByNames(st.Namespaces)
+	os.RemoveAll(dir)
 }
