@@ -100,7 +100,7 @@ type checkState struct {
 	up, hasRun, stopped bool
 	retryIt, rises      int
 	checks, failures    uint64
-	latency             time.Duration
+	latency, total      time.Duration
 	reason              string
 	since               time.Time
 }
@@ -516,6 +516,7 @@ func (e *Engine) report(cs *checkState, r result) (time.Duration, bool) {
 	sp := &cs.spec
 	cs.checks++
 	cs.latency = r.latency
+	cs.total += r.latency
 	next := sp.DelayLoop
 	changed := false
 	if r.ok {
@@ -650,8 +651,9 @@ func (e *Engine) ScriptsDropped() uint64 { return e.scriptsDropped.Load() }
 type CheckState struct {
 	Service     string            // the virtual server's name, e.g. "TCP 198.18.0.100:80"
 	ServiceKeys []ipvs.ServiceKey // its IPVS services
-	Real        netip.AddrPort
-	Check       string // e.g. "HTTP_GET 198.19.0.11:80"
+	Dests       []netip.AddrPort  // the real server as each of them lists it
+	Real        netip.AddrPort    // as configured (port 0: the service's)
+	Check       string            // e.g. "HTTP_GET", "TCP_CHECK to 198.19.0.11:8080"
 	Kind        Kind
 	Up          bool // this checker's verdict
 	RealUp      bool // the real server's: all its checkers up
@@ -659,7 +661,8 @@ type CheckState struct {
 	Checks      uint64 // checks run
 	Failures    uint64 // checks failed
 	LastLatency time.Duration
-	LastError   string // why the last check failed ("" if it passed)
+	CheckTime   time.Duration // all checks' time together
+	LastError   string        // why the last check failed ("" if it passed)
 	Since       time.Time
 	QuorumUp    bool
 }
@@ -686,9 +689,14 @@ func (e *Engine) States() []CheckState {
 	for _, s := range e.svcs {
 		keys := s.keys()
 		for _, r := range s.reals {
+			dests := make([]netip.AddrPort, len(s.spec.Configs))
+			for i := range s.spec.Configs {
+				d := DestFor(&s.spec.Configs[i], r.spec.Dest)
+				dests[i] = netip.AddrPortFrom(d.Addr, d.Port)
+			}
 			for _, c := range r.checks {
 				out = append(out, CheckState{
-					Service: s.spec.Name, ServiceKeys: keys,
+					Service: s.spec.Name, ServiceKeys: keys, Dests: dests, CheckTime: c.total,
 					Real:  netip.AddrPortFrom(r.spec.Dest.Addr, r.spec.Dest.Port),
 					Check: c.spec.Summary, Kind: c.spec.Kind, Up: c.up, RealUp: r.alive, Weight: r.weight(),
 					Checks: c.checks, Failures: c.failures, LastLatency: c.latency, LastError: c.reason,

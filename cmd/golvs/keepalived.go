@@ -12,6 +12,7 @@ import (
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/keepalived"
+	"github.com/golvs/golvs/metrics"
 )
 
 // keepalivedSource is `golvs run --keepalived-conf FILE`: the file's
@@ -108,4 +109,31 @@ func (k *keepalivedSource) close() {
 	if k != nil && k.eng != nil {
 		k.eng.Close()
 	}
+}
+
+// healthMetrics shows the health engine to the metrics collector: one
+// entry per checker and IPVS service, one quorum per IPVS service.
+type healthMetrics struct{ eng *health.Engine }
+
+func (h healthMetrics) RealServers() []metrics.RealServerHealth {
+	var out []metrics.RealServerHealth
+	for _, s := range h.eng.States() {
+		for i, k := range s.ServiceKeys {
+			out = append(out, metrics.RealServerHealth{
+				Service: k, Dest: s.Dests[i], Checker: s.Kind.String(), Up: s.RealUp,
+				Checks: s.Checks, Failures: s.Failures, CheckTime: s.CheckTime,
+			})
+		}
+	}
+	return out
+}
+
+func (h healthMetrics) Quorums() []metrics.QuorumHealth {
+	var out []metrics.QuorumHealth
+	for _, s := range h.eng.Services() {
+		for _, k := range s.ServiceKeys {
+			out = append(out, metrics.QuorumHealth{Service: k, Up: s.QuorumUp, Weight: s.LiveWeight, Quorum: s.Quorum, Sorry: s.SorryActive})
+		}
+	}
+	return out
 }
