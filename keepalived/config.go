@@ -684,8 +684,6 @@ func (d *defaults) common(n *node, fall *Pos) (bool, error) {
 // vsDef is a virtual_server as read.
 type vsDef struct {
 	pos        Pos
-	name       string
-	keys       []ipvs.ServiceConfig
 	sched      string
 	meth       *method
 	flags      uint32
