@@ -193,6 +193,11 @@ func (c *Check) validate() error {
 		if len(c.URLs) == 0 {
 			return fmt.Errorf("no url")
 		}
+		if c.Kind == SSL {
+			if _, err := tlsConfig(c); err != nil {
+				return err
+			}
+		}
 	case MISC:
 		if len(c.Script) == 0 {
 			return fmt.Errorf("no misc_path")
