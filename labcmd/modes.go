@@ -401,6 +401,10 @@ func (s *session) header(stdout io.Writer) {
 	for _, r := range s.mt.RIPs {
 		rips = append(rips, r.String())
 	}
+	if s.o.check != "" {
+		n := len(rips) - 1
+		rips = append(rips[:n:n], "sorry server "+rips[n])
+	}
 	switch s.o.mode {
 	case "nat":
 		fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s:80 -> director (%s | %s) -> real servers %s\n",
