@@ -20,7 +20,7 @@ type CounterSet struct {
 func (d *Director) CounterSets() []CounterSet {
 	drops := d.Drops.Get()
 	modes := d.ModeCounters()
-	return []CounterSet{
+	return append([]CounterSet{
 		{
 			Name:  "drops",
 			Help:  "Frames golvs did not forward, by cause (arp-answered counts ARP requests for VIPs it answered; tx-errors is added when a worker's transmit socket closes).",
@@ -31,5 +31,5 @@ func (d *Director) CounterSets() []CounterSet {
 			Help:  "Events of the DR, TUN and FULLNAT forwarding paths (ICMP sent and relayed, GSO segmentation, TOA, local ports).",
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
-	}
+	}, d.housekeepingSets()...) // resolve.go
 }
