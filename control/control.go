@@ -403,8 +403,9 @@ func (s *Server) mirror(c *ipvsadm.Command) error {
 func (s *Server) list() *Reply {
 	s.mu.Lock()
 	tcp, fin, udp := s.D.CT.Timeouts()
+	marks := s.marks // Restore replaces the slice under mu
 	s.mu.Unlock()
-	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: s.marks}
+	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: marks}
 	for _, sv := range s.D.Snapshot().List {
 		ls := ipvsadm.ListService{Config: sv.Config, Stats: sv.Stats.Snapshot(), Rate: rate(s.D.Rates(sv.Stats))}
 		ls.Config.Dests = nil

@@ -16,6 +16,7 @@ import (
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
 )
@@ -67,6 +68,8 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	// Health checks: keepalived.conf as a configuration source.
+	kaConf := fs.String("keepalived-conf", "", "keepalived.conf: its virtual servers, real servers and health checkers (re-read on SIGHUP)")
 	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
@@ -129,6 +132,16 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 		return 2
 	}
+	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
+	var ka *keepalivedSource
+	var kaCfg *keepalived.Config
+	if *kaConf != "" {
+		var err error
+		if ka, kaCfg, err = newKeepalivedSource(*kaConf, text, logger); err != nil {
+			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected, nothing applied: %v\n", err)
+			return 2
+		}
+	}
 	cfg := director.Config{
 		Workers:    *workers,
 		Conntrack:  conntrack.Config{MaxEntries: *connMax},
@@ -144,7 +157,6 @@ func runMain(args []string) int {
 		NoPMTU:                  *noPMTU,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
-	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	if !*quiet {
 		cfg.Logf = logger.Printf
 	}
@@ -169,11 +181,23 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	stopHealth := make(chan struct{})
+	defer close(stopHealth)
+	var healthSrc metrics.HealthSource
+	if ka != nil {
+		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected: %v\n", err)
+			return 2
+		}
+		defer ka.close()
+		healthSrc = healthMetrics{ka.eng}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	if *metricsListen != "" {
-		reg, err := metrics.Registry(metrics.New(srv, nil))
+		reg, err := metrics.Registry(metrics.New(srv, healthSrc))
 		var ms *metrics.Server
 		if err == nil {
 			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
