@@ -245,7 +245,7 @@ type Dest struct {
 	lthresh    atomic.Uint32
 	tun        atomic.Uint64 // type<<32 | port<<16 | flags
 
-	lval       atomic.Uint32 // current: the effective lower threshold (l_val)
+	lval atomic.Uint32 // current: the effective lower threshold (l_val)
 
 	// The counters are the current kernel's: activeconns and totalconns
 	// (active + inactive normal conns); a state change moves only the

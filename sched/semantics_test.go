@@ -232,7 +232,7 @@ func TestLBLCCapD5(t *testing.T) {
 		// At the cap a replaced entry still works: delete, then create.
 		if sem == ipvs.Current {
 			x := &Packet{Dst: ipN(0x0b000000)} // cached -> B
-			counters(b, 101, 0) // act > w and A is below half: overloaded
+			counters(b, 101, 0)                // act > w and A is below half: overloaded
 			counters(a, 0, 0)
 			if got := h.picks(1, x); got != "A" {
 				t.Fatalf("replace at the cap: got %s, want A", got)
