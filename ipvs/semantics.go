@@ -112,24 +112,16 @@ const EINVALText = "Invalid operation.  Possibly wrong module version, address n
 func CheckDestAddr(a netip.Addr, hostOwns func(netip.Addr) bool) error {
 	why := ""
 	if a.Is4() {
-		b := a.As4()
-		switch {
-		case b[0] == 0:
-			why = "in 0.0.0.0/8"
-		case a.IsMulticast():
-			why = "multicast"
-		case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-			why = "broadcast"
+		if b := a.As4(); b[0] == 0 || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			why = "not unicast"
 		}
 	} else {
 		b := a.As16()
 		switch {
-		case a.WithZone("").IsUnspecified():
-			why = "unspecified"
-		case b[0] == 0xff: // not netip's IsMulticast, which unmaps ::ffff:x
-			why = "multicast"
+		case a.WithZone("").IsUnspecified(), b[0] == 0xff: // ::, multicast (not netip's IsMulticast, which unmaps)
+			why = "not unicast"
 		case a.Is4In6():
-			why = "v4-mapped (::ffff:0:0/96), not unicast in IPv6"
+			why = "v4-mapped (::ffff:0:0/96): not unicast in IPv6"
 		case b[0] == 0xfe && b[1]&0xc0 == 0x80:
 			why = "link-local (fe80::/10) and not an address of this host"
 		}
@@ -138,7 +130,7 @@ func CheckDestAddr(a netip.Addr, hostOwns func(netip.Addr) bool) error {
 		}
 	}
 	if why != "" {
-		return &ValueError{EINVALText, fmt.Sprintf("real server address %s is %s", a, why), "a unicast address"}
+		return &ValueError{EINVALText, fmt.Sprintf("real server address %s is %s", inetNtop(a), why), "a unicast address"}
 	}
 	return nil
 }
@@ -167,3 +159,6 @@ func HostOwns(a netip.Addr) bool {
 	}
 	return false
 }
+
+// inetNtop is a's text without the zone, v4-mapped IPv6 in its IPv6 form.
+func inetNtop(a netip.Addr) string { return a.WithZone("").String() }

@@ -2,10 +2,15 @@ package ipvs
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/golvs/golvs/lab"
 )
 
 // The worked examples of ../shared/ipvs-spec-2026.md D2, D3, D4 and D7 (and
@@ -327,5 +332,73 @@ func TestOverloadConcurrent(t *testing.T) {
 		if d.Overloaded() {
 			t.Errorf("%s: overloaded at total %d, below l = 50", sem, d.TotalConns())
 		}
+	}
+}
+
+// TestCheckDestAddr: the kernel's address rule for a new dest.
+func TestCheckDestAddr(t *testing.T) {
+	own := netip.MustParseAddr("fe80::1234")
+	owns := func(a netip.Addr) bool { return a == own }
+	for _, c := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"198.19.0.11", true}, {"127.0.0.1", true}, {"0.0.0.7", false}, {"224.0.0.1", false}, {"255.255.255.255", false},
+		{"2001:db8::2", true}, {"::1", true}, {"::198.19.0.11", true}, {"fec0::1", true}, {"fc00::1", true},
+		{"::", false}, {"ff02::1", false}, {"fe80::1", false}, {"febf::1", false}, {"fe80::1234", true}, {"fe80::1234%eth0", true},
+		{"::ffff:198.19.0.11", false}, {"fec0::1", true},
+	} {
+		err := CheckDestAddr(netip.MustParseAddr(c.addr), owns)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v, want ok %v", c.addr, err, c.ok)
+		}
+		if err != nil && (!strings.HasPrefix(err.Error(), EINVALText) || !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%s: %q, want EINVAL's words", c.addr, err)
+		}
+	}
+	if CheckDestAddr(netip.MustParseAddr("fe80::1234"), nil) == nil {
+		t.Error("fe80::1234 accepted with no host address")
+	}
+}
+
+// TestHostOwnsLinkLocal: in a namespace whose loopback holds fe80::1234,
+// HostOwns finds it (the kernel's exception for a link-local dest the
+// host owns) and not another link-local address, nor a v4-mapped form of
+// an IPv4 address the host has.
+func TestHostOwnsLinkLocal(t *testing.T) {
+	if err := lab.RequireRoot(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	ns, err := lab.NewNS("golvs-sem-" + lab.RandomSuffix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Delete()
+	err = ns.Do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		for _, a := range []string{"fe80::1234/64", "198.18.0.77/32"} {
+			ad, _ := netlink.ParseAddr(a)
+			if err := netlink.AddrAdd(lo, ad); err != nil {
+				return fmt.Errorf("adding %s: %w", a, err)
+			}
+		}
+		for _, c := range []struct {
+			addr string
+			own  bool
+		}{{"fe80::1234", true}, {"fe80::99", false}, {"198.18.0.77", true}, {"::ffff:198.18.0.77", false}} {
+			if got := HostOwns(netip.MustParseAddr(c.addr)); got != c.own {
+				t.Errorf("HostOwns(%s) = %v, want %v", c.addr, got, c.own)
+			}
+		}
+		if err := CheckDestAddr(netip.MustParseAddr("fe80::1234"), HostOwns); err != nil {
+			t.Errorf("owned link-local: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Skipf("skipping: cannot set up the namespace's addresses (IPv6 disabled?): %v", err)
 	}
 }
