@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/sched"
 )
@@ -30,6 +31,7 @@ type labOpts struct {
 	suffix        string
 	workers       int
 	tunType       string
+	semantics     ipvs.Semantics
 }
 
 // mistakeLabs are the teaching labs' names: golvs lab nat-wrong-gateway,
@@ -52,6 +54,7 @@ func parseLab(mode, mistake string, args []string, stderr io.Writer) (*labOpts, 
 	fs.StringVar(&o.suffix, "suffix", "", "suffix for namespace names (tests run labs side by side)")
 	fs.IntVar(&o.workers, "workers", 1, "director workers")
 	fs.StringVar(&o.tunType, "tun-type", "ipip", "TUN lab: ipip or gue")
+	fs.Var(&o.semantics, "semantics", "the director's kernel semantics: current or classic (golvs run --semantics)")
 	fs.StringVar(&o.mistake, "mistake", mistake, "build a classic mistake, show the failure, then the fix: wrong-gateway (nat), no-arp-ignore (dr), no-pmtu (tun)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -323,7 +326,7 @@ func (s *session) startDirector(ctx context.Context) error {
 	if err := os.WriteFile(rulesPath, []byte(s.rules), 0o600); err != nil {
 		return err
 	}
-	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", "--rules", rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers)}
+	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", "--rules", rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers), "--semantics", o.semantics.String()}
 	if o.mode != "dr" {
 		s.run = append(s.run, "-i", lab.DirInt)
 	}
@@ -384,6 +387,15 @@ func (s *session) header(stdout io.Writer) {
 		}
 	}
 	fmt.Fprintf(stdout, "# director rules:\n%s", indent(s.rules))
+	// The semantics as the running director reports it (golvs adm --status).
+	if cl, err := control.Dial(s.sock); err == nil {
+		if rep, err := cl.Do(&control.Request{Op: "status"}); err == nil && rep.OK {
+			if sem, err := ipvs.ParseSemantics(rep.Semantics); err == nil {
+				fmt.Fprintf(stdout, "# director semantics: %s (%s)\n", sem, sem.Kernels())
+			}
+		}
+		cl.Close()
+	}
 }
 
 func (s *session) requests(ctx context.Context, n int, stdout io.Writer) error {

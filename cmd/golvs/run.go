@@ -13,6 +13,7 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/netio"
 )
@@ -59,6 +60,8 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	sem := ipvs.Current
+	fs.Var(&sem, "semantics", "kernel behaviour to reproduce: current (Linux 6.1.191+, 6.18.45+, 7.2+: an active conn weighs 257 in the overhead, edge-triggered -x/-y) or classic (before 6.1.183: active*256 + inactive, the tutorials' formulas)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -106,6 +109,7 @@ func runMain(args []string) int {
 		Ring:      netio.RingConfig{Version: *ringVersion},
 		FixHost:   *fixHost,
 
+		Semantics:               sem,
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
@@ -144,7 +148,7 @@ func runMain(args []string) int {
 	for _, l := range d.HostReport() {
 		logger.Printf("relies on: %s", l)
 	}
-	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
+	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go srv.Serve(ctx)
