@@ -69,10 +69,10 @@ type SchedConfig struct {
 	// a second is compared with it connection by connection.
 	Semantics []ipvs.Semantics
 	Seed      uint64
-	Conns  int      // connections per workload
-	Load   float64  // offered load over the servers' total capacity
-	Keys   int      // flows replayed for the moved fraction
-	Scheds []string // nil: sched.Names()
+	Conns     int      // connections per workload
+	Load      float64  // offered load over the servers' total capacity
+	Keys      int      // flows replayed for the moved fraction
+	Scheds    []string // nil: sched.Names()
 	// Workers runs that many simulations at once (0: GOMAXPROCS). The
 	// results do not depend on it.
 	Workers int

@@ -39,7 +39,7 @@ func OverheadFormula(sem ipvs.Semantics) string {
 	if sem == ipvs.Classic {
 		return "overhead = active*256 + inactive"
 	}
-	return "overhead = active*257 + inactive = (active << 8) + total"
+	return "overhead = active*257 + inactive (= active*256 + total)"
 }
 
 // SedFormula is the overhead of sed and nq.
