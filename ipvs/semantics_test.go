@@ -141,9 +141,27 @@ func TestOverloadDefaultLower(t *testing.T) {
 			}
 		}
 	}
+	// The model check: set by a bind that reaches u, then (to keep it
+	// linear) the counters moved straight to just above the expected
+	// mark, and the last unbinds walked one by one.
+	walk := func(sem Semantics, u uint32, want int32) int32 {
+		d := testDest(sem, u, 0)
+		d.SetCounters(0, int32(u)-1, 0)
+		d.Bind(false)
+		if !d.Overloaded() {
+			t.Fatalf("%s u=%d: not overloaded at total u", sem, u)
+		}
+		if from := want + 3; from < int32(u) {
+			d.SetCounters(0, from, 0)
+		}
+		for d.Overloaded() && d.TotalConns() > 0 {
+			unbinds(d, 1)
+		}
+		return d.TotalConns()
+	}
 	for u := uint32(1); u < 3000; u++ {
-		c, n := clearedAt(Classic, u), clearedAt(Current, u)
 		want := int32(u-u>>2) - 1
+		c, n := walk(Classic, u, want), walk(Current, u, want)
 		if c != want || n != want {
 			t.Fatalf("u=%d: classic clears at %d, current at %d, want both %d", u, c, n, want)
 		}

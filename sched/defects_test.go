@@ -181,7 +181,7 @@ func TestLBLCTimerCatchUp(t *testing.T) {
 // addresses are compared with the model.
 func TestLBLCTimerCatchUpGC(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 23))
-	for iter := 0; iter < 4; iter++ {
+	for iter := 0; iter < 2; iter++ {
 		clk := newFake()
 		base := clk.t
 		expire := 24 * time.Hour

@@ -47,7 +47,7 @@ func concurrent(t *testing.T, sem ipvs.Semantics) {
 					}
 				}(g)
 			}
-			for i := 0; i < 200; i++ {
+			for i := 0; i < 100; i++ { // per semantics
 				d := destNSem(100+i, int32(i%4), sem)
 				mu.Lock()
 				svc = &Service{Key: testKey, Flags: svc.Flags, Dests: append([]*ipvs.Dest{d}, svc.Dests...)}
