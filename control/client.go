@@ -91,6 +91,9 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		WriteStatus(stdout, rep)
 		return 0
 	}
+	if ipvsadm.IsProcCommand(args) {
+		return admProc(args, stdout, stderr)
+	}
 	if ipvsadm.IsMarkCommand(args) {
 		mc, err := ipvsadm.ParseMark(args)
 		if err != nil {
