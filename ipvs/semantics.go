@@ -15,9 +15,10 @@ import (
 type Semantics uint8
 
 const (
-	// Current is Linux 6.1.191 and later in the 6.1 series, 6.18.45 and
-	// later, mainline 7.2 and later (the lblc/lblcr rules arrived in
-	// 6.1.191): overhead = (active << 8) + total, i.e. 257 per active
+	// Current is Linux 6.1.191 and later in the 6.1 series and mainline
+	// 7.3; 6.18.45+ and mainline 7.2 have its overhead and threshold
+	// rules (their lblc/lblcr rules came in 6.1.191 and 7.3-rc;
+	// 6.18.y unverified): overhead = (active << 8) + total, i.e. 257 per active
 	// conn; OVERLOAD edge-triggered at total == u, cleared through
 	// l_val, re-evaluated only when -x/-y change, never by templates;
 	// u_threshold above 2^31-1 refused; lblc/lblcr caches stop adding
@@ -46,7 +47,7 @@ func (s Semantics) String() string {
 func (s Semantics) Kernels() string {
 	switch s {
 	case Current:
-		return "Linux 6.1.191+, 6.18.45+, 7.2+"
+		return "Linux 6.1.191+, 7.3+; overhead and -x/-y as in 6.18.45+, 7.2+"
 	case Classic:
 		return "Linux before 6.1.183 (overhead active*256 + inactive)"
 	}

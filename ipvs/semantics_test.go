@@ -420,3 +420,26 @@ func TestHostOwnsLinkLocal(t *testing.T) {
 		t.Skipf("skipping: cannot set up the namespace's addresses (IPv6 disabled?): %v", err)
 	}
 }
+
+// FuzzSemantics: any name parses to a semantics whose name it is, or
+// fails naming the allowed values; any address passes or fails the
+// kernel's dest check without panicking, and a failure is EINVAL.
+func FuzzSemantics(f *testing.F) {
+	for _, s := range []string{"current", "classic", "", "Classic", "current\x00"} {
+		f.Add(s, []byte{0xfe, 0x80, 15: 1})
+	}
+	f.Fuzz(func(t *testing.T, name string, addr []byte) {
+		sem, err := ParseSemantics(name)
+		if err == nil && sem.String() != name {
+			t.Fatalf("ParseSemantics(%q) = %s", name, sem)
+		}
+		if err != nil && (!errors.Is(err, ErrSemantics) || !strings.Contains(err.Error(), "current, classic")) {
+			t.Fatalf("ParseSemantics(%q): %v", name, err)
+		}
+		if a, ok := netip.AddrFromSlice(addr); ok {
+			if err := CheckDestAddr(a, HostOwns); err != nil && !strings.HasPrefix(err.Error(), EINVALText) {
+				t.Fatalf("CheckDestAddr(%s): %v", a, err)
+			}
+		}
+	})
+}

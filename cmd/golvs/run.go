@@ -64,7 +64,7 @@ func runMain(args []string) int {
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
 	sem := ipvs.Current
-	fs.Var(&sem, "semantics", "kernel behaviour to reproduce: current (Linux 6.1.191+, 6.18.45+, 7.2+: an active conn weighs 257 in the overhead, edge-triggered -x/-y) or classic (before 6.1.183: active*256 + inactive, the tutorials' formulas)")
+	fs.Var(&sem, "semantics", "kernel behaviour to reproduce: current (Linux 6.1.191+, 7.3+; 6.18.45+ and 7.2+ for the overhead and -x/-y: an active conn weighs 257 in the overhead, edge-triggered -x/-y) or classic (before 6.1.183: active*256 + inactive, the tutorials' formulas)")
 	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
