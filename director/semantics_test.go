@@ -119,3 +119,33 @@ func TestDirectorSemantics(t *testing.T) {
 		}
 	}
 }
+
+// TestLBLCCacheCounter: picks an lblc service served without a cache
+// entry (the current cap of 24576) appear in the director's counter sets.
+func TestLBLCCacheCounter(t *testing.T) {
+	d := newCore(Config{Workers: 1, Conntrack: conntrack.Config{Shards: 16}})
+	k := ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: 80}
+	if err := d.AddService(ipvs.ServiceConfig{ServiceKey: k, Sched: "lblc"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddDest(k, ipvs.DestConfig{Addr: rip, Port: 80, Method: ipvs.MethodMasq, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sv := d.Snapshot().List[0]
+	p := &sched.Packet{Proto: ipvs.ProtoTCP, Src: cip}
+	for i := 0; i < 24576+3; i++ {
+		p.Dst = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if sv.Sched.Schedule(sv.View, p) == nil {
+			t.Fatal("no dest")
+		}
+	}
+	for _, s := range d.CounterSets() {
+		if s.Name == "lblc_cache" {
+			if len(s.Values) != 1 || s.Values[0] != 3 {
+				t.Errorf("lblc_cache %v %v, want not-cached 3", s.Names, s.Values)
+			}
+			return
+		}
+	}
+	t.Error("no lblc_cache counter set")
+}

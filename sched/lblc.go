@@ -3,6 +3,7 @@ package sched
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golvs/golvs/ipvs"
@@ -19,6 +20,13 @@ const (
 	// LBLCCurrentCap is where current kernels (6.1.191+) stop adding
 	// entries: max_size·3/2.
 	LBLCCurrentCap = LBLCMaxEntries * 3 / 2
+	// LBLCMemoryBound is where a classic cache stops adding entries.
+	// Classic kernels have no cap: they stop only when memory runs out
+	// (the GFP_ATOMIC allocation fails, and the pick is still served).
+	// golvs bounds what a stream of new destination addresses can grow
+	// the same way, at a fixed budget (about 100 MB per service), far
+	// above anything the GC lets a sane workload reach.
+	LBLCMemoryBound = 1 << 20
 	// LBLCCheckInterval is CHECK_EXPIRE_INTERVAL, the GC timer's period.
 	LBLCCheckInterval = 60 * time.Second
 	// LBLCEntryTimeout is ENTRY_TIMEOUT, the idle time after which the
@@ -52,8 +60,10 @@ type CacheOptions struct {
 	// MaxEntries caps the number of cache entries: at the cap a miss
 	// still uses the dest it picked but creates no entry (spec §2.12).
 	// 0 means the semantics' rule (current: LBLCCurrentCap, classic:
-	// none); a negative value means no cap, as in kernels before
-	// 6.1.191 (6.1.183-6.1.190 pair it with the current overhead).
+	// none but LBLCMemoryBound); a negative value means no cap at all,
+	// as in kernels before 6.1.191 (6.1.183-6.1.190 pair it with the
+	// current overhead). Entries not made for the cap are counted
+	// (NotCached).
 	MaxEntries int
 }
 
@@ -91,10 +101,19 @@ func maxEntries(o CacheOptions) int {
 	switch {
 	case o.MaxEntries == 0 && o.Semantics == ipvs.Current:
 		return LBLCCurrentCap
-	case o.MaxEntries <= 0:
+	case o.MaxEntries == 0:
+		return LBLCMemoryBound
+	case o.MaxEntries < 0:
 		return int(^uint(0) >> 1)
 	}
 	return o.MaxEntries
+}
+
+// CacheCounter is implemented by lblc and lblcr: NotCached counts the
+// picks that created no cache entry because the cache was at its cap
+// (the pick itself was served).
+type CacheCounter interface {
+	NotCached() uint64
 }
 
 func lblcHash(a netip.Addr) uint32 { return hash32(fold(a), lblcTabBits) }
@@ -136,6 +155,9 @@ type cacheTable struct {
 	free    int32
 	n       int // the kernel's tbl->entries, which the GC reads
 	live    int // entries in the table
+	// notCached counts entries not made at the cap (read by exporters
+	// without the scheduler's lock).
+	notCached atomic.Uint64
 }
 
 func (t *cacheTable) init(o CacheOptions) {
@@ -238,6 +260,7 @@ func (t *cacheTable) get(a netip.Addr) *cacheEntry {
 // when the cache is at its cap (current kernels: entries >= 24576).
 func (t *cacheTable) add(a netip.Addr, now int64) *cacheEntry {
 	if t.n >= t.max {
+		t.notCached.Add(1)
 		return nil
 	}
 	var i int32
@@ -372,6 +395,9 @@ func (s *LBLC) Len() int {
 	defer s.mu.Unlock()
 	return s.t.live
 }
+
+// NotCached implements CacheCounter.
+func (s *LBLC) NotCached() uint64 { return s.t.notCached.Load() }
 
 // Counter returns the kernel's entry counter (tbl->entries), which the GC
 // reads: Len in current kernels; in classic ones also one per

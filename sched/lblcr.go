@@ -61,6 +61,9 @@ func (s *LBLCR) Len() int {
 	return s.t.live
 }
 
+// NotCached implements CacheCounter.
+func (s *LBLCR) NotCached() uint64 { return s.t.notCached.Load() }
+
 // setMin is ip_vs_dest_set_min.
 func setMin(set []*ipvs.Dest) *ipvs.Dest {
 	var least *ipvs.Dest

@@ -223,6 +223,9 @@ func TestLBLCCapD5(t *testing.T) {
 		if s.Len() != wantLen {
 			t.Errorf("step 1: %d entries, want %d", s.Len(), wantLen)
 		}
+		if want := uint64(24577 - wantLen); s.NotCached() != want {
+			t.Errorf("step 1: %d picks not cached, want %d", s.NotCached(), want)
+		}
 		counters(a, 1, 0)
 		counters(b, 0, 0)
 		want := map[ipvs.Semantics]string{ipvs.Classic: "A", ipvs.Current: "B"}[sem]
@@ -342,4 +345,41 @@ func TestExplainFormula(t *testing.T) {
 			t.Errorf("twos note %q: want the wrap named for A only", d.Note)
 		}
 	})
+}
+
+// TestCacheBounds: the caps each semantics gets by default, and the count
+// of picks that found the cache at its cap (served, not cached).
+func TestCacheBounds(t *testing.T) {
+	for _, c := range []struct {
+		o    CacheOptions
+		want int
+	}{
+		{CacheOptions{}, 24576},
+		{CacheOptions{Semantics: ipvs.Classic}, LBLCMemoryBound},
+		{CacheOptions{Semantics: ipvs.Classic, MaxEntries: -1}, int(^uint(0) >> 1)},
+		{CacheOptions{MaxEntries: 7}, 7},
+	} {
+		if got := maxEntries(c.o); got != c.want {
+			t.Errorf("%+v: cap %d, want %d", c.o, got, c.want)
+		}
+	}
+	for _, name := range []string{"lblc", "lblcr"} {
+		o := CacheOptions{Now: newFake().now, MaxEntries: 3, Semantics: ipvs.Classic}
+		var s Scheduler = NewLBLC(o)
+		if name == "lblcr" {
+			s = NewLBLCR(o)
+		}
+		h := withSched(t, s)
+		h.snapshot([]*ipvs.Dest{h.mk("A", 1)})
+		h.init()
+		for i := 0; i < 5; i++ {
+			if got := h.picks(1, &Packet{Dst: ipN(i)}); got != "A" {
+				t.Fatalf("%s pick %d: %s", name, i, got)
+			}
+		}
+		h.picks(1, &Packet{Dst: ipN(0)}) // a hit: nothing to count
+		if n := s.(CacheCounter).NotCached(); n != 2 {
+			t.Errorf("%s: %d not cached, want 2", name, n)
+		}
+	}
 }
