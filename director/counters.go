@@ -165,5 +165,5 @@ func (d *Director) CounterSets() []CounterSet {
 			Help:  "Events of the DR, TUN and FULLNAT forwarding paths (ICMP sent and relayed, GSO segmentation, TOA, local ports).",
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
-	}, d.housekeepingSets()...) // resolve.go
+	}, append(d.housekeepingSets(), d.schedSets()...)...) // resolve.go, schedcounters.go
 }

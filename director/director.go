@@ -71,6 +71,10 @@ type Config struct {
 	// treat a persistence template on a weight-0 dest as invalid.
 	ExpireNodestConn        bool
 	ExpireQuiescentTemplate bool
+	// Semantics is the kernel behaviour the director reproduces where
+	// IPVS changed in 2026 (spec §1.0): the overhead formula, the
+	// OVERLOAD rules, the lblc/lblcr cache rules. Zero: current.
+	Semantics ipvs.Semantics
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
@@ -134,6 +138,9 @@ type Director struct {
 	res  resolver         // next hops (resolve.go)
 	logs *ratelog.Limiter // every log line goes through it
 }
+
+// Semantics returns the kernel semantics the director reproduces.
+func (dr *Director) Semantics() ipvs.Semantics { return dr.c.Semantics }
 
 // Errors.
 var (

@@ -46,7 +46,7 @@ type State struct {
 }
 
 const usage = `usage:
-  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--keep] [--explain]
+  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--semantics current|classic] [--keep] [--explain]
   golvs lab dr|tun|fullnat [same flags as nat] [--tun-type ipip|gue]
   golvs lab nat-wrong-gateway | dr-no-arp-ignore | tun-no-pmtu [--explain]
                                      a classic mistake: the failure, then the fix

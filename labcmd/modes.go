@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/sched"
 )
@@ -32,6 +33,7 @@ type labOpts struct {
 	tunType       string
 	check         string // health checker (--check), "" none
 	inhibit       bool
+	semantics     ipvs.Semantics
 }
 
 // mistakeLabs are the teaching labs' names: golvs lab nat-wrong-gateway,
@@ -54,6 +56,7 @@ func parseLab(mode, mistake string, args []string, stderr io.Writer) (*labOpts, 
 	fs.StringVar(&o.suffix, "suffix", "", "suffix for namespace names (tests run labs side by side)")
 	fs.IntVar(&o.workers, "workers", 1, "director workers")
 	fs.StringVar(&o.tunType, "tun-type", "ipip", "TUN lab: ipip or gue")
+	fs.Var(&o.semantics, "semantics", "the director's kernel semantics: current or classic (golvs run --semantics)")
 	fs.StringVar(&o.mistake, "mistake", mistake, "build a classic mistake, show the failure, then the fix: wrong-gateway (nat), no-arp-ignore (dr), no-pmtu (tun)")
 	fs.StringVar(&o.check, "check", "", "NAT lab: health-check the real servers with tcp, http or misc (keepalived.conf through golvs run --keepalived-conf), with a sorry server")
 	fs.BoolVar(&o.inhibit, "inhibit", false, "with --check: inhibit_on_failure (a failed server stays at weight 0)")
@@ -358,7 +361,7 @@ func (s *session) startDirector(ctx context.Context) error {
 	if err := os.WriteFile(rulesPath, []byte(s.rules), 0o600); err != nil {
 		return err
 	}
-	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", src, rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers)}
+	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", src, rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers), "--semantics", o.semantics.String()}
 	if o.mode != "dr" {
 		s.run = append(s.run, "-i", lab.DirInt)
 	}
@@ -424,9 +427,18 @@ func (s *session) header(stdout io.Writer) {
 	}
 	if s.o.check != "" {
 		fmt.Fprintf(stdout, "# director configuration (golvs run --keepalived-conf):\n%s", indent(s.rules))
-		return
+	} else {
+		fmt.Fprintf(stdout, "# director rules:\n%s", indent(s.rules))
 	}
-	fmt.Fprintf(stdout, "# director rules:\n%s", indent(s.rules))
+	// The semantics as the running director reports it (golvs adm --status).
+	if cl, err := control.Dial(s.sock); err == nil {
+		if rep, err := cl.Do(&control.Request{Op: "status"}); err == nil && rep.OK {
+			if sem, err := ipvs.ParseSemantics(rep.Semantics); err == nil {
+				fmt.Fprintf(stdout, "# director semantics: %s (%s)\n", sem, sem.Kernels())
+			}
+		}
+		cl.Close()
+	}
 }
 
 func (s *session) requests(ctx context.Context, n int, stdout io.Writer) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/metrics"
@@ -70,6 +71,8 @@ func runMain(args []string) int {
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
 	// Health checks: keepalived.conf as a configuration source.
 	kaConf := fs.String("keepalived-conf", "", "keepalived.conf: its virtual servers, real servers and health checkers (re-read on SIGHUP)")
+	sem := ipvs.Current
+	fs.Var(&sem, "semantics", "kernel behaviour to reproduce: current (Linux 6.1.191+, 7.3+; 6.18.45+ and 7.2+ for the overhead and -x/-y: an active conn weighs 257 in the overhead, edge-triggered -x/-y) or classic (before 6.1.183: active*256 + inactive, the tutorials' formulas)")
 	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
@@ -152,6 +155,7 @@ func runMain(args []string) int {
 		NoDropRule: *noDrop,
 		FixHost:    *fixHost,
 
+		Semantics:               sem,
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
@@ -241,7 +245,7 @@ func runMain(args []string) int {
 	for _, l := range d.HostReport() {
 		logger.Printf("relies on: %s", l)
 	}
-	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
+	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
 	go srv.Serve(ctx)
 	_ = d.Run(ctx)
 	side.Wait()
