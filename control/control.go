@@ -18,7 +18,8 @@
 //	{"v":1,"op":"restore","text":"-A -t ...\n-a -t ...\n"}
 //	{"v":1,"op":"list"}       services, dests, counters, rates, timeouts
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c), streamed
-//	{"v":1,"op":"status"}     drop counters and what the host check relies on
+//	{"v":1,"op":"status"}     kernel semantics, drop counters, what the host check relies on
+//	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //	{"v":1,"op":"takeover"}   a new golvs taking over (takeover.go)
 //
@@ -138,6 +139,10 @@ type Reply struct {
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
 	PID      int                   `json:"pid,omitempty"`  // status: the daemon's process id
 	Busy     bool                  `json:"busy,omitempty"` // refused: too many connections; retry
+	Text     string                `json:"text,omitempty"` // proc op
+	// Semantics is the kernel semantics the director reproduces
+	// ("current" or "classic"), in status replies.
+	Semantics string `json:"semantics,omitempty"`
 }
 
 // Server is the daemon side. Its limits may be changed before Serve.
@@ -453,6 +458,8 @@ func (s *Server) Handle(req *Request) *Reply {
 		return s.List()
 	case "conns":
 		return &Reply{OK: true, Conns: s.Conns()}
+	case "proc":
+		return s.proc(req)
 	case "status":
 		return s.status()
 	}
@@ -460,7 +467,7 @@ func (s *Server) Handle(req *Request) *Reply {
 }
 
 func (s *Server) status() *Reply {
-	rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved(), PID: os.Getpid()}
+	rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved(), PID: os.Getpid(), Semantics: s.D.Semantics().String()}
 	for i, v := range s.D.Drops.Get() {
 		rep.Counters[director.CounterNames[i]] = v
 	}
@@ -469,6 +476,9 @@ func (s *Server) status() *Reply {
 	rep.Counters["conns-created"] = st.Created
 	rep.Counters["conns-expired"] = st.Expired
 	rep.Counters["conns-dropped-table-full"] = st.Dropped
+	for _, c := range s.D.HousekeepingCounters() {
+		rep.Counters[c.Name] = c.Value
+	}
 	tr := s.D.Trash()
 	rep.Counters["trash-services"] = uint64(tr.Services)
 	rep.Counters["trash-dests"] = uint64(tr.Dests)

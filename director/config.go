@@ -102,6 +102,7 @@ type config struct {
 	svcs    []*svcRT // creation order
 	trash   []*svcRT // removed services that still hold trashed dests, oldest first
 	gen     uint64
+	ver     uint64 // counts every change of the fields above (Update's check)
 	model   Model
 	evicted uint64 // trashed dests freed early because the trash was full
 }
@@ -185,7 +186,7 @@ func checkService(c *ipvs.ServiceConfig) error {
 	return nil
 }
 
-func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+func checkDest(sem ipvs.Semantics, svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	if !d.Addr.Is4() {
 		return fmt.Errorf("director: real server %s: only IPv4 real servers are supported so far", d.Addr)
 	}
@@ -197,7 +198,7 @@ func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	if err := ipvs.CheckWeight(int64(d.Weight), ipvs.MaxWeight); err != nil {
 		return err
 	}
-	if err := ipvs.CheckThresholds(int64(d.UThreshold), int64(d.LThreshold)); err != nil {
+	if err := sem.CheckDestThresholds(d.UThreshold, d.LThreshold); err != nil {
 		return err
 	}
 	switch d.Method {
@@ -233,7 +234,7 @@ func (dr *Director) CheckService(c ipvs.ServiceConfig) error {
 // CheckDest reports whether the data plane can serve a real server of a
 // service, without changing anything.
 func (dr *Director) CheckDest(svc ipvs.ServiceConfig, d ipvs.DestConfig) error {
-	if err := checkDest(&svc, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &svc, &d); err != nil {
 		return err
 	}
 	return dr.checkDestHost(&svc, &d)
@@ -265,20 +266,15 @@ var errModel = errors.New("director: bad model")
 // it was), then carries the change out in one step that cannot fail and
 // publishes it with one snapshot swap. Services and real servers that
 // stay keep their runtime state; those that leave go to the trash, and
-// those that come back are revived from it.
+// those that come back are revived from it. New real servers are
+// published with their next hops resolved (waiting up to a second for
+// the kernel's ARP), so that their first SYN finds them.
 func (dr *Director) Apply(m Model) error {
 	m = m.Clone()
-	dr.cfg.mu.Lock()
-	defer dr.cfg.mu.Unlock()
-	if m.equal(&dr.cfg.model) {
-		return nil // nothing to do: not even a new snapshot
-	}
-	plans, gone, err := dr.prepareLocked(&m)
-	if err != nil {
-		return err
-	}
-	dr.commitLocked(&m, plans, gone)
-	return nil
+	return dr.Update(func(x *Model) error {
+		*x = m.Clone()
+		return nil
+	})
 }
 
 // prepareLocked validates m against the running configuration and plans
@@ -320,7 +316,7 @@ func (dr *Director) prepareLocked(m *Model) ([]*svcPlan, []*svcRT, error) {
 			}
 		}
 		if !live || c.Sched != p.rt.cfg.Sched {
-			s, err := sched.New(c.Sched)
+			s, err := sched.NewFor(c.Sched, dr.c.Semantics)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
 			}
@@ -375,11 +371,11 @@ func (dr *Director) planDests(p *svcPlan, dests []ipvs.DestConfig, live bool) er
 		} else {
 			join = true
 			if d = p.rt.peekTrashed(dc.Addr, dc.Port); d == nil {
-				d = ipvs.NewDest(p.cfg.ServiceKey, dc)
+				d = dr.c.Semantics.NewDest(p.cfg.ServiceKey, dc)
 			}
 		}
 		if join || changed {
-			if err := checkDest(&p.cfg, &dc); err != nil {
+			if err := checkDest(dr.c.Semantics, &p.cfg, &dc); err != nil {
 				return err
 			}
 			if err := dr.checkDestHost(&p.cfg, &dc); err != nil {
@@ -484,9 +480,13 @@ func (dr *Director) commitLocked(m *Model, plans []*svcPlan, gone []*svcRT) {
 }
 
 // rebindLocked tells a service's scheduler about its new dest list with
-// the kernel's callbacks: init_service for a new scheduler, else del_dest,
-// add_dest and upd_dest for each dest concerned, each with the list as it
-// stands after that change.
+// the kernel's callbacks, in the order ipvsadm's commands would make them:
+// a new service's scheduler is initialised empty and each dest is added
+// (oldest first: -A, then -a for each); a scheduler replaced by -E is
+// initialised with the dests the service keeps; then del_dest, add_dest
+// and upd_dest for each dest concerned, each with the list as it stands
+// after that change. (wrr, for one, ends in a different state when bound
+// to a whole list than when the same dests are added one by one.)
 func (dr *Director) rebindLocked(p *svcPlan, old []*ipvs.Dest) {
 	rt := p.rt
 	logErr := func(err error) {
@@ -494,10 +494,10 @@ func (dr *Director) rebindLocked(p *svcPlan, old []*ipvs.Dest) {
 			dr.logf("service %s: scheduler %s: %v", rt.cfg.ServiceKey, rt.cfg.Sched, err)
 		}
 	}
-	if p.newSched != nil || p.reorder {
-		if p.newSched != nil {
-			rt.sched = p.newSched
-		}
+	if p.newSched != nil {
+		rt.sched = p.newSched
+	}
+	if p.reorder {
 		logErr(rt.sched.Init(rt.view()))
 		return
 	}
@@ -505,9 +505,14 @@ func (dr *Director) rebindLocked(p *svcPlan, old []*ipvs.Dest) {
 		return &sched.Service{Key: rt.cfg.ServiceKey, Flags: rt.cfg.Flags, Dests: slices.Clone(l)}
 	}
 	cur := slices.Clone(old)
-	for _, d := range p.del {
-		cur = slices.DeleteFunc(cur, func(x *ipvs.Dest) bool { return x == d })
-		logErr(rt.sched.DelDest(view(cur), d))
+	if p.newSched != nil {
+		cur = slices.DeleteFunc(cur, func(x *ipvs.Dest) bool { return slices.Contains(p.del, x) })
+		logErr(rt.sched.Init(view(cur)))
+	} else {
+		for _, d := range p.del {
+			cur = slices.DeleteFunc(cur, func(x *ipvs.Dest) bool { return x == d })
+			logErr(rt.sched.DelDest(view(cur), d))
+		}
 	}
 	for i := len(p.dests) - 1; i >= 0; i-- {
 		if p.join[i] {
@@ -523,8 +528,9 @@ func (dr *Director) rebindLocked(p *svcPlan, old []*ipvs.Dest) {
 }
 
 // reviveDest brings a trashed dest back with a new configuration: the
-// re-add is an update (spec §4.6), and the dest keeps its counters.
-func reviveDest(d *ipvs.Dest, c ipvs.DestConfig) { d.Update(c) }
+// kernel's add path (last_weight = weight, even 0; spec §4.6), and the
+// dest keeps its counters.
+func reviveDest(d *ipvs.Dest, c ipvs.DestConfig) { d.Revive(c) }
 
 // zeroStats zeroes a counter set and its rate estimator.
 func (dr *Director) zeroStats(st *ipvs.Stats) {
@@ -711,24 +717,59 @@ func (dr *Director) SetMarks(rules []ipvs.MarkRule) {
 // Update applies fn to a copy of the running model and Applies the result
 // (when fn returns nil). The read, fn and the Apply happen under the
 // configuration lock, so concurrent Updates never lose each other's
-// changes; fn must not call back into the director's configuration.
+// changes; fn must not call back into the director's configuration. fn
+// may run twice: when new real servers' next hops had to be waited for
+// (outside the lock) and the configuration changed meanwhile, fn runs
+// again on the new model.
 func (dr *Director) Update(fn func(m *Model) error) error {
-	dr.cfg.mu.Lock()
-	defer dr.cfg.mu.Unlock()
-	m := dr.cfg.model.Clone()
-	if err := fn(&m); err != nil {
-		return err
-	}
-	m = m.Clone() // fn may have kept references
-	if m.equal(&dr.cfg.model) {
+	for attempt := 0; ; attempt++ {
+		dr.cfg.mu.Lock()
+		m := dr.cfg.model.Clone()
+		if err := fn(&m); err != nil {
+			dr.cfg.mu.Unlock()
+			return err
+		}
+		m = m.Clone() // fn may have kept references
+		if m.equal(&dr.cfg.model) {
+			dr.cfg.mu.Unlock()
+			return nil // nothing to do: not even a new snapshot
+		}
+		plans, gone, err := dr.prepareLocked(&m)
+		if err != nil {
+			dr.cfg.mu.Unlock()
+			return err
+		}
+		var fresh []*ipvs.Dest
+		for _, p := range plans {
+			for i, d := range p.dests {
+				if p.join[i] && d.Next.Load() == nil {
+					fresh = append(fresh, d)
+				}
+			}
+		}
+		if len(fresh) > 0 && attempt == 0 && dr.neigh != nil {
+			ver := dr.cfg.ver
+			dr.cfg.mu.Unlock()
+			addrs := make([]netip.Addr, len(fresh))
+			for i, d := range fresh {
+				addrs[i] = d.Addr
+			}
+			hops := dr.resolveNew(addrs) // may wait: not under the lock
+			dr.cfg.mu.Lock()
+			if dr.cfg.ver != ver {
+				dr.cfg.mu.Unlock()
+				continue // changed meanwhile: plan again (no waiting this time)
+			}
+			for i, d := range fresh {
+				if hops[i] != nil && d.Next.Load() == nil {
+					d.Next.Store(hops[i])
+				}
+			}
+		}
+		dr.commitLocked(&m, plans, gone)
+		dr.cfg.mu.Unlock()
 		return nil
 	}
-	plans, gone, err := dr.prepareLocked(&m)
-	if err != nil {
-		return err
-	}
-	dr.commitLocked(&m, plans, gone)
-	return nil
 }
 
 func svcIndex(m *Model, k ipvs.ServiceKey) int {
@@ -754,6 +795,7 @@ func destIndex(s *ipvs.ServiceConfig, a netip.Addr, port uint16) int {
 // in; it also re-filters the rings.
 func (dr *Director) publishLocked() {
 	dr.cfg.gen++
+	dr.cfg.ver++
 	marks := dr.cfg.model.Marks
 	s := &Snapshot{
 		Gen:   dr.cfg.gen,

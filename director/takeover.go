@@ -102,7 +102,7 @@ func (w *Worker) standbyFrame(f *netio.Frame) {
 		w.arpIn(f)
 		return
 	}
-	w.d.Drops[CntStandby].Add(1)
+	w.cnt.inc(CntStandby)
 }
 
 // DestRef names a real server of a service, across processes.
@@ -172,6 +172,7 @@ func (d *Director) BindHanded(hs []HandedDest) []*ipvs.Dest {
 	out := make([]*ipvs.Dest, len(hs))
 	d.cfg.mu.Lock()
 	defer d.cfg.mu.Unlock()
+	d.cfg.ver++
 	now := time.Now()
 	for i, h := range hs {
 		_, rt := d.cfg.find(h.Ref.Svc)
@@ -199,7 +200,7 @@ func (d *Director) BindHanded(hs []HandedDest) []*ipvs.Dest {
 				out[i] = live // trashed there, configured here
 				continue
 			}
-			x = ipvs.NewDest(h.Ref.Svc, h.Config)
+			x = d.c.Semantics.NewDest(h.Ref.Svc, h.Config)
 			x.Unlink()
 			x.SvcStats = rt.stats
 			rt.trash = append(rt.trash, &trashed{x, now})

@@ -46,6 +46,7 @@ type Worker struct {
 	st  statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+	cnt  *workerCounters
 
 	running, parked atomic.Bool // the loop runs; it has seen standby (takeover.go)
 }
@@ -56,7 +57,8 @@ type ifaceMAC struct {
 }
 
 func (d *Director) newWorker() *Worker {
-	w := &Worker{d: d, id: len(d.workers)}
+	w := &Worker{d: d, id: len(d.workers), cnt: d.cset.newBlock()}
+	w.st.tot = &d.Total
 	for idx, mac := range d.ifMAC {
 		for len(w.macs) <= idx {
 			w.macs = append(w.macs, ifaceMAC{})
@@ -100,8 +102,7 @@ func (w *Worker) txFor(ifindex int) Transmitter {
 func (w *Worker) closeTx() {
 	for _, t := range w.tx {
 		if c, ok := t.(*netio.Tx); ok && c != nil {
-			w.d.Drops[CntTxErrors].Add(c.Errors)
-			c.Close()
+			c.Close() // its counters stay readable
 		}
 	}
 	w.tx = nil
@@ -115,7 +116,7 @@ func (w *Worker) flush() {
 	}
 }
 
-// loop takes blocks of frames from the worker's rings until stop closes.
+// loop takes batches of frames from the worker's rings until stop closes.
 func (w *Worker) loop(stop chan struct{}) {
 	var b netio.Block
 	var f netio.Frame
@@ -131,29 +132,30 @@ func (w *Worker) loop(stop chan struct{}) {
 		standby := w.d.handover.standby.Load()
 		w.parked.Store(standby)
 		for _, r := range w.group.Rings {
-			if !r.TryNext(&b) {
-				continue
-			}
-			w.snap = w.d.snap.Load()
-			if traceCompiled {
-				w.tr = w.d.tracer.Load()
-			}
-			for b.Frame(&f) {
-				if standby {
-					w.standbyFrame(&f)
-					continue
+			// One batch from each of the ring's sockets at most, so no
+			// interface waits behind a busy one.
+			for k := r.Sockets(); k > 0 && r.TryNext(&b); k-- {
+				w.snap = w.d.snap.Load()
+				if traceCompiled {
+					w.tr = w.d.tracer.Load()
 				}
-				w.handle(&f)
+				for b.Frame(&f) {
+					if standby {
+						w.standbyFrame(&f)
+						continue
+					}
+					w.handle(&f)
+				}
+				w.flush() // frames point into the ring: send before release
+				b.Release()
+				w.st.flush()
 			}
-			w.flush() // frames point into the block: send before release
-			b.Release()
-			w.st.flush()
 		}
 	}
 }
 
 func (w *Worker) count(i int) {
-	w.d.Drops[i].Add(1)
+	w.cnt.inc(i)
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[i]
 	}
@@ -360,6 +362,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	}
 	dest.Stats.Conns.Add(1)
 	sv.Stats.Conns.Add(1)
+	w.st.conn()
 	return true
 }
 
@@ -397,14 +400,11 @@ func (w *Worker) reply(f *netio.Frame) {
 	w.st.out(h.Dest, h.SvcStats, n)
 }
 
-// arpIn learns the sender of every ARP frame (for next-hop resolution) and
-// answers requests for VIPs on interfaces configured to.
+// arpIn answers ARP requests for VIPs on interfaces configured to. It
+// learns nothing: next hops follow the kernel's neighbour table, which
+// sees the same frames (resolve.go).
 func (w *Worker) arpIn(f *netio.Frame) {
 	a := packet.ARP(f.Data[packet.EthLen:])
-	if w.d.neigh != nil {
-		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
-		w.d.kickResolver()
-	}
 	if a.Op() != packet.ARPRequest {
 		return
 	}
