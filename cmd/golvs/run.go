@@ -221,32 +221,52 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = d.Run(ctx)
+	}()
+	// fatal stops what runs (Run closes the director) and says why.
+	var side sync.WaitGroup // monitoring goroutines, waited for at exit
+	fatal := func(code int, format string, args ...any) int {
+		stop()
+		<-ran
+		side.Wait()
+		fmt.Fprintf(os.Stderr, "golvs run: "+format+"\n", args...)
+		return code
+	}
+	if tk != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := d.WaitResolved(wctx); err != nil {
+			logger.Printf("takeover: %v (taking over anyway)", err)
+		}
+		cancel()
+		res, err := tk.Finish(d)
+		if err != nil {
+			return fatal(1, "%v (the old daemon, pid %d, carries on)", err, tk.PID)
+		}
+		d.AdoptHost(tk.Host)
+		logger.Printf("took over from pid %d: %d connections, forwarding paused %v", tk.PID, res.Conns, res.Paused.Round(time.Millisecond))
+		if res.Failed > 0 {
+			logger.Printf("takeover: %d entries not imported (last: %v)", res.Failed, res.LastErr)
+		}
+	}
 	stopHealth := make(chan struct{})
 	defer close(stopHealth)
 	var healthSrc metrics.HealthSource
-	startHealth := func() error {
-		if ka == nil {
-			return nil
-		}
-		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
-			return err
-		}
-		healthSrc = healthMetrics{ka.eng}
-		return nil
-	}
 	if ka != nil {
+		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
+			if tk == nil {
+				return fatal(2, "keepalived.conf rejected: %v", err)
+			}
+			logger.Printf("keepalived.conf rejected, health checks off: %v", err)
+		} else {
+			healthSrc = healthMetrics{ka.eng}
+		}
 		defer ka.close()
 	}
-	if tk == nil { // after a takeover, once it is done
-		if err := startHealth(); err != nil {
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected: %v\n", err)
-			return 2
-		}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	if *metricsListen != "" {
 		reg, err := metrics.Registry(metrics.New(srv, healthSrc))
 		var ms *metrics.Server
@@ -254,11 +274,7 @@ func runMain(args []string) int {
 			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
 		}
 		if err != nil {
-			stop()
-			side.Wait()
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-			return 1
+			return fatal(1, "%v", err)
 		}
 		logger.Printf("metrics at http://%s%s", ms.Addr(), metrics.Path)
 		side.Add(1)
@@ -272,58 +288,21 @@ func runMain(args []string) int {
 	if *procDir != "" {
 		done, err := srv.StartProcDir(ctx, *procDir, *procEvery, logger.Printf)
 		if err != nil {
-			stop()
-			side.Wait()
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-			return 1
+			return fatal(1, "%v", err)
 		}
 		logger.Printf("proc files in %s/net, every %v", *procDir, *procEvery)
 		side.Add(1)
 		go func() { defer side.Done(); <-done }()
 	}
-	if tk == nil { // after a takeover, once the old daemon let go of it
-		if err := srv.Listen(*sock); err != nil {
-			stop()
-			side.Wait()
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-			return 1
+	// After a takeover the old daemon has let go of the socket by now.
+	if err := srv.Listen(*sock); err != nil {
+		if tk == nil {
+			return fatal(1, "%v", err)
 		}
+		logger.Printf("%v (forwarding without a control socket)", err)
 	}
 	for _, l := range d.HostReport() {
 		logger.Printf("relies on: %s", l)
-	}
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		_ = d.Run(ctx)
-	}()
-	if tk != nil {
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := d.WaitResolved(wctx); err != nil {
-			logger.Printf("takeover: %v (taking over anyway)", err)
-		}
-		cancel()
-		res, err := tk.Finish(d)
-		if err != nil {
-			stop()
-			<-ran
-			side.Wait()
-			fmt.Fprintf(os.Stderr, "golvs run: %v (the old daemon, pid %d, carries on)\n", err, tk.PID)
-			return 1
-		}
-		d.AdoptHost(tk.Host)
-		logger.Printf("took over from pid %d: %d connections, forwarding paused %v", tk.PID, res.Conns, res.Paused.Round(time.Millisecond))
-		if res.Failed > 0 {
-			logger.Printf("takeover: %d entries not imported (last: %v)", res.Failed, res.LastErr)
-		}
-		if err := srv.Listen(*sock); err != nil {
-			logger.Printf("%v (forwarding without a control socket)", err)
-		}
-		if err := startHealth(); err != nil {
-			logger.Printf("keepalived.conf rejected, health checks off: %v", err)
-		}
 	}
 	srv.OnHandover(stop)
 	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
