@@ -73,8 +73,24 @@ type Frame struct {
 	Vnet    []byte
 	IfIndex int
 	Trunc   bool // the frame was longer than the ring could hold
+	// PktType is the kernel's classification of the destination MAC
+	// (sll_pkttype): PacketHost, or another host's unicast, broadcast,
+	// multicast. VLAN is the 802.1Q tag the kernel stripped (veth and
+	// most NICs take it out of the frame), valid when HasVLAN is set.
+	PktType uint8
+	HasVLAN bool
+	VLAN    uint16 // TCI: priority, DEI and VLAN ID
 	room    []byte
 }
+
+// Packet types (sll_pkttype), as the kernel classifies a received frame by
+// its destination MAC.
+const (
+	PacketHost      = unix.PACKET_HOST
+	PacketBroadcast = unix.PACKET_BROADCAST
+	PacketMulticast = unix.PACKET_MULTICAST
+	PacketOtherHost = unix.PACKET_OTHERHOST
+)
 
 // Buf returns the frame with its virtio header in front, as Send takes it.
 func (f *Frame) Buf() []byte {
@@ -256,7 +272,9 @@ const (
 	hNext      = 0
 	hSnaplen   = 12
 	hLen       = 16
+	hStatus    = 20
 	hMac       = 24
+	hVLAN      = 28 // hv1.tp_vlan_tci
 )
 
 func (r *Ring) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.mem[off])) }
@@ -324,7 +342,20 @@ const (
 	h2Len     = 4
 	h2Snaplen = 8
 	h2Mac     = 12
+	h2VLAN    = 24 // tp_vlan_tci
 )
+
+// fillMeta sets the frame's packet type, from the struct sockaddr_ll that
+// follows the tpacket header at sll (sll_pkttype at offset 10), and its
+// VLAN tag from the header's status and tp_vlan_tci.
+func (r *Ring) fillMeta(f *Frame, sll int, status uint32, vlan int) {
+	f.PktType = r.mem[sll+10]
+	f.HasVLAN = status&unix.TP_STATUS_VLAN_VALID != 0
+	f.VLAN = 0
+	if f.HasVLAN {
+		f.VLAN = uint16(*r.u32(vlan))
+	}
+}
 
 func (b *Block) frameV2(f *Frame) bool {
 	if b.i >= b.n {
@@ -333,6 +364,7 @@ func (b *Block) frameV2(f *Frame) bool {
 	r := b.r
 	h := ((b.off + b.i) % r.nblocks) * r.bsize
 	r.fill(f, h, unix.SizeofTpacket2Hdr, h2Snaplen, h2Len, h2Mac)
+	r.fillMeta(f, h+unix.SizeofTpacket2Hdr, *r.u32(h), h+h2VLAN)
 	b.i++
 	return true
 }
@@ -371,6 +403,7 @@ func (b *Block) Frame(f *Frame) bool {
 	r := b.r
 	h := b.off
 	r.fill(f, h, unix.SizeofTpacket3Hdr, hSnaplen, hLen, hMac)
+	r.fillMeta(f, h+unix.SizeofTpacket3Hdr, *r.u32(h + hStatus), h+hVLAN)
 	b.i++
 	b.off = h + int(*r.u32(h + hNext))
 	return true
