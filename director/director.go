@@ -27,6 +27,7 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/packet"
 	"github.com/golvs/golvs/trace"
 )
 
@@ -99,17 +100,22 @@ type Director struct {
 	ifNames map[int]string // names of fake interfaces in tests
 }
 
-// Counter names, in Counters order.
+// Counter names, in Counters order. Each received frame golvs does not
+// forward is counted under exactly one of the drop causes; arp-answered
+// and arp-other count the ARP frames it handled.
 var CounterNames = [NumCounters]string{
 	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
+	"bad-ip-checksum", "bad-ip-options",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
 	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
+	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
+	"too-big", "arp-other",
 }
 
 // Counter indices.
 const (
-	// 0..6 mirror packet.Reason 1..7
-	CntNoConn = 7 + iota
+	// 0..NumReasons-2 mirror packet.Reason 1..NumReasons-1
+	CntNoConn = int(packet.NumReasons) - 1 + iota
 	CntNoDest
 	CntDestUnavail
 	CntTableFull
@@ -119,6 +125,14 @@ const (
 	CntARPAnswered
 	CntICMP
 	CntTxErrors
+	CntOtherHost   // addressed to another host's MAC (PACKET_OTHERHOST)
+	CntBroadcast   // IPv4 in an Ethernet broadcast (no router forwards it)
+	CntMulticast   // IPv4 in an Ethernet multicast
+	CntVLAN        // 802.1Q-tagged with a VLAN ID (golvs serves untagged networks)
+	CntMartianSrc  // source address no router accepts
+	CntMartianDst  // destination address no router forwards
+	CntTooBig      // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
+	CntARPOther    // ARP frames needing no answer (senders learnt)
 	NumCounters
 )
 
