@@ -68,6 +68,13 @@ type Config struct {
 	LocalPortMin uint16
 	LocalPortMax uint16
 	NoTOA        bool
+
+	// ICMPMsgsPerSec and ICMPMsgsBurst bound the ICMP errors golvs
+	// generates (port unreachable, fragmentation needed) with a token
+	// bucket, as the kernel's icmp_msgs_per_sec and icmp_msgs_burst do
+	// (0: their defaults, 1000 and 50; a negative rate sends none).
+	ICMPMsgsPerSec int
+	ICMPMsgsBurst  int
 }
 
 // Director is a running data plane.
@@ -93,6 +100,12 @@ type Director struct {
 	Drops Counters
 
 	est estimators
+
+	icmpLimit icmpLimiter
+	// own holds the director's interface addresses and their links'
+	// broadcast addresses: no packet from the wire may carry one as its
+	// source (martians).
+	own [][4]byte
 
 	modes modeState // DR, TUN and FULLNAT (modes.go)
 
@@ -167,6 +180,7 @@ func newCore(c Config) *Director {
 		kick:  make(chan struct{}, 1),
 	}
 	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
+	d.icmpLimit.init(c.ICMPMsgsPerSec, c.ICMPMsgsBurst)
 	d.initModes()
 	return d
 }
@@ -204,6 +218,7 @@ func New(c Config) (*Director, error) {
 	d.neigh = neigh
 	for idx, l := range neigh.Links() {
 		d.ifMAC[idx] = l.MAC
+		d.addOwn(l.Addrs)
 	}
 	for _, ifc := range c.Interfaces {
 		for idx, l := range neigh.Links() {
