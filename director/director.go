@@ -138,14 +138,14 @@ const (
 	CntARPAnswered
 	CntICMP
 	CntTxErrors
-	CntOtherHost   // addressed to another host's MAC (PACKET_OTHERHOST)
-	CntBroadcast   // IPv4 in an Ethernet broadcast (no router forwards it)
-	CntMulticast   // IPv4 in an Ethernet multicast
-	CntVLAN        // 802.1Q-tagged with a VLAN ID (golvs serves untagged networks)
-	CntMartianSrc  // source address no router accepts
-	CntMartianDst  // destination address no router forwards
-	CntTooBig      // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
-	CntARPOther    // ARP frames needing no answer (senders learnt)
+	CntOtherHost  // addressed to another host's MAC (PACKET_OTHERHOST)
+	CntBroadcast  // IPv4 in an Ethernet broadcast (no router forwards it)
+	CntMulticast  // IPv4 in an Ethernet multicast
+	CntVLAN       // 802.1Q-tagged with a VLAN ID (golvs serves untagged networks)
+	CntMartianSrc // source address no router accepts
+	CntMartianDst // destination address no router forwards
+	CntTooBig     // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
+	CntARPOther   // ARP frames needing no answer (senders learnt)
 	NumCounters
 )
 
