@@ -107,6 +107,8 @@ type Director struct {
 	// source (martians).
 	own [][4]byte
 
+	snmp kernelSnmp // the namespace's /proc/net/snmp (kstats.go)
+
 	modes modeState // DR, TUN and FULLNAT (modes.go)
 
 	tracer  atomic.Pointer[trace.Tracer]
@@ -210,6 +212,7 @@ func New(c Config) (*Director, error) {
 		nl.Close()
 		return nil, err
 	}
+	d.snmp = openKernelSnmp() // from this thread: its namespace's
 	neigh, err := netio.NewNeigh(nl, names)
 	if err != nil {
 		d.Close()
@@ -489,6 +492,7 @@ func (d *Director) Close() {
 		d.nl.Close()
 		d.nl = nil
 	}
+	d.snmp.close()
 	for _, f := range d.restore {
 		f()
 	}
