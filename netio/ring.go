@@ -274,7 +274,7 @@ const (
 	hLen       = 16
 	hStatus    = 20
 	hMac       = 24
-	hVLAN      = 28 // hv1.tp_vlan_tci
+	hVLAN      = 32 // hv1.tp_vlan_tci (after tp_rxhash)
 )
 
 func (r *Ring) u32(off int) *uint32 { return (*uint32)(unsafe.Pointer(&r.mem[off])) }
