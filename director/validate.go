@@ -53,7 +53,7 @@ func (d *Director) addOwn(addrs []netip.Prefix) {
 
 // martianSrc reports a source address no packet from the wire may have.
 func (w *Worker) martianSrc(a [4]byte) bool {
-	if packet.MartianSource(a) || w.snap.vips[a] || w.d.isLocalAddr(a) {
+	if packet.MartianSource(a) || w.isVIPSrc(a) || w.d.isLocalAddr(a) {
 		return true
 	}
 	for _, o := range w.d.own {
@@ -63,6 +63,33 @@ func (w *Worker) martianSrc(a [4]byte) bool {
 	}
 	return false
 }
+
+// isVIPSrc reports one of the snapshot's VIPs. A few VIPs are compared
+// from a slice the worker rebuilds when the snapshot changes (a scan of a
+// handful costs less than hashing the address per packet); many are
+// looked up in the snapshot's map.
+func (w *Worker) isVIPSrc(a [4]byte) bool {
+	if w.vipSnap != w.snap {
+		w.vipSnap = w.snap
+		w.vipList = w.vipList[:0]
+		if len(w.snap.vips) <= maxVIPScan {
+			for v := range w.snap.vips {
+				w.vipList = append(w.vipList, v)
+			}
+		}
+	}
+	if len(w.snap.vips) > maxVIPScan {
+		return w.snap.vips[a]
+	}
+	for _, v := range w.vipList {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+const maxVIPScan = 16
 
 // validL2 applies the frame-level checks, before decoding.
 func (w *Worker) validL2(f *netio.Frame) bool {

@@ -44,6 +44,9 @@ type Worker struct {
 	st  statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+
+	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
+	vipList [][4]byte
 }
 
 type ifaceMAC struct {
