@@ -480,6 +480,9 @@ func (t *Table) Stats() Stats {
 // Len returns the number of live entries (templates included).
 func (t *Table) Len() int { return int(t.count.Load()) }
 
+// Limit returns the most entries the table holds (Config.MaxEntries).
+func (t *Table) Limit() int { return int(t.max) }
+
 // Hit is what a lookup copies out of an entry, under the shard lock, for
 // the rewriter: the entry itself may be recycled once the lock is gone.
 type Hit struct {

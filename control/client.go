@@ -75,6 +75,9 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if isStatusCommand(args) { // status.go
 		return statusMain(args, stdout, stderr)
 	}
+	if ipvsadm.IsProcCommand(args) {
+		return admProc(args, stdout, stderr)
+	}
 	if ipvsadm.IsMarkCommand(args) {
 		mc, err := ipvsadm.ParseMark(args)
 		if err != nil {

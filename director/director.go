@@ -99,6 +99,12 @@ type Director struct {
 	// Counters of frames golvs did not forward, by cause.
 	Drops Counters
 
+	// Total is IPVS's director-wide counters (tot_stats,
+	// /proc/net/ip_vs_stats): every conn and packet of every service.
+	Total        ipvs.Stats
+	traceMu      sync.Mutex
+	traceDropped uint64 // events dropped by tracers already detached
+
 	est estimators
 
 	icmpLimit icmpLimiter
@@ -434,7 +440,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 		case <-d.kick:
 			d.resolve(false)
 		case <-est.C:
-			d.est.update(d.snap.Load())
+			d.est.update(d.snap.Load(), &d.Total)
 		case now := <-res.C:
 			full := now.Sub(lastFull) > 30*time.Second
 			if full {

@@ -56,6 +56,7 @@ type ifaceMAC struct {
 
 func (d *Director) newWorker() *Worker {
 	w := &Worker{d: d, id: len(d.workers)}
+	w.st.tot = &d.Total
 	for idx, mac := range d.ifMAC {
 		for len(w.macs) <= idx {
 			w.macs = append(w.macs, ifaceMAC{})
@@ -365,6 +366,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	}
 	dest.Stats.Conns.Add(1)
 	sv.Stats.Conns.Add(1)
+	w.st.conn()
 	return true
 }
 

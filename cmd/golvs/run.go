@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
 )
 
@@ -61,6 +64,10 @@ func runMain(args []string) int {
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
 	icmpRate := fs.Int("icmp-msgs-per-sec", director.DefaultICMPMsgsPerSec, "ICMP errors golvs generates (port unreachable, fragmentation needed) per second at most, as net.ipv4.icmp_msgs_per_sec; 0: none")
 	icmpBurst := fs.Int("icmp-msgs-burst", director.DefaultICMPMsgsBurst, "ICMP errors golvs may send at once before the rate applies, as net.ipv4.icmp_msgs_burst")
+	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
+	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
+	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -87,6 +94,10 @@ func runMain(args []string) int {
 	}
 	if *icmpBurst < 1 || *icmpBurst > 1<<24 {
 		fmt.Fprintf(os.Stderr, "golvs run: --icmp-msgs-burst %d out of range (1..%d)\n", *icmpBurst, 1<<24)
+		return 2
+	}
+	if *procEvery < 100*time.Millisecond || *procEvery > time.Hour {
+		fmt.Fprintf(os.Stderr, "golvs run: --proc-interval %v out of range (100ms..1h)\n", *procEvery)
 		return 2
 	}
 	if *connMax < 1 || *connMax > 1<<30 {
@@ -151,7 +162,47 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var side sync.WaitGroup // monitoring goroutines, waited for at exit
+	if *metricsListen != "" {
+		reg, err := metrics.Registry(metrics.New(srv, nil))
+		var ms *metrics.Server
+		if err == nil {
+			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
+		}
+		if err != nil {
+			stop()
+			side.Wait()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("metrics at http://%s%s", ms.Addr(), metrics.Path)
+		side.Add(1)
+		go func() {
+			defer side.Done()
+			if err := ms.Serve(ctx); err != nil {
+				logger.Printf("%v", err)
+			}
+		}()
+	}
+	if *procDir != "" {
+		done, err := srv.StartProcDir(ctx, *procDir, *procEvery, logger.Printf)
+		if err != nil {
+			stop()
+			side.Wait()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("proc files in %s/net, every %v", *procDir, *procEvery)
+		side.Add(1)
+		go func() { defer side.Done(); <-done }()
+	}
 	if err := srv.Listen(*sock); err != nil {
+		stop()
+		side.Wait()
 		d.Close()
 		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 1
@@ -160,10 +211,9 @@ func runMain(args []string) int {
 		logger.Printf("relies on: %s", l)
 	}
 	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	go srv.Serve(ctx)
 	_ = d.Run(ctx)
+	side.Wait()
 	logger.Printf("stopped")
 	return 0
 }
