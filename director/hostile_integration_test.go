@@ -388,7 +388,7 @@ func stormClasses(e *stormEnv) []stormClass {
 		}},
 		{name: "bad version", cnt: reason(packet.ReasonBadIP), n: 2000, frames: func(i int) [][]byte {
 			b := good(i)
-			b[14] = byte(0x50 + 0x10*(i%3)) | 5
+			b[14] = byte(0x50+0x10*(i%3)) | 5
 			return one(refix(b))
 		}},
 		{name: "total length below the header", cnt: reason(packet.ReasonBadIP), n: 2000, frames: func(i int) [][]byte {
