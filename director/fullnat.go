@@ -266,7 +266,7 @@ func (w *Worker) fullnatIn(f *netio.Frame, nh *ipvs.NextHop) bool {
 		w.count(CntTTL)
 		return false
 	}
-	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst) // output.go
+	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst, false) // output.go
 	if !ok {
 		return false
 	}

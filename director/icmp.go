@@ -57,7 +57,7 @@ func (w *Worker) icmpToServer(f *netio.Frame) {
 		w.count(CntNoNextHop)
 		return
 	}
-	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst)
+	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst, false)
 	if !ok {
 		return
 	}
@@ -93,7 +93,7 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 	p := &w.p
 	e := &w.m.emb
 	h := &w.hit
-	mtu, ok := w.egress(f, int(h.ClientIf), 0, p.Dst)
+	mtu, ok := w.egress(f, int(h.ClientIf), 0, p.Dst, false)
 	if !ok {
 		return
 	}

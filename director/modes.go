@@ -233,7 +233,7 @@ func (w *Worker) inboundMode(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) {
 	var ok bool
 	switch h.Method {
 	case ipvs.MethodRoute:
-		mtu, fits := w.egress(f, nh.IfIndex, 0, p.Dst)
+		mtu, fits := w.egress(f, nh.IfIndex, 0, p.Dst, false)
 		if !fits {
 			return
 		}
@@ -335,7 +335,7 @@ func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 		return w.tunnelSegments(f, nh.IfIndex, gs, oh)
 	}
 	if inner+oh > mtu {
-		imtu, ok := w.egress(f, nh.IfIndex, oh, p.Dst)
+		imtu, ok := w.egress(f, nh.IfIndex, oh, p.Dst, false)
 		if !ok {
 			return false
 		}

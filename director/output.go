@@ -30,9 +30,10 @@ import (
 // egress checks the frame p describes against the egress MTU of ifindex,
 // less oh bytes of encapsulation, and returns the MTU the datagram must
 // be fragmented to (if longer). ok is false when the frame was dropped:
-// DF set (answered with fragmentation-needed from icmpSrc), or no legal
+// DF set (answered with fragmentation-needed from vip, or for a real
+// server's reply from the director's address on its link), or no legal
 // fragment size.
-func (w *Worker) egress(f *netio.Frame, ifindex, oh int, icmpSrc [4]byte) (mtu int, ok bool) {
+func (w *Worker) egress(f *netio.Frame, ifindex, oh int, vip [4]byte, reply bool) (mtu int, ok bool) {
 	p := &w.p
 	mtu = w.d.linkMTU(ifindex) - oh
 	if p.End-p.L3 <= mtu {
@@ -50,7 +51,11 @@ func (w *Worker) egress(f *netio.Frame, ifindex, oh int, icmpSrc [4]byte) (mtu i
 		// tun-no-pmtu lab's mistake (too-big tunnelled packets vanish).
 		return mtu, false
 	}
-	w.fragNeeded(f, icmpSrc, mtu)
+	src := vip
+	if reply {
+		src = w.replyICMPSource(f, vip)
+	}
+	w.fragNeeded(f, src, mtu)
 	return mtu, false
 }
 

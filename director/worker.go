@@ -274,7 +274,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.count(CntTTL)
 		return
 	}
-	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst) // output.go
+	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst, false) // output.go
 	if !ok {
 		return
 	}
@@ -396,7 +396,7 @@ func (w *Worker) reply(f *netio.Frame) {
 			w.traceLookup("hit", h)
 		}
 	}
-	mtu, ok := w.egress(f, int(h.ClientIf), 0, w.replyICMPSource(f, h.In.DstIP))
+	mtu, ok := w.egress(f, int(h.ClientIf), 0, h.In.DstIP, true)
 	if !ok {
 		return
 	}
