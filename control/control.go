@@ -233,6 +233,9 @@ func (s *Server) Handle(req *Request) *Reply {
 		rep.Counters["conns-created"] = st.Created
 		rep.Counters["conns-expired"] = st.Expired
 		rep.Counters["conns-dropped-table-full"] = st.Dropped
+		for _, c := range s.D.HousekeepingCounters() {
+			rep.Counters[c.Name] = c.Value
+		}
 		return rep
 	}
 	return fail(fmt.Errorf("control: unknown operation %q", req.Op), 255)

@@ -63,6 +63,7 @@ var statusGroups = []struct {
 	{"Frames not forwarded, by cause (ARP handled included)", func(map[string]uint64) []string { return director.CounterNames[:] }},
 	{"Events", func(map[string]uint64) []string { return director.ModeCounterNames[:] }},
 	{"Connection table", func(c map[string]uint64) []string { return withPrefix(c, "conns") }},
+	{"Next hops and logs", func(c map[string]uint64) []string { return append(withPrefix(c, "neigh-"), withPrefix(c, "log-")...) }},
 	{"Kernel, this network namespace (IPv4 reassembly for golvs and the host)", func(c map[string]uint64) []string { return withPrefix(c, "kernel-") }},
 }
 

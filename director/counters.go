@@ -32,6 +32,7 @@ func (d *Director) CounterSets() []CounterSet {
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
 	}
+	sets = append(sets, d.housekeepingSets()...) // resolve.go
 	// The kernel's IPv4 reassembly in the director's namespace (it
 	// reassembles fragments for golvs): only where it can be read.
 	if k := d.KernelStats(); len(k) > 0 {

@@ -414,14 +414,11 @@ func (w *Worker) reply(f *netio.Frame) {
 	w.st.out(h.Dest, h.SvcStats, n)
 }
 
-// arpIn learns the sender of every ARP frame (for next-hop resolution) and
-// answers requests for VIPs on interfaces configured to.
+// arpIn answers ARP requests for VIPs on interfaces configured to. It
+// learns nothing: next hops follow the kernel's neighbour table, which
+// sees the same frames (resolve.go).
 func (w *Worker) arpIn(f *netio.Frame) {
 	a := packet.ARP(f.Data[packet.EthLen:])
-	if w.d.neigh != nil {
-		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
-		w.d.kickResolver()
-	}
 	if a.Op() != packet.ARPRequest {
 		w.count(CntARPOther)
 		return
