@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvs"
 )
 
 // `golvs adm --status [--json]`: every counter of the running director,
@@ -43,14 +44,15 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if asJSON {
 		b, _ := json.MarshalIndent(struct {
-			Counters map[string]uint64 `json:"counters"`
-			Host     []string          `json:"host"`
-			Resolved bool              `json:"resolved"`
-		}{rep.Counters, rep.Host, rep.Resolved}, "", "  ")
+			Semantics string            `json:"semantics,omitempty"`
+			Counters  map[string]uint64 `json:"counters"`
+			Host      []string          `json:"host"`
+			Resolved  bool              `json:"resolved"`
+		}{rep.Semantics, rep.Counters, rep.Host, rep.Resolved}, "", "  ")
 		fmt.Fprintf(stdout, "%s\n", b)
 		return 0
 	}
-	WriteStatus(stdout, rep.Counters, rep.Host)
+	WriteStatus(stdout, rep)
 	return 0
 }
 
@@ -78,10 +80,20 @@ func withPrefix(c map[string]uint64, p string) []string {
 	return out
 }
 
-// WriteStatus writes the counters as an aligned listing, in groups; a
-// counter the director does not report is left out, and any it reports
-// that no group names is listed last, by name.
-func WriteStatus(w io.Writer, c map[string]uint64, host []string) {
+// WriteStatus prints a status reply for people: the kernel semantics,
+// whether every real server has a next hop, the host facts the director
+// relies on, then the counters as an aligned listing, in groups; a counter
+// the director does not report is left out, and any it reports that no
+// group names is listed last, by name.
+func WriteStatus(w io.Writer, rep *Reply) {
+	if sem, err := ipvs.ParseSemantics(rep.Semantics); err == nil {
+		fmt.Fprintf(w, "semantics: %s (%s)\n", sem, sem.Kernels())
+	}
+	fmt.Fprintf(w, "real servers resolved: %v\n", rep.Resolved)
+	for _, h := range rep.Host {
+		fmt.Fprintf(w, "relies on: %s\n", h)
+	}
+	c := rep.Counters
 	width := 0
 	for k := range c {
 		width = max(width, len(k))
@@ -113,7 +125,4 @@ func WriteStatus(w io.Writer, c map[string]uint64, host []string) {
 	}
 	slices.Sort(rest)
 	section("Other", rest)
-	if len(host) > 0 {
-		fmt.Fprintf(w, "Relies on:\n  %s\n", strings.Join(host, "\n  "))
-	}
 }

@@ -2,22 +2,29 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/internal/testutil"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/lab"
 )
 
 func TestWriteStatus(t *testing.T) {
 	c := map[string]uint64{"no-dest": 3, "bad-l4": 0, "frag-needed-sent": 12, "conns": 2, "conns-created": 9,
-		"kernel-reasm-oks": 4, "ring-drops": 7}
+		"kernel-reasm-oks": 4, "trace-dropped": 7}
 	var b bytes.Buffer
-	WriteStatus(&b, c, []string{"ext0: IPv4 forwarding off"})
-	want := "Frames not forwarded, by cause (ARP handled included):\n" +
+	WriteStatus(&b, &Reply{Counters: c, Host: []string{"ext0: IPv4 forwarding off"}, Semantics: "current", Resolved: true})
+	want := "semantics: current (" + ipvs.Current.Kernels() + ")\n" +
+		"real servers resolved: true\n" +
+		"relies on: ext0: IPv4 forwarding off\n" +
+		"Frames not forwarded, by cause (ARP handled included):\n" +
 		"  bad-l4                              0\n" +
 		"  no-dest                             3\n" +
 		"Events:\n" +
@@ -28,9 +35,7 @@ func TestWriteStatus(t *testing.T) {
 		"Kernel, this network namespace (IPv4 reassembly for golvs and the host):\n" +
 		"  kernel-reasm-oks                    4\n" +
 		"Other:\n" +
-		"  ring-drops                          7\n" +
-		"Relies on:\n" +
-		"  ext0: IPv4 forwarding off\n"
+		"  trace-dropped                       7\n"
 	if b.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
@@ -79,5 +84,50 @@ func TestAdmStatus(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := AdmMain([]string{"--status", "-n"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), `"-n"`) {
 		t.Fatalf("--status -n: exit %d %q", code, errb.String())
+	}
+}
+
+// TestStatusSemantics: the director's kernel semantics is visible through
+// the control plane (the status op) and in golvs adm --status.
+func TestStatusSemantics(t *testing.T) {
+	topo := testutil.NATLab(t, 1)
+	for _, sem := range []ipvs.Semantics{ipvs.Classic, ipvs.Current} {
+		var d *director.Director
+		err := topo.Director.Do(func() error {
+			var err error
+			d, err = director.New(director.Config{
+				Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}},
+				Workers:    1, FixHost: true, Semantics: sem,
+			})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(d)
+		sock := filepath.Join(t.TempDir(), "golvs.sock")
+		if err := srv.Listen(sock); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go srv.Serve(ctx)
+		t.Setenv("GOLVS_SOCKET", sock)
+		rep := srv.Handle(&Request{V: Version, Op: "status"})
+		if !rep.OK || rep.Semantics != sem.String() {
+			t.Errorf("status reply semantics %q, want %q", rep.Semantics, sem)
+		}
+		var out, errb bytes.Buffer
+		if code := AdmMain([]string{"--status"}, strings.NewReader(""), &out, &errb); code != 0 {
+			t.Fatalf("golvs adm --status: exit %d: %s", code, errb.String())
+		}
+		want := "semantics: " + sem.String() + " (" + sem.Kernels() + ")\n"
+		if !strings.HasPrefix(out.String(), want) || !strings.Contains(out.String(), "\n  conns ") {
+			t.Errorf("golvs adm --status:\n%s\nwant it to begin with %q and list the counters", out.String(), want)
+		}
+		if code := AdmMain([]string{"--status", "x"}, strings.NewReader(""), &out, &errb); code != 2 {
+			t.Errorf("golvs adm --status x: exit %d, want 2", code)
+		}
+		cancel()
+		d.Close()
 	}
 }

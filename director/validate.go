@@ -93,7 +93,7 @@ const maxVIPScan = 16
 
 // validL2 applies the frame-level checks, before decoding.
 func (w *Worker) validL2(f *netio.Frame) bool {
-	if f.HasVLAN && f.VLAN&0xfff != 0 {
+	if f.VLANValid && f.VLANTCI&0xfff != 0 {
 		w.count(CntVLAN)
 		return false
 	}

@@ -27,8 +27,8 @@ func TestRouterDrops(t *testing.T) {
 		{"another host's MAC", with(syn(cip, vip), func(f *netio.Frame) { f.PktType = netio.PacketOtherHost }), CntOtherHost},
 		{"ethernet broadcast", with(syn(cip, vip), func(f *netio.Frame) { f.PktType = netio.PacketBroadcast }), CntBroadcast},
 		{"ethernet multicast", with(syn(cip, vip), func(f *netio.Frame) { f.PktType = netio.PacketMulticast }), CntMulticast},
-		{"vlan 5", with(syn(cip, vip), func(f *netio.Frame) { f.HasVLAN, f.VLAN = true, 5 }), CntVLAN},
-		{"vlan 4095 priority 7", with(syn(cip, vip), func(f *netio.Frame) { f.HasVLAN, f.VLAN = true, 0xefff }), CntVLAN},
+		{"vlan 5", with(syn(cip, vip), func(f *netio.Frame) { f.VLANValid, f.VLANTCI = true, 5 }), CntVLAN},
+		{"vlan 4095 priority 7", with(syn(cip, vip), func(f *netio.Frame) { f.VLANValid, f.VLANTCI = true, 0xefff }), CntVLAN},
 		{"source 0.0.0.0", syn(a("0.0.0.0"), vip), CntMartianSrc},
 		{"source 0.1.2.3", syn(a("0.1.2.3"), vip), CntMartianSrc},
 		{"source loopback", syn(a("127.0.0.1"), vip), CntMartianSrc},
@@ -70,11 +70,11 @@ func TestRouterDrops(t *testing.T) {
 	}
 	// Controls: a VID-0 priority tag is the untagged network's, and the
 	// same SYN untampered goes through.
-	for _, f := range []*netio.Frame{with(syn(cip, vip), func(f *netio.Frame) { f.HasVLAN, f.VLAN = true, 0xe000 }), syn(cip, vip)} {
+	for _, f := range []*netio.Frame{with(syn(cip, vip), func(f *netio.Frame) { f.VLANValid, f.VLANTCI = true, 0xe000 }), syn(cip, vip)} {
 		_, w, _, in := testDirector(t, true)
 		w.handle(f)
 		if len(in.frames) != 1 {
-			t.Fatalf("a valid SYN (vlan %v %#x) was not forwarded", f.HasVLAN, f.VLAN)
+			t.Fatalf("a valid SYN (vlan %v %#x) was not forwarded", f.VLANValid, f.VLANTCI)
 		}
 	}
 }

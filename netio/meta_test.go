@@ -110,7 +110,7 @@ func frameMeta(t *testing.T, version int) {
 			if len(f.Data) < 14+24 || binary.BigEndian.Uint16(f.Data[12:]) != 0x0800 {
 				continue // the tag is never left in the frame
 			}
-			got[binary.BigEndian.Uint16(f.Data[14+20:])] = want{f.PktType, f.HasVLAN, f.VLAN}
+			got[binary.BigEndian.Uint16(f.Data[14+20:])] = want{f.PktType, f.VLANValid, f.VLANTCI}
 		}
 		b.Release()
 	}
