@@ -18,7 +18,7 @@
 //	{"v":1,"op":"restore","text":"-A -t ...\n-a -t ...\n"}
 //	{"v":1,"op":"list"}       services, dests, counters, rates, timeouts
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c), streamed
-//	{"v":1,"op":"status"}     kernel semantics, drop counters, what the host check relies on
+//	{"v":1,"op":"status"}     kernel semantics, every counter (drops by cause, events, table, kernel reassembly), what the host check relies on
 //	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //	{"v":1,"op":"takeover"}   a new golvs taking over (takeover.go)
@@ -470,6 +470,12 @@ func (s *Server) status() *Reply {
 	rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved(), PID: os.Getpid(), Semantics: s.D.Semantics().String()}
 	for i, v := range s.D.Drops.Get() {
 		rep.Counters[director.CounterNames[i]] = v
+	}
+	for i, v := range s.D.ModeCounters() {
+		rep.Counters[director.ModeCounterNames[i]] = v
+	}
+	for k, v := range s.D.KernelStats() {
+		rep.Counters[k] = v
 	}
 	st := s.D.CT.Stats()
 	rep.Counters["conns"] = uint64(st.Entries)
