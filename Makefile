@@ -14,7 +14,7 @@ build:
 demo: build
 	./golvs lab nat --scheduler rr --requests 10
 
-# Everything CI runs: formatting, vet, staticcheck, the tests (integration
+# Everything CI runs: formatting, vet, go mod tidy, staticcheck, the tests (integration
 # tests build their own namespaces; they skip with a reason without root),
 # every benchmark once, and a short run of every fuzz target.
 test: vet lint unit race bench-smoke fuzz-smoke
@@ -22,6 +22,7 @@ test: vet lint unit race bench-smoke fuzz-smoke
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy (run go mod tidy):"; $(GO) mod tidy -diff; exit 1; }
 
 lint:
 	$(GO) run $(STATICCHECK) ./...

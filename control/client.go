@@ -42,18 +42,56 @@ func Dial(path string) (*Client, error) {
 	return &Client{c: c, r: bufio.NewReader(c), Path: path}, nil
 }
 
+// busyRetry is how long a client retries a daemon that is busy (at its
+// connection limit) before giving up with the daemon's answer.
+const busyRetry = 10 * time.Second
+
+// redial replaces the connection (the daemon closed a busy one).
+func (c *Client) redial() error {
+	n, err := Dial(c.Path)
+	if err != nil {
+		return err
+	}
+	c.c.Close()
+	c.c, c.r = n.c, n.r
+	return nil
+}
+
 // Close closes the connection.
 func (c *Client) Close() error { return c.c.Close() }
 
-// Do sends one request and reads its reply.
+// Do sends one request and reads its reply. A daemon at its connection
+// limit answers busy: Do tries again on a new connection, backing off,
+// for up to 10 seconds.
 func (c *Client) Do(req *Request) (*Reply, error) {
+	deadline := time.Now().Add(busyRetry)
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		rep, err := c.do(req)
+		if err != nil || !rep.Busy || time.Now().After(deadline) {
+			return rep, err
+		}
+		time.Sleep(delay)
+		if err := c.redial(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *Client) do(req *Request) (*Reply, error) {
 	req.V = Version
 	b, _ := json.Marshal(req)
 	_ = c.c.SetDeadline(time.Now().Add(60 * time.Second))
 	if _, err := c.c.Write(append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("golvs: control socket %s: %w", c.Path, err)
 	}
-	line, err := c.r.ReadBytes('\n')
+	return c.reply()
+}
+
+// maxReplyLine bounds one reply line the client reads.
+const maxReplyLine = 256 << 20
+
+func (c *Client) reply() (*Reply, error) {
+	line, err := readLine(c.r, maxReplyLine)
 	if err != nil {
 		return nil, fmt.Errorf("golvs: control socket %s: %w", c.Path, err)
 	}
@@ -62,6 +100,32 @@ func (c *Client) Do(req *Request) (*Reply, error) {
 		return nil, fmt.Errorf("golvs: bad reply from %s: %w", c.Path, err)
 	}
 	return &rep, nil
+}
+
+// Conns asks for the connection table and calls fn with each batch as it
+// arrives (the daemon streams it); memory stays bounded by one batch.
+func (c *Client) Conns(fn func([]ipvsadm.Conn) error) error {
+	rep, err := c.Do(&Request{Op: "conns"})
+	var batch []ipvsadm.Conn
+	for {
+		if err != nil {
+			return err
+		}
+		if !rep.OK {
+			return &ipvsadm.Error{Status: rep.Status, Msg: rep.Error, Err: errors.New(rep.Error)}
+		}
+		if batch, err = parseConnRows(rep.Rows, batch); err != nil {
+			return err
+		}
+		if err := fn(append(batch, rep.Conns...)); err != nil {
+			return err
+		}
+		if !rep.More {
+			return nil
+		}
+		_ = c.c.SetDeadline(time.Now().Add(60 * time.Second))
+		rep, err = c.reply()
+	}
 }
 
 // AdmMain is `golvs adm` (and `golvsadm`): ipvsadm's command line, answered
@@ -152,12 +216,17 @@ func report(rep *Reply, err error) func(io.Writer) int {
 func list(cl *Client, cmd *ipvsadm.Command, stdout, stderr io.Writer) int {
 	l := ipvsadm.NewLister(cmd.Format)
 	if cmd.Cmd == ipvsadm.CmdList && cmd.ListMode() == ipvsadm.ListModeConns {
-		rep, err := cl.Do(&Request{Op: "conns"})
-		if code := report(rep, err)(stderr); code != 0 {
-			return code
+		cw := l.NewConnWriter(stdout)
+		err := cl.Conns(cw.Write)
+		if err == nil {
+			err = cw.Close()
 		}
-		if err := l.WriteConns(stdout, rep.Conns); err != nil {
+		if err != nil {
 			fmt.Fprintln(stderr, err)
+			var e *ipvsadm.Error
+			if errors.As(err, &e) && e.Status != 0 {
+				return e.Status
+			}
 			return 1
 		}
 		return 0

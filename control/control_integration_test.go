@@ -30,7 +30,9 @@ func startDaemon(t *testing.T, realServers int) *daemon {
 	return startDaemonOn(t, testutil.NATLab(t, realServers), []int{80})
 }
 
-func startDaemonOn(t *testing.T, topo *lab.Topology, ports []int) *daemon {
+// startDaemonOn starts a daemon in topo, with lab servers on ports; opts
+// set the control server's limits before it serves.
+func startDaemonOn(t *testing.T, topo *lab.Topology, ports []int, opts ...func(*Server)) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	for i, ns := range topo.RS {
@@ -54,6 +56,9 @@ func startDaemonOn(t *testing.T, topo *lab.Topology, ports []int) *daemon {
 		t.Fatal(err)
 	}
 	dm.srv = NewServer(dm.d)
+	for _, o := range opts {
+		o(dm.srv)
+	}
 	sock := filepath.Join(t.TempDir(), "golvs.sock")
 	if err := dm.srv.Listen(sock); err != nil {
 		cancel()

@@ -22,7 +22,7 @@ import (
 
 // Services returns the services with their dests, counters and rates, in
 // creation order (dests in kernel list order), as the list op reads them.
-func (s *Server) Services() []ipvsadm.ListService { return s.list().Services }
+func (s *Server) Services() []ipvsadm.ListService { return s.List().Services }
 
 // Totals returns the director-wide counters (/proc/net/ip_vs_stats) and
 // their estimated rates.
@@ -40,30 +40,15 @@ func (s *Server) ConnTable() (conntrack.Stats, int) { return s.D.CT.Stats(), s.D
 func (s *Server) TraceDropped() uint64 { return s.D.TraceDropped() }
 
 // EachConn calls fn with every entry of the connection table as -L -c and
-// /proc/net/ip_vs_conn show it. fn runs under one of the table's shard
-// locks: it must be quick, must not keep c, and must not call back into
-// the server.
+// /proc/net/ip_vs_conn show it. The table is copied a shard at a time
+// and fn runs with no lock held (the data path never waits for it); it
+// must not keep c.
 func (s *Server) EachConn(fn func(c *ipvsadm.Conn)) {
-	ct := s.D.CT
-	var c ipvsadm.Conn
-	ct.Walk(func(e *conntrack.Entry) {
-		c = ipvsadm.Conn{
-			Proto:   e.In.Proto,
-			Client:  ap(e.In.SrcIP, e.In.SrcPort),
-			Virtual: ap(e.In.DstIP, e.In.DstPort),
-			State:   conntrack.StateName(e.In.Proto, e.Template(), e.State()),
-			Expires: uint32(ct.ExpiresIn(e).Seconds()),
+	_ = s.WalkConns(func(b []ipvsadm.Conn) error {
+		for i := range b {
+			fn(&b[i])
 		}
-		if e.Out != (conntrack.Key{}) {
-			c.Dest = ap(e.Out.SrcIP, e.Out.SrcPort)
-		} else if e.Dest != nil {
-			port := e.Dest.Port
-			if port == 0 {
-				port = e.In.DstPort
-			}
-			c.Dest = apA(e.Dest.Addr, port)
-		}
-		fn(&c)
+		return nil
 	})
 }
 
@@ -73,7 +58,7 @@ func (s *Server) EachConn(fn func(c *ipvsadm.Conn)) {
 func (s *Server) WriteProc(w io.Writer, name string) error {
 	switch name {
 	case "ip_vs":
-		rep := s.list()
+		rep := s.List()
 		return ipvsadm.WriteProcIPVS(w, rep.Size, rep.Services)
 	case "ip_vs_stats":
 		tot, r := s.Totals()
@@ -129,12 +114,28 @@ func admProc(args []string, stdout, stderr io.Writer) int {
 	}
 	defer cl.Close()
 	if name == "ip_vs_conn" {
-		rep, err := cl.Do(&Request{Op: "conns"})
-		if code := report(rep, err)(stderr); code != 0 {
-			return code
+		// Streamed, as -L -c: printed as it arrives.
+		bw := bufio.NewWriterSize(stdout, 64<<10)
+		bw.WriteString(ipvsadm.ProcConnHeader)
+		var line []byte
+		err := cl.Conns(func(b []ipvsadm.Conn) error {
+			for i := range b {
+				line = ipvsadm.AppendProcConn(line[:0], &b[i])
+				if _, err := bw.Write(line); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			err = bw.Flush()
 		}
-		if err := ipvsadm.WriteProcConns(stdout, rep.Conns); err != nil {
+		if err != nil {
 			fmt.Fprintln(stderr, err)
+			var e *ipvsadm.Error
+			if errors.As(err, &e) && e.Status != 0 {
+				return e.Status
+			}
 			return 1
 		}
 		return 0

@@ -272,7 +272,7 @@ func (c *Client) Trace(ctx context.Context, filter string, o TraceOptions, open,
 }
 
 func (c *Client) readLine(v any) error {
-	line, err := c.r.ReadBytes('\n')
+	line, err := readLine(c.r, maxReplyLine)
 	if err != nil {
 		return fmt.Errorf("golvs: control socket %s: %w", c.Path, err)
 	}

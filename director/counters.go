@@ -19,6 +19,7 @@ var CounterNames = [NumCounters]string{
 	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
 	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
 	"too-big", "arp-other",
+	"standby",
 }
 
 // Counter indices.
@@ -46,6 +47,7 @@ const (
 	CntMartianDst  // destination address no router forwards
 	CntTooBig      // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
 	CntARPOther    // ARP frames needing no answer (senders learnt)
+	CntStandby     // frames dropped while parked for a graceful restart (takeover.go)
 	NumCounters
 )
 

@@ -75,6 +75,15 @@ type Config struct {
 	// IPVS changed in 2026 (spec §1.0): the overhead formula, the
 	// OVERLOAD rules, the lblc/lblcr cache rules. Zero: current.
 	Semantics ipvs.Semantics
+	// SloppyTCP is IPVS's sloppy_tcp sysctl: a conn may be created by any
+	// TCP packet without RST, not only a SYN, so flows that began on
+	// another director (or before a restart that lost the table) are
+	// picked up mid-stream. Use it with a scheduler that picks the same
+	// real server again (sh, mh): the new pick is where the flow goes.
+	SloppyTCP bool
+	// Standby starts the director parked (SetStandby): its workers drop
+	// IP frames until SetStandby(false); a graceful restart uses it.
+	Standby bool
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
@@ -152,6 +161,8 @@ type Director struct {
 
 	res  resolver         // next hops (resolve.go)
 	logs *ratelog.Limiter // every log line goes through it
+
+	handover handover // standby and host settings (takeover.go)
 }
 
 // Semantics returns the kernel semantics the director reproduces.
@@ -178,11 +189,19 @@ func newCore(c Config) *Director {
 		logs:  ratelog.New(c.Logf, ratelog.Config{}),
 	}
 	d.initCounters()
-	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
+	tcp, fin, udp := d.CT.Timeouts()
+	d.cfg.model.Timeouts = Timeouts{tcp, fin, udp}
+	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}, Model: d.cfg.model})
+	d.handover.standby.Store(c.Standby)
 	d.icmpLimit.init(c.ICMPMsgsPerSec, c.ICMPMsgsBurst)
 	d.initModes()
 	return d
 }
+
+// NewOffline creates a director with no sockets and no data path: its
+// configuration, connection table and counters only. Control-plane tests
+// and benchmarks drive it without root; Run must not be called.
+func NewOffline(c Config) *Director { return newCore(c) }
 
 // New opens the director's sockets on its interfaces, in the network
 // namespace of the calling goroutine's thread. It checks the host first
@@ -402,7 +421,7 @@ func (d *Director) checkHost(names []string) error {
 			return fmt.Errorf("director: turning IPv4 forwarding off on %s: %w", n, err)
 		}
 		d.logf("host: set net.ipv4.conf.%s.forwarding=0 (restored on exit)", n)
-		d.restore = append(d.restore, func() { _ = os.WriteFile(p, b, 0o644) })
+		d.recordHost(p, string(b))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%w: IPv4 forwarding is on for %s, so the kernel would route VIP traffic and NAT replies un-rewritten; set net.ipv4.conf.<if>.forwarding=0 or run with --fix-host", ErrHostLeak, strings.Join(bad, ", "))

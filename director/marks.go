@@ -2,20 +2,10 @@ package director
 
 import (
 	"net/netip"
-	"slices"
 
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
 )
-
-// SetMarks replaces the firewall-mark classification rules (golvs's
-// stand-in for the iptables MARK rules that feed IPVS fwmark services).
-func (dr *Director) SetMarks(rules []ipvs.MarkRule) {
-	dr.cfg.mu.Lock()
-	defer dr.cfg.mu.Unlock()
-	dr.cfg.marks = slices.Clone(rules)
-	dr.publishLocked()
-}
 
 func compileMarks(rules []ipvs.MarkRule) []markRule {
 	out := make([]markRule, 0, len(rules))

@@ -35,6 +35,9 @@ type Snapshot struct {
 	marks    []markRule // firewall-mark classification, in order
 	fwm      map[uint32]*Service
 	Marks    []ipvs.MarkRule
+	// Model is the configuration this snapshot was built from (read
+	// only: Director.Model returns a copy to edit).
+	Model Model
 }
 
 // markRule is a MarkRule compiled for the packet path.

@@ -2,6 +2,7 @@ package director
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/golvs/golvs/conntrack"
@@ -48,6 +49,8 @@ type Worker struct {
 
 	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
 	vipList [][4]byte
+
+	running, parked atomic.Bool // the loop runs; it has seen standby (takeover.go)
 }
 
 type ifaceMAC struct {
@@ -122,6 +125,8 @@ func (w *Worker) flush() {
 func (w *Worker) loop(stop chan struct{}) {
 	var b netio.Block
 	var f netio.Frame
+	w.running.Store(true)
+	defer w.running.Store(false)
 	for {
 		select {
 		case <-stop:
@@ -129,6 +134,8 @@ func (w *Worker) loop(stop chan struct{}) {
 		default:
 		}
 		w.group.Wait(100 * time.Millisecond)
+		standby := w.d.handover.standby.Load()
+		w.parked.Store(standby)
 		for _, r := range w.group.Rings {
 			// One batch from each of the ring's sockets at most, so no
 			// interface waits behind a busy one.
@@ -138,6 +145,10 @@ func (w *Worker) loop(stop chan struct{}) {
 					w.tr = w.d.tracer.Load()
 				}
 				for b.Frame(&f) {
+					if standby {
+						w.standbyFrame(&f)
+						continue
+					}
 					w.handle(&f)
 				}
 				w.flush() // frames point into the ring: send before release
@@ -220,8 +231,11 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		return
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
-	// A packet that may open a connection: UDP, or a TCP SYN without RST.
-	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
+	// A packet that starts a connection: UDP, or a TCP SYN without RST.
+	// One that may create a conn: the same, or with sloppy_tcp any TCP
+	// packet without RST (spec §3.8).
+	syn := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
+	opens := syn || w.d.c.SloppyTCP && p.Flags&packet.TCPRst == 0
 	if traceCompiled && w.ev != nil {
 		w.ev.Lookup = lookupNames[v]
 		if v == conntrack.Found {
@@ -252,7 +266,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		if !w.rescheduleNew(f, sv, &k, opens) {
 			return
 		}
-	} else if h.Dest != nil && opens && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
+	} else if h.Dest != nil && syn && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
 		// A new SYN reusing the tuple of a conn on a quiesced dest: with
 		// expire_nodest_conn it is scheduled anew; without, the
 		// quiesced dest keeps its conn.

@@ -19,6 +19,10 @@ import (
 type Table struct {
 	svcs     []*ipvs.ServiceConfig
 	Timeouts Timeouts
+	// Marks are golvs's firewall-mark rules (--add-mark), in order; -C
+	// clears them with the services, since they exist only to feed
+	// fwmark services.
+	Marks []ipvs.MarkRule
 
 	// CheckSched validates a scheduler name for -A/-E; nil means
 	// DefaultCheckSched. An error is answered with ENOENT.
@@ -31,6 +35,42 @@ type Table struct {
 
 // NewTable returns an empty table with the default timeouts.
 func NewTable() *Table { return &Table{Timeouts: DefaultTimeouts} }
+
+// NewTableFrom returns a table holding copies of services (in creation
+// order, dests in kernel list order), mark rules and timeouts: the running
+// configuration, ready for commands to be applied to it.
+func NewTableFrom(services []ipvs.ServiceConfig, marks []ipvs.MarkRule, to Timeouts) *Table {
+	t := &Table{Timeouts: to, svcs: make([]*ipvs.ServiceConfig, len(services)), Marks: cloneMarks(marks)}
+	for i, s := range services {
+		c := s
+		c.Dests = slices.Clone(s.Dests)
+		t.svcs[i] = &c
+	}
+	return t
+}
+
+func cloneMarks(m []ipvs.MarkRule) []ipvs.MarkRule {
+	if m == nil {
+		return nil
+	}
+	out := make([]ipvs.MarkRule, len(m))
+	for i, r := range m {
+		out[i] = r
+		out[i].Ports = slices.Clone(r.Ports)
+	}
+	return out
+}
+
+// ApplyMark carries out a mark command (--add-mark, --del-mark) on the
+// table's rules; on error they are unchanged. --list-marks changes nothing.
+func (t *Table) ApplyMark(c *MarkCmd) error {
+	m, err := ApplyMark(t.Marks, c)
+	if err != nil {
+		return err
+	}
+	t.Marks = m
+	return nil
+}
 
 // DefaultCheckSched accepts "none" (no scheduler: nothing is ever
 // scheduled) and every name package sched knows.
@@ -48,7 +88,7 @@ var knownPE = map[string]bool{"sip": true}
 // Clone returns a deep copy, for applying a batch (a restore) that is
 // swapped in only if every command succeeds.
 func (t *Table) Clone() *Table {
-	n := &Table{Timeouts: t.Timeouts, CheckSched: t.CheckSched, HostOwns: t.HostOwns, svcs: make([]*ipvs.ServiceConfig, len(t.svcs))}
+	n := &Table{Timeouts: t.Timeouts, CheckSched: t.CheckSched, HostOwns: t.HostOwns, svcs: make([]*ipvs.ServiceConfig, len(t.svcs)), Marks: cloneMarks(t.Marks)}
 	for i, s := range t.svcs {
 		c := *s
 		c.Dests = slices.Clone(s.Dests)
@@ -174,7 +214,7 @@ func (t *Table) Apply(c *Command) error {
 		t.svcs = slices.Delete(t.svcs, i, i+1)
 		return nil
 	case CmdFlush:
-		t.svcs = nil
+		t.svcs, t.Marks = nil, nil
 		return nil
 	case CmdZero:
 		if c.Has(OptService) && t.find(c.Service.ServiceKey) < 0 {

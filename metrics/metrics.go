@@ -13,7 +13,7 @@
 // when a HealthSource is wired in, each checked real server's state and
 // check latency and each service's quorum.
 //
-// Nothing here touches the packet path: a scrape takes atomic loads and the
+// It never touches the packet path: a scrape takes atomic loads and the
 // control plane's listing, and costs the data path nothing per packet.
 package metrics
 

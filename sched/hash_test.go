@@ -26,20 +26,34 @@ func TestHash32Vectors(t *testing.T) {
 			}
 		})
 	}
-	// The old multiplier (low bits of ·2654435761) gives 177, 196, 36: make
-	// sure we are not computing that.
-	old := func(a string) uint32 { return (fold(netip.MustParseAddr(a)) * 2654435761) & 255 }
-	if old("10.1.1.1") != 177 || old("172.16.5.4") != 196 || old("192.168.1.100") != 36 {
-		t.Errorf("old-multiplier vectors: %d %d %d, want 177 196 36", old("10.1.1.1"), old("172.16.5.4"), old("192.168.1.100"))
+	// Kernels of the 4.x era (low bits of ·2654435761) put these three
+	// addresses in buckets 177, 196 and 36 (spec §2.10, §9): golvs must
+	// not be computing that.
+	for a, oldBucket := range map[string]uint32{"10.1.1.1": 177, "172.16.5.4": 196, "192.168.1.100": 36} {
+		if got := shBucket(fold(netip.MustParseAddr(a)), 0, 0); got == oldBucket {
+			t.Errorf("%s: bucket %d is the old kernels' multiplier's", a, got)
+		}
 	}
 }
 
-func TestFoldIPv6(t *testing.T) {
-	a := netip.MustParseAddr("2001:db8:1:2:3:4:5:6")
-	b := a.As16()
-	want := binary.BigEndian.Uint32(b[0:]) ^ binary.BigEndian.Uint32(b[4:]) ^ binary.BigEndian.Uint32(b[8:]) ^ binary.BigEndian.Uint32(b[12:])
-	if got := fold(a); got != want {
-		t.Errorf("fold = %#x, want %#x", got, want)
+// fold against values worked by hand from spec §2.10 (IPv4: the address
+// in host order; IPv6: ntohl of the XOR of the four words).
+func TestFold(t *testing.T) {
+	cases := []struct {
+		addr string
+		want uint32
+	}{
+		{"192.168.0.2", 0xc0a80002},
+		{"10.1.1.1", 0x0a010101},
+		// 0x20010db8 ^ 0x00010002 ^ 0x00030004 ^ 0x00050006
+		{"2001:db8:1:2:3:4:5:6", 0x20060db8},
+		{"::ffff:10.1.1.1", 0x0000ffff ^ 0x0a010101},
+		{"2001:db8::", 0x20010db8},
+	}
+	for _, c := range cases {
+		if got := fold(netip.MustParseAddr(c.addr)); got != c.want {
+			t.Errorf("fold(%s) = %#x, want %#x", c.addr, got, c.want)
+		}
 	}
 	if got := fold(netip.Addr{}); got != 0 {
 		t.Errorf("fold(invalid) = %d, want 0", got)

@@ -146,7 +146,21 @@ func Decode(frame []byte, tunnel bool) *Headers {
 	if el := p.ErrorLayer(); el != nil && h.Error == "" {
 		h.Error = el.Error().Error()
 	}
+	if h.Error == "" && (p.Metadata().Truncated || h.Eth != nil && h.Eth.Type == layers.EthernetTypeIPv4.String() && h.IP == nil) {
+		h.Error = "truncated: the frame holds fewer bytes than its headers say"
+	}
 	return h
+}
+
+// Decoding fails closed: gopacket keeps a layer it failed to decode, with
+// what it read so far, and such a half-read header is not shown. An IPv4
+// header is whole once its addresses were read (the last step of its
+// decoding), a TCP header once its data offset's bytes are there, a UDP
+// header once its 8 bytes are.
+func wholeIPv4(l *layers.IPv4) bool { return l.SrcIP != nil && l.DstIP != nil }
+
+func wholeTCP(l *layers.TCP) bool {
+	return l.DataOffset >= 5 && len(l.Contents) >= int(l.DataOffset)*4
 }
 
 func (h *Headers) fill(p gopacket.Packet, tunnel bool) {
@@ -156,15 +170,18 @@ func (h *Headers) fill(p gopacket.Packet, tunnel bool) {
 		case *layers.Ethernet:
 			h.Eth = &EthHeader{Src: l.SrcMAC.String(), Dst: l.DstMAC.String(), Type: l.EthernetType.String()}
 		case *layers.IPv4:
+			if !wholeIPv4(l) {
+				continue
+			}
 			ips = append(ips, l)
 			h.IP = ipHeader(l)
 		case *layers.TCP:
-			if len(ips) == 0 {
+			if len(ips) == 0 || !wholeTCP(l) {
 				continue // TCP over something else (IPv6): golvs does not trace it
 			}
 			h.TCP = tcpHeader(l, ips[len(ips)-1])
 		case *layers.UDP:
-			if len(ips) == 0 {
+			if len(ips) == 0 || len(l.Contents) < 8 {
 				continue
 			}
 			h.UDP = udpHeader(l, ips[len(ips)-1])

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -25,9 +26,14 @@ type Filter struct {
 //	port N                     either port
 //
 // e.g. "tcp client 198.18.0.0/24 service 198.18.0.100:80".
+//
+// Each word may appear once ("tcp udp" is refused, not read as udp).
+// Addresses are IPv4: the data path forwards only IPv4 so far, so an IPv6
+// client or service could never match and is refused (ErrIPv6).
 func ParseFilter(s string) (Filter, error) {
 	var f Filter
 	w := strings.Fields(s)
+	seen := map[string]string{}
 	for i := 0; i < len(w); i++ {
 		arg := func() (string, error) {
 			if i+1 >= len(w) {
@@ -36,7 +42,16 @@ func ParseFilter(s string) (Filter, error) {
 			i++
 			return w[i], nil
 		}
-		switch strings.ToLower(w[i]) {
+		word := strings.ToLower(w[i])
+		kind := word
+		if word == "tcp" || word == "udp" {
+			kind = "protocol"
+		}
+		if prev, dup := seen[kind]; dup {
+			return f, fmt.Errorf("trace: filter %q: %s given twice (%s, then %s): a filter matches one of each", s, kind, prev, w[i])
+		}
+		seen[kind] = w[i]
+		switch word {
 		case "tcp":
 			f.Proto = ipvs.ProtoTCP
 		case "udp":
@@ -49,10 +64,13 @@ func ParseFilter(s string) (Filter, error) {
 			p, err := netip.ParsePrefix(v)
 			if err != nil {
 				a, err2 := netip.ParseAddr(v)
-				if err2 != nil || !a.Is4() {
+				if err2 != nil {
 					return f, fmt.Errorf("trace: filter %q: client %q is not an IPv4 address or prefix", s, v)
 				}
-				p = netip.PrefixFrom(a, 32)
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			if err := checkFamily(p.Addr()); err != nil {
+				return f, fmt.Errorf("trace: filter %q: client %s: %w", s, v, err)
 			}
 			f.Client = p.Masked()
 		case "service":
@@ -61,8 +79,11 @@ func ParseFilter(s string) (Filter, error) {
 				return f, err
 			}
 			ap, err := netip.ParseAddrPort(v)
-			if err != nil || !ap.Addr().Is4() {
+			if err != nil {
 				return f, fmt.Errorf("trace: filter %q: service %q is not VIP:PORT", s, v)
+			}
+			if err := checkFamily(ap.Addr()); err != nil {
+				return f, fmt.Errorf("trace: filter %q: service %s: %w", s, v, err)
 			}
 			f.Service = ap
 		case "port":
@@ -80,6 +101,22 @@ func ParseFilter(s string) (Filter, error) {
 		}
 	}
 	return f, nil
+}
+
+// ErrIPv6 refuses IPv6 addresses in a filter while the data path has no
+// IPv6: such a filter could never match anything.
+var ErrIPv6 = errors.New("trace: IPv6 is not forwarded by golvs yet, so it can never match (use an IPv4 address or prefix)")
+
+// tracesIPv6 says whether the data path forwards (and so can trace) IPv6.
+// The IPv6 data path sets it true; then Match must compare 16-byte
+// addresses too.
+const tracesIPv6 = false
+
+func checkFamily(a netip.Addr) error {
+	if a.Is4() || tracesIPv6 {
+		return nil
+	}
+	return ErrIPv6
 }
 
 // String renders the filter in ParseFilter's syntax.

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -176,28 +178,80 @@ func TestDecodeChecksums(t *testing.T) {
 	}
 }
 
-// Decoding never panics, whatever the bytes.
-func TestDecodeGarbage(t *testing.T) {
+// A frame cut short anywhere decodes to exactly the headers it holds in
+// full, each with the values the frame was built with, and says it is
+// truncated; decoding never panics. The SYN below is Ethernet (14 bytes),
+// IPv4 (20), TCP with an MSS option (24): 58 bytes, padded to 60.
+func TestDecodeTruncated(t *testing.T) {
 	s := seg{srcMAC: macClient, dstMAC: macExt0, src: cip, dst: vip, sport: cport, dport: 80, ttl: 64, id: 1, syn: true}
 	b := s.frame(t)
-	for n := 0; n <= len(b); n++ {
-		h := Decode(b[:n], true)
+	const ethEnd, ipEnd, tcpEnd = 14, 34, 58
+	if len(b) < tcpEnd {
+		t.Fatalf("test frame is %d bytes", len(b))
+	}
+	for n := 1; n <= len(b); n++ {
+		h := Decode(b[:n], false)
+		if (h.Eth != nil) != (n >= ethEnd) || (h.IP != nil) != (n >= ipEnd) || (h.TCP != nil) != (n >= tcpEnd) {
+			t.Fatalf("%d bytes: eth %v ip %v tcp %v, want each only when it is whole", n, h.Eth != nil, h.IP != nil, h.TCP != nil)
+		}
+		if (h.Error != "") != (n < tcpEnd) {
+			t.Fatalf("%d bytes: error %q", n, h.Error)
+		}
+		if h.Eth != nil && (h.Eth.Src != macClient.String() || h.Eth.Dst != macExt0.String()) {
+			t.Fatalf("%d bytes: eth %+v", n, h.Eth)
+		}
+		if h.IP != nil && (h.IP.Src.String() != cip.String() || h.IP.Dst.String() != vip.String() || h.IP.TTL != 64 || h.IP.ID != 1 || h.IP.Proto != 6 || h.IP.CsumStat != CsumOK) {
+			t.Fatalf("%d bytes: ip %+v", n, h.IP)
+		}
+		if h.TCP != nil && (h.TCP.SPort != cport || h.TCP.DPort != 80) {
+			t.Fatalf("%d bytes: tcp %+v", n, h.TCP)
+		}
 		var out bytes.Buffer
-		e := &Event{Before: b[:n], After: b[:n], Len: n, Method: "Tunnel"}
-		_ = (&Formatter{}).WriteText(&out, e)
-		_ = h
+		if err := (&Formatter{}).WriteText(&out, &Event{Before: b[:n], After: b[:n], Len: n, Method: "Tunnel"}); err != nil || !utf8.Valid(out.Bytes()) {
+			t.Fatalf("%d bytes: text %v %q", n, err, out.String())
+		}
 	}
 }
 
+// Whatever the bytes: the JSON form is one line of valid JSON whose
+// frames decode back to the bytes given; the text form is valid UTF-8;
+// and a decoded IPv4 header (Ethernet type 0x0800, no tunnel) carries
+// the values at their RFC 791 offsets.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte{}, false)
+	s := seg{srcMAC: macClient, dstMAC: macExt0, src: cip, dst: vip, sport: cport, dport: 80, ttl: 64, id: 1, syn: true}
+	f.Add(s.frame(f), false)
 	f.Fuzz(func(t *testing.T, b []byte, tun bool) {
 		e := &Event{Before: b, After: b, Len: len(b)}
 		if tun {
 			e.Method = "Tunnel"
 		}
 		var out bytes.Buffer
-		_ = (&Formatter{}).WriteText(&out, e)
-		_ = (&Formatter{}).WriteJSON(&out, e)
+		if err := (&Formatter{}).WriteText(&out, e); err != nil || !utf8.Valid(out.Bytes()) {
+			t.Fatalf("text: %v %q", err, out.String())
+		}
+		out.Reset()
+		if err := (&Formatter{}).WriteJSON(&out, e); err != nil {
+			t.Fatal(err)
+		}
+		line := out.Bytes()
+		if bytes.Count(line, []byte("\n")) != 1 || !json.Valid(line) {
+			t.Fatalf("JSON form is not one line of JSON: %q", line)
+		}
+		var back struct{ Before, After []byte }
+		if err := json.Unmarshal(line, &back); err != nil || !bytes.Equal(back.Before, b) || !bytes.Equal(back.After, b) {
+			t.Fatalf("frames do not round-trip through JSON: %v", err)
+		}
+		h := Decode(b, false)
+		if h.Eth != nil && len(b) < 14 || h.IP != nil && len(b) < 34 || h.TCP != nil && len(b) < 54 || h.UDP != nil && len(b) < 42 {
+			t.Fatalf("%d bytes decoded to headers that do not fit: %+v", len(b), h)
+		}
+		if h.IP != nil && h.Outer == nil && len(b) >= 34 && b[12] == 0x08 && b[13] == 0x00 {
+			src, _ := netip.AddrFromSlice(b[26:30])
+			dst, _ := netip.AddrFromSlice(b[30:34])
+			if h.IP.Src != src || h.IP.Dst != dst || h.IP.TTL != b[22] || h.IP.Proto != b[23] || h.IP.ID != uint16(b[18])<<8|uint16(b[19]) {
+				t.Fatalf("ip %+v, frame says %s -> %s ttl %d proto %d", h.IP, src, dst, b[22], b[23])
+			}
+		}
 	})
 }

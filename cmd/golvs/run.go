@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -79,7 +80,19 @@ func runMain(args []string) int {
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
 	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
+	// Restarts without losing connections (issue 12).
+	sloppyTCP := fs.Bool("sloppy-tcp", false, "IPVS's sloppy_tcp: any TCP packet without RST may create a conn, not only a SYN, so flows survive a restart that lost the table or a failover (use sh or mh, which pick the same real server again)")
+	sloppySCTP := fs.Bool("sloppy-sctp", false, "IPVS's sloppy_sctp: refused, golvs has no SCTP data path yet")
+	takeover := fs.Bool("takeover", false, "take over from the golvs daemon on --control: its configuration and connection table move here, then it stops (a graceful restart or binary upgrade; SIGUSR2 to a running daemon starts its own binary this way)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *sloppySCTP {
+		fmt.Fprintln(os.Stderr, "golvs run: --sloppy-sctp: golvs has no SCTP data path yet (SCTP services are refused), so there is nothing for it to apply to")
+		return 2
+	}
+	if *takeover && (*rulesFile != "" || len(rules) > 0) {
+		fmt.Fprintln(os.Stderr, "golvs run: --takeover runs the configuration of the daemon it takes over; --rules and --rule cannot be given with it")
 		return 2
 	}
 	fn, err := parseFullNAT(*laddr, *lports, *noTOA)
@@ -169,6 +182,7 @@ func runMain(args []string) int {
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
+		SloppyTCP:               *sloppyTCP,
 		ICMPMsgsPerSec:          *icmpRate,
 		ICMPMsgsBurst:           *icmpBurst,
 	}
@@ -187,17 +201,71 @@ func runMain(args []string) int {
 		}
 		cfg.Interfaces = append(cfg.Interfaces, director.Interface{Name: name, ARP: opt == "arp"})
 	}
+	var tk *control.Takeover
+	if *takeover {
+		// Ask first: the daemon we replace says what it runs, and keeps
+		// forwarding until this one is ready.
+		if tk, err = control.BeginTakeover(*sock); err != nil {
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		cfg.Standby = true
+	}
 	d, err := director.New(cfg)
 	if err != nil {
+		if tk != nil {
+			tk.Abort(err)
+		}
 		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 1
 	}
 	srv := control.NewServer(d)
-	if text != "" {
+	srv.Logf = logger.Printf
+	switch {
+	case tk != nil:
+		if err := d.Apply(tk.Model); err != nil {
+			tk.Abort(err)
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: the configuration of the daemon to take over does not apply here, it carries on: %v\n", err)
+			return 2
+		}
+	case text != "":
 		if err := srv.Restore(text); err != nil {
 			d.Close()
 			fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = d.Run(ctx)
+	}()
+	// fatal stops what runs (Run closes the director) and says why.
+	var side sync.WaitGroup // monitoring goroutines, waited for at exit
+	fatal := func(code int, format string, args ...any) int {
+		stop()
+		<-ran
+		side.Wait()
+		fmt.Fprintf(os.Stderr, "golvs run: "+format+"\n", args...)
+		return code
+	}
+	if tk != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := d.WaitResolved(wctx); err != nil {
+			logger.Printf("takeover: %v (taking over anyway)", err)
+		}
+		cancel()
+		res, err := tk.Finish(d)
+		if err != nil {
+			return fatal(1, "%v (the old daemon, pid %d, carries on)", err, tk.PID)
+		}
+		d.AdoptHost(tk.Host)
+		logger.Printf("took over from pid %d: %d connections, forwarding paused %v", tk.PID, res.Conns, res.Paused.Round(time.Millisecond))
+		if res.Failed > 0 {
+			logger.Printf("takeover: %d entries not imported (last: %v)", res.Failed, res.LastErr)
 		}
 	}
 	stopHealth := make(chan struct{})
@@ -205,16 +273,15 @@ func runMain(args []string) int {
 	var healthSrc metrics.HealthSource
 	if ka != nil {
 		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected: %v\n", err)
-			return 2
+			if tk == nil {
+				return fatal(2, "keepalived.conf rejected: %v", err)
+			}
+			logger.Printf("keepalived.conf rejected, health checks off: %v", err)
+		} else {
+			healthSrc = healthMetrics{ka.eng}
 		}
 		defer ka.close()
-		healthSrc = healthMetrics{ka.eng}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	if *metricsListen != "" {
 		reg, err := metrics.Registry(metrics.New(srv, healthSrc))
 		var ms *metrics.Server
@@ -222,11 +289,7 @@ func runMain(args []string) int {
 			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
 		}
 		if err != nil {
-			stop()
-			side.Wait()
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-			return 1
+			return fatal(1, "%v", err)
 		}
 		logger.Printf("metrics at http://%s%s", ms.Addr(), metrics.Path)
 		side.Add(1)
@@ -240,30 +303,68 @@ func runMain(args []string) int {
 	if *procDir != "" {
 		done, err := srv.StartProcDir(ctx, *procDir, *procEvery, logger.Printf)
 		if err != nil {
-			stop()
-			side.Wait()
-			d.Close()
-			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-			return 1
+			return fatal(1, "%v", err)
 		}
 		logger.Printf("proc files in %s/net, every %v", *procDir, *procEvery)
 		side.Add(1)
 		go func() { defer side.Done(); <-done }()
 	}
+	// After a takeover the old daemon has let go of the socket by now.
 	if err := srv.Listen(*sock); err != nil {
-		stop()
-		side.Wait()
-		d.Close()
-		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
-		return 1
+		if tk == nil {
+			return fatal(1, "%v", err)
+		}
+		logger.Printf("%v (forwarding without a control socket)", err)
 	}
 	for _, l := range d.HostReport() {
 		logger.Printf("relies on: %s", l)
 	}
+	srv.OnHandover(stop)
 	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
 	go srv.Serve(ctx)
-	_ = d.Run(ctx)
+	go restartOnSIGUSR2(ctx, args, logger)
+	<-ran
 	side.Wait()
-	logger.Printf("stopped")
+	if srv.HandedOver() {
+		logger.Printf("handed over to the new process; stopped")
+	} else {
+		logger.Printf("stopped")
+	}
 	return 0
+}
+
+// restartOnSIGUSR2 starts this daemon's own binary (as it is on disk now,
+// so an upgraded one) with the same flags and --takeover on SIGUSR2; the
+// new process takes over and this one stops.
+func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
+	exe, err := os.Executable()
+	if err != nil {
+		logger.Printf("SIGUSR2 restarts are off: %v", err)
+		return
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR2)
+	defer signal.Stop(ch)
+	var next []string
+	for _, a := range args {
+		if a != "--takeover" && a != "-takeover" {
+			next = append(next, a)
+		}
+	}
+	next = append([]string{"run"}, append(next, "--takeover")...)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		cmd := exec.Command(exe, next...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			logger.Printf("SIGUSR2: starting %s: %v", exe, err)
+			continue
+		}
+		logger.Printf("SIGUSR2: started %s (pid %d) to take over", exe, cmd.Process.Pid)
+		go func() { _ = cmd.Wait() }()
+	}
 }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"go/parser"
 	"go/token"
 	"os"
@@ -11,10 +12,16 @@ import (
 
 // TestEveryPackageHasDoc enforces the house rule: every package says, in
 // its doc comment, what it does in the packet path and what it must never
-// do.
+// do. The comment must follow Go's convention ("Package name ..." or, for
+// a command, "Command name ...") and, for a library package, say what it
+// must never do ("never" or "must not").
 func TestEveryPackageHasDoc(t *testing.T) {
 	root := filepath.Join("..", "..")
-	docs := map[string]bool{}
+	type pkg struct {
+		name string
+		doc  string
+	}
+	pkgs := map[string]*pkg{}
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -26,27 +33,47 @@ func TestEveryPackageHasDoc(t *testing.T) {
 			return nil
 		}
 		dir := filepath.Dir(path)
-		if _, ok := docs[dir]; !ok {
-			docs[dir] = false
-		}
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ParseComments|parser.PackageClauseOnly)
 		if err != nil {
 			return err
 		}
-		if f.Doc != nil && len(f.Doc.Text()) > 60 {
-			docs[dir] = true
+		p := pkgs[dir]
+		if p == nil {
+			p = &pkg{name: f.Name.Name}
+			pkgs[dir] = p
+		}
+		if f.Doc != nil {
+			if p.doc != "" {
+				return fmt.Errorf("%s: package %s has a second doc comment (keep one, in one file)", path, p.name)
+			}
+			p.doc = f.Doc.Text()
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(docs) < 10 {
-		t.Fatalf("found only %d packages; is the walk rooted right?", len(docs))
+	if len(pkgs) < 10 {
+		t.Fatalf("found only %d packages; is the walk rooted right?", len(pkgs))
 	}
-	for dir, ok := range docs {
-		if !ok {
-			t.Errorf("package %s has no doc comment", dir)
+	for dir, p := range pkgs {
+		switch {
+		case p.doc == "":
+			t.Errorf("package %s (%s) has no doc comment", p.name, dir)
+		case p.name == "main":
+			cmd := filepath.Base(dir)
+			if !strings.HasPrefix(p.doc, "Command "+cmd+" ") {
+				t.Errorf("%s: a command's doc comment must begin %q: %q", dir, "Command "+cmd+" ", firstLine(p.doc))
+			}
+		case !strings.HasPrefix(p.doc, "Package "+p.name+" "):
+			t.Errorf("%s: the doc comment must begin %q: %q", dir, "Package "+p.name+" ", firstLine(p.doc))
+		case !strings.Contains(p.doc, "never") && !strings.Contains(p.doc, "must not"):
+			t.Errorf("package %s: the doc comment does not say what it must never do", p.name)
 		}
 	}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }

@@ -1,6 +1,9 @@
 // Package testutil holds test helpers shared by golvs's packages: skipping
-// where root or network namespaces are missing, and building lab
-// topologies that are removed when the test ends, even on failure.
+// where root or network namespaces are missing, building lab topologies
+// that are removed when the test ends, even on failure, and echo servers
+// and request loops that check connections through a VIP. Its helpers
+// never touch the host's own namespace and never send traffic outside
+// the namespaces a test built.
 package testutil
 
 import (

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/internal/testutil"
+	"github.com/golvs/golvs/lab"
+)
+
+// daemonProc is a `golvs run` started in the lab's director namespace.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startRun(t *testing.T, topo *lab.Topology, bin, logPath string, extra ...string) *daemonProc {
+	t.Helper()
+	args := append([]string{"run", "-i", lab.DirExt + ":arp", "-i", lab.DirInt, "--fix-host", "--workers", "2", "-q", "--control", os.Getenv("GOLVS_SOCKET")}, extra...)
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	p := &daemonProc{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	// Started from a thread inside the namespace, the daemon lives there.
+	if err := topo.Director.Do(p.cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	return p
+}
+
+func (p *daemonProc) wait(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s: still running after 60 s", what)
+	}
+}
+
+// status asks the daemon on GOLVS_SOCKET for its status.
+func status() (*control.Reply, error) {
+	cl, err := control.Dial(control.SocketPath())
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	return cl.Do(&control.Request{Op: "status"})
+}
+
+// waitDaemon waits until a daemon other than notPID answers, with every
+// real server resolved, and returns its pid.
+func waitDaemon(t *testing.T, notPID int, logPath string) int {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rep, err := status()
+		if err == nil && rep.OK && rep.PID != notPID && rep.Resolved {
+			return rep.PID
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("no daemon (other than pid %d) ready: %v %+v\n%s", notPID, err, rep, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func admOut(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := control.AdmMain(args, strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("golvs adm %s: exit %d: %s", strings.Join(args, " "), code, errb.String())
+	}
+	return out.String()
+}
+
+// A binary upgrade under load: long-lived connections open through the
+// VIP and a request loop running while `golvs run --takeover` (a newer
+// binary) replaces the running daemon, and again while SIGUSR2 makes that
+// one start the binary now on disk. No connection breaks, no request
+// fails, and the table, configuration and counters carry over.
+func TestTakeoverUpgradeUnderLoad(t *testing.T) {
+	testutil.RequireNetns(t)
+	dir := t.TempDir()
+	oldBin := buildGolvs(t)
+	newBin := filepath.Join(dir, "golvs-new")
+	if out, err := exec.Command("go", "build", "-ldflags", "-X main.Version=9.9.9-upgrade", "-o", newBin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	topo := testutil.NATLab(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i, ns := range topo.RS {
+		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EchoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
+	}
+	rules := filepath.Join(dir, "rules")
+	text := ""
+	for _, port := range []string{"80", "7"} {
+		text += "-A -t " + lab.VIP.String() + ":" + port + " -s rr\n"
+		for i := range topo.RS {
+			text += "-a -t " + lab.VIP.String() + ":" + port + " -r " + lab.RIP(i+1).String() + ":" + port + " -m\n"
+		}
+	}
+	if err := os.WriteFile(rules, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
+	logPath := filepath.Join(dir, "daemon.log")
+	var pids []int
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+		for _, pid := range pids { // let it restore the host before the namespace goes
+			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+				time.Sleep(50 * time.Millisecond)
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("daemon log:\n%s", b)
+		}
+	})
+
+	old := startRun(t, topo, oldBin, logPath, "--rules", rules)
+	pids = append(pids, old.cmd.Process.Pid)
+	pid := waitDaemon(t, 0, logPath)
+	var conns []*testutil.EchoConn
+	for i := 0; i < 8; i++ {
+		conns = append(conns, testutil.DialEcho(t, topo.Client, netip.AddrPortFrom(lab.VIP, 7)))
+	}
+	loop := testutil.StartRequests(topo.Client, netip.AddrPortFrom(lab.VIP, 80), 2)
+	loop.WaitOK(20)
+	saved := admOut(t, "-S", "-n")
+
+	// 1. golvs run --takeover with the new binary.
+	next := startRun(t, topo, newBin, logPath, "--takeover")
+	pids = append(pids, next.cmd.Process.Pid)
+	old.wait(t, "the old daemon after the takeover")
+	newPID := waitDaemon(t, pid, logPath)
+	if newPID != next.cmd.Process.Pid {
+		t.Fatalf("pid %d answers, want the new daemon %d", newPID, next.cmd.Process.Pid)
+	}
+	testutil.CheckEcho(t, conns, 5*time.Second, "after --takeover")
+	if got := admOut(t, "-S", "-n"); got != saved {
+		t.Fatalf("configuration after the takeover:\n%s\nwant\n%s", got, saved)
+	}
+	if c := admOut(t, "-L", "-n", "-c"); strings.Count(c, lab.VIP.String()+":7") < len(conns) {
+		t.Fatalf("the echo conns are not in the new daemon's table:\n%s", c)
+	}
+	stats := admOut(t, "-L", "-n", "--stats", "-t", lab.VIP.String()+":7")
+	if f := serviceLine(stats); len(f) < 3 || f[2] != fmt.Sprint(len(conns)) {
+		t.Fatalf("the echo service's counters did not carry over (want %d conns):\n%s", len(conns), stats)
+	}
+	loop.WaitOK(loop.OK.Load() + 20)
+
+	// 2. SIGUSR2: the daemon starts the binary now at its own path (an
+	// upgrade in place: the file is replaced under it).
+	tmp := newBin + ".tmp"
+	if b, err := os.ReadFile(oldBin); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, newBin); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(newPID, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	next.wait(t, "the daemon after SIGUSR2")
+	third := waitDaemon(t, newPID, logPath)
+	pids = append(pids, third)
+	testutil.CheckEcho(t, conns, 5*time.Second, "after SIGUSR2")
+	if got := admOut(t, "-S", "-n"); got != saved {
+		t.Fatalf("configuration after SIGUSR2:\n%s\nwant\n%s", got, saved)
+	}
+	loop.WaitOK(loop.OK.Load() + 20)
+	loop.End(t)
+	b, _ := os.ReadFile(logPath)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "took over") {
+			t.Log(l)
+		}
+	}
+	if n := strings.Count(string(b), "took over from pid"); n != 2 {
+		t.Fatalf("%d takeovers logged, want 2:\n%s", n, b)
+	}
+}
+
+// serviceLine returns the fields of the first service line of a listing.
+func serviceLine(listing string) []string {
+	for _, l := range strings.Split(listing, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && (f[0] == "TCP" || f[0] == "UDP") {
+			return f
+		}
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+package conntrack
+
+import (
+	"time"
+
+	"github.com/golvs/golvs/ipvs"
+)
+
+// Record is a copy of one live entry: what listings show and what a
+// graceful restart hands to the next process (Export, Import).
+type Record struct {
+	In, Out   Key
+	Dest      *ipvs.Dest
+	Tpl       Key // in key of the controlling template; zero: none
+	Method    ipvs.Method
+	ClientIf  int32
+	ClientMAC [6]byte
+	Aux       uint64
+	State     uint8
+	// Flags are the entry's Flag* bits (FlagDead never appears).
+	Flags   uint32
+	Timeout uint32        // seconds, as listings show the state's timeout
+	Expires time.Duration // time left
+}
+
+// Template reports whether the record is a persistence template.
+func (r *Record) Template() bool { return r.Flags&FlagTemplate != 0 }
+
+// Export calls fn with copies of the live entries, one shard at a time:
+// they are copied into buf (grown as needed, reused from shard to shard)
+// under the shard's lock, and fn runs with no lock held, so a slow
+// consumer never holds up the data path and memory stays bounded by the
+// largest shard. want, if not nil, selects entries by their flags. An
+// error from fn ends the walk and is returned.
+func (t *Table) Export(buf []Record, want func(flags uint32) bool, fn func([]Record) error) error {
+	for i := range t.shards {
+		s := &t.shards[i]
+		buf = buf[:0]
+		now := t.now.Load()
+		s.mu.Lock()
+		for _, ref := range s.in.slots {
+			if ref == 0 {
+				continue
+			}
+			e := t.entryRef(ref)
+			fl := e.flags.Load()
+			if want != nil && !want(fl) {
+				continue
+			}
+			r := Record{
+				In: e.In, Out: e.Out, Dest: e.Dest, Method: e.Method,
+				ClientIf: e.ClientIf, ClientMAC: e.ClientMAC, Aux: e.Aux,
+				State: uint8(e.state.Load()), Flags: fl, Timeout: e.timeout.Load(),
+			}
+			if e.Tpl != nil {
+				r.Tpl = e.Tpl.In
+			}
+			if left := int64(e.expires.Load()) - now; left > 0 {
+				r.Expires = time.Duration(left) * t.tick
+			}
+			buf = append(buf, r)
+		}
+		s.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		if err := fn(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Import inserts an entry exported from another table: the same keys,
+// dest, method, client link, state, flags, timeout and time left, hung
+// from tpl (the live template of r.Tpl in this table; nil: none). The
+// dest's counters count it as its state says (active, inactive, or
+// persistent for a template). It returns ErrExists, changing nothing,
+// when the in key is taken, and ErrFull when the table is.
+func (t *Table) Import(r *Record, tpl *Entry) (*Entry, error) {
+	nc := NewConn{
+		In: r.In, Out: r.Out, Dest: r.Dest, Tpl: tpl, Method: r.Method,
+		ClientIf: r.ClientIf, ClientMAC: r.ClientMAC, Aux: r.Aux,
+		Template: r.Template(), Timeout: r.Timeout, NoOutput: r.Flags&FlagNoOutput != 0,
+	}
+	if r.Template() {
+		nc.Out = Key{}
+	}
+	// No TCP flags: the first transition leaves a conn inactive (CLOSE),
+	// and the state is set below.
+	e, err := t.Create(&nc, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	hk, s := t.locate(&r.In)
+	s.mu.Lock()
+	if t.find(&s.in, hk, &r.In, false) == e {
+		e.state.Store(uint32(r.State))
+		if !r.Template() && r.In.Proto == ipvs.ProtoTCP && TCPActive(r.State) && e.Dest != nil {
+			e.Dest.SetActive(true)
+			e.flags.And(^uint32(FlagInactive))
+		}
+		e.flags.Or(r.Flags & (FlagOnePacket | FlagNoCPort))
+		e.timeout.Store(r.Timeout)
+		e.expires.Store(int32(t.now.Load() + int64((r.Expires+t.tick-1)/t.tick)))
+		s.refileIfSooner(e, t)
+	}
+	s.mu.Unlock()
+	return e, nil
+}

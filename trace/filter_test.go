@@ -1,0 +1,78 @@
+package trace
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/golvs/golvs/ipvs"
+)
+
+func TestParseFilter(t *testing.T) {
+	good := []struct {
+		in   string
+		want Filter
+		str  string
+	}{
+		{"", Filter{}, ""},
+		{"tcp", Filter{Proto: ipvs.ProtoTCP}, "tcp"},
+		{"UDP port 53", Filter{Proto: ipvs.ProtoUDP, Port: 53}, "udp port 53"},
+		{"client 198.18.0.10", Filter{Client: netip.MustParsePrefix("198.18.0.10/32")}, "client 198.18.0.10/32"},
+		{"client 198.18.0.77/24 tcp", Filter{Proto: ipvs.ProtoTCP, Client: netip.MustParsePrefix("198.18.0.0/24")}, "tcp client 198.18.0.0/24"},
+		{"service 198.18.0.100:80", Filter{Service: netip.MustParseAddrPort("198.18.0.100:80")}, "service 198.18.0.100:80"},
+	}
+	for _, c := range good {
+		f, err := ParseFilter(c.in)
+		if err != nil {
+			t.Fatalf("%q: %v", c.in, err)
+		}
+		if f != c.want || f.String() != c.str {
+			t.Fatalf("%q: got %+v (%q), want %+v (%q)", c.in, f, f.String(), c.want, c.str)
+		}
+	}
+	bad := []struct {
+		in, want string
+		is       error
+	}{
+		{"client 2001:db8::/32", "IPv6 is not forwarded", ErrIPv6},
+		{"client 2001:db8::1", "IPv6 is not forwarded", ErrIPv6},
+		{"client ::ffff:198.18.0.10", "IPv6 is not forwarded", ErrIPv6},
+		{"service [2001:db8::100]:80", "IPv6 is not forwarded", ErrIPv6},
+		{"tcp udp", "protocol given twice (tcp, then udp)", nil},
+		{"udp udp", "protocol given twice", nil},
+		{"client 198.18.0.1 client 198.18.0.2", "client given twice", nil},
+		{"port 80 port 81", "port given twice", nil},
+		{"service 198.18.0.100:80 service 198.18.0.100:81", "service given twice", nil},
+		{"client", `"client" needs a value`, nil},
+		{"client 198.18.0.300", "is not an IPv4 address or prefix", nil},
+		{"port 0", "is not 1..65535", nil},
+		{"sctp", "unknown word", nil},
+	}
+	for _, c := range bad {
+		_, err := ParseFilter(c.in)
+		if err == nil || !strings.Contains(err.Error(), c.want) || c.is != nil && !errors.Is(err, c.is) {
+			t.Errorf("%q: %v, want an error with %q", c.in, err, c.want)
+		}
+	}
+}
+
+// The filter's own words parse back to the same filter.
+func FuzzParseFilter(f *testing.F) {
+	for _, s := range []string{"tcp client 198.18.0.0/24 service 198.18.0.100:80 port 80", "udp", "client 2001:db8::/32", "tcp udp"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseFilter(s)
+		if err != nil {
+			return
+		}
+		if p.Client.IsValid() && !p.Client.Addr().Is4() || p.Service.IsValid() && !p.Service.Addr().Is4() {
+			t.Fatalf("%q: accepted an address that can never match: %+v", s, p)
+		}
+		q, err := ParseFilter(p.String())
+		if err != nil || q != p {
+			t.Fatalf("%q -> %q -> %+v, %v", s, p.String(), q, err)
+		}
+	})
+}
