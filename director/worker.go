@@ -288,7 +288,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	sp.Dst = netip.AddrFrom4(p.Dst)
 	sp.SrcPort, sp.DstPort, sp.Inverse = p.SPort, p.DPort, false
 	var dest *ipvs.Dest
-	var tpl *conntrack.Entry
+	var tpl conntrack.Ref
 	var dport uint16
 	if sv.Config.Flags&ipvs.SvcPersistent != 0 {
 		var ok bool

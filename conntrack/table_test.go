@@ -114,9 +114,10 @@ func TestRefreshKeepsAlive(t *testing.T) {
 	}
 }
 
-// A full table refuses new conns, counts them, and never grows.
+// A full table with nothing to evict refuses new conns, counts them, and
+// never grows.
 func TestMaxEntries(t *testing.T) {
-	tb := New(Config{MaxEntries: 100, Shards: 8})
+	tb := New(Config{MaxEntries: 100, Shards: 8, NoEvict: true})
 	d := testDest()
 	for i := 0; i < 150; i++ {
 		k := key(i)
@@ -166,9 +167,10 @@ func TestConnReuse(t *testing.T) {
 	var h Hit
 	tb.LookupIn(&k, ack, &h)
 	tb.LookupIn(&k, fin, &h)
-	tb.LookupIn(&k, fin, &h) // FW -> TW on the INPUT-ONLY table? FW+fin stays FW
-	e := tb.find(&tb.shardOf(&k).in, tb.hash(&k), &k, false)
-	e.state.Store(uint32(TCPTimeWait))
+	tb.LookupIn(&k, fin, &h) // FW+fin stays FW on the INPUT-ONLY table
+	hk, s := tb.locate(&k)
+	e := tb.findIn(s, hk, &k)
+	e.word.Store(e.word.Load()&^wStateMask | uint32(TCPTimeWait))
 	if v := tb.LookupIn(&k, syn, &h); v != Reused {
 		t.Fatalf("SYN on TIME_WAIT: verdict %d, want Reused", v)
 	}
@@ -195,12 +197,12 @@ func TestTemplateLife(t *testing.T) {
 	}
 	// Past the template's timeout it lives on while its conn does.
 	tb.Advance(tb.start.Add(10 * time.Second))
-	if tb.LookupTemplate(&tk) == nil {
+	if r, _ := tb.LookupTemplate(&tk); r.IsZero() {
 		t.Fatal("template died while controlling a conn")
 	}
 	tb.Expire(&k)
 	tb.Advance(tb.start.Add(80 * time.Second))
-	if tb.LookupTemplate(&tk) != nil || d.PersistConns() != 0 {
+	if r, _ := tb.LookupTemplate(&tk); !r.IsZero() || d.PersistConns() != 0 {
 		t.Fatalf("template outlived its conns (persist %d)", d.PersistConns())
 	}
 }
