@@ -21,7 +21,7 @@ import (
 // Eviction has no IPVS counterpart because IPVS has no limit: it keeps
 // creating conns until memory runs out. At golvs's limit a new conn
 // replaces the conn of its shard nearest to expiry among a random sample
-// of 16 that are half-open (SYN_RECV, SYNACK) or closing (TIME_WAIT,
+// of 8 that are half-open (SYN_RECV, SYNACK) or closing (TIME_WAIT,
 // CLOSE), and is refused only when the sample holds none: a flood of SYNs
 // from random sources can then only push out its own entries (and
 // handshakes older than the table's turnover, table size / flood rate),
@@ -283,9 +283,13 @@ func (t *Table) expireSoon(tpl *Entry) {
 }
 
 // evictLocked picks, unlinks (step 1) and returns the conn a new conn
-// replaces in a full shard (lock held), or nil: among the first 16 entries
-// from a random slot of the in index (at most 256 slots looked at), the
-// half-open or closing TCP conn nearest its expiry.
+// replaces in a full shard (lock held), or nil: among the first 8 entries
+// from a random slot of the in index (at most 64 slots looked at), the
+// half-open or closing TCP conn nearest its expiry. A sample, not a scan:
+// each costs a cache miss, and a full table is when they count. Under a
+// flood nearly every sample holds flood entries; a young one is chosen
+// only if it is the oldest of its sample, so a legitimate handshake
+// survives about as long as the flood takes to turn the table over.
 func (t *Table) evictLocked(s *shard) *Entry {
 	x := &s.in
 	if x.n == 0 {
@@ -295,7 +299,7 @@ func (t *Table) evictLocked(s *shard) *Entry {
 	var best *Entry
 	var bestExp int32
 	seen := 0
-	for range min(x.size, 256) {
+	for range min(x.size, 64) {
 		if x.tags[j] != 0 {
 			e := t.entryRef(x.slots[j])
 			if evictable(e) {
@@ -303,7 +307,7 @@ func (t *Table) evictLocked(s *shard) *Entry {
 					best, bestExp = e, exp
 				}
 			}
-			if seen++; seen == 16 {
+			if seen++; seen == 8 {
 				break
 			}
 		}

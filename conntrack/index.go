@@ -13,9 +13,10 @@ package conntrack
 // [0, size) with a multiply (Lemire's fastrange), so the size follows the
 // capacity closely instead of doubling.
 //
-// The index knows nothing of entries: callers compare keys (find walks
-// the candidates with next) and, for deletion, say where a reference's
-// key hashes to.
+// The index knows nothing of entries: a lookup (Table.findIn, findOut;
+// written out there, on the per-packet path) probes from home(h) to the
+// first empty slot, reading the entry of each slot whose tag matches and
+// comparing its key; deletion is told where a reference's key hashes to.
 type index struct {
 	slots []uint32 // entry references; 0: empty
 	tags  []uint8  // tagOf(hash) of each slot's key; 0: empty
@@ -35,42 +36,6 @@ func tagOf(h uint64) uint8 { return uint8(h>>16) | 0x80 }
 
 // home is the slot a hash's probe starts at.
 func (x *index) home(h uint64) uint32 { return uint32((h >> 32) * uint64(x.size) >> 32) }
-
-// first returns the first slot at or after the home of h whose tag
-// matches, or ok false when the probe reaches an empty slot first.
-// Callers compare the key at x.slots[i] and go on with next(i, tag).
-func (x *index) first(h uint64) (i uint32, tag uint8, ok bool) {
-	tag = tagOf(h)
-	i = x.home(h)
-	i, ok = x.scan(i, tag)
-	return i, tag, ok
-}
-
-// next continues a probe after slot i.
-func (x *index) next(i uint32, tag uint8) (uint32, bool) {
-	i++
-	if i == x.size {
-		i = 0
-	}
-	return x.scan(i, tag)
-}
-
-func (x *index) scan(i uint32, tag uint8) (uint32, bool) {
-	tags := x.tags[:x.size]
-	for {
-		tg := tags[i]
-		if tg == tag {
-			return i, true
-		}
-		if tg == 0 {
-			return 0, false
-		}
-		i++
-		if i == x.size {
-			i = 0
-		}
-	}
-}
 
 // insert adds a reference under hash h (the key is absent). It reports
 // false, changing nothing, when the index holds its capacity.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/golvs/golvs/ipvs"
 )
@@ -121,11 +122,10 @@ func New(c Config) *Table {
 	return t
 }
 
-// NewChecked creates a table, or says why the configuration cannot work.
-// The indices are sized for MaxEntries up front and never grow; entry
-// memory is allocated in chunks as the table fills and given back as it
-// empties.
-func NewChecked(c Config) (*Table, error) {
+// normalize applies the defaults and checks a configuration, returning
+// it with the shard count rounded up to a power of two and the per-shard
+// capacity.
+func (c Config) normalize() (Config, int, error) {
 	if c.Shards <= 0 {
 		c.Shards = 256
 	}
@@ -134,17 +134,18 @@ func NewChecked(c Config) (*Table, error) {
 		n <<= 1
 	}
 	if n > 256 {
-		return nil, fmt.Errorf("%w: %d shards (at most 256)", ErrConfig, c.Shards)
+		return c, 0, fmt.Errorf("%w: %d shards (at most 256)", ErrConfig, c.Shards)
 	}
+	c.Shards = n
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = 1 << 20
 	}
 	if c.MaxEntries > 1<<31 {
-		return nil, fmt.Errorf("%w: %d entries (at most %d)", ErrConfig, c.MaxEntries, 1<<31)
+		return c, 0, fmt.Errorf("%w: %d entries (at most %d)", ErrConfig, c.MaxEntries, 1<<31)
 	}
 	perShard := capFor(c.MaxEntries, n)
 	if perShard+inFlight >= 1<<refBits {
-		return nil, fmt.Errorf("%w: %d entries over %d shards (at most %d per shard)", ErrConfig, c.MaxEntries, n, 1<<refBits-inFlight)
+		return c, 0, fmt.Errorf("%w: %d entries over %d shards (at most %d per shard)", ErrConfig, c.MaxEntries, n, 1<<refBits-inFlight)
 	}
 	if c.Tick <= 0 {
 		c.Tick = time.Second
@@ -153,8 +154,41 @@ func NewChecked(c Config) (*Table, error) {
 		c.WheelSlots = 4096
 	}
 	if err := c.Defense.check(c.MaxEntries); err != nil {
+		return c, 0, err
+	}
+	return c, perShard, nil
+}
+
+// Memory is what a table of a configuration takes.
+type Memory struct {
+	Fixed    int64 // the indices and wheels, allocated when the table is made
+	PerEntry int64 // each live entry, in its chunk
+	Full     int64 // Fixed plus MaxEntries entries
+}
+
+// CheckConfig checks a configuration as NewChecked does, without making
+// the table, and says how much memory the table takes.
+func CheckConfig(c Config) (Memory, error) {
+	c, perShard, err := c.normalize()
+	if err != nil {
+		return Memory{}, err
+	}
+	idx := int64(perShard+perShard/3+1) * 5 // one index: a slot and a tag each
+	fixed := int64(c.Shards) * (2*idx + int64(c.WheelSlots)*4)
+	per := int64(unsafe.Sizeof(Entry{}))
+	return Memory{Fixed: fixed, PerEntry: per, Full: fixed + per*int64(c.MaxEntries)}, nil
+}
+
+// NewChecked creates a table, or says why the configuration cannot work.
+// The indices are sized for MaxEntries up front and never grow; entry
+// memory is allocated in chunks as the table fills and given back as it
+// empties.
+func NewChecked(c Config) (*Table, error) {
+	c, perShard, err := c.normalize()
+	if err != nil {
 		return nil, err
 	}
+	n := c.Shards
 	t := &Table{
 		shards:  make([]shard, n),
 		hk:      newHashKey(c.Seed),
@@ -217,15 +251,25 @@ func (s *shard) ref(e *Entry) uint32 { return s.idx<<refBits | e.id }
 
 func (t *Table) homeOf(e *Entry) *shard { return &t.shards[e.home] }
 
-// findIn looks an in key up in shard s (lock held).
+// findIn looks an in key up in shard s (lock held): the probe of
+// index.go (from the hash's home slot to the first empty one), written
+// out here because it is the per-packet path: tags first, an entry read
+// only on a tag match.
 func (t *Table) findIn(s *shard, h uint64, k *Key) *Entry {
 	x := &s.in
-	for i, tag, ok := x.first(h); ok; i, ok = x.next(i, tag) {
-		if e := t.entryRef(x.slots[i]); e.In == *k {
-			return e
+	tag := tagOf(h)
+	for i := x.home(h); ; {
+		if tg := x.tags[i]; tg == tag {
+			if e := t.entryRef(x.slots[i]); e.In == *k {
+				return e
+			}
+		} else if tg == 0 {
+			return nil
+		}
+		if i++; i == x.size {
+			i = 0
 		}
 	}
-	return nil
 }
 
 // findOut looks an out key up in shard s (lock held). Entries being torn
@@ -233,12 +277,19 @@ func (t *Table) findIn(s *shard, h uint64, k *Key) *Entry {
 // conn with the same out key may already be indexed behind them.
 func (t *Table) findOut(s *shard, h uint64, k *Key) *Entry {
 	x := &s.out
-	for i, tag, ok := x.first(h); ok; i, ok = x.next(i, tag) {
-		if e := t.entryRef(x.slots[i]); e.Out == *k && e.word.Load()&wDead == 0 {
-			return e
+	tag := tagOf(h)
+	for i := x.home(h); ; {
+		if tg := x.tags[i]; tg == tag {
+			if e := t.entryRef(x.slots[i]); e.Out == *k && e.word.Load()&wDead == 0 {
+				return e
+			}
+		} else if tg == 0 {
+			return nil
+		}
+		if i++; i == x.size {
+			i = 0
 		}
 	}
-	return nil
 }
 
 // removeIn and removeOut delete a reference from an index (lock held),

@@ -9,42 +9,6 @@ import (
 	"github.com/golvs/golvs/ipvs"
 )
 
-const (
-	syn = 0x02
-	ack = 0x10
-	fin = 0x01
-	rst = 0x04
-)
-
-// The spec's typical traces (§3.5).
-func TestTCPTraces(t *testing.T) {
-	type step struct {
-		dir   int
-		flags uint8
-		want  uint8
-	}
-	cases := []struct {
-		name  string
-		steps []step
-	}{
-		{"DR", []step{{DirInputOnly, syn, TCPSynRecv}, {DirInputOnly, ack, TCPEstablished}, {DirInputOnly, fin | ack, TCPFinWait}, {DirInputOnly, ack, TCPFinWait}}},
-		{"NAT", []step{{DirInput, syn, TCPSynRecv}, {DirOutput, syn | ack, TCPSynRecv}, {DirInput, ack, TCPEstablished}, {DirInput, fin | ack, TCPCloseWait}, {DirOutput, fin | ack, TCPTimeWait}}},
-		{"no flags force CLOSE", []step{{DirInput, syn, TCPSynRecv}, {DirInput, 0, TCPClose}}},
-		{"rst", []step{{DirInput, syn, TCPSynRecv}, {DirInput, ack, TCPEstablished}, {DirOutput, rst, TCPClose}}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			s := TCPNone
-			for i, st := range c.steps {
-				s = TCPNext(st.dir, st.flags, s)
-				if s != st.want {
-					t.Fatalf("step %d: got %s, want %s", i, tcpStateNames[s], tcpStateNames[st.want])
-				}
-			}
-		})
-	}
-}
-
 func testDest() *ipvs.Dest {
 	return ipvs.NewDest(ipvs.ServiceKey{Proto: 6}, ipvs.DestConfig{Addr: netip.MustParseAddr("198.19.0.11"), Port: 80, Weight: 1})
 }
@@ -89,28 +53,6 @@ func TestLifecycleAndCounters(t *testing.T) {
 	}
 	if st := tb.Stats(); st.Created != 1 || st.Expired != 1 {
 		t.Fatalf("stats %+v", st)
-	}
-}
-
-// Refreshed conns are re-filed, not expired, when their old slot comes.
-func TestRefreshKeepsAlive(t *testing.T) {
-	tb := New(Config{Tick: 100 * time.Millisecond, Shards: 2})
-	tb.SetTimeouts(0, 0, 1)
-	d := testDest()
-	k := key(2)
-	k.Proto = 17
-	if _, err := tb.Create(&NewConn{In: k, Dest: d}, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	var h Hit
-	for i := 1; i <= 30; i++ {
-		tb.Advance(tb.start.Add(time.Duration(i) * 500 * time.Millisecond))
-		if tb.LookupIn(&k, 0, &h) != Found {
-			t.Fatalf("UDP conn refreshed every 0.5s expired at step %d", i)
-		}
-	}
-	if d.InactConns() != 1 || d.ActiveConns() != 0 {
-		t.Fatalf("UDP conns are inactive: active %d inactive %d", d.ActiveConns(), d.InactConns())
 	}
 }
 
@@ -204,17 +146,6 @@ func TestTemplateLife(t *testing.T) {
 	tb.Advance(tb.start.Add(80 * time.Second))
 	if r, _ := tb.LookupTemplate(&tk); !r.IsZero() || d.PersistConns() != 0 {
 		t.Fatalf("template outlived its conns (persist %d)", d.PersistConns())
-	}
-}
-
-func TestStateNames(t *testing.T) {
-	for s, want := range []string{"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK"} {
-		if got := StateName(6, false, uint8(s)); got != want {
-			t.Errorf("state %d: %s, want %s", s, got, want)
-		}
-	}
-	if StateName(17, false, 0) != "UDP" || StateName(6, true, TplAssured) != "ASSURED" {
-		t.Error("UDP/template names")
 	}
 }
 

@@ -96,10 +96,15 @@ func (t *Table) Advance(now time.Time) {
 // live on in 60 s steps (spec §3.4, §4.4), the rest are unlinked and
 // appended to out for teardown.
 func (s *shard) expireSlot(t *Table, out []*Entry) []*Entry {
+	// Detach the slot's list first: an entry re-filed now may land in
+	// this very slot (a turn later) when the wheel is catching up.
 	idx := s.done % t.nslots
-	for s.wheel[idx] != 0 {
-		e := s.slab.entry(s.wheel[idx])
-		s.unfile(e, t)
+	id := s.wheel[idx]
+	s.wheel[idx] = 0
+	for id != 0 {
+		e := s.slab.entry(id)
+		id = e.next
+		e.next, e.prev = 0, 0
 		switch {
 		case int64(e.expires.Load()) > s.done:
 			t.rescans.Add(1)
