@@ -86,12 +86,17 @@ func (s *slab) newChunk(c int) {
 	s.spare = nil
 	if ch == nil {
 		ch = new([chunkSize]Entry)
+		for i := range ch {
+			// Written once: a stale Ref may read its entry's home
+			// without a lock (to find the lock), and a spare is only
+			// ever reused by the shard it came from.
+			ch[i].home = s.home
+		}
 	}
 	base := uint32(c) << chunkBits
 	for i := range ch {
 		e := &ch[i]
 		e.id = base + uint32(i) + 1
-		e.home = s.home
 		e.next = e.id + 1
 	}
 	ch[chunkSize-1].next = 0

@@ -379,12 +379,12 @@ func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
 	fill(e, h)
 	sooner := e.expires.Load() < e.slot.Load()
 	gen := e.gen.Load()
+	home := t.homeOf(e)
 	s.mu.Unlock()
 	if sooner {
 		// The wheel belongs to the home shard: move the entry under its
 		// lock, if it is still the same live entry (the out index held it
 		// allocated until now; the generation says it still is).
-		home := t.homeOf(e)
 		home.mu.Lock()
 		if e.gen.Load() == gen && e.word.Load()&wDead == 0 {
 			home.refileIfSooner(e, t)
