@@ -218,8 +218,9 @@ func (t *Table) Tick() time.Duration { return t.tick }
 // Now returns the coarse clock, in ticks.
 func (t *Table) Now() int64 { return t.now.Load() }
 
-// Max returns the most entries the table holds (--conn-max).
-func (t *Table) Max() int { return int(t.max) }
+// Limit returns the most entries the table holds (Config.MaxEntries,
+// --conn-max).
+func (t *Table) Limit() int { return int(t.max) }
 
 // ExpiresIn returns how long until e expires.
 func (t *Table) ExpiresIn(e *Entry) time.Duration {

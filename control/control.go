@@ -11,6 +11,7 @@
 //	{"v":1,"op":"list"}       services, dests, counters, rates, timeouts
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c)
 //	{"v":1,"op":"status"}     drop counters and what the host check relies on
+//	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //
 // trace is the one streaming op (control/trace.go): the connection then
@@ -53,7 +54,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
@@ -96,6 +96,7 @@ type Reply struct {
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
+	Text     string                `json:"text,omitempty"` // proc op
 }
 
 // Server is the daemon side.
@@ -214,6 +215,8 @@ func (s *Server) Handle(req *Request) *Reply {
 		return s.list()
 	case "conns":
 		return &Reply{OK: true, Conns: s.Conns()}
+	case "proc":
+		return s.proc(req)
 	case "status":
 		rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved()}
 		for i, v := range s.D.Drops.Get() {
@@ -232,6 +235,9 @@ func (s *Server) Handle(req *Request) *Reply {
 		rep.Counters["defense-drop-packet"] = uint64(def.DropPacket)
 		rep.Counters["defense-drop-rate"] = uint64(def.DropRate)
 		rep.Counters["defense-secure-tcp"] = uint64(def.SecureTCP)
+		for _, c := range s.D.HousekeepingCounters() {
+			rep.Counters[c.Name] = c.Value
+		}
 		return rep
 	}
 	return fail(fmt.Errorf("control: unknown operation %q", req.Op), 255)
@@ -428,26 +434,7 @@ func rate(r [5]uint64) ipvsadm.Rate {
 // Conns lists the connection table as ipvsadm -L -c shows it.
 func (s *Server) Conns() []ipvsadm.Conn {
 	var out []ipvsadm.Conn
-	ct := s.D.CT
-	ct.Walk(func(e *conntrack.Entry) {
-		c := ipvsadm.Conn{
-			Proto:   e.In.Proto,
-			Client:  ap(e.In.SrcIP, e.In.SrcPort),
-			Virtual: ap(e.In.DstIP, e.In.DstPort),
-			State:   conntrack.StateName(e.In.Proto, e.Template(), e.State()),
-			Expires: uint32(ct.ExpiresIn(e).Seconds()),
-		}
-		if e.Out != (conntrack.Key{}) {
-			c.Dest = ap(e.Out.SrcIP, e.Out.SrcPort)
-		} else if e.Dest != nil {
-			port := e.Dest.Port
-			if port == 0 {
-				port = e.In.DstPort
-			}
-			c.Dest = apA(e.Dest.Addr, port)
-		}
-		out = append(out, c)
-	})
+	s.EachConn(func(c *ipvsadm.Conn) { out = append(out, *c) })
 	return out
 }
 

@@ -123,7 +123,8 @@ func (dr *Director) CheckDest(svc ipvs.ServiceConfig, d ipvs.DestConfig) error {
 	return dr.checkDestHost(&svc, &d)
 }
 
-// AddService adds a virtual service (ipvsadm -A).
+// AddService adds a virtual service (ipvsadm -A), with the real servers
+// c lists, each published with its next hop resolved (see AddDest).
 func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 	if err := checkService(&c); err != nil {
 		return err
@@ -137,6 +138,11 @@ func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
 	}
+	addrs := make([]netip.Addr, len(c.Dests))
+	for i, d := range c.Dests {
+		addrs[i] = d.Addr
+	}
+	hops := dr.resolveNew(addrs) // before the lock: it may wait (resolve.go)
 	dr.cfg.mu.Lock()
 	defer dr.cfg.mu.Unlock()
 	if _, old := dr.cfg.find(c.ServiceKey); old != nil {
@@ -148,8 +154,8 @@ func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 		return err
 	}
 	dr.cfg.svcs = append(dr.cfg.svcs, rt)
-	for _, d := range c.Dests {
-		if err := dr.addDestLocked(rt, d); err != nil {
+	for i, d := range c.Dests {
+		if err := dr.addDestLocked(rt, d, hops[i]); err != nil {
 			return err
 		}
 	}
@@ -219,22 +225,40 @@ func (dr *Director) Clear() {
 }
 
 // AddDest adds a real server to a service (ipvsadm -a); it goes to the
-// head of the list, as in the kernel.
+// head of the list, as in the kernel. Its next hop is resolved first
+// (waiting up to a second for the kernel's ARP), so that its first SYN
+// finds it.
 func (dr *Director) AddDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 	dr.cfg.mu.Lock()
-	defer dr.cfg.mu.Unlock()
 	_, rt := dr.cfg.find(k)
+	var svc ipvs.ServiceConfig
+	if rt != nil {
+		svc = rt.cfg
+	}
+	dr.cfg.mu.Unlock()
 	if rt == nil {
 		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
 	}
-	if err := dr.addDestLocked(rt, d); err != nil {
+	if err := checkDest(&svc, &d); err != nil {
+		return err // before waiting for anything
+	}
+	hop := dr.resolveNew([]netip.Addr{d.Addr})[0] // before the lock: it may wait
+	dr.cfg.mu.Lock()
+	defer dr.cfg.mu.Unlock()
+	_, rt = dr.cfg.find(k)
+	if rt == nil {
+		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
+	}
+	if err := dr.addDestLocked(rt, d, hop); err != nil {
 		return err
 	}
 	dr.publishLocked()
 	return nil
 }
 
-func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig) error {
+// addDestLocked adds a dest; hop, when resolved, is its next hop from the
+// start.
+func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig, hop *ipvs.NextHop) error {
 	if err := checkDest(&rt.cfg, &d); err != nil {
 		return err
 	}
@@ -257,6 +281,9 @@ func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig) error {
 		nd = ipvs.NewDest(rt.cfg.ServiceKey, d)
 	}
 	nd.SvcStats = rt.stats
+	if hop != nil {
+		nd.Next.Store(hop)
+	}
 	rt.dests = append([]*ipvs.Dest{nd}, rt.dests...)
 	if err := rt.sched.AddDest(rt.view(), nd); err != nil {
 		return err

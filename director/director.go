@@ -31,6 +31,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/internal/ratelog"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/trace"
@@ -64,6 +65,8 @@ type Config struct {
 	// the tun-no-pmtu teaching lab.
 	NoPMTU bool
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
+	// Lines reach it through a rate limiter (internal/ratelog): an
+	// identical line at most once a minute, its repeats summarised.
 	Logf func(format string, args ...any)
 
 	// FULLNAT (spec §5.5): the local address pool (LIPs) and its port
@@ -97,12 +100,21 @@ type Director struct {
 	// Counters of frames golvs did not forward, by cause.
 	Drops Counters
 
+	// Total is IPVS's director-wide counters (tot_stats,
+	// /proc/net/ip_vs_stats): every conn and packet of every service.
+	Total        ipvs.Stats
+	traceMu      sync.Mutex
+	traceDropped uint64 // events dropped by tracers already detached
+
 	est estimators
 
 	modes modeState // DR, TUN and FULLNAT (modes.go)
 
 	tracer  atomic.Pointer[trace.Tracer]
 	ifNames map[int]string // names of fake interfaces in tests
+
+	res  resolver         // next hops (resolve.go)
+	logs *ratelog.Limiter // every log line goes through it
 }
 
 // Counter names, in Counters order.
@@ -159,6 +171,7 @@ func newCore(c Config) *Director {
 		ifMAC: map[int][6]byte{},
 		ifARP: map[int]bool{},
 		kick:  make(chan struct{}, 1),
+		logs:  ratelog.New(c.Logf, ratelog.Config{}),
 	}
 	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
 	d.initModes()
@@ -190,7 +203,7 @@ func New(c Config) (*Director, error) {
 		nl.Close()
 		return nil, err
 	}
-	neigh, err := netio.NewNeigh(nl, names)
+	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU})
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -308,44 +321,16 @@ func (d *Director) checkVIPNotLocal(a netip.Addr) error {
 	return nil
 }
 
-func (d *Director) logf(format string, args ...any) {
-	if d.c.Logf != nil {
-		d.c.Logf(format, args...)
-	}
-}
-
-func (d *Director) kickResolver() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
+// logf logs through the rate limiter: an identical line at most once a
+// minute, its repeats summarised.
+func (d *Director) logf(format string, args ...any) { d.logs.Logf(format, args...) }
 
 // refilter rebuilds the kernel filter for the current services.
 func (d *Director) refilter(s *Snapshot) {
 	if len(d.rings) == 0 {
 		return
 	}
-	dst := markMatches(s.Marks)
-	var src []netio.Match
-	for _, sv := range s.List {
-		if sv.Config.FWMark == 0 {
-			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
-		}
-		for _, dd := range sv.Dests {
-			port := dd.Port
-			if port == 0 {
-				port = sv.Config.Port
-			}
-			proto := sv.Config.Proto
-			if sv.Config.FWMark != 0 {
-				proto = 0 // a mark may cover TCP and UDP
-			}
-			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
-		}
-	}
-	mdst, msrc := d.modeFilter(s)
-	dst, src = append(dst, mdst...), append(src, msrc...)
+	dst, src := d.filterMatches(s)
 	f, err := netio.BuildFilter(dst, src, true)
 	if err != nil {
 		d.logf("filter: %v", err)
@@ -387,8 +372,8 @@ func (d *Director) Run(ctx context.Context) error {
 	return nil
 }
 
-// housekeeping advances the connection table's clock and resolves next
-// hops; it never touches the packet path's locks for long.
+// housekeeping advances the connection table's clock and keeps next hops
+// current (resolve.go); it never touches the packet path's locks for long.
 func (d *Director) housekeeping(stop chan struct{}) {
 	tick := d.CT.Tick() / 4
 	if tick > 250*time.Millisecond {
@@ -400,50 +385,52 @@ func (d *Director) housekeeping(stop chan struct{}) {
 	defer res.Stop()
 	est := time.NewTicker(ipvs.EstimatorPeriod)
 	defer est.Stop()
-	lastFull := time.Time{}
+	lastFull := time.Now()
+	// A kick (from the packet path or the control plane) or a kernel
+	// change runs a resolve pass at once, but passes are kept resolveGap
+	// apart: a flood toward an unresolved real server kicks on every
+	// packet.
+	const resolveGap = 20 * time.Millisecond
+	var lastPass time.Time
+	var soon <-chan time.Time
+	resolveNow := func() {
+		if soon != nil {
+			return // one is due already
+		}
+		if wait := resolveGap - time.Since(lastPass); wait > 0 {
+			soon = time.After(wait)
+			return
+		}
+		d.resolve(false)
+		lastPass = time.Now()
+	}
 	for {
+		var changes <-chan struct{} // the kernel changed a route, a link or a followed neighbour
+		if d.neigh != nil {
+			changes = d.neigh.Changes()
+		}
 		select {
 		case <-stop:
 			return
 		case now := <-t.C:
 			d.CT.Advance(now)
 		case <-d.kick:
-			d.resolve(false)
+			resolveNow()
+		case <-changes:
+			resolveNow()
+		case <-soon:
+			soon = nil
+			resolveNow()
 		case <-est.C:
-			d.est.update(d.snap.Load())
+			d.est.update(d.snap.Load(), &d.Total)
 		case now := <-res.C:
 			full := now.Sub(lastFull) > 30*time.Second
 			if full {
 				lastFull = now
 			}
 			d.resolve(full)
-		}
-	}
-}
-
-// resolve fills in the next hop of every dest that lacks one (or of every
-// dest, to refresh).
-func (d *Director) resolve(all bool) {
-	if d.neigh == nil {
-		return
-	}
-	for _, sv := range d.snap.Load().List {
-		for _, dd := range sv.Dests {
-			if !all && dd.Next.Load() != nil {
-				continue
-			}
-			h, err := d.neigh.Resolve(dd.Addr)
-			if err != nil {
-				if !errors.Is(err, netio.ErrPending) {
-					d.logf("next hop for %s: %v", dd.Addr, err)
-				}
-				continue
-			}
-			nh := &ipvs.NextHop{IfIndex: h.IfIndex, SrcMAC: h.SrcMAC, DstMAC: h.DstMAC, SrcIP: h.SrcIP}
-			if old := dd.Next.Load(); old == nil || *old != *nh {
-				dd.Next.Store(nh)
-				d.logf("next hop for %s: %s via ifindex %d (%x)", dd.Addr, h.Via, h.IfIndex, h.DstMAC)
-			}
+			lastPass = now
+			d.logs.Flush()
 		}
 	}
 }
@@ -476,40 +463,3 @@ func (d *Director) Close() {
 
 // Workers returns the number of workers.
 func (d *Director) Workers() int { return len(d.workers) }
-
-// Resolved reports whether every dest of every service has a next hop.
-func (d *Director) Resolved() bool {
-	for _, sv := range d.snap.Load().List {
-		for _, dd := range sv.Dests {
-			if dd.Next.Load() == nil {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// WaitResolved waits until every dest of every service has a next hop, or
-// ctx ends. Labs and tests call it before sending traffic, so the first
-// SYN is not dropped while ARP is in flight.
-func (d *Director) WaitResolved(ctx context.Context) error {
-	for {
-		missing := ""
-		for _, sv := range d.snap.Load().List {
-			for _, dd := range sv.Dests {
-				if dd.Next.Load() == nil {
-					missing = dd.Addr.String()
-				}
-			}
-		}
-		if missing == "" {
-			return nil
-		}
-		d.kickResolver()
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("director: no next hop for real server %s (does it answer ARP on a directly connected network?)", missing)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}

@@ -253,6 +253,7 @@ func (w *Worker) createFullNAT(sv *Service, dest *ipvs.Dest, dport uint16) bool 
 	}
 	dest.Stats.Conns.Add(1)
 	sv.Stats.Conns.Add(1)
+	w.st.conn()
 	return true
 }
 

@@ -13,7 +13,7 @@ type estimators struct {
 	est map[*ipvs.Stats]*ipvs.Estimator
 }
 
-func (e *estimators) update(s *Snapshot) {
+func (e *estimators) update(s *Snapshot, extra ...*ipvs.Stats) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.est == nil {
@@ -37,6 +37,9 @@ func (e *estimators) update(s *Snapshot) {
 			run(&d.Stats)
 		}
 	}
+	for _, st := range extra {
+		run(st)
+	}
 	for k := range e.est {
 		if !live[k] {
 			delete(e.est, k)
@@ -56,10 +59,17 @@ func (d *Director) Rates(st *ipvs.Stats) (r [5]uint64) {
 }
 
 // Zero zeroes the counters and rates of one service and its dests, or of
-// every service when k is nil (ipvsadm -Z).
+// every service and the director-wide totals when k is nil (ipvsadm -Z,
+// as ip_vs_zero_all).
 func (d *Director) Zero(k *ipvs.ServiceKey) {
 	d.est.mu.Lock()
 	defer d.est.mu.Unlock()
+	if k == nil {
+		d.Total.Zero()
+		if x := d.est.est[&d.Total]; x != nil {
+			x.Reset(d.Total.Snapshot())
+		}
+	}
 	for _, sv := range d.snap.Load().List {
 		if k != nil && sv.Config.ServiceKey != *k {
 			continue

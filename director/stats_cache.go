@@ -9,9 +9,14 @@ import (
 // statCache gathers a worker's packet and byte counts per dest (and its
 // service) over a batch and adds them to the shared atomic counters once
 // per batch, instead of four contended atomic adds per packet. Listings
-// lag by at most one batch.
+// lag by at most one batch. It also sums the batch for the director-wide
+// totals (/proc/net/ip_vs_stats), which, like the kernel's tot_stats, count
+// every packet and conn of every service, deleted ones included.
 type statCache struct {
 	ents [16]statEnt
+	tot  *ipvs.Stats // the director's totals; nil: not kept
+
+	conns, inP, inB, outP, outB uint64 // for tot, since the last flush
 }
 
 type statEnt struct {
@@ -60,13 +65,33 @@ func (c *statCache) flush() {
 			c.ents[i].flush()
 		}
 	}
+	if c.tot != nil {
+		if c.conns != 0 {
+			c.tot.Conns.Add(c.conns)
+		}
+		if c.inP != 0 {
+			c.tot.InPkts.Add(c.inP)
+			c.tot.InBytes.Add(c.inB)
+		}
+		if c.outP != 0 {
+			c.tot.OutPkts.Add(c.outP)
+			c.tot.OutBytes.Add(c.outB)
+		}
+	}
+	c.conns, c.inP, c.inB, c.outP, c.outB = 0, 0, 0, 0, 0
 }
+
+// conn counts a new (non-template) conn for the totals; its dest's and
+// service's counts are added at once by the caller.
+func (c *statCache) conn() { c.conns++ }
 
 // in counts an inbound packet of n bytes for a dest and its service.
 func (c *statCache) in(d *ipvs.Dest, svc *ipvs.Stats, n uint64) {
 	e := c.slot(d, svc)
 	e.inP++
 	e.inB += n
+	c.inP++
+	c.inB += n
 }
 
 // out counts an outbound (reply) packet.
@@ -74,4 +99,6 @@ func (c *statCache) out(d *ipvs.Dest, svc *ipvs.Stats, n uint64) {
 	e := c.slot(d, svc)
 	e.outP++
 	e.outB += n
+	c.outP++
+	c.outB += n
 }

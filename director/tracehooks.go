@@ -19,10 +19,28 @@ func (d *Director) SetTracer(t *trace.Tracer) error {
 	return nil
 }
 
-// ClearTracer detaches t (if it is the one attached).
+// ClearTracer detaches t (if it is the one attached); its dropped events
+// stay counted in TraceDropped.
 func (d *Director) ClearTracer(t *trace.Tracer) {
-	d.tracer.CompareAndSwap(t, nil)
+	d.traceMu.Lock()
+	if d.tracer.CompareAndSwap(t, nil) {
+		d.traceDropped += t.Dropped()
+	}
+	d.traceMu.Unlock()
 	t.Close()
+}
+
+// TraceDropped returns how many trace events were dropped (rate cap, no
+// free event, slow client) by every tracer since the director started. It
+// never goes down.
+func (d *Director) TraceDropped() uint64 {
+	d.traceMu.Lock()
+	defer d.traceMu.Unlock()
+	n := d.traceDropped
+	if t := d.tracer.Load(); t != nil {
+		n += t.Dropped()
+	}
+	return n
 }
 
 // IfName returns an interface's name for traces and pcaps.

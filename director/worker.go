@@ -55,6 +55,7 @@ type ifaceMAC struct {
 
 func (d *Director) newWorker() *Worker {
 	w := &Worker{d: d, id: len(d.workers)}
+	w.st.tot = &d.Total
 	for idx, mac := range d.ifMAC {
 		for len(w.macs) <= idx {
 			w.macs = append(w.macs, ifaceMAC{})
@@ -353,6 +354,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	}
 	dest.Stats.Conns.Add(1)
 	sv.Stats.Conns.Add(1)
+	w.st.conn()
 	return true
 }
 
@@ -390,14 +392,11 @@ func (w *Worker) reply(f *netio.Frame) {
 	w.st.out(h.Dest, h.SvcStats, n)
 }
 
-// arpIn learns the sender of every ARP frame (for next-hop resolution) and
-// answers requests for VIPs on interfaces configured to.
+// arpIn answers ARP requests for VIPs on interfaces configured to. It
+// learns nothing: next hops follow the kernel's neighbour table, which
+// sees the same frames (resolve.go).
 func (w *Worker) arpIn(f *netio.Frame) {
 	a := packet.ARP(f.Data[packet.EthLen:])
-	if w.d.neigh != nil {
-		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
-		w.d.kickResolver()
-	}
 	if a.Op() != packet.ARPRequest {
 		return
 	}

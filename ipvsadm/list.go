@@ -506,46 +506,6 @@ func firstWord(s string) string {
 	return ""
 }
 
-// WriteProcConns writes /proc/net/ip_vs_conn (spec §3.10): IPv4 as
-// upper-case hex in host order, IPv6 in the full %pI6 form.
-func WriteProcConns(w io.Writer, conns []Conn) error {
-	bw := bufio.NewWriter(w)
-	io.WriteString(bw, "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n")
-	for _, c := range conns {
-		pe := ""
-		if c.PEName != "" && c.PEData != "" {
-			pe = " " + c.PEName + " " + c.PEData
-		}
-		dbuf := procAddr(c.Dest.Addr())
-		if c.Client.Addr().Is6() {
-			fmt.Fprintf(bw, "%-3s %s %04X %s %04X %s %04X %-11s %7d%s\n", ipvs.ProtoName(c.Proto),
-				procAddr(c.Client.Addr()), c.Client.Port(), procAddr(sameFamily(c.Virtual.Addr(), true)), c.Virtual.Port(),
-				dbuf, c.Dest.Port(), c.State, c.Expires, pe)
-		} else {
-			fmt.Fprintf(bw, "%-3s %s %04X %s %04X %s %04X %-11s %7d%s\n", ipvs.ProtoName(c.Proto),
-				procAddr(c.Client.Addr()), c.Client.Port(), procAddr(sameFamily(c.Virtual.Addr(), false)), c.Virtual.Port(),
-				dbuf, c.Dest.Port(), c.State, c.Expires, pe)
-		}
-	}
-	return bw.Flush()
-}
-
-func procAddr(a netip.Addr) string {
-	if a.Is4() {
-		b := a.As4()
-		return fmt.Sprintf("%02X%02X%02X%02X", b[0], b[1], b[2], b[3])
-	}
-	b := a.As16()
-	var sb strings.Builder
-	for i := 0; i < 16; i += 2 {
-		if i > 0 {
-			sb.WriteByte(':')
-		}
-		fmt.Fprintf(&sb, "%02x%02x", b[i], b[i+1])
-	}
-	return sb.String()
-}
-
 // addrWords is an address as libipvs's comparisons see it: IPv4 in the
 // first word, the rest zero.
 func addrWords(a netip.Addr) [4]uint32 {

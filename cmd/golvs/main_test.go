@@ -99,6 +99,7 @@ func TestRunBadInput(t *testing.T) {
 		{"no interface", []string{"run"}, "no interface given"},
 		{"missing interface", []string{"run", "-i", "nosuchif0", "--control", filepath.Join(t.TempDir(), "s")}, `no such interface: "nosuchif0"`},
 		{"bad workers", []string{"run", "-i", "lo", "--workers", "-1"}, "--workers -1 out of range"},
+		{"bad proc interval", []string{"run", "-i", "lo", "--proc-dir", t.TempDir(), "--proc-interval", "1ms"}, "--proc-interval 1ms out of range"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"lab bad weights", []string{"lab", "nat", "--weights", "2,x"}, `"x" is not a weight`},
 		{"bad rules line", []string{"run", "-i", "lo", "--rules", badRules, "--control", filepath.Join(t.TempDir(), "s")}, "line 2"},

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
 )
 
@@ -67,6 +70,10 @@ func runMain(args []string) int {
 	fs.IntVar(&def.DropEntry, "drop-entry", 0, "IPVS's drop_entry: 0 off, 1 automatic (under amemthresh), 2 on until the room is back, 3 always: each second drop half-open and idle conns from a random 1/32 of the table")
 	fs.IntVar(&def.DropPacket, "drop-packet", 0, "IPVS's drop_packet, same values: drop 1 in amemthresh/(amemthresh-free) new connections (all of them once the table is full)")
 	fs.IntVar(&def.SecureTCP, "secure-tcp", 0, "IPVS's secure_tcp, same values: the anti-DoS TCP state table and shorter timeouts (SYN_RECV 10 s)")
+	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
+	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
+	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -85,6 +92,10 @@ func runMain(args []string) int {
 	}
 	if *workers < 0 || *workers > 1024 {
 		fmt.Fprintf(os.Stderr, "golvs run: --workers %d out of range (0..1024)\n", *workers)
+		return 2
+	}
+	if *procEvery < 100*time.Millisecond || *procEvery > time.Hour {
+		fmt.Fprintf(os.Stderr, "golvs run: --proc-interval %v out of range (100ms..1h)\n", *procEvery)
 		return 2
 	}
 	if *connMax < 1 || *connMax > 1<<30 {
@@ -160,7 +171,47 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var side sync.WaitGroup // monitoring goroutines, waited for at exit
+	if *metricsListen != "" {
+		reg, err := metrics.Registry(metrics.New(srv, nil))
+		var ms *metrics.Server
+		if err == nil {
+			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
+		}
+		if err != nil {
+			stop()
+			side.Wait()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("metrics at http://%s%s", ms.Addr(), metrics.Path)
+		side.Add(1)
+		go func() {
+			defer side.Done()
+			if err := ms.Serve(ctx); err != nil {
+				logger.Printf("%v", err)
+			}
+		}()
+	}
+	if *procDir != "" {
+		done, err := srv.StartProcDir(ctx, *procDir, *procEvery, logger.Printf)
+		if err != nil {
+			stop()
+			side.Wait()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("proc files in %s/net, every %v", *procDir, *procEvery)
+		side.Add(1)
+		go func() { defer side.Done(); <-done }()
+	}
 	if err := srv.Listen(*sock); err != nil {
+		stop()
+		side.Wait()
 		d.Close()
 		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 1
@@ -169,10 +220,9 @@ func runMain(args []string) int {
 		logger.Printf("relies on: %s", l)
 	}
 	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	go srv.Serve(ctx)
 	_ = d.Run(ctx)
+	side.Wait()
 	logger.Printf("stopped")
 	return 0
 }
