@@ -60,7 +60,11 @@ type Table struct {
 	start   time.Time
 	noEvict bool
 
-	now       atomic.Int64 // coarse clock in ticks, advanced by Advance
+	now atomic.Int64 // coarse clock in ticks, advanced by Advance; read by every packet
+
+	// Written by every new or ending conn: kept off the cache lines every
+	// packet reads (the clock above, the timeouts below).
+	_         [56]byte
 	count     atomic.Int64
 	created   atomic.Uint64
 	expired   atomic.Uint64
@@ -69,6 +73,7 @@ type Table struct {
 	rescans   atomic.Uint64
 	evicted   atomic.Uint64
 	dropEntry atomic.Uint64
+	_         [64]byte
 
 	tmo timeouts // ipvsglue.go
 	def defense  // defense.go
