@@ -72,6 +72,9 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		args = []string{"-L"}
 	}
+	if isStatusCommand(args) { // status.go
+		return statusMain(args, stdout, stderr)
+	}
 	if ipvsadm.IsProcCommand(args) {
 		return admProc(args, stdout, stderr)
 	}
