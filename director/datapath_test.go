@@ -439,10 +439,12 @@ func BenchmarkEstablished(b *testing.B) {
 	})
 }
 
-// flowOf is the client address (in 198.18.0.0/15) and port of flow i.
+// flowOf is the client address and port of flow i: addresses from
+// 198.18.128.0/17 and 198.19.128.0/17, away from the VIP and the lab's
+// director and real server addresses (martian sources are dropped).
 func flowOf(i int) ([4]byte, uint16) {
-	a := i & (1<<17 - 1)
-	return [4]byte{198, 18 + byte(a>>16), byte(a >> 8), byte(a)}, uint16(1024 + i>>17)
+	a := i & (1<<16 - 1)
+	return [4]byte{198, 18 + byte(a>>15), 128 | byte(a>>8)&0x7f, byte(a)}, uint16(1024 + i>>16)
 }
 
 // stampFlow writes a client address and port into a TCP frame built by
