@@ -50,7 +50,7 @@ const (
 // RIP:8080 (and UDP VIP:53 -> RIP:53), its dest resolved, and a worker
 // whose transmitters are fakes.
 func testDirector(t testing.TB, keep bool) (*Director, *Worker, *fakeTx, *fakeTx) {
-	d := newCore(Config{Workers: 1, Conntrack: conntrack.Config{Shards: 16}})
+	d := newCore(Config{Workers: 1, Conntrack: conntrack.Config{Shards: 16, MaxEntries: 1 << 14}})
 	d.ifMAC[ifExt] = extMAC
 	d.ifMAC[ifInt] = intMAC
 	d.ifARP[ifExt] = true
