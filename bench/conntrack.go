@@ -286,7 +286,7 @@ func RunConntrack(c ConntrackConfig) (*ConntrackReport, error) {
 func WriteConntrackTable(w io.Writer, r *ConntrackReport) error {
 	fmt.Fprintf(w, "golvs bench conntrack: %s %s, %d CPUs, %d shards; an empty table holds %s\n",
 		r.GoVersion, r.GOARCH, r.NumCPU, r.Shards, human(uint64(max(r.FixedBytes, 0))))
-	fmt.Fprintf(w, "insert: Create with a SYN into an empty table (in and out index, map growth and GC included); lookup: LookupIn of a random live entry with an ACK; expiry: Advance over all entries\n")
+	fmt.Fprintf(w, "insert: Create with a SYN into an empty table (both indices, entry chunks and GC included; the indices are sized for the table up front); lookup: LookupIn of a random live entry with an ACK; expiry: Advance over all entries\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "entries\tbytes/entry\tmarginal\tinsert ns/op\tlookup ns/op\texpiry ns/op\t\n")
 	for _, s := range r.Sizes {

@@ -38,19 +38,20 @@ func (t *Table) Export(buf []Record, want func(flags uint32) bool, fn func([]Rec
 		buf = buf[:0]
 		now := t.now.Load()
 		s.mu.Lock()
-		for _, ref := range s.in.slots {
-			if ref == 0 {
+		for j, ref := range s.in.slots {
+			if s.in.tags[j] == 0 {
 				continue
 			}
 			e := t.entryRef(ref)
-			fl := e.flags.Load()
+			w := e.word.Load()
+			fl := w >> wFlagShift
 			if want != nil && !want(fl) {
 				continue
 			}
 			r := Record{
 				In: e.In, Out: e.Out, Dest: e.Dest, Method: e.Method,
 				ClientIf: e.ClientIf, ClientMAC: e.ClientMAC, Aux: e.Aux,
-				State: uint8(e.state.Load()), Flags: fl, Timeout: e.timeout.Load(),
+				State: uint8(w & wStateMask), Flags: fl, Timeout: e.timeout.Load(),
 			}
 			if e.Tpl != nil {
 				r.Tpl = e.Tpl.In
@@ -73,11 +74,12 @@ func (t *Table) Export(buf []Record, want func(flags uint32) bool, fn func([]Rec
 
 // Import inserts an entry exported from another table: the same keys,
 // dest, method, client link, state, flags, timeout and time left, hung
-// from tpl (the live template of r.Tpl in this table; nil: none). The
-// dest's counters count it as its state says (active, inactive, or
-// persistent for a template). It returns ErrExists, changing nothing,
-// when the in key is taken, and ErrFull when the table is.
-func (t *Table) Import(r *Record, tpl *Entry) (*Entry, error) {
+// from tpl (a Ref to the live template of r.Tpl in this table, from
+// LookupTemplate; zero: none). The dest's counters count it as its state
+// says (active or inactive, or persistent for a template). It returns
+// ErrExists, changing nothing, when the in key is taken, and ErrFull when
+// the table is.
+func (t *Table) Import(r *Record, tpl Ref) (Ref, error) {
 	nc := NewConn{
 		In: r.In, Out: r.Out, Dest: r.Dest, Tpl: tpl, Method: r.Method,
 		ClientIf: r.ClientIf, ClientMAC: r.ClientMAC, Aux: r.Aux,
@@ -86,25 +88,31 @@ func (t *Table) Import(r *Record, tpl *Entry) (*Entry, error) {
 	if r.Template() {
 		nc.Out = Key{}
 	}
-	// No TCP flags: the first transition leaves a conn inactive (CLOSE),
-	// and the state is set below.
-	e, err := t.Create(&nc, 0, nil)
+	// No TCP flags: the first transition leaves a conn inactive, and the
+	// recorded state is set below.
+	ref, err := t.Create(&nc, 0, nil)
 	if err != nil {
-		return nil, err
+		return Ref{}, err
 	}
-	hk, s := t.locate(&r.In)
+	e := ref.e
+	s := t.homeOf(e)
 	s.mu.Lock()
-	if t.find(&s.in, hk, &r.In, false) == e {
-		e.state.Store(uint32(r.State))
-		if !r.Template() && r.In.Proto == ipvs.ProtoTCP && TCPActive(r.State) && e.Dest != nil {
-			e.Dest.SetActive(true)
-			e.flags.And(^uint32(FlagInactive))
+	if e.gen.Load() == ref.gen && e.word.Load()&wDead == 0 {
+		var old, nw uint32
+		for {
+			old = e.word.Load()
+			nw = old&^wStateMask | uint32(r.State)
+			if e.word.CompareAndSwap(old, nw) {
+				break
+			}
 		}
-		e.flags.Or(r.Flags & (FlagOnePacket | FlagNoCPort))
+		if wasA, isA := e.active(old), e.active(nw); wasA != isA && e.Dest != nil {
+			e.Dest.SetActive(isA)
+		}
 		e.timeout.Store(r.Timeout)
 		e.expires.Store(int32(t.now.Load() + int64((r.Expires+t.tick-1)/t.tick)))
 		s.refileIfSooner(e, t)
 	}
 	s.mu.Unlock()
-	return e, nil
+	return ref, nil
 }

@@ -70,9 +70,9 @@ func TestExportImport(t *testing.T) {
 					t.Fatalf("record %v: dest %p, want %p", r.In, r.Dest, da)
 				}
 				r.Dest = db
-				var tp *Entry
+				var tp Ref
 				if r.Tpl != (Key{}) {
-					if tp = b.LookupTemplate(&r.Tpl); tp == nil {
+					if tp, _ = b.LookupTemplate(&r.Tpl); tp.IsZero() {
 						t.Fatalf("conn %v: template %v not imported first", r.In, r.Tpl)
 					}
 				}
@@ -152,7 +152,7 @@ func TestExportImport(t *testing.T) {
 	// The same key again is refused and changes nothing.
 	r := recs[k]
 	r.Dest = db
-	if _, err := b.Import(&r, nil); err != ErrExists || b.Len() != 201 || db.ActiveConns() != wantAct {
+	if _, err := b.Import(&r, Ref{}); err != ErrExists || b.Len() != 201 || db.ActiveConns() != wantAct {
 		t.Fatalf("importing a duplicate: %v, %d entries, %d active", err, b.Len(), db.ActiveConns())
 	}
 	// Expiry still works: everything goes, counters back to zero.

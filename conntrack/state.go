@@ -126,15 +126,44 @@ var tcpTrans = [3][4][NumTCPStates]uint8{
 	},
 }
 
+// tcpTransSecure is IPVS's secure_tcp ("anti-DoS") table, used while the
+// secure_tcp defense is on: the normal table with the cells spec §3.5
+// lists changed. A NAT conn is not ESTABLISHED by the client's handshake
+// ACK alone: the server must have answered (OUTPUT syn SR -> SA) and then
+// sent an ACK (OUTPUT ack SA -> ES), so spoofed SYN+ACK floods stay in
+// the short-lived handshake states.
+var tcpTransSecure = func() [3][4][NumTCPStates]uint8 {
+	t := tcpTrans
+	in, out, only := &t[DirInput], &t[DirOutput], &t[DirInputOnly]
+	in[evSyn][sSA] = sSA
+	in[evFin][sSA] = sSA
+	in[evAck][sSR] = sSR
+	in[evAck][sSA] = sSA
+	in[evRst][sSA] = sCL
+	out[evSyn][sSR] = sSA
+	out[evSyn][sSA] = sSA
+	for _, s := range []uint8{sNO, sFW, sTW, sCL, sCW, sLA, sLI, sSA} {
+		only[evSyn][s] = sSA
+	}
+	return t
+}()
+
 // TCPNext returns the state a TCP conn in state cur moves to on a packet
 // with flags seen in direction dir. A packet with none of RST, SYN, FIN
 // and ACK forces CLOSE, as IPVS does.
-func TCPNext(dir int, flags uint8, cur uint8) uint8 {
+func TCPNext(dir int, flags uint8, cur uint8) uint8 { return tcpNext(&tcpTrans, dir, flags, cur) }
+
+// TCPNextSecure is TCPNext with the secure_tcp table.
+func TCPNextSecure(dir int, flags uint8, cur uint8) uint8 {
+	return tcpNext(&tcpTransSecure, dir, flags, cur)
+}
+
+func tcpNext(tbl *[3][4][NumTCPStates]uint8, dir int, flags uint8, cur uint8) uint8 {
 	ev := tcpEvent(flags)
 	if ev == evNone || cur >= NumTCPStates {
 		return TCPClose
 	}
-	return tcpTrans[dir][ev][cur]
+	return tbl[dir][ev][cur]
 }
 
 // DefaultTCPTimeouts are IPVS's default timeouts per TCP state, in seconds.
@@ -146,3 +175,19 @@ var DefaultTCPTimeouts = [NumTCPStates]uint32{
 
 // DefaultUDPTimeout is the UDP NORMAL timeout, in seconds.
 const DefaultUDPTimeout = 300
+
+// SecureTCPTimeouts are the timeouts the secure_tcp defense applies while
+// it is on: IPVS's vs_timeout_table_dos, the table secure_tcp switched to
+// before current kernels dropped it with its timeout_* sysctls (spec
+// §3.9). A state keeps its normal timeout where that is shorter (NONE's
+// 2 s, or a value set with ipvsadm --set), so the defense never lengthens
+// one. SYN_RECV falls from 60 s to 10 s: what a SYN flood leaves behind
+// is gone six times sooner.
+var SecureTCPTimeouts = [NumTCPStates]uint32{
+	TCPNone: 15 * 60, TCPEstablished: 8 * 60, TCPSynSent: 60, TCPSynRecv: 10,
+	TCPFinWait: 60, TCPTimeWait: 60, TCPClose: 10, TCPCloseWait: 60,
+	TCPLastAck: 30, TCPListen: 2 * 60, TCPSynAck: 100,
+}
+
+// SecureUDPTimeout is vs_timeout_table_dos's UDP timeout, in seconds.
+const SecureUDPTimeout = 3 * 60

@@ -482,6 +482,14 @@ func (s *Server) status() *Reply {
 	rep.Counters["conns-created"] = st.Created
 	rep.Counters["conns-expired"] = st.Expired
 	rep.Counters["conns-dropped-table-full"] = st.Dropped
+	rep.Counters["conns-evicted"] = st.Evicted
+	rep.Counters["conns-dropped-drop-entry"] = st.DropEntry
+	rep.Counters["conntrack-bytes"] = uint64(st.Bytes)
+	def := s.D.CT.Defense()
+	rep.Counters["defense-drop-entry"] = uint64(def.DropEntry)
+	rep.Counters["defense-drop-packet"] = uint64(def.DropPacket)
+	rep.Counters["defense-drop-rate"] = uint64(def.DropRate)
+	rep.Counters["defense-secure-tcp"] = uint64(def.SecureTCP)
 	for _, c := range s.D.HousekeepingCounters() {
 		rep.Counters[c.Name] = c.Value
 	}

@@ -19,7 +19,7 @@ var CounterNames = [NumCounters]string{
 	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
 	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
 	"too-big", "arp-other",
-	"standby",
+	"standby", "drop-packet",
 }
 
 // Counter indices.
@@ -48,6 +48,7 @@ const (
 	CntTooBig      // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
 	CntARPOther    // ARP frames needing no answer (senders learnt)
 	CntStandby     // frames dropped while parked for a graceful restart (takeover.go)
+	CntDropPacket  // new conns dropped by the drop_packet defense (ip_vs_todrop)
 	NumCounters
 )
 

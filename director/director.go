@@ -5,9 +5,15 @@
 // (ARP for VIPs, next-hop resolution, expiry, the host checks that keep the
 // kernel away from VIP traffic).
 //
-// The per-packet path (Worker.handle) never allocates, never takes a lock
-// other than one conntrack shard's, and never blocks; configuration reaches
-// it only as an immutable snapshot loaded once per batch.
+// The per-packet path (Worker.handle) never allocates and never blocks;
+// configuration reaches it only as an immutable snapshot loaded once per
+// batch. A packet of a known connection takes no lock but conntrack shard
+// locks, one at a time (a reply may take its entry's home shard after
+// releasing the reply index's). A packet that starts a connection also
+// takes leaf locks that never wait on another: its scheduler's, its
+// dest's counter lock (conntrack.Create binds the dest under the shard
+// lock) and, for FULLNAT, the local port pool's (taken with no shard lock
+// held, also when a conn ends).
 package director
 
 import (

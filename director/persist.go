@@ -43,19 +43,19 @@ func put32(v uint32) [4]byte { return [4]byte{byte(v >> 24), byte(v >> 16), byte
 
 // persistPick is ip_vs_sched_persist: reuse the client's template if it
 // is still valid, else schedule and create one. It returns the dest, the
-// template the new conn hangs from, and the conn's destination port.
-func (w *Worker) persistPick(f *netio.Frame, sv *Service) (*ipvs.Dest, *conntrack.Entry, uint16, bool) {
+// template the new conn hangs from (conntrack.Create takes its control
+// reference and restarts its timer, spec §4.4), and the conn's
+// destination port.
+func (w *Worker) persistPick(f *netio.Frame, sv *Service) (*ipvs.Dest, conntrack.Ref, uint16, bool) {
 	p := &w.p
 	ct := w.d.CT
 	k := templateKey(sv, p)
-	tpl := ct.LookupTemplate(&k)
-	if tpl != nil && !w.templateValid(tpl) {
+	tpl, dest := ct.LookupTemplate(&k)
+	if !tpl.IsZero() && !w.templateValid(dest) {
 		ct.Invalidate(tpl)
-		tpl = nil
+		tpl = conntrack.Ref{}
 	}
-	var dest *ipvs.Dest
-	if tpl != nil {
-		dest = tpl.Dest
+	if !tpl.IsZero() {
 		if traceCompiled && w.ev != nil {
 			w.ev.Template = "found: client network " + "sticks to its real server"
 		}
@@ -71,7 +71,7 @@ func (w *Worker) persistPick(f *netio.Frame, sv *Service) (*ipvs.Dest, *conntrac
 		if dest == nil {
 			w.count(CntNoDest)
 			w.rejectNoDest(f)
-			return nil, nil, 0, false
+			return nil, conntrack.Ref{}, 0, false
 		}
 		nc := &w.nc
 		*nc = conntrack.NewConn{In: k, Dest: dest, Method: dest.Method(), Template: true, Timeout: sv.Config.Timeout}
@@ -81,19 +81,16 @@ func (w *Worker) persistPick(f *netio.Frame, sv *Service) (*ipvs.Dest, *conntrac
 		var err error
 		tpl, err = ct.Create(nc, 0, nil)
 		if err == conntrack.ErrExists {
-			tpl = ct.LookupTemplate(&k)
+			tpl, dest = ct.LookupTemplate(&k)
 		} else if err != nil {
 			w.count(CntTableFull)
-			return nil, nil, 0, false
+			return nil, conntrack.Ref{}, 0, false
 		}
-		if tpl == nil {
+		if tpl.IsZero() {
 			w.count(CntTableFull)
-			return nil, nil, 0, false
+			return nil, conntrack.Ref{}, 0, false
 		}
-		dest = tpl.Dest
 	}
-	// A new conn through a template restarts its timer (spec §4.4).
-	ct.RefreshTemplate(tpl)
 	dport := p.DPort
 	if p.DPort == sv.Config.Port && dest.Port != 0 {
 		dport = dest.Port
@@ -101,10 +98,9 @@ func (w *Worker) persistPick(f *netio.Frame, sv *Service) (*ipvs.Dest, *conntrac
 	return dest, tpl, dport, true
 }
 
-// templateValid is ip_vs_check_template: the dest must still be there,
-// and, with expire_quiescent_template, not quiesced.
-func (w *Worker) templateValid(t *conntrack.Entry) bool {
-	d := t.Dest
+// templateValid is ip_vs_check_template on a template's dest: it must
+// still be there and, with expire_quiescent_template, not quiesced.
+func (w *Worker) templateValid(d *ipvs.Dest) bool {
 	if d == nil || !d.Available() {
 		return false
 	}

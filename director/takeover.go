@@ -237,9 +237,9 @@ func (d *Director) AddServiceStats(ss []HandedServiceStats) {
 // A FULLNAT conn keeps its local address and port, taken from the pool so
 // no new conn gets them.
 func (d *Director) ImportConn(r *conntrack.Record) error {
-	var tpl *conntrack.Entry
+	var tpl conntrack.Ref
 	if r.Tpl != (conntrack.Key{}) {
-		if tpl = d.CT.LookupTemplate(&r.Tpl); tpl == nil {
+		if tpl, _ = d.CT.LookupTemplate(&r.Tpl); tpl.IsZero() {
 			return fmt.Errorf("director: conn %v: its template is not in the table", r.In)
 		}
 	}

@@ -35,6 +35,7 @@ type Worker struct {
 	p   packet.Parsed
 	hit conntrack.Hit
 	nc  conntrack.NewConn
+	dc  conntrack.DropCounter // drop_packet's count, per worker
 	sp  sched.Packet
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 
@@ -314,8 +315,14 @@ func (w *Worker) rescheduleNew(f *netio.Frame, sv *Service, k *conntrack.Key, op
 	return w.schedule(f, sv, k)
 }
 
-// schedule picks a dest for a new conn and creates it; h is filled.
+// schedule picks a dest for a new conn and creates it; h is filled. The
+// drop_packet defense may drop the packet first (ip_vs_todrop, before any
+// scheduling).
 func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
+	if w.d.CT.DropPacket(&w.dc) {
+		w.count(CntDropPacket)
+		return false
+	}
 	p := &w.p
 	sp := &w.sp
 	sp.Proto = p.Proto
@@ -323,7 +330,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 	sp.Dst = netip.AddrFrom4(p.Dst)
 	sp.SrcPort, sp.DstPort, sp.Inverse = p.SPort, p.DPort, false
 	var dest *ipvs.Dest
-	var tpl *conntrack.Entry
+	var tpl conntrack.Ref
 	var dport uint16
 	if sv.Config.Flags&ipvs.SvcPersistent != 0 {
 		var ok bool

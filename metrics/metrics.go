@@ -123,6 +123,7 @@ type Collector struct {
 	backendActive, backendInactive, backendWeight   typedDesc
 
 	ctEntries, ctLimit, ctCreated, ctExpired, ctRefused, ctReused typedDesc
+	ctEvicted, ctDropEntry, ctBytes                               typedDesc
 	traceDropped                                                  typedDesc
 	sets                                                          []setDesc
 
@@ -144,11 +145,14 @@ func New(src Source, health HealthSource) *Collector {
 	c.backendWeight = gauge("node_ipvs_backend_weight", "The current backend weight by local and remote address.", ipvsBackendLabels...)
 
 	c.ctEntries = gauge("golvs_conntrack_entries", "Entries in the connection table (connections and persistence templates).")
-	c.ctLimit = gauge("golvs_conntrack_limit", "The most entries the connection table holds (golvs run --conn-max); new connections beyond it are dropped and counted in golvs_drops_total{cause=\"table-full\"}.")
+	c.ctLimit = gauge("golvs_conntrack_limit", "The most entries the connection table holds (golvs run --conn-max); at it a new connection replaces a half-open or closing one (golvs_conntrack_evicted_total) or is dropped and counted in golvs_drops_total{cause=\"table-full\"}.")
 	c.ctCreated = counter("golvs_conntrack_created_total", "Entries created in the connection table.")
 	c.ctExpired = counter("golvs_conntrack_expired_total", "Entries expired from the connection table.")
 	c.ctRefused = counter("golvs_conntrack_refused_total", "New connections refused because the connection table was full.")
 	c.ctReused = counter("golvs_conntrack_reused_total", "Connections expired early by a new SYN on their tuple (IPVS's conn_reuse_mode).")
+	c.ctEvicted = counter("golvs_conntrack_evicted_total", "Half-open or closing connections a new connection replaced because the connection table was full.")
+	c.ctDropEntry = counter("golvs_conntrack_drop_entry_total", "Connections dropped by the drop_entry defense.")
+	c.ctBytes = gauge("golvs_conntrack_bytes", "Memory the connection table holds (indices and wheels sized by --conn-max, entry chunks following the live entries).")
 	c.traceDropped = counter("golvs_trace_events_dropped_total", "Trace events dropped (rate cap, buffer full, slow client) by golvs trace sessions.")
 	for _, s := range src.CounterSets() {
 		name := "golvs_" + s.Name
@@ -176,6 +180,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.connections.desc, c.inPkts.desc, c.outPkts.desc, c.inBytes.desc, c.outBytes.desc,
 		c.backendActive.desc, c.backendInactive.desc, c.backendWeight.desc,
 		c.ctEntries.desc, c.ctLimit.desc, c.ctCreated.desc, c.ctExpired.desc, c.ctRefused.desc, c.ctReused.desc,
+		c.ctEvicted.desc, c.ctDropEntry.desc, c.ctBytes.desc,
 		c.traceDropped.desc,
 	}
 	for _, s := range c.sets {
@@ -261,6 +266,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- c.ctExpired.metric(float64(st.Expired))
 	ch <- c.ctRefused.metric(float64(st.Dropped))
 	ch <- c.ctReused.metric(float64(st.Reused))
+	ch <- c.ctEvicted.metric(float64(st.Evicted))
+	ch <- c.ctDropEntry.metric(float64(st.DropEntry))
+	ch <- c.ctBytes.metric(float64(st.Bytes))
 	ch <- c.traceDropped.metric(float64(c.src.TraceDropped()))
 
 	sets := c.src.CounterSets()

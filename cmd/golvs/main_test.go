@@ -111,6 +111,10 @@ func TestRunBadInput(t *testing.T) {
 		{"lab bad weights", []string{"lab", "nat", "--weights", "2,x"}, `"x" is not a weight`},
 		{"bad rules line", []string{"run", "-i", "lo", "--rules", badRules, "--control", filepath.Join(t.TempDir(), "s")}, "line 2"},
 		{"lab bad scheduler", []string{"lab", "nat", "--scheduler", "fastest"}, "fastest"},
+		{"bad drop_entry", []string{"run", "-i", "lo", "--drop-entry", "4"}, "drop_entry 4 (allowed 0 off, 1 automatic, 2 engaged, 3 always)"},
+		{"bad secure_tcp", []string{"run", "-i", "lo", "--secure-tcp", "-1"}, "secure_tcp -1"},
+		{"amemthresh past the table", []string{"run", "-i", "lo", "--conn-max", "1000", "--amemthresh", "2000"}, "amemthresh 2000 (allowed 0..1000"},
+		{"bad am_droprate", []string{"run", "-i", "lo", "--am-droprate", "-3"}, "am_droprate -3"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
@@ -55,7 +57,7 @@ func runMain(args []string) int {
 	rulesFile := fs.String("rules", "", "rules file in ipvsadm -S format, applied at start (a bad line refuses the start)")
 	sock := fs.String("control", control.DefaultSocket, "control socket path")
 	workers := fs.Int("workers", 0, "packet workers (default: one per CPU)")
-	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries; new flows beyond it are dropped and counted")
+	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries, which bounds its memory (~20 bytes per entry allocated at start, 104 per live entry); at the limit a new connection replaces a half-open or closing one, or is dropped and counted")
 	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
 	ringVersion := fs.Int("ring", 2, "receive ring: 2 (TPACKET_V2: each frame handed over at once; MTU slots plus 68 KiB slots for GSO/GRO aggregates) or 3 (TPACKET_V3: frames batched in 1 MiB blocks handed over when full or after 1 ms, so up to 1 ms added per crossing below flood rates)")
@@ -70,6 +72,12 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	var def conntrack.Defense
+	fs.IntVar(&def.AMemThresh, "amemthresh", 0, "IPVS's amemthresh, in free connection-table entries (conn-max minus entries) below which the automatic defenses engage (default conn-max/1024)")
+	fs.IntVar(&def.AmDropRate, "am-droprate", 10, "IPVS's am_droprate: with --drop-packet 3, drop 1 in N new connections")
+	fs.IntVar(&def.DropEntry, "drop-entry", 0, "IPVS's drop_entry: 0 off, 1 automatic (under amemthresh), 2 on until the room is back, 3 always: each second drop half-open and idle conns from a random 1/32 of the table")
+	fs.IntVar(&def.DropPacket, "drop-packet", 0, "IPVS's drop_packet, same values: drop 1 in amemthresh/(amemthresh-free) new connections (all of them once the table is full)")
+	fs.IntVar(&def.SecureTCP, "secure-tcp", 0, "IPVS's secure_tcp, same values: the anti-DoS TCP state table and shorter timeouts (SYN_RECV 10 s)")
 	icmpRate := fs.Int("icmp-msgs-per-sec", director.DefaultICMPMsgsPerSec, "ICMP errors golvs generates (port unreachable, fragmentation needed) per second at most, as net.ipv4.icmp_msgs_per_sec; 0: none")
 	icmpBurst := fs.Int("icmp-msgs-burst", director.DefaultICMPMsgsBurst, "ICMP errors golvs may send at once before the rate applies, as net.ipv4.icmp_msgs_burst")
 	// Health checks: keepalived.conf as a configuration source.
@@ -141,6 +149,22 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: --conn-max %d out of range (1..%d)\n", *connMax, 1<<30)
 		return 2
 	}
+	ctc := conntrack.Config{MaxEntries: *connMax, Defense: def}
+	mem, err := conntrack.CheckConfig(ctc)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+		return 2
+	}
+	// The table's memory is bounded by --conn-max: refuse a bound the host
+	// could not hold rather than die of it under a flood.
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		if ram := int64(si.Totalram) * int64(si.Unit); mem.Full > ram {
+			fmt.Fprintf(os.Stderr, "golvs run: --conn-max %d: a full connection table takes %d MiB (%d MiB of it at start), more than this host's %d MiB of memory\n",
+				*connMax, mem.Full>>20, mem.Fixed>>20, ram>>20)
+			return 2
+		}
+	}
 	var text string
 	if *rulesFile != "" {
 		b, err := os.ReadFile(*rulesFile)
@@ -170,7 +194,7 @@ func runMain(args []string) int {
 	}
 	cfg := director.Config{
 		Workers:    *workers,
-		Conntrack:  conntrack.Config{MaxEntries: *connMax},
+		Conntrack:  ctc,
 		Ring:       netio.RingConfig{Version: *ringVersion, Frames: *ringFrames},
 		Fanout:     fmode,
 		NoPin:      *noPin,

@@ -1,0 +1,411 @@
+package conntrack
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golvs/golvs/ipvs"
+)
+
+// TestConcurrentModel drives a small table with a fast wheel from several
+// goroutines at once (creating NAT conns and persistence templates,
+// looking them up both ways with SYN, ACK, FIN and RST, expiring,
+// invalidating and flushing them while the clock races on), and stops
+// the world every few milliseconds to check the table against its own
+// live set:
+//   - every entry reachable from either index is live, and the in and out
+//     indices agree (each NAT entry is in both, under its own keys);
+//   - each dest's active, inactive and persistent counters equal the live
+//     conns bound to it (active by their TCP state), and the entry count
+//     equals the live set;
+//   - every live template's control count equals its live conns;
+//   - no lookup ever returns an entry other than the one it asked for;
+//   - every conn created was torn down exactly once, when it left the
+//     table (counted by OnExpire), nothing more.
+//
+// Each case runs for 1 s (0.5 s with -short) and at least 20 checks and 2000
+// conns, at most 20 s, and checks invariants, not timing: load only
+// changes how many operations it sees.
+func TestConcurrentModel(t *testing.T) {
+	t.Run("roomy", func(t *testing.T) { runCModel(t, Config{MaxEntries: 200}) })
+	// A table too small for the flows, with drop_entry always on: new
+	// conns evict half-open and closing ones, or are refused, and the
+	// defense timer drops entries on every tick, all concurrently.
+	t.Run("full+drop_entry", func(t *testing.T) {
+		runCModel(t, Config{MaxEntries: 30, Defense: Defense{DropEntry: 3, SecureTCP: 3}})
+	})
+}
+
+func runCModel(t *testing.T, c Config) {
+	dur := time.Second
+	if testing.Short() {
+		dur = 500 * time.Millisecond
+	}
+	m := newCModel(t, c)
+	var pause sync.RWMutex // ops hold it shared; the checker holds it alone
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	var errMu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		if failed.CompareAndSwap(false, true) {
+			errMu.Lock()
+			firstErr = err
+			errMu.Unlock()
+		}
+	}
+	worker := func(seed uint64, op func(r *rand.Rand) error) {
+		defer wg.Done()
+		r := rand.New(rand.NewPCG(seed, seed*7+1))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pause.RLock()
+			err := op(r)
+			pause.RUnlock()
+			if err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	for i := range 3 {
+		wg.Add(1)
+		go worker(uint64(i+1), m.packetOp)
+	}
+	wg.Add(1)
+	go worker(11, m.expireOp)
+	wg.Add(1)
+	go worker(12, m.flushOp)
+	wg.Add(1)
+	go worker(13, m.advanceOp)
+
+	// Run for dur and until enough happened (a busy machine only makes it
+	// take longer), but never past a hard bound.
+	checks := 0
+	start := time.Now()
+	enough := func() bool {
+		return time.Since(start) >= dur && checks >= 20 && m.tb.Stats().Created >= 2000
+	}
+	for !enough() && time.Since(start) < 20*time.Second && !failed.Load() {
+		time.Sleep(2 * time.Millisecond)
+		pause.Lock()
+		if err := m.check(); err != nil {
+			fail(fmt.Errorf("check %d: %w", checks, err))
+		}
+		checks++
+		pause.Unlock()
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() {
+		t.Fatal(firstErr)
+	}
+	// Everything flushed: nothing left anywhere.
+	m.tb.Flush()
+	m.drainWheel()
+	if err := m.check(); err != nil {
+		t.Fatalf("after the final flush: %v", err)
+	}
+	for _, d := range m.dests {
+		if d.ActiveConns() != 0 || d.InactConns() != 0 || d.PersistConns() != 0 {
+			t.Fatalf("dest %s keeps %d active, %d inactive, %d persistent after the flush", d.Addr, d.ActiveConns(), d.InactConns(), d.PersistConns())
+		}
+	}
+	for i := range m.tb.shards {
+		if n := m.tb.shards[i].slab.inUse; n != 0 {
+			t.Fatalf("shard %d keeps %d chunks of an empty table", i, n)
+		}
+	}
+	st := m.tb.Stats()
+	t.Logf("%d checks; %d created, %d expired, %d reused, %d evicted, %d refused, %d dropped by drop_entry, %d ops",
+		checks, st.Created, st.Expired, st.Reused, st.Evicted, st.Dropped, st.DropEntry, m.ops.Load())
+	if st.Created < 2000 || checks < 20 {
+		t.Fatalf("only %d conns created and %d checks in 20 s: the model exercised too little", st.Created, checks)
+	}
+}
+
+// cModel is the concurrent test's world: a 4-shard table (200 or 30
+// entries) whose clock is driven by advanceOp, three NAT dests, 40 client
+// ports on 4 client addresses (so tuples are reused all the time) and a
+// persistence template per client address.
+type cModel struct {
+	t     *testing.T
+	tb    *Table
+	dests []*ipvs.Dest
+	now   atomic.Int64 // synthetic seconds since tb.start
+	torn  atomic.Int64 // OnExpire calls
+	ops   atomic.Int64
+}
+
+func newCModel(t *testing.T, c Config) *cModel {
+	c.Shards, c.Tick, c.WheelSlots = 4, time.Second, 16
+	m := &cModel{t: t, tb: New(c)}
+	for s := range NumTCPStates {
+		m.tb.SetStateTimeout(s, uint32(1+s%3))
+	}
+	m.tb.SetTimeouts(0, 0, 2)
+	for i := range 3 {
+		m.dests = append(m.dests, ipvs.NewDest(ipvs.ServiceKey{Proto: 6}, ipvs.DestConfig{Addr: netip.AddrFrom4([4]byte{198, 19, 0, byte(11 + i)}), Port: 80, Weight: 1, Method: ipvs.MethodMasq}))
+	}
+	m.tb.OnExpire = func(e *Entry) { m.torn.Add(1) }
+	return m
+}
+
+func (m *cModel) inKey(c, p int, proto uint8) Key {
+	return Key{SrcIP: [4]byte{198, 18, 1, byte(c)}, DstIP: [4]byte{198, 18, 0, 100}, SrcPort: uint16(1000 + p), DstPort: 80, Proto: proto}
+}
+
+func (m *cModel) tplKey(c int) Key {
+	return Key{SrcIP: [4]byte{198, 18, 1, byte(c)}, DstIP: [4]byte{198, 18, 0, 100}, DstPort: 80, Proto: 6, Kind: KindTemplate}
+}
+
+func outKey(in Key, d *ipvs.Dest) Key {
+	return Key{SrcIP: d.Addr.As4(), DstIP: in.SrcIP, SrcPort: d.Port, DstPort: in.SrcPort, Proto: in.Proto}
+}
+
+var cFlags = []uint8{syn, syn, ack, ack, ack, fin | ack, rst, syn | ack}
+
+// packetOp plays one packet: inbound (creating the conn on a miss, half
+// the time through a persistence template) or a reply.
+func (m *cModel) packetOp(r *rand.Rand) error {
+	m.ops.Add(1)
+	c, p := r.IntN(4), r.IntN(10)
+	proto := uint8(6)
+	if r.IntN(8) == 0 {
+		proto = 17
+	}
+	k := m.inKey(c, p, proto)
+	fl := cFlags[r.IntN(len(cFlags))]
+	if proto == 17 {
+		fl = 0
+	}
+	var h Hit
+	if r.IntN(3) == 0 {
+		// A reply, from whichever dest the conn may be on.
+		d := m.dests[r.IntN(len(m.dests))]
+		out := outKey(k, d)
+		if m.tb.LookupOut(&out, fl, &h) && (h.Out != out || h.In != k || h.Dest != d) {
+			return fmt.Errorf("LookupOut(%v) returned the conn %v -> %v on %v", out, h.In, h.Out, h.Dest.Addr)
+		}
+		return nil
+	}
+	v := m.tb.LookupIn(&k, fl, &h)
+	if v == Found {
+		if h.In != k || h.Out != outKey(k, h.Dest) {
+			return fmt.Errorf("LookupIn(%v) returned the conn %v -> %v", k, h.In, h.Out)
+		}
+		return nil
+	}
+	if proto == 6 && fl&(syn|rst) != syn {
+		return nil
+	}
+	return m.create(r, k, fl)
+}
+
+func (m *cModel) create(r *rand.Rand, k Key, fl uint8) error {
+	var h Hit
+	nc := NewConn{In: k, Method: ipvs.MethodMasq}
+	if r.IntN(2) == 0 {
+		tk := m.tplKey(int(k.SrcIP[3]))
+		tpl, dest := m.tb.LookupTemplate(&tk)
+		if !tpl.IsZero() && r.IntN(4) == 0 {
+			m.tb.Invalidate(tpl) // as persistence does when the dest went away
+			tpl = Ref{}
+		}
+		if tpl.IsZero() {
+			dest = m.dests[r.IntN(len(m.dests))]
+			var err error
+			tpl, err = m.tb.Create(&NewConn{In: tk, Dest: dest, Method: ipvs.MethodMasq, Template: true, Timeout: 2}, 0, nil)
+			if err == ErrExists {
+				tpl, dest = m.tb.LookupTemplate(&tk)
+			}
+			if tpl.IsZero() {
+				return nil
+			}
+		}
+		nc.Tpl = tpl
+		nc.Dest = dest
+		if dest == nil {
+			return fmt.Errorf("template %v has no dest: freed while in use", tk)
+		}
+	} else {
+		nc.Dest = m.dests[r.IntN(len(m.dests))]
+	}
+	nc.Out = outKey(k, nc.Dest)
+	_, err := m.tb.Create(&nc, fl, &h)
+	if err == nil && (h.In != k || h.Out != nc.Out) {
+		return fmt.Errorf("Create(%v) filled the conn %v -> %v", k, h.In, h.Out)
+	}
+	return nil
+}
+
+func (m *cModel) expireOp(r *rand.Rand) error {
+	k := m.inKey(r.IntN(4), r.IntN(10), 6)
+	m.tb.Expire(&k)
+	return nil
+}
+
+func (m *cModel) flushOp(r *rand.Rand) error {
+	time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond)
+	m.tb.Flush()
+	return nil
+}
+
+// advanceOp moves the clock on by one tick, as fast as it can.
+func (m *cModel) advanceOp(r *rand.Rand) error {
+	s := m.now.Add(1)
+	m.tb.Advance(m.tb.start.Add(time.Duration(s) * time.Second))
+	return nil
+}
+
+func (m *cModel) drainWheel() {
+	for range 40 {
+		m.advanceOp(nil)
+	}
+}
+
+// check compares the table with its live set (the world is stopped).
+func (m *cModel) check() error {
+	tb := m.tb
+	type cnt struct{ act, inact, pers int32 }
+	counts := map[*ipvs.Dest]*cnt{}
+	for _, d := range m.dests {
+		counts[d] = &cnt{}
+	}
+	live := map[*Entry]bool{}
+	ctl := map[*Entry]int32{}
+	for si := range tb.shards {
+		s := &tb.shards[si]
+		for j, ref := range s.in.slots {
+			if s.in.tags[j] == 0 {
+				continue
+			}
+			e := tb.entryRef(ref)
+			if e.word.Load()&wDead != 0 {
+				return fmt.Errorf("in index of shard %d holds a dead entry %v", si, e.In)
+			}
+			if tb.shardOf(&e.In) != s {
+				return fmt.Errorf("in index of shard %d holds %v, a key of another shard (freed and reused?)", si, e.In)
+			}
+			if live[e] {
+				return fmt.Errorf("%v indexed twice", e.In)
+			}
+			live[e] = true
+			c := counts[e.Dest]
+			if c == nil {
+				return fmt.Errorf("entry %v has dest %v", e.In, e.Dest)
+			}
+			switch {
+			case e.Template():
+				c.pers++
+			case e.In.Proto == 6 && TCPActive(e.State()):
+				c.act++
+			default:
+				c.inact++
+			}
+			if e.Tpl != nil {
+				ctl[e.Tpl]++
+			}
+			if !e.Template() {
+				o := tb.shardOf(&e.Out)
+				if got := tb.findOut(o, tb.hk.sum(&e.Out), &e.Out); got != e {
+					return fmt.Errorf("live NAT conn %v -> %v is not in the out index (found %p, want %p)", e.In, e.Out, got, e)
+				}
+			}
+		}
+	}
+	nout := 0
+	for si := range tb.shards {
+		s := &tb.shards[si]
+		for j, ref := range s.out.slots {
+			if s.out.tags[j] == 0 {
+				continue
+			}
+			nout++
+			e := tb.entryRef(ref)
+			if !live[e] {
+				return fmt.Errorf("out index of shard %d reaches an entry that is not live: %v -> %v (dead flag %v)", si, e.In, e.Out, e.word.Load()&wDead != 0)
+			}
+		}
+	}
+	conns := 0
+	orphans := map[*Entry]bool{} // torn-down templates that live conns still hold
+	for e := range live {
+		if !e.Template() {
+			conns++
+		}
+		if e.Tpl != nil && !live[e.Tpl] {
+			orphans[e.Tpl] = true
+		}
+	}
+	if nout != conns {
+		return fmt.Errorf("out indices hold %d references, %d NAT conns are live", nout, conns)
+	}
+	// Nothing reachable is free, and nothing free or forgotten is kept:
+	// the slabs hold exactly the live entries and the orphaned templates.
+	free := map[*Entry]bool{}
+	allocated := 0
+	for si := range tb.shards {
+		sl := &tb.shards[si].slab
+		for c, ch := range sl.chunks {
+			if ch == nil {
+				continue
+			}
+			n := 0
+			for id := sl.free[c]; id != 0; id = sl.entry(id).next {
+				free[sl.entry(id)] = true
+				n++
+			}
+			if n+int(sl.live[c]) != chunkSize {
+				return fmt.Errorf("shard %d chunk %d: %d free and %d live entries", si, c, n, sl.live[c])
+			}
+			allocated += int(sl.live[c])
+		}
+	}
+	for e := range live {
+		if free[e] || (e.Tpl != nil && free[e.Tpl]) {
+			return fmt.Errorf("entry %v (or its template) is reachable and free", e.In)
+		}
+	}
+	for e := range orphans {
+		if e.word.Load()&wDone == 0 || e.nControl.Load() == 0 {
+			return fmt.Errorf("template %v is out of the index but not torn down (word %#x, controls %d)", e.In, e.word.Load(), e.nControl.Load())
+		}
+		if e.nControl.Load() != ctl[e] {
+			return fmt.Errorf("torn-down template %v controls %d conns, counts %d", e.In, ctl[e], e.nControl.Load())
+		}
+	}
+	if allocated != len(live)+len(orphans) {
+		return fmt.Errorf("slabs hold %d entries; %d live and %d orphaned templates", allocated, len(live), len(orphans))
+	}
+	for _, d := range m.dests {
+		c := counts[d]
+		if d.ActiveConns() != c.act || d.InactConns() != c.inact || d.PersistConns() != c.pers {
+			return fmt.Errorf("dest %s counts %d active, %d inactive, %d persistent; live set %d, %d, %d",
+				d.Addr, d.ActiveConns(), d.InactConns(), d.PersistConns(), c.act, c.inact, c.pers)
+		}
+	}
+	for e := range live {
+		if e.Template() && e.nControl.Load() != ctl[e] {
+			return fmt.Errorf("template %v controls %d conns, counts %d", e.In, ctl[e], e.nControl.Load())
+		}
+	}
+	if n := tb.Len(); n != len(live) {
+		return fmt.Errorf("table counts %d entries, live set %d", n, len(live))
+	}
+	st := tb.Stats()
+	if torn := m.torn.Load(); uint64(torn) != st.Created-uint64(len(live)) {
+		return fmt.Errorf("%d entries torn down, %d created, %d live", torn, st.Created, len(live))
+	}
+	return nil
+}

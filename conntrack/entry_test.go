@@ -1,0 +1,42 @@
+package conntrack
+
+import (
+	"testing"
+	"unsafe"
+)
+
+// TestEntrySize keeps the entry small: the budget is 128 bytes per conn
+// including both index slots.
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(Entry{}); n > 104 {
+		t.Fatalf("Entry is %d bytes, budget 104 (plus ~16 for the index slots)", n)
+	}
+	t.Logf("Entry: %d bytes", unsafe.Sizeof(Entry{}))
+}
+
+// Keys are two aligned words: the hash reads them so, and comparisons
+// compile to two loads.
+func TestKeyLayout(t *testing.T) {
+	if s, a := unsafe.Sizeof(Key{}), unsafe.Alignof(Key{}); s != 16 || a != 8 {
+		t.Fatalf("Key: %d bytes aligned %d, want 16 and 8", s, a)
+	}
+	if o := unsafe.Offsetof(Entry{}.Out); o != 16 {
+		t.Fatalf("Entry.Out at offset %d, want 16", o)
+	}
+}
+
+// The word keeps state, packet count and flags apart: counting packets
+// saturates without touching the state or the flags.
+func TestEntryWord(t *testing.T) {
+	var e Entry
+	e.word.Store(wNoOutput | uint32(TCPSynRecv))
+	for range 40 {
+		w := e.word.Load()
+		if w&wPktMask != wPktMask {
+			e.word.Store(w + 1<<wPktShift)
+		}
+	}
+	if e.State() != TCPSynRecv || e.Flags() != FlagNoOutput || e.InPkts() != 15 {
+		t.Fatalf("state %d flags %#x packets %d, want %d %#x 15", e.State(), e.Flags(), e.InPkts(), TCPSynRecv, FlagNoOutput)
+	}
+}
