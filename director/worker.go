@@ -124,6 +124,7 @@ func (w *Worker) loop(stop chan struct{}) {
 		default:
 		}
 		w.group.Wait(100 * time.Millisecond)
+		w.beat()
 		for _, r := range w.group.Rings {
 			// One batch from each of the ring's sockets at most, so no
 			// interface waits behind a busy one.
