@@ -232,4 +232,7 @@ func WriteStatus(w io.Writer, rep *Reply) {
 	for _, n := range names {
 		fmt.Fprintf(w, "%-28s %d\n", n, rep.Counters[n])
 	}
+	if rep.BGP != nil {
+		rep.BGP.Write(w)
+	}
 }

@@ -54,6 +54,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/golvs/golvs/bgp"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
@@ -100,6 +101,9 @@ type Reply struct {
 	// Semantics is the kernel semantics the director reproduces
 	// ("current" or "classic"), in status replies.
 	Semantics string `json:"semantics,omitempty"`
+	// BGP is the speaker's sessions and routes, in status replies of a
+	// director run with --bgp-asn.
+	BGP *bgp.Status `json:"bgp,omitempty"`
 }
 
 // Server is the daemon side.
@@ -111,6 +115,10 @@ type Server struct {
 	marks  []ipvs.MarkRule
 	ln     net.Listener
 	path   string
+
+	// BGPStatus, when set (golvs run --bgp-asn), adds the speaker's
+	// status to status replies.
+	BGPStatus func() *bgp.Status
 }
 
 // NewServer creates the control plane over a director.
@@ -232,6 +240,9 @@ func (s *Server) Handle(req *Request) *Reply {
 		rep.Counters["conns-dropped-table-full"] = st.Dropped
 		for _, c := range s.D.HousekeepingCounters() {
 			rep.Counters[c.Name] = c.Value
+		}
+		if s.BGPStatus != nil {
+			rep.BGP = s.BGPStatus()
 		}
 		return rep
 	}

@@ -75,6 +75,12 @@ type Config struct {
 	// IPVS changed in 2026 (spec §1.0): the overhead formula, the
 	// OVERLOAD rules, the lblc/lblcr cache rules. Zero: current.
 	Semantics ipvs.Semantics
+	// SloppyTCP is IPVS's sloppy_tcp sysctl: a conn may be created by any
+	// TCP packet without RST, not only a SYN, so flows that began on
+	// another director (or before a restart that lost the table) are
+	// picked up mid-stream. Use it with a scheduler that picks the same
+	// real server again (sh, mh): the new pick is where the flow goes.
+	SloppyTCP bool
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.

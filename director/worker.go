@@ -206,8 +206,11 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
-	// A packet that may open a connection: UDP, or a TCP SYN without RST.
-	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
+	// A packet that starts a connection: UDP, or a TCP SYN without RST.
+	// One that may create a conn: the same, or with sloppy_tcp any TCP
+	// packet without RST (spec §3.8).
+	syn := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
+	opens := syn || w.d.c.SloppyTCP && p.Flags&packet.TCPRst == 0
 	if traceCompiled && w.ev != nil {
 		w.ev.Lookup = lookupNames[v]
 		if v == conntrack.Found {
@@ -238,7 +241,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		if !w.rescheduleNew(f, sv, &k, opens) {
 			return
 		}
-	} else if h.Dest != nil && opens && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
+	} else if h.Dest != nil && syn && p.Proto == ipvs.ProtoTCP && h.Dest.Weight() == 0 && w.d.c.ExpireNodestConn {
 		// A new SYN reusing the tuple of a conn on a quiesced dest: with
 		// expire_nodest_conn it is scheduled anew; without, the
 		// quiesced dest keeps its conn.

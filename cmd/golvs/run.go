@@ -77,6 +77,10 @@ func runMain(args []string) int {
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
 	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
+	// Restarts without losing connections (issue 12).
+	sloppyTCP := fs.Bool("sloppy-tcp", false, "IPVS's sloppy_tcp: any TCP packet without RST may create a conn, not only a SYN, so flows survive a restart that lost the table or a failover (use sh or mh, which pick the same real server again)")
+	// Scale-out (issue 17): the VIPs announced over BGP (bgp.go).
+	bgpf := addBGPFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -135,6 +139,11 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 		return 2
 	}
+	bgpCfg, err := bgpf.config()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+		return 2
+	}
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	var ka *keepalivedSource
 	var kaCfg *keepalived.Config
@@ -159,6 +168,7 @@ func runMain(args []string) int {
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
+		SloppyTCP:               *sloppyTCP,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
 	if !*quiet {
@@ -197,11 +207,21 @@ func runMain(args []string) int {
 		defer ka.close()
 		healthSrc = healthMetrics{ka.eng}
 	}
+	var bg *bgpRun
+	if bgpCfg != nil {
+		bgpCfg.Logf = logger.Printf
+		if bg, err = startBGP(bgpCfg, d, srv, healthSrc, *bgpf.stall); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		defer bg.close()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	if *metricsListen != "" {
-		reg, err := metrics.Registry(metrics.New(srv, healthSrc))
+		reg, err := metrics.Registry(bg.addMetrics(metrics.New(srv, healthSrc)))
 		var ms *metrics.Server
 		if err == nil {
 			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
@@ -246,6 +266,7 @@ func runMain(args []string) int {
 		logger.Printf("relies on: %s", l)
 	}
 	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
+	ctx = bg.lifetime(ctx) // with BGP: ends once the routes are withdrawn and drained
 	go srv.Serve(ctx)
 	_ = d.Run(ctx)
 	side.Wait()
