@@ -75,7 +75,7 @@ func (s *Status) Write(w io.Writer) {
 		if !p.Since.IsZero() {
 			fmt.Fprintf(w, " for %s", time.Since(p.Since).Truncate(time.Second))
 		}
-		fmt.Fprintf(w, ", up %d times, messages in %d out %d", p.Established, p.MsgsIn, p.MsgsOut)
+		fmt.Fprintf(w, ", up %d time(s), messages in %d out %d", p.Established, p.MsgsIn, p.MsgsOut)
 		if p.RetryIn > 0 {
 			fmt.Fprintf(w, ", held back %s", p.RetryIn.Truncate(time.Second))
 		}

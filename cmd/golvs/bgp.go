@@ -90,18 +90,7 @@ func startBGP(cfg *bgp.Config, d *director.Director, srv *control.Server, health
 	if err != nil {
 		return nil, err
 	}
-	quorum := func(ipvs.ServiceKey) (bool, bool) { return false, false }
-	if health != nil {
-		quorum = func(k ipvs.ServiceKey) (up, known bool) {
-			k = ipvsadm.NormKey(k)
-			for _, q := range health.Quorums() {
-				if ipvsadm.NormKey(q.Service) == k {
-					return q.Up, true
-				}
-			}
-			return false, false
-		}
-	}
+	quorum := quorumFunc(health)
 	wd := &bgp.Watchdog{Stall: stall}
 	ann := bgp.NewAnnouncer(*cfg, sp,
 		func() []bgp.VIP { return bgp.VIPsOf(d.Snapshot().List, quorum) },
@@ -111,6 +100,23 @@ func startBGP(cfg *bgp.Config, d *director.Director, srv *control.Server, health
 	go func() { defer close(b.done); ann.Run(ctx) }()
 	srv.BGPStatus = ann.Status
 	return b, nil
+}
+
+// quorumFunc reads a service's quorum from the health checks (nil: none
+// watched).
+func quorumFunc(health metrics.HealthSource) bgp.QuorumFunc {
+	if health == nil {
+		return nil
+	}
+	return func(k ipvs.ServiceKey) (up, known bool) {
+		k = ipvsadm.NormKey(k)
+		for _, q := range health.Quorums() {
+			if ipvsadm.NormKey(q.Service) == k {
+				return q.Up, true
+			}
+		}
+		return false, false
+	}
 }
 
 // addMetrics adds the golvs_bgp_* series to a collector.
