@@ -93,6 +93,9 @@ func Start(cfg bgp.Config) (*Speaker, error) {
 	}
 	sp := &Speaker{cfg: cfg, peers: map[netip.Addr]*peer{}, now: time.Now,
 		logs: ratelog.New(out, ratelog.Config{Burst: 5, Interval: time.Minute})}
+	for _, p := range cfg.Peers {
+		sp.peers[p.Addr] = &peer{cfg: p, state: "idle"} // fixed from here on: read by GoBGP's callbacks
+	}
 	lv := new(slog.LevelVar)
 	lv.Set(slog.LevelDebug) // failed connection attempts are logged at debug
 	sp.s = server.NewBgpServer(server.LoggerOption(slog.New(&logHandler{sp: sp}), lv))
@@ -135,7 +138,6 @@ func Start(cfg bgp.Config) (*Speaker, error) {
 		return nil, fmt.Errorf("bgp: watching peers: %w", err)
 	}
 	for _, p := range cfg.Peers {
-		sp.peers[p.Addr] = &peer{cfg: p, state: "idle"}
 		if err := sp.s.AddPeer(ctx, &api.AddPeerRequest{Peer: sp.apiPeer(p)}); err != nil {
 			sp.close()
 			return nil, fmt.Errorf("bgp: peer %s: %w", p, err)

@@ -31,6 +31,9 @@ func freePort(t *testing.T, host string) uint16 {
 
 // router is a second, independent GoBGP instance acting as the routers
 // golvs peers with: it accepts golvs's session and keeps what it learns.
+// The tests do not run in parallel: GoBGP's StartBgp sets package
+// variables (route selection options), so two servers starting at once
+// race (one speaker per golvs process never does).
 type router struct {
 	s    *server.BgpServer
 	port uint16
@@ -159,7 +162,6 @@ func peerState(sp *Speaker, addr string) bgp.PeerStatus {
 // with golvs's session address as next hop; the GRACEFUL_SHUTDOWN
 // re-announcement carries 65535:0; the withdrawal removes it.
 func TestAnnounceToGoBGP(t *testing.T) {
-	t.Parallel()
 	for _, tc := range []struct {
 		name, host, prefix string
 		fam                gbgp.Family
@@ -208,7 +210,6 @@ func TestAnnounceToGoBGP(t *testing.T) {
 // TestRoutesFromPeersRefused: what a router sends is neither kept nor
 // passed on (golvs is never a transit).
 func TestRoutesFromPeersRefused(t *testing.T) {
-	t.Parallel()
 	r := newRouter(t, "127.0.0.1", 65001)
 	pa, err := path(netip.MustParsePrefix("198.19.5.0/24"), false)
 	if err != nil {
@@ -234,7 +235,6 @@ func TestRoutesFromPeersRefused(t *testing.T) {
 // garbage are logged, retried, and never established; the speaker keeps
 // serving a good peer beside them.
 func TestBadPeers(t *testing.T) {
-	t.Parallel()
 	garbage, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Skipf("127.0.0.2 not usable here: %v", err)
