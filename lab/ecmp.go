@@ -48,7 +48,18 @@ type ECMPOptions struct {
 	Directors   int // 1..8
 	RealServers int // 1..16
 	Clients     int // client addresses, 1..200
+	// BadPeers adds BGP peers that misbehave, for tests: 198.18.0.251
+	// (no host: unreachable), .252 (refuses the connection) and .253
+	// (answers with garbage), all on the directors' segment.
+	BadPeers bool
 }
+
+// The misbehaving peers of ECMPOptions.BadPeers.
+var (
+	ECMPUnreachablePeer = netip.MustParseAddr("198.18.0.251")
+	ECMPRefusingPeer    = netip.MustParseAddr("198.18.0.252")
+	ECMPGarbagePeer     = netip.MustParseAddr("198.18.0.253")
+)
 
 // ECMPTopology is a built ECMP lab: one client namespace holding many
 // addresses, a router between the client network and the directors'
@@ -60,13 +71,15 @@ type ECMPTopology struct {
 	Switch      *NS
 	Directors   []*NS
 	RS          []*NS
+	BadPeers    *NS // with ECMPOptions.BadPeers
 	ClientAddrs []netip.Addr
 	RIPs        []netip.Addr
 	Notes       []string
 	all         []*NS
 }
 
-// ECMPNames returns the namespace names of an ECMP lab.
+// ECMPNames returns the namespace names of an ECMP lab (without the
+// BadPeers namespace, "peers"+suffix).
 func ECMPNames(suffix string, directors, realServers int) []string {
 	n := []string{"client" + suffix, "router" + suffix, "lan" + suffix}
 	for i := 1; i <= directors; i++ {
@@ -210,6 +223,17 @@ func BuildECMP(o ECMPOptions) (t *ECMPTopology, err error) {
 			}
 		}
 		if err := defaultRoute(rs, ECMPRouterIP); err != nil {
+			return t, err
+		}
+	}
+	if o.BadPeers {
+		if t.BadPeers, err = mk("peers" + o.Suffix); err != nil {
+			return t, err
+		}
+		if err := plug(t.BadPeers, "eth0", MAC(roleRouter, 9), pfx(ECMPRefusingPeer, 24), "p-peers", MAC(roleSwitch, 4)); err != nil {
+			return t, err
+		}
+		if err := addAddr(t.BadPeers, "eth0", pfx(ECMPGarbagePeer, 24)); err != nil {
 			return t, err
 		}
 	}

@@ -91,6 +91,11 @@ func StartECMP(o ECMPRunOptions) (l *ECMPLab, err error) {
 			return l, err
 		}
 	}
+	if l.Topo.BadPeers != nil {
+		if err := serveGarbage(ctx, l.Topo.BadPeers, netip.AddrPortFrom(ECMPGarbagePeer, 179)); err != nil {
+			return l, err
+		}
+	}
 	// The same rules on every director, in the same order: mh builds the
 	// same table from the same dests in the same order, so every director
 	// picks the same real server for a flow.
@@ -126,6 +131,48 @@ func (l *ECMPLab) DirectorArgs(i int) []string {
 		"--bgp-shutdown-wait", l.O.ShutdownWait.String(), "--bgp-drain", l.O.Drain.String()}
 }
 
+// directorArgs is DirectorArgs with the misbehaving peers, when the
+// lab has them.
+func (l *ECMPLab) directorArgs(i int) []string {
+	a := l.DirectorArgs(i)
+	if l.O.BadPeers {
+		for _, p := range []netip.Addr{ECMPUnreachablePeer, ECMPRefusingPeer, ECMPGarbagePeer} {
+			a = append(a, "--bgp-peer", fmt.Sprintf("%s:%d", p, ECMPRouterASN))
+		}
+	}
+	return a
+}
+
+// serveGarbage accepts TCP connections at ap inside ns and answers each
+// with bytes that are no BGP message (a header without its marker, of a
+// type BGP does not have), then closes it.
+func serveGarbage(ctx context.Context, ns *NS, ap netip.AddrPort) error {
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", ap.String())
+		return err
+	}); err != nil {
+		return fmt.Errorf("lab: garbage peer at %s: %w", ap, err)
+	}
+	go func() { <-ctx.Done(); ln.Close() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hdr := make([]byte, 19)
+			hdr[17], hdr[18] = 19, 99
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_, _ = c.Write(hdr)
+			_, _ = c.Read(make([]byte, 4096))
+			c.Close()
+		}
+	}()
+	return nil
+}
+
 // StartDirector starts director i (1-based), logging to directorI.log.
 func (l *ECMPLab) StartDirector(i int) error {
 	l.mu.Lock()
@@ -138,7 +185,7 @@ func (l *ECMPLab) StartDirector(i int) error {
 		return err
 	}
 	defer logf.Close()
-	c := exec.Command(l.O.Exe, l.DirectorArgs(i)...)
+	c := exec.Command(l.O.Exe, l.directorArgs(i)...)
 	c.Stdout, c.Stderr = logf, logf
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := l.Topo.Directors[i-1].Do(c.Start); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golvs/golvs/bgp"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
@@ -116,8 +117,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // TestECMPFailover is the experiment, with bird2 as the router:
-// three directors, 300 long-lived connections, director2 killed and
-// started again while a new-connection loop runs; bird's table (birdc)
+// three directors (each also configured with three misbehaving BGP
+// peers), 300 long-lived connections, director2 killed and started again
+// while a new-connection loop runs; bird's table (birdc)
 // and the router's kernel route checked at each step; then a director
 // whose real servers all go to weight 0 withdraws its route, and one
 // shut down with SIGTERM marks its route GRACEFUL_SHUTDOWN, which bird
@@ -134,7 +136,7 @@ func TestECMPFailover(t *testing.T) {
 	}
 	o := &ecmpOpts{conns: 300, fail: 2, readd: true, interval: 500 * time.Millisecond}
 	o.ECMPRunOptions = lab.ECMPRunOptions{
-		ECMPOptions:  lab.ECMPOptions{Suffix: lab.RandomSuffix(), Directors: 3, RealServers: 3, Clients: 50},
+		ECMPOptions:  lab.ECMPOptions{Suffix: lab.RandomSuffix(), Directors: 3, RealServers: 3, Clients: 50, BadPeers: true},
 		Exe:          bin,
 		Dir:          filepath.Join(dir, "lab"),
 		HoldTime:     3 * time.Second,
@@ -156,9 +158,36 @@ func TestECMPFailover(t *testing.T) {
 					return fmt.Errorf("bird's route from %s: %+v, want via the director, local pref 100", n, r)
 				}
 			}
+			// Beside bird, every director has three bad peers: one
+			// unreachable, one refusing, one answering garbage. They are
+			// tried and logged; nothing else notices them.
+			peer := func(st *bgp.Status, a netip.Addr) bgp.PeerStatus {
+				for _, p := range st.Peers {
+					if p.Addr == a.String() {
+						return p
+					}
+				}
+				return bgp.PeerStatus{}
+			}
+			defer func() {
+				if t.Failed() {
+					t.Logf("director1: %+v", status(t, l, 1).BGP.Peers)
+				}
+			}()
+			waitFor(t, 15*time.Second, "the bad peers' errors in director1's status", func() bool {
+				st := status(t, l, 1).BGP
+				return strings.Contains(peer(st, lab.ECMPRefusingPeer).LastError, "refused") &&
+					strings.Contains(peer(st, lab.ECMPGarbagePeer).LastError, "marker") &&
+					peer(st, lab.ECMPUnreachablePeer).LastError != ""
+			})
 			st := status(t, l, 1).BGP
-			if len(st.Peers) != 1 || st.Peers[0].State != "established" || len(st.Routes) != 1 || !st.Routes[0].Announced || st.Routes[0].Prefix != "198.18.0.100/32" {
+			if p := peer(st, lab.ECMPRouterIP); p.State != "established" || len(st.Peers) != 4 || len(st.Routes) != 1 || !st.Routes[0].Announced || st.Routes[0].Prefix != "198.18.0.100/32" {
 				return fmt.Errorf("director1's status: %+v", st)
+			}
+			for _, a := range []netip.Addr{lab.ECMPUnreachablePeer, lab.ECMPRefusingPeer, lab.ECMPGarbagePeer} {
+				if p := peer(st, a); p.State == "established" || p.Established != 0 {
+					return fmt.Errorf("bad peer %s: %+v", a, p)
+				}
 			}
 		case "failed":
 			if got := keys(birdRoutes(t, l)); !slices.Equal(got, []string{"director1", "director3"}) {

@@ -504,9 +504,11 @@ func (sp *Speaker) note(key, why string, try, failed bool) {
 	switch {
 	case try:
 		p.tries++
-	case failed && p.state != "established" && p.failedTry != p.tries:
-		p.failedTry = p.tries
-		sp.failedLocked(p, "connection failed", why, false)
+	case failed:
+		if p.state != "established" && p.failedTry != p.tries { // the first word on this attempt
+			p.failedTry = p.tries
+			sp.failedLocked(p, "connection failed", why, false)
+		}
 	case why != "":
 		p.lastErr = why
 	}
