@@ -465,3 +465,20 @@ func TestAnnouncerConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReconcile: one announcer pass (5 a second) over 1,000 services
+// of 4 real servers each, nothing to change: the steady-state cost.
+func BenchmarkReconcile(b *testing.B) {
+	var list []*director.Service
+	for i := range 1000 {
+		list = append(list, svc(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String(), 80, 1, 1, 1, 1))
+	}
+	a := NewAnnouncer(validConfig(), &fakeSpeaker{fail: map[string]int{}},
+		func() []VIP { return VIPsOf(list, nil) }, func() (bool, string) { return true, "" })
+	a.Reconcile()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		a.Reconcile()
+	}
+}

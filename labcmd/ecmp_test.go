@@ -265,7 +265,10 @@ func TestECMPFailover(t *testing.T) {
 	if d.RSChanged != 0 {
 		t.Errorf("%d connections answered by another real server", d.RSChanged)
 	}
-	if res.WithdrawMS >= d.HoldTimeMS {
+	// Within the hold time (plus bird's and the kernel's work and the
+	// 5 ms poll): a killed director's sessions close at once, and a
+	// silent one is dropped when the hold timer fires.
+	if res.WithdrawMS > d.HoldTimeMS+250 {
 		t.Errorf("route withdrawn after %d ms, want within the hold time %d ms", res.WithdrawMS, d.HoldTimeMS)
 	}
 	if d.NewFailedOutside != 0 || res.NewAttempted < 50 {
