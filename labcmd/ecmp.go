@@ -357,7 +357,12 @@ func ecmpMain(args []string, stdout, stderr io.Writer) error {
 	if o.Exe, err = os.Executable(); err != nil {
 		return err
 	}
-	o.Dir = filepath.Join(StateDir+"-ecmp"+o.Suffix, fmt.Sprint(os.Getpid()))
+	if err := os.MkdirAll(filepath.Dir(StateDir), 0o700); err != nil {
+		return err
+	}
+	if o.Dir, err = os.MkdirTemp(filepath.Dir(StateDir), "lab-ecmp"+o.Suffix+"-"); err != nil {
+		return err
+	}
 	defer os.RemoveAll(o.Dir)
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
