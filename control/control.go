@@ -77,6 +77,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/golvs/golvs/bgp"
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
@@ -143,6 +144,9 @@ type Reply struct {
 	// Semantics is the kernel semantics the director reproduces
 	// ("current" or "classic"), in status replies.
 	Semantics string `json:"semantics,omitempty"`
+	// BGP is the speaker's sessions and routes, in status replies of a
+	// director run with --bgp-asn.
+	BGP *bgp.Status `json:"bgp,omitempty"`
 }
 
 // Server is the daemon side. Its limits may be changed before Serve.
@@ -158,6 +162,10 @@ type Server struct {
 
 	ln   net.Listener
 	path string
+
+	// BGPStatus, when set (golvs run --bgp-asn), adds the speaker's
+	// status to status replies.
+	BGPStatus func() *bgp.Status
 
 	slots      chan struct{}
 	cnt        [numCounters]atomic.Uint64
@@ -499,6 +507,9 @@ func (s *Server) status() *Reply {
 	rep.Counters["trash-evicted"] = tr.Evicted
 	for i := range s.cnt {
 		rep.Counters[counterNames[i]] = s.cnt[i].Load()
+	}
+	if s.BGPStatus != nil {
+		rep.BGP = s.BGPStatus()
 	}
 	return rep
 }

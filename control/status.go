@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/golvs/golvs/bgp"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 )
@@ -48,7 +49,8 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 			Counters  map[string]uint64 `json:"counters"`
 			Host      []string          `json:"host"`
 			Resolved  bool              `json:"resolved"`
-		}{rep.Semantics, rep.Counters, rep.Host, rep.Resolved}, "", "  ")
+			BGP       *bgp.Status       `json:"bgp,omitempty"`
+		}{rep.Semantics, rep.Counters, rep.Host, rep.Resolved, rep.BGP}, "", "  ")
 		fmt.Fprintf(stdout, "%s\n", b)
 		return 0
 	}
@@ -125,4 +127,7 @@ func WriteStatus(w io.Writer, rep *Reply) {
 	}
 	slices.Sort(rest)
 	section("Other", rest)
+	if rep.BGP != nil {
+		rep.BGP.Write(w)
+	}
 }

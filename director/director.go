@@ -168,7 +168,8 @@ type Director struct {
 	res  resolver         // next hops (resolve.go)
 	logs *ratelog.Limiter // every log line goes through it
 
-	handover handover // standby and host settings (takeover.go)
+	handover handover  // standby and host settings (takeover.go)
+	hb       heartbeat // is the data path running (heartbeat.go)
 }
 
 // Semantics returns the kernel semantics the director reproduces.
@@ -294,6 +295,7 @@ func New(c Config) (*Director, error) {
 		wk.group.Spin = max(c.Spin, 0)
 		d.workers = append(d.workers, wk)
 	}
+	d.hb.init(len(d.workers))
 	d.cset.refresh = d.readRingStats
 	txs := d.txs
 	d.cset.addSource(func(out *[NumCounters]uint64) {
@@ -587,7 +589,9 @@ func (d *Director) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.housekeeping(stop)
 	}()
+	d.hb.running.Store(true)
 	<-ctx.Done()
+	d.hb.running.Store(false)
 	close(stop)
 	wg.Wait()
 	d.Close()

@@ -137,6 +137,7 @@ func (w *Worker) loop(stop chan struct{}) {
 		w.group.Wait(100 * time.Millisecond)
 		standby := w.d.handover.standby.Load()
 		w.parked.Store(standby)
+		w.beat()
 		for _, r := range w.group.Rings {
 			// One batch from each of the ring's sockets at most, so no
 			// interface waits behind a busy one.

@@ -55,6 +55,8 @@ const usage = `usage:
   golvs lab fail rs1 | heal rs1      stop or restart a kept lab's real server service and watch the director react
   golvs lab request [--requests N]   send N more requests from a kept lab's client
   golvs lab down                     remove a kept lab
+  golvs lab ecmp [--directors 3] [--connections 300] [--fail director2 [--no-readd] [--json]]
+                                     N directors behind a bird2 router (BGP, ECMP); --fail kills one under load
 `
 
 // Main runs `golvs lab ARGS`; it returns the exit status.
@@ -78,6 +80,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = down(stdout)
 	case "serve":
 		err = serve(args[1:])
+	case "ecmp":
+		err = ecmpMain(args[1:], stdout, stderr) // ecmp.go
 	default:
 		fmt.Fprintf(stderr, "golvs lab: unknown lab %q\n%s", args[0], usage)
 		return 2

@@ -11,7 +11,8 @@
 // exports (director.CounterSets: a new counter there appears here without
 // code), the connection table's size and limit, trace events dropped, and,
 // when a HealthSource is wired in, each checked real server's state and
-// check latency and each service's quorum.
+// check latency and each service's quorum, and with SetBGP the BGP
+// speaker's sessions and routes (golvs_bgp_*).
 //
 // It never touches the packet path: a scrape takes atomic loads and the
 // control plane's listing, and costs the data path nothing per packet.
@@ -129,6 +130,8 @@ type Collector struct {
 
 	rsUp, checkFailures, quorumUp, quorumWeight, quorumNeeded, sorry typedDesc
 	checkTime                                                        *prometheus.Desc
+
+	bgp *bgpDescs // golvs_bgp_*, nil without SetBGP (bgp.go)
 }
 
 // New returns a collector over src; health may be nil.
@@ -189,6 +192,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 	if c.health != nil {
 		out = append(out, c.rsUp.desc, c.checkTime, c.checkFailures.desc, c.quorumUp.desc, c.quorumWeight.desc, c.quorumNeeded.desc, c.sorry.desc)
 	}
+	out = append(out, c.bgp.descs()...)
 	return out
 }
 
@@ -283,6 +287,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
+	c.bgp.collect(ch)
 	if c.health == nil {
 		return
 	}

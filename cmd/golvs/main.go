@@ -22,6 +22,7 @@ const usage = `golvs: Linux Virtual Server in userspace (AF_PACKET, no ip_vs mod
 
 usage:
   golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [--semantics current|classic] [flags]
+            [--bgp-asn ASN --bgp-router-id ID --bgp-peer ADDR[:ASN] ...]   (announce the VIPs over BGP)
   golvs adm IPVSADM-ARGS...        (also installed as golvsadm)
   golvs adm --status [--json]      semantics and every counter of the running director
   golvs trace [tcp|udp] [client ADDR[/LEN]] [service VIP:PORT] [port N]
@@ -29,6 +30,7 @@ usage:
   golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--semantics current|classic] [--keep]
   golvs lab dr|tun|fullnat [same flags as nat]
   golvs lab request [--requests N] | golvs lab down
+  golvs lab ecmp [--directors N] [--fail directorN [--json]]   (N directors behind a bird2 router, BGP + ECMP)
   golvs rs-tun -i IFACE --vip VIP[,VIP] [--gue-port N]   (real server end of TUN)
   golvs bench sched|conntrack [flags]
   golvs version

@@ -115,6 +115,17 @@ func TestRunBadInput(t *testing.T) {
 		{"bad secure_tcp", []string{"run", "-i", "lo", "--secure-tcp", "-1"}, "secure_tcp -1"},
 		{"amemthresh past the table", []string{"run", "-i", "lo", "--conn-max", "1000", "--amemthresh", "2000"}, "amemthresh 2000 (allowed 0..1000"},
 		{"bad am_droprate", []string{"run", "-i", "lo", "--am-droprate", "-3"}, "am_droprate -3"},
+		{"bgp asn 0", []string{"run", "-i", "lo", "--bgp-asn", "0", "--bgp-router-id", "198.18.0.1", "--bgp-peer", "198.18.0.254:65000"}, `--bgp-asn: bgp: bad AS number "0": AS 0 is reserved`},
+		{"bgp as_trans", []string{"run", "-i", "lo", "--bgp-asn", "23456", "--bgp-router-id", "198.18.0.1", "--bgp-peer", "198.18.0.254"}, "AS_TRANS"},
+		{"bgp asn text", []string{"run", "-i", "lo", "--bgp-asn", "AS65001", "--bgp-router-id", "198.18.0.1", "--bgp-peer", "198.18.0.254"}, `bad AS number "AS65001": not a number`},
+		{"bgp no router id", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-peer", "198.18.0.254:65000"}, "--bgp-router-id is missing"},
+		{"bgp router id 0", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-router-id", "0.0.0.0", "--bgp-peer", "198.18.0.254"}, "must not be 0.0.0.0"},
+		{"bgp router id v6", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-router-id", "2001:db8::1", "--bgp-peer", "198.18.0.254"}, "IPv4 address"},
+		{"bgp no peer", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-router-id", "198.18.0.1"}, "no --bgp-peer"},
+		{"bgp bad peer", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-router-id", "198.18.0.1", "--bgp-peer", "router1:65000"}, `"router1" is not an IP address`},
+		{"bgp peer asn", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-router-id", "198.18.0.1", "--bgp-peer", "198.18.0.254:65535"}, "RFC 7300"},
+		{"bgp peer without asn", []string{"run", "-i", "lo", "--bgp-peer", "198.18.0.254"}, "need --bgp-asn"},
+		{"bgp hold time", []string{"run", "-i", "lo", "--bgp-asn", "65001", "--bgp-router-id", "198.18.0.1", "--bgp-peer", "198.18.0.254", "--bgp-hold-time", "1s"}, "3s..65535s"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -92,6 +92,8 @@ func runMain(args []string) int {
 	sloppyTCP := fs.Bool("sloppy-tcp", false, "IPVS's sloppy_tcp: any TCP packet without RST may create a conn, not only a SYN, so flows survive a restart that lost the table or a failover (use sh or mh, which pick the same real server again)")
 	sloppySCTP := fs.Bool("sloppy-sctp", false, "IPVS's sloppy_sctp: refused, golvs has no SCTP data path yet")
 	takeover := fs.Bool("takeover", false, "take over from the golvs daemon on --control: its configuration and connection table move here, then it stops (a graceful restart or binary upgrade; SIGUSR2 to a running daemon starts its own binary this way)")
+	// Scale-out (issue 17): the VIPs announced over BGP (bgp.go).
+	bgpf := addBGPFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -182,6 +184,11 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 		return 2
 	}
+	bgpCfg, err := bgpf.config()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+		return 2
+	}
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	var ka *keepalivedSource
 	var kaCfg *keepalived.Config
@@ -262,15 +269,20 @@ func runMain(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The data path runs until life (below) ends: with BGP, after the
+	// routes were withdrawn and drained, not at the signal itself.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 	ran := make(chan struct{})
 	go func() {
 		defer close(ran)
-		_ = d.Run(ctx)
+		_ = d.Run(runCtx)
 	}()
 	// fatal stops what runs (Run closes the director) and says why.
 	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	fatal := func(code int, format string, args ...any) int {
 		stop()
+		stopRun()
 		<-ran
 		side.Wait()
 		fmt.Fprintf(os.Stderr, "golvs run: "+format+"\n", args...)
@@ -306,8 +318,16 @@ func runMain(args []string) int {
 		}
 		defer ka.close()
 	}
+	var bg *bgpRun
+	if bgpCfg != nil {
+		bgpCfg.Logf = logger.Printf
+		if bg, err = startBGP(bgpCfg, d, srv, healthSrc, *bgpf.stall); err != nil {
+			return fatal(1, "%v", err)
+		}
+		defer bg.close()
+	}
 	if *metricsListen != "" {
-		reg, err := metrics.Registry(metrics.New(srv, healthSrc))
+		reg, err := metrics.Registry(bg.addMetrics(metrics.New(srv, healthSrc)))
 		var ms *metrics.Server
 		if err == nil {
 			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
@@ -345,7 +365,12 @@ func runMain(args []string) int {
 	}
 	srv.OnHandover(stop)
 	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
-	go srv.Serve(ctx)
+	life := bg.lifetime(ctx) // with BGP: ends once the routes are withdrawn and drained
+	go func() {
+		<-life.Done()
+		stopRun()
+	}()
+	go srv.Serve(life)
 	go restartOnSIGUSR2(ctx, args, logger)
 	<-ran
 	side.Wait()
