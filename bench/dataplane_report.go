@@ -29,7 +29,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 		asJSON                bool
 		packets               uint64
 	)
-	var rings, places, conc string
+	var rings, places, conc, refs string
 	fs.DurationVar(&c.Duration, "duration", 2*time.Second, fmt.Sprintf("traffic time per packet-rate measurement (at most %s)", MaxDPDuration))
 	fs.DurationVar(&c.ReqDuration, "req-duration", 0, "time per request-loop measurement (0: --duration)")
 	fs.Float64Var(&c.Rate, "rate", 0, fmt.Sprintf("frames a second the generator offers (0: flat out; else %d..%d)", MinDPRate, MaxDPRate))
@@ -38,10 +38,11 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.Flows, "flows", 4096, fmt.Sprintf("flows of the est and udp mixes (1..%d; syn makes a new flow per frame)", MaxDPFlows))
 	fs.Uint64Var(&packets, "packets", DefaultDPPacket, fmt.Sprintf("most frames sent per measurement (1..%d)", MaxDPPackets))
 	fs.StringVar(&workers, "workers", "1", "golvs worker counts to measure, comma-separated (e.g. 1,2,4,8 on a larger machine)")
-	fs.StringVar(&mixes, "mix", "syn,est,udp", "traffic mixes: syn (new TCP flows), est (ACKs of open flows), udp")
+	fs.StringVar(&mixes, "mix", "syn,est,udp", "traffic mixes: syn (new TCP flows), est (ACKs of open flows), udp (empty: no floods)")
 	fs.StringVar(&modes, "modes", "nat,dr,tun,fullnat", "golvs forwarding modes: nat, dr, tun, fullnat (comma-separated)")
 	fs.StringVar(&rings, "ring", "2", "golvs's receive rings to measure, comma-separated: 2 (TPACKET_V2, golvs's default: each frame handed over at once), 3 (TPACKET_V3: 1 MiB blocks, up to 1 ms of delay below flood rates)")
 	fs.StringVar(&places, "placement", "split,inline", "where the director's work runs: split (its threads and its kernel receive processing on their own CPU), inline (on the generator's CPU)")
+	fs.StringVar(&refs, "refs", strings.Join(allRefs, ","), "packet-rate references to measure, comma-separated (those the host lacks are skipped)")
 	fs.BoolVar(&c.NoDropRow, "no-drop-row", false, "skip the golvs NAT row without the drop rule (--no-drop-rule), whose gap to the default row is the rule's gain")
 	fs.IntVar(&c.RealServers, "rs", 2, fmt.Sprintf("real servers (1..%d)", MaxDPServers))
 	fs.StringVar(&conc, "concurrency", "1,10,50", fmt.Sprintf("request loops: connections at once, comma-separated (each 1..%d; empty: no request loops)", MaxDPConc))
@@ -82,6 +83,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 		c.Rings = append(c.Rings, n)
 	}
 	c.Placements = splitList(places)
+	c.Refs = splitList(refs)
 	for _, v := range splitList(conc) {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -145,10 +147,10 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 		fmt.Fprintf(w, "\nrequest loops: each connection opens, sends one HTTP request (Connection: close), reads the answer and closes, over and over;\n")
 		fmt.Fprintf(w, "direct = the client to a real server's own address (port %d), the director's kernel routing; nothing pinned by the bench\n", directPort)
 		fmt.Fprintf(w, "latency: wrk's (request written to answer read; the connect is in req/s), or the built-in client's (dial to answer read)\n")
-		fmt.Fprintf(tw, "path\tconns\ttool\treq/s\tp50 us\tp99 us\trequests\terrors\terror\t\n")
+		fmt.Fprintf(tw, "path\tconns\ttool\treq/s\tp50 us\tp99 us\trequests\terrors\tgolvs drops\terror\t\n")
 		for _, q := range r.Requests {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n", q.Path, q.Concurrency, q.Tool, fmtNum(q.RPS, "%.0f"),
-				fmtNum(q.P50us, "%.0f"), fmtNum(q.P99us, "%.0f"), q.Requests, q.Errors, q.Error)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t\n", q.Path, q.Concurrency, q.Tool, fmtNum(q.RPS, "%.0f"),
+				fmtNum(q.P50us, "%.0f"), fmtNum(q.P99us, "%.0f"), q.Requests, q.Errors, fmtDrops(q.Drops), q.Error)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -17,8 +17,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/lab"
 )
+
+// dropDiff names golvs's counters that moved from before to after.
+func dropDiff(before, after [director.NumCounters]uint64) map[string]uint64 {
+	var m map[string]uint64
+	for i := range after {
+		if n := after[i] - before[i]; n > 0 {
+			if m == nil {
+				m = map[string]uint64{}
+			}
+			m[director.CounterNames[i]] = n
+		}
+	}
+	return m
+}
 
 // reqPath is one way from the client to an HTTP server, measured with
 // request loops and one stream.
@@ -26,6 +41,7 @@ type reqPath struct {
 	name  string
 	addr  netip.AddrPort
 	start func() (stop func() error, err error)
+	golvs *golvsDir // while a golvs path runs: its director, for its counters
 }
 
 // tcpTests runs the request loops at each concurrency and the stream on
@@ -44,13 +60,16 @@ func (r *dpRun) tcpTests(proxies []string) error {
 		return func() error { stop(); return nil }, nil
 	}}}
 	golvsPath := func(g golvsRun) reqPath {
-		return reqPath{name: g.name(), addr: vip, start: func() (func() error, error) {
+		p := reqPath{name: g.name(), addr: vip}
+		p.start = func() (func() error, error) {
 			d, err := r.startGolvs(g)
 			if err != nil {
 				return nil, err
 			}
-			return func() error { d.stop(); return nil }, nil
-		}}
+			r.curGolvs = d
+			return func() error { r.curGolvs = nil; d.stop(); return nil }, nil
+		}
+		return p
 	}
 	w := r.c.Workers[0]
 	for _, ring := range r.c.Rings {
@@ -81,8 +100,15 @@ func (r *dpRun) tcpTests(proxies []string) error {
 		}
 		for _, n := range r.c.Concurrency {
 			r.progress(fmt.Sprintf("%s c%d", p.name, n))
+			var before [director.NumCounters]uint64
+			if r.curGolvs != nil {
+				before = r.curGolvs.d.Drops.Get()
+			}
 			res := r.reqLoop(p.addr, n)
 			res.Path = p.name
+			if r.curGolvs != nil {
+				res.Drops = dropDiff(before, r.curGolvs.d.Drops.Get())
+			}
 			r.rep.Requests = append(r.rep.Requests, res)
 		}
 		r.progress(p.name + " stream")
