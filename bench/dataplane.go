@@ -187,15 +187,15 @@ type DPRatio struct {
 // opening a TCP connection, sending one HTTP request (Connection: close),
 // reading the answer to its end, and starting again.
 type DPReq struct {
-	Path        string  `json:"path"` // direct, golvs-nat-w1, haproxy-tcp, nginx-stream
-	Concurrency int     `json:"concurrency"`
-	Tool        string  `json:"tool"` // wrk, or the built-in Go loop
-	Requests    uint64  `json:"requests"`
-	Errors      uint64  `json:"errors"`
-	Seconds     float64 `json:"seconds"`
-	RPS         Num     `json:"req_per_s"`
-	P50us       Num     `json:"p50_us"`
-	P99us       Num     `json:"p99_us"`
+	Path        string            `json:"path"` // direct, golvs-nat-w1, haproxy-tcp, nginx-stream
+	Concurrency int               `json:"concurrency"`
+	Tool        string            `json:"tool"` // wrk, or the built-in Go loop
+	Requests    uint64            `json:"requests"`
+	Errors      uint64            `json:"errors"`
+	Seconds     float64           `json:"seconds"`
+	RPS         Num               `json:"req_per_s"`
+	P50us       Num               `json:"p50_us"`
+	P99us       Num               `json:"p99_us"`
 	Error       string            `json:"error,omitempty"`
 	Drops       map[string]uint64 `json:"drops,omitempty"` // golvs's counters that moved
 }
@@ -269,7 +269,7 @@ type dpRun struct {
 	peers    map[string]string // optional peers this host has: name -> path
 	// nginxModule is the stream module nginx loads ("": built in).
 	nginxModule string
-	peerExit    string // set by a peer's stop: what it said when it had exited by itself
+	peerExit    string    // set by a peer's stop: what it said when it had exited by itself
 	wrk         string    // wrk's path ("": the built-in request loop)
 	curGolvs    *golvsDir // the golvs path the request loops run through
 }
