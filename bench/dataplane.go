@@ -166,6 +166,9 @@ type DPCell struct {
 	LatRate    float64           `json:"latency_rate_pps,omitempty"` // flat out: the rate latency was measured at
 	LatLoss    Num               `json:"latency_loss"`
 	Drops      map[string]uint64 `json:"drops,omitempty"` // golvs's counters, nonzero ones
+	// CPUus is the director's CPU time per forwarded frame (split
+	// placement: see dirCPU), in microseconds.
+	CPUus Num `json:"cpu_us_per_frame"`
 }
 
 // DPRatio is a golvs cell over a reference cell of the same mix and
@@ -725,7 +728,9 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	if sink {
 		rx0 = r.linkRx()
 	}
+	cpu0 := r.dirCPU()
 	g := r.send(plan, r.tag, c.Rate, c.Duration, c.MaxPackets)
+	cpu := r.dirCPU() - cpu0
 	r.synNext = plan.next
 	time.Sleep(dpDrain)
 	st := r.rx.take(0)
@@ -750,6 +755,10 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	cl.FwdPPS = Num(float64(st.Recv) / g.Elapsed.Seconds())
 	cl.Loss = Num(1 - float64(st.Recv)/float64(g.Sent))
 	cl.LatLoss = Num(math.NaN())
+	cl.CPUus = Num(math.NaN())
+	if cpu > 0 && st.Recv > 0 && !sink {
+		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
+	}
 	cl.P50us = Num(lat.Hist.percentile(50) / 1e3)
 	cl.P90us = Num(lat.Hist.percentile(90) / 1e3)
 	cl.P99us = Num(lat.Hist.percentile(99) / 1e3)

@@ -84,6 +84,9 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	}
 	c.Placements = splitList(places)
 	c.Refs = splitList(refs)
+	if c.Refs == nil {
+		c.Refs = []string{} // --refs '': none
+	}
 	for _, v := range splitList(conc) {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -188,15 +191,16 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 	for _, p := range r.Placements {
 		fmt.Fprintf(w, "placement %s: %s\n", p.Name, p.What)
 	}
+	fmt.Fprintf(w, "cpu us/fwd (split only) = the director's CPU time per forwarded frame: its threads' time and the irq/softirq time of its CPUs (the kernel's\nreceive processing, all of a kernel forwarder's work), so time other programs take from those CPUs is not counted\n")
 	fmt.Fprintf(w, "fwd/s = frames reaching the real servers a second; latency = a CLOCK_MONOTONIC stamp in the payload to the kernel's receive time at the real server")
 	if r.Rate == 0 && r.LatRate > 0 {
 		fmt.Fprintf(w, ",\nmeasured after each flat-out run for up to 1s at %.0f frames/s (lat loss: frames lost then)", r.LatRate)
 	}
 	fmt.Fprintf(w, "\n\n")
-	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs drops\t\n")
+	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tcpu us/fwd\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs drops\t\n")
 	for _, c := range r.Cells {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
-			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
+			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"), fmtNum(c.CPUus, "%.2f"),
 			fmtNum(c.P50us, "%.1f"), fmtNum(c.P90us, "%.1f"), fmtNum(c.P99us, "%.1f"), fmtNum(max(c.LatLoss, 0)*100, "%.1f%%"), fmtDrops(c.Drops))
 	}
 	if err := tw.Flush(); err != nil {
