@@ -918,7 +918,8 @@ func startCeiling(r *dpRun) (func(), error) {
 		if err != nil {
 			return err
 		}
-		if f.in, err = netio.OpenRing(lab.DirExt, netio.RingConfig{Filter: flt}); err != nil {
+		// The receive path golvs has: a fanout group (of one).
+		if f.in, err = netio.OpenRing(lab.DirExt, netio.RingConfig{Filter: flt, Fanout: netio.NewFanout(netio.FanoutCPU)}); err != nil {
 			return err
 		}
 		if f.out, err = netio.OpenTx(lab.DirInt); err != nil {

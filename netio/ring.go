@@ -254,6 +254,7 @@ func OpenRing(ifname string, c RingConfig) (*Ring, error) {
 			{v2: true, fsize: c.FrameSize, bsize: max(c.FrameSize, smallBlock), n: c.Frames, lo: tiny, hi: mtu, tier: 1},
 			{v2: true, fsize: bigFrameSize, bsize: bigBlock, n: c.BigFrames, lo: mtu, hi: 0, tier: 2},
 		} {
+			sh.tierHi = [2]int{tiny, mtu}
 			sk, err := openSock(ifname, ifi.Index, c, sh)
 			if err != nil {
 				r.closeSocks()
@@ -291,6 +292,7 @@ type sockShape struct {
 	n      int // version 2: frames; version 3: blocks
 	lo, hi int
 	tier   int
+	tierHi [2]int // version 2: the tiny and MTU sockets' upper bounds
 }
 
 func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock, error) {
@@ -368,7 +370,7 @@ func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock,
 		return fail("bind", err)
 	}
 	if c.Fanout != nil {
-		if err := c.Fanout.join(fd, ifindex, sh.tier); err != nil {
+		if err := c.Fanout.join(fd, ifindex, sh); err != nil {
 			return fail("PACKET_FANOUT", err)
 		}
 	}
