@@ -69,6 +69,7 @@ type DataplaneConfig struct {
 	Rings       []int         // golvs's receive ring versions to measure (2, 3)
 	Placements  []string      // "split" (director work on its own CPUs), "inline" (on the generator's)
 	NoDropRow   bool          // skip the golvs NAT row without the drop rule
+	TxRingRow   bool          // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
 	Refs        []string      // packet-rate references to measure (nil: all the host has)
 	CPUProfile  string
 	Progress    func(done, total int, what string)
@@ -442,6 +443,7 @@ type golvsRun struct {
 	workers int
 	ring    int
 	noDrop  bool
+	txRing  bool
 }
 
 func (g golvsRun) name() string {
@@ -451,6 +453,9 @@ func (g golvsRun) name() string {
 	}
 	if g.noDrop {
 		n += "-nodrop"
+	}
+	if g.txRing {
+		n += "-txring"
 	}
 	return n
 }
@@ -466,8 +471,13 @@ func (r *dpRun) golvsRuns() []golvsRun {
 			}
 		}
 	}
-	if !r.c.NoDropRow && slices.Contains(r.c.Modes, "nat") {
-		out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], noDrop: true})
+	if slices.Contains(r.c.Modes, "nat") {
+		if !r.c.NoDropRow {
+			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], noDrop: true})
+		}
+		if r.c.TxRingRow {
+			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], txRing: true})
+		}
 	}
 	return out
 }
@@ -1046,6 +1056,7 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 		FixHost:    true,
 		Ring:       netio.RingConfig{Version: g.ring},
 		NoDropRule: g.noDrop,
+		TxRing:     g.txRing,
 	}
 	if method == ipvs.MethodFullNAT {
 		for i := 0; i < 4; i++ {

@@ -43,6 +43,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&rings, "ring", "2", "golvs's receive rings to measure, comma-separated: 2 (TPACKET_V2, golvs's default: each frame handed over at once), 3 (TPACKET_V3: 1 MiB blocks, up to 1 ms of delay below flood rates)")
 	fs.StringVar(&places, "placement", "split,inline", "where the director's work runs: split (its threads and its kernel receive processing on their own CPU), inline (on the generator's CPU)")
 	fs.StringVar(&refs, "refs", strings.Join(allRefs, ","), "packet-rate references to measure, comma-separated (those the host lacks are skipped)")
+	fs.BoolVar(&c.TxRingRow, "tx-ring-row", true, "add a golvs NAT row whose workers send through PACKET_TX_RINGs (golvs run --tx ring) instead of sendmmsg")
 	fs.BoolVar(&c.NoDropRow, "no-drop-row", false, "skip the golvs NAT row without the drop rule (--no-drop-rule), whose gap to the default row is the rule's gain")
 	fs.IntVar(&c.RealServers, "rs", 2, fmt.Sprintf("real servers (1..%d)", MaxDPServers))
 	fs.StringVar(&conc, "concurrency", "1,10,50", fmt.Sprintf("request loops: connections at once, comma-separated (each 1..%d; empty: no request loops)", MaxDPConc))
