@@ -508,10 +508,17 @@ func (r *dpRun) planCPUs() []*placement {
 	for _, name := range r.c.Placements {
 		switch name {
 		case placeSplit:
-			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: rest, rpsCPUs: rest, rxCPUs: first})
+			// With three CPUs or more the lan bridge and the receivers
+			// get their own, so the generator has one to itself.
+			dir, rx := rest, first
+			what := "generator, lan bridge (RPS) and receivers on CPU " + cpuList(first)
+			if len(rest) >= 2 {
+				dir, rx = rest[:1], rest[1:]
+				what = fmt.Sprintf("generator on CPU %s, lan bridge (RPS) and receivers on CPU %s", cpuList(first), cpuList(rx))
+			}
+			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: dir, rpsCPUs: dir, rxCPUs: rx})
 			r.rep.Placements = append(r.rep.Placements, DPPlacement{Name: name, What: fmt.Sprintf(
-				"all director work on CPU %s (its threads; the kernel's receive processing of ext0 through RPS); generator, lan bridge (RPS) and receivers on CPU %s",
-				cpuList(rest), cpuList(first))})
+				"all director work on CPU %s (its threads; the kernel's receive processing of ext0 through RPS); %s", cpuList(dir), what)})
 		case placeInline:
 			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: first, rxCPUs: rest})
 			r.rep.Placements = append(r.rep.Placements, DPPlacement{Name: name, What: fmt.Sprintf(
