@@ -513,7 +513,7 @@ func (r *dpRun) planCPUs() []*placement {
 			dir, rx := rest, first
 			what := "generator, lan bridge (RPS) and receivers on CPU " + cpuList(first)
 			if len(rest) >= 2 {
-				dir, rx = rest[:1], rest[1:]
+				dir, rx = rest[:len(rest)-1], rest[len(rest)-1:]
 				what = fmt.Sprintf("generator on CPU %s, lan bridge (RPS) and receivers on CPU %s", cpuList(first), cpuList(rx))
 			}
 			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: dir, rpsCPUs: dir, rxCPUs: rx})
