@@ -267,6 +267,7 @@ type dpRun struct {
 	dirMAC   [6]byte
 	genCPU   []int      // the generator's CPU (the first), in every placement
 	pl       *placement // the current placement
+	places   []*placement
 	step     int
 	steps    int
 	fwdSaved string
@@ -412,6 +413,7 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	r.places = places
 	for _, pl := range places {
 		r.place(pl)
 		for _, ref := range refs {
@@ -460,12 +462,16 @@ func (g golvsRun) name() string {
 	return n
 }
 
-// golvsRuns lists golvs's configurations: every mode, worker count and
-// ring, and NAT without the drop rule (its gain as a row of its own).
+// golvsRuns lists golvs's configurations: every mode and worker count
+// with the first ring, NAT with the other rings, and NAT without the drop
+// rule and with the TX ring (each difference a row of its own).
 func (r *dpRun) golvsRuns() []golvsRun {
 	var out []golvsRun
-	for _, ring := range r.c.Rings {
+	for i, ring := range r.c.Rings {
 		for _, mode := range r.c.Modes {
+			if i > 0 && mode != "nat" {
+				continue
+			}
 			for _, w := range r.c.Workers {
 				out = append(out, golvsRun{mode: mode, workers: w, ring: ring})
 			}
@@ -752,11 +758,12 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	time.Sleep(dpDrain)
 	st := r.rx.take(0)
 	if sink {
-		// Nothing forwards: what counts is what reached the director.
-		st = &rxStats{Recv: r.linkRx() - rx0}
+		// Nothing forwards: what counts is what reached the director
+		// (its counter also counts the odd ARP or neighbour frame).
+		st = &rxStats{Recv: min(r.linkRx()-rx0, g.Sent)}
 	}
 	lat := st
-	if c.Rate == 0 && c.LatRate > 0 && !sink {
+	if c.Rate == 0 && c.LatRate > 0 && !sink && r.pl == r.places[0] {
 		// Flat out, latency is the depth of the fullest queue. Measure
 		// it again below saturation, where it means the forwarder's own.
 		r.tag++
@@ -775,6 +782,11 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	cl.CPUus = Num(math.NaN())
 	if cpu > 0 && st.Recv > 0 && !sink {
 		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
+	}
+	if lat == st && c.Rate == 0 && c.LatRate > 0 {
+		// Not measured below saturation here (the latency rate runs in
+		// the first placement only): flat-out queueing says nothing.
+		lat = &rxStats{}
 	}
 	cl.P50us = Num(lat.Hist.percentile(50) / 1e3)
 	cl.P90us = Num(lat.Hist.percentile(90) / 1e3)

@@ -195,7 +195,7 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 	fmt.Fprintf(w, "cpu us/fwd (split only) = the director's CPU time per forwarded frame: its threads' time and the irq/softirq time of its CPUs (the kernel's\nreceive processing, all of a kernel forwarder's work), so time other programs take from those CPUs is not counted\n")
 	fmt.Fprintf(w, "fwd/s = frames reaching the real servers a second; latency = a CLOCK_MONOTONIC stamp in the payload to the kernel's receive time at the real server")
 	if r.Rate == 0 && r.LatRate > 0 {
-		fmt.Fprintf(w, ",\nmeasured after each flat-out run for up to 1s at %.0f frames/s (lat loss: frames lost then)", r.LatRate)
+		fmt.Fprintf(w, ",\nmeasured after each flat-out run for up to 1s at %.0f frames/s, in the first placement (lat loss: frames lost then)", r.LatRate)
 	}
 	fmt.Fprintf(w, "\n\n")
 	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tcpu us/fwd\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs drops\t\n")
