@@ -151,9 +151,9 @@ func (t *TxRing) off(i int) int { return i/t.fpb*t.bsize + i%t.fpb*t.fsize }
 
 func (t *TxRing) status(i int) *uint32 { return (*uint32)(unsafe.Pointer(&t.mem[t.off(i)])) }
 
-// reclaim moves head past the slots the kernel is done with, counting
-// them. Only slots the kernel has taken are looked at: one it has not
-// reached is waiting, whatever its status.
+// reclaim moves head past the slots the kernel is done with. Only slots
+// the kernel has taken are looked at: one it has not reached is waiting,
+// whatever its status.
 func (t *TxRing) reclaim() {
 	for t.queued > t.untaken {
 		st := atomic.LoadUint32(t.status(t.head))
@@ -161,10 +161,11 @@ func (t *TxRing) reclaim() {
 			return // the device still has it
 		}
 		if st&txStatusWrongFmt != 0 {
+			// Refused (without PACKET_LOSS it would stop the ring
+			// here); it was counted as taken.
 			add(&t.errors, 1)
+			add(&t.skipped, 1)
 			atomic.StoreUint32(t.status(t.head), txStatusAvail)
-		} else {
-			add(&t.sent, 1)
 		}
 		t.head = (t.head + 1) % t.nframes
 		t.queued--
@@ -253,13 +254,15 @@ func (t *TxRing) Flush() {
 		return
 	}
 	// Move to the kernel's cursor: the first slot it left waiting.
-	var took uint64
+	var took, n uint64
 	for t.untaken > 0 && atomic.LoadUint32(t.status(t.kh))&txStatusSendReq == 0 {
 		// The kernel counts frames without their virtio header.
 		took += uint64(*(*uint32)(unsafe.Pointer(&t.mem[t.off(t.kh)+h2Len]))) - VnetHdrLen
 		t.kh = (t.kh + 1) % t.nframes
 		t.untaken--
+		n++
 	}
+	add(&t.sent, n)
 	if uint64(r) < took {
 		// PACKET_LOSS skipped a frame the kernel refused (at least
 		// one: the kernel says how many bytes it sent, not frames).
