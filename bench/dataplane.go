@@ -378,10 +378,14 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	// default 28,000 ports a loop runs out of them within seconds and
 	// connect() slows to a crawl searching for one. A load generator's
 	// usual settings: all ports, and TIME_WAIT ports reused (timestamps
-	// keep that safe). The namespace is the bench's own.
-	for _, kv := range [][2]string{{"net/ipv4/ip_local_port_range", "1024\t65535"}, {"net/ipv4/tcp_tw_reuse", "1"}} {
-		if _, err := lab.WriteSysctl(topo.Client, kv[0], kv[1]); err != nil {
-			return nil, fmt.Errorf("bench dataplane: %w", err)
+	// keep that safe). The same in the director's namespace, for the
+	// proxies' connections to the real servers (golvs uses no kernel
+	// socket there). The namespaces are the bench's own.
+	for _, ns := range []*lab.NS{topo.Client, topo.Director} {
+		for _, kv := range [][2]string{{"net/ipv4/ip_local_port_range", "1024\t65535"}, {"net/ipv4/tcp_tw_reuse", "1"}} {
+			if _, err := lab.WriteSysctl(ns, kv[0], kv[1]); err != nil {
+				return nil, fmt.Errorf("bench dataplane: %w", err)
+			}
 		}
 	}
 	if len(c.Concurrency) > 0 || c.StreamBytes > 0 {
