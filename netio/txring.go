@@ -33,6 +33,7 @@ type TxRing struct {
 	kh      int // the kernel's cursor: the first slot it has not taken yet
 	queued  int // slots from head to cur (written, not yet given back)
 	untaken int // slots from kh to cur (written, not yet taken)
+	poison  int // a slot dropped after the device refused it, for the kernel to skip (-1: none)
 	// Counters, written by the owner only.
 	sent, errors, dropped atomic.Uint64
 	skipped               atomic.Uint64 // refused frames counted in sent as well
@@ -84,7 +85,7 @@ func OpenTxRing(ifname string, c TxRingConfig) (*TxRing, error) {
 	if err != nil {
 		return nil, opErr("socket", ifname, err)
 	}
-	t := &TxRing{fd: fd, ifindex: ifi.Index, fsize: c.FrameSize, bsize: max(c.FrameSize, txBlock)}
+	t := &TxRing{fd: fd, ifindex: ifi.Index, fsize: c.FrameSize, bsize: max(c.FrameSize, txBlock), poison: -1}
 	fail := func(op string, err error) (*TxRing, error) {
 		if t.mem != nil {
 			unix.Munmap(t.mem)
@@ -225,50 +226,67 @@ func (t *TxRing) Queue(buf []byte) {
 // kernel.
 func (t *TxRing) Pending() int { return t.untaken }
 
-// Flush kicks the kernel once, without waiting: it sends the slots
-// written so far, in order.
+// Flush kicks the kernel, without waiting: it sends the slots written
+// so far, in order. When the device refuses the frame at the kernel's
+// cursor (its queue is full, or the frame does not fit it: ENOBUFS) the
+// kernel keeps that slot and would offer it again at every kick, so
+// Flush drops it, as Tx drops what a full device does not take, and
+// kicks once more for the rest; whatever still does not go waits in the
+// ring for the next Flush, and when the ring is full new frames are
+// dropped (Queue). It never waits.
 func (t *TxRing) Flush() {
-	if t.untaken == 0 {
-		t.reclaim()
-		return // nothing written since the last kick
-	}
-	var r uintptr
-	var e unix.Errno
-	for {
-		r, _, e = unix.Syscall6(unix.SYS_SENDTO, uintptr(t.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-		if e != unix.EINTR {
+	for attempt := 0; attempt < 2 && t.untaken > 0; attempt++ {
+		var r uintptr
+		var e unix.Errno
+		for {
+			r, _, e = unix.Syscall6(unix.SYS_SENDTO, uintptr(t.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+			if e != unix.EINTR {
+				break
+			}
+		}
+		if e == unix.EAGAIN && t.kh != t.poison && atomic.LoadUint32(t.status(t.kh)) == txStatusAvail {
+			// The kernel had no buffer for the first frame (EAGAIN
+			// comes from nowhere else): it gave the slot back unsent
+			// and its cursor stays there. Ask again at the next kick.
+			atomic.StoreUint32(t.status(t.kh), txStatusSendReq)
 			break
 		}
-	}
-	if e != 0 {
-		// Nothing was sent. When the kernel could not get a buffer for
-		// the first frame it gives the slot back unsent, and its
-		// cursor stays there: ask for it again, at the next kick.
-		if atomic.LoadUint32(t.status(t.kh)) == txStatusAvail {
-			atomic.StoreUint32(t.status(t.kh), txStatusSendReq)
+		// Move to the kernel's cursor: past every slot it took.
+		var took, n uint64
+		for t.untaken > 0 && atomic.LoadUint32(t.status(t.kh))&txStatusSendReq == 0 {
+			if t.kh == t.poison {
+				t.poison = -1 // skipped: counted as dropped
+			} else {
+				// The kernel counts frames without their virtio header.
+				took += uint64(*(*uint32)(unsafe.Pointer(&t.mem[t.off(t.kh)+h2Len]))) - VnetHdrLen
+				n++
+			}
+			t.kh = (t.kh + 1) % t.nframes
+			t.untaken--
 		}
-		if e != unix.EAGAIN && e != unix.ENOBUFS {
-			t.lastErr.Store(int32(e))
+		add(&t.sent, n)
+		if e == 0 {
+			if uint64(r) < took {
+				// PACKET_LOSS skipped a frame the kernel refused (at
+				// least one: the kernel says how many bytes it sent,
+				// not frames).
+				add(&t.errors, 1)
+				add(&t.skipped, 1)
+				t.lastErr.Store(int32(unix.EINVAL))
+			}
+			break
 		}
-		t.reclaim()
-		return
-	}
-	// Move to the kernel's cursor: the first slot it left waiting.
-	var took, n uint64
-	for t.untaken > 0 && atomic.LoadUint32(t.status(t.kh))&txStatusSendReq == 0 {
-		// The kernel counts frames without their virtio header.
-		took += uint64(*(*uint32)(unsafe.Pointer(&t.mem[t.off(t.kh)+h2Len]))) - VnetHdrLen
-		t.kh = (t.kh + 1) % t.nframes
-		t.untaken--
-		n++
-	}
-	add(&t.sent, n)
-	if uint64(r) < took {
-		// PACKET_LOSS skipped a frame the kernel refused (at least
-		// one: the kernel says how many bytes it sent, not frames).
-		add(&t.errors, 1)
-		add(&t.skipped, 1)
-		t.lastErr.Store(int32(unix.EINVAL))
+		if e != unix.ENOBUFS || t.untaken == 0 || t.poison >= 0 {
+			if e != unix.EAGAIN && e != unix.ENOBUFS {
+				t.lastErr.Store(int32(e)) // the link is down, say: frames wait
+			}
+			break
+		}
+		// Drop the refused frame: a length shorter than its virtio
+		// header makes the kernel skip it (PACKET_LOSS) at the next kick.
+		*(*uint32)(unsafe.Pointer(&t.mem[t.off(t.kh)+h2Len])) = 1
+		t.poison = t.kh
+		add(&t.dropped, 1)
 	}
 	t.reclaim()
 }

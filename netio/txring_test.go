@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -187,4 +188,88 @@ func TestTxRingConfigErrors(t *testing.T) {
 	if _, err := OpenTxRing("nosuchif0", TxRingConfig{}); err == nil || !contains(err.Error(), "no such interface") {
 		t.Errorf("missing interface: %v", err)
 	}
+}
+
+// TestTxRingDeviceRefuses: a frame the device drops (longer than the
+// peer's MTU: veth answers ENOBUFS and the kernel would offer it again at
+// every kick) is dropped and counted, and the frames around it go; with
+// the peer down every frame is refused, the ring never wedges or blocks,
+// and what is sent plus what is dropped is what was queued.
+func TestTxRingDeviceRefuses(t *testing.T) {
+	ns := vethNS(t, 9000)
+	setMTU := func(dev string, mtu int) {
+		t.Helper()
+		err := ns.Do(func() error {
+			l, err := netlink.LinkByName(dev)
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetMTU(l, mtu)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMTU("b0", 1500)
+	tx, ring, mac := openTxPair(t, ns, 32)
+	tx.Queue(tcpFrame(60, mac, 1))
+	tx.Queue(tcpFrame(1800, mac, 2)) // fits a slot, not b0
+	tx.Queue(tcpFrame(60, mac, 3))
+	tx.Queue(tcpFrame(60, mac, 4))
+	tx.Flush()
+	for i := 0; i < 10 && tx.Pending() > 0; i++ {
+		tx.Flush()
+	}
+	var got []uint16
+	drain(t, ring, 3, func(f *Frame) {
+		var p packet.Parsed
+		packet.Decode(f.Data, &p)
+		got = append(got, p.SPort)
+	})
+	if len(got) != 3 || got[0] != 1 || got[1] != 3 || got[2] != 4 {
+		t.Fatalf("received %v, want [1 3 4]", got)
+	}
+	if st := tx.Stats(); st.Sent != 3 || st.Dropped != 1 || st.Errors != 0 || tx.Pending() != 0 {
+		t.Fatalf("stats %+v, pending %d; want 3 sent, 1 dropped", st, tx.Pending())
+	}
+
+	setUp := func(up bool) {
+		t.Helper()
+		err := ns.Do(func() error {
+			l, err := netlink.LinkByName("b0")
+			if err != nil {
+				return err
+			}
+			if up {
+				return netlink.LinkSetUp(l)
+			}
+			return netlink.LinkSetDown(l)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUp(false)
+	const n = 200
+	for i := 0; i < n; i++ {
+		tx.Queue(tcpFrame(60, mac, uint16(100+i)))
+		if i%16 == 15 {
+			tx.Flush()
+		}
+	}
+	tx.Flush()
+	setUp(true)
+	time.Sleep(100 * time.Millisecond) // the link's carrier
+	for i := 0; i < 100 && tx.Pending() > 0; i++ {
+		tx.Flush()
+	}
+	st := tx.Stats()
+	if tx.Pending() != 0 || st.Sent+st.Dropped != 4+n {
+		t.Fatalf("stats %+v, pending %d: sent and dropped do not add up to the %d queued", st, tx.Pending(), 4+n)
+	}
+	rcv := drain(t, ring, int(st.Sent)-3, func(*Frame) {})
+	if uint64(rcv) != st.Sent-3 {
+		t.Fatalf("received %d frames after the peer came back, sent %d", rcv, st.Sent-3)
+	}
+	t.Logf("peer down then up: %d sent, %d dropped", st.Sent-3, st.Dropped-1)
 }
