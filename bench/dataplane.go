@@ -767,7 +767,9 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		st = &rxStats{Recv: min(r.linkRx()-rx0, g.Sent)}
 	}
 	lat := st
+	measured := false
 	if c.Rate == 0 && c.LatRate > 0 && !sink && r.pl == r.places[0] {
+		measured = true
 		// Flat out, latency is the depth of the fullest queue. Measure
 		// it again below saturation, where it means the forwarder's own.
 		r.tag++
@@ -787,7 +789,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	if cpu > 0 && st.Recv > 0 && !sink {
 		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
 	}
-	if lat == st && c.Rate == 0 && c.LatRate > 0 {
+	if !measured && c.Rate == 0 && c.LatRate > 0 {
 		// Not measured below saturation here (the latency rate runs in
 		// the first placement only): flat-out queueing says nothing.
 		lat = &rxStats{}
@@ -795,7 +797,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	cl.P50us = Num(lat.Hist.percentile(50) / 1e3)
 	cl.P90us = Num(lat.Hist.percentile(90) / 1e3)
 	cl.P99us = Num(lat.Hist.percentile(99) / 1e3)
-	if lat != st {
+	if measured {
 		cl.LatRate = c.LatRate
 		cl.LatLoss = Num(1 - float64(lat.Recv)/(c.LatRate*min(c.Duration, time.Second).Seconds()))
 	}

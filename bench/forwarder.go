@@ -32,29 +32,31 @@ func (c *ceilingForwarder) run(stop <-chan struct{}, pin func()) {
 	var f netio.Frame
 	n := len(c.dsts)
 	i := 0
+	// Waits as golvs's workers do (wake-up moderation under load).
+	g := netio.NewGroup([]*netio.Ring{c.in})
 	for {
 		select {
 		case <-stop:
 			return
 		default:
 		}
-		ok, err := c.in.Next(100*time.Millisecond, &b)
-		if err != nil || !ok {
-			continue
-		}
-		for b.Frame(&f) {
-			if len(f.Data) < 14 {
-				continue
+		g.Wait(100 * time.Millisecond)
+		// One batch from each of the ring's sockets at most, as golvs.
+		for k := c.in.Sockets(); k > 0 && c.in.TryNext(&b); k-- {
+			for b.Frame(&f) {
+				if len(f.Data) < 14 {
+					continue
+				}
+				packet.Eth(f.Data).SetMACs(c.src, c.dsts[i])
+				if i++; i == n {
+					i = 0
+				}
+				c.out.Queue(f.Buf())
+				c.Fwd++
 			}
-			packet.Eth(f.Data).SetMACs(c.src, c.dsts[i])
-			if i++; i == n {
-				i = 0
-			}
-			c.out.Queue(f.Buf())
-			c.Fwd++
+			c.out.Flush() // frames point into the block: send before release
+			b.Release()
 		}
-		c.out.Flush() // frames point into the block: send before release
-		b.Release()
 	}
 }
 
