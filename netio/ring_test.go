@@ -70,6 +70,9 @@ func tcpFrame(n int, dst net.HardwareAddr, sport uint16) []byte {
 	copy(f, ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, sport, 80))
 	copy(f[0:6], dst)
 	binary.BigEndian.PutUint16(f[14+2:], uint16(n-14))
+	h := packet.IPv4(f[14:34])
+	h.SetChecksum(0)
+	h.SetChecksum(h.HeaderChecksum())
 	return b
 }
 
@@ -387,9 +390,9 @@ func TestTxFull(t *testing.T) {
 	}
 }
 
-// TestFanoutMergedTiers: with FanoutCPU the three sockets of every
-// worker's version 2 ring share one fanout group whose program picks the
-// tier by length and the worker by CPU. Frames of every tier, sent from
+// TestFanoutMergedTiers: with FanoutCPU every worker's version 2 sockets
+// on an interface share one fanout group (one fanout hook per frame) whose
+// program picks the worker by CPU and its socket by length. Frames of every tier, sent from
 // a thread pinned to each CPU in turn (no RPS: the receive runs there),
 // reach exactly the ring of that CPU's worker, whole, once, in order.
 func TestFanoutMergedTiers(t *testing.T) {
