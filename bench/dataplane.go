@@ -353,6 +353,9 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	if !slices.Contains(c.Modes, "fullnat") {
 		reqPaths--
 	}
+	if slices.Contains(c.Modes, "dr") {
+		reqPaths += 2 // direct-dr, golvs-dr
+	}
 	r.steps = reqPaths*(len(c.Concurrency)+1) + len(places)*(len(refs)+len(golvsRuns))*len(c.Mixes)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -382,10 +385,8 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	// proxies' connections to the real servers (golvs uses no kernel
 	// socket there). The namespaces are the bench's own.
 	for _, ns := range []*lab.NS{topo.Client, topo.Director} {
-		for _, kv := range [][2]string{{"net/ipv4/ip_local_port_range", "1024\t65535"}, {"net/ipv4/tcp_tw_reuse", "1"}} {
-			if _, err := lab.WriteSysctl(ns, kv[0], kv[1]); err != nil {
-				return nil, fmt.Errorf("bench dataplane: %w", err)
-			}
+		if err := loadGenSysctls(ns); err != nil {
+			return nil, fmt.Errorf("bench dataplane: %w", err)
 		}
 	}
 	if len(c.Concurrency) > 0 || c.StreamBytes > 0 {
@@ -1122,6 +1123,11 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 			return nil, err
 		}
 	}
+	return runGolvs(d)
+}
+
+// runGolvs runs a configured director and waits for its next hops.
+func runGolvs(d *director.Director) (*golvsDir, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(ctx) }()
@@ -1133,6 +1139,17 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 		return nil, err
 	}
 	return &golvsDir{d: d, stop: stop}, nil
+}
+
+// loadGenSysctls gives a namespace of the bench's own every port and
+// TIME_WAIT reuse (see RunDataplane).
+func loadGenSysctls(ns *lab.NS) error {
+	for _, kv := range [][2]string{{"net/ipv4/ip_local_port_range", "1024\t65535"}, {"net/ipv4/tcp_tw_reuse", "1"}} {
+		if _, err := lab.WriteSysctl(ns, kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // golvsCells measures golvs in one configuration.

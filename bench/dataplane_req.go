@@ -12,13 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/netio"
 )
 
 // dropDiff names golvs's counters that moved from before to after.
@@ -38,10 +41,10 @@ func dropDiff(before, after [director.NumCounters]uint64) map[string]uint64 {
 // reqPath is one way from the client to an HTTP server, measured with
 // request loops and one stream.
 type reqPath struct {
-	name  string
-	addr  netip.AddrPort
-	start func() (stop func() error, err error)
-	golvs *golvsDir // while a golvs path runs: its director, for its counters
+	name   string
+	addr   netip.AddrPort
+	start  func() (stop func() error, err error)
+	direct string // the path it is compared with ("": direct)
 }
 
 // tcpTests runs the request loops at each concurrency and the stream on
@@ -87,6 +90,23 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	if r.wrk == "" {
 		r.note("request loops: wrk is not installed (apt-get install wrk): the built-in Go client ran them, which costs the client more per request than wrk")
 	}
+	r.runPaths(paths)
+	if slices.Contains(r.c.Modes, "dr") {
+		drPaths, err := r.drLoops()
+		if err != nil {
+			r.skip("golvs-dr request loops", err.Error())
+		}
+		paths = append(paths, drPaths...)
+	}
+	if slices.Contains(r.c.Modes, "tun") {
+		r.skip("golvs-tun request loops", "not measured: TUN's real servers need their own lab with a router and rs-tun endpoints (golvs lab tun); its floods are measured")
+	}
+	r.pathRatios(paths, proxies)
+	return nil
+}
+
+// runPaths runs every path's request loops and stream, one path at a time.
+func (r *dpRun) runPaths(paths []reqPath) {
 	for _, p := range paths {
 		stop, err := p.start()
 		if err != nil {
@@ -119,8 +139,79 @@ func (r *dpRun) tcpTests(proxies []string) error {
 			r.note("%s: %v", p.name, err)
 		}
 	}
-	r.pathRatios(paths, proxies)
-	return nil
+}
+
+// drLoops runs DR's request loops in a DR lab of their own (the client,
+// the director and the real servers on one segment, the VIP on the real
+// servers' loopback, their answers straight to the client): golvs DR
+// against direct-dr, the client talking to a real server's own address on
+// the same segment. The NAT lab is set aside meanwhile.
+func (r *dpRun) drLoops() ([]reqPath, error) {
+	mt, err := lab.BuildDR(lab.Options{Suffix: lab.RandomSuffix(), RealServers: r.c.RealServers})
+	if err != nil {
+		return nil, err
+	}
+	defer mt.Close()
+	nat := r.topo
+	r.topo = mt.Topology
+	defer func() { r.topo = nat }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i, ns := range mt.RS {
+		if _, err := lab.ServeAt(ctx, ns, fmt.Sprintf("rs%d", i+1), lab.VIP, []int{80, directPort}, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := loadGenSysctls(mt.Client); err != nil {
+		return nil, err
+	}
+	w := r.c.Workers[0]
+	g := golvsRun{mode: "dr", workers: w, ring: r.c.Rings[0]}
+	paths := []reqPath{
+		{name: "direct-dr", addr: netip.AddrPortFrom(lab.DRRIP(1), directPort), start: func() (func() error, error) {
+			return func() error { return nil }, nil
+		}},
+		{name: g.name(), addr: netip.AddrPortFrom(lab.VIP, 80), direct: "direct-dr", start: func() (func() error, error) {
+			d, err := r.startDR(mt, g)
+			if err != nil {
+				return nil, err
+			}
+			r.curGolvs = d
+			return func() error { r.curGolvs = nil; d.stop(); return nil }, nil
+		}},
+	}
+	r.runPaths(paths)
+	return paths, nil
+}
+
+// startDR starts golvs DR in the DR lab: one interface, the VIP's ARP
+// answered there, each real server a DR dest of TCP VIP:80.
+func (r *dpRun) startDR(mt *lab.ModeTopology, g golvsRun) (*golvsDir, error) {
+	var d *director.Director
+	err := mt.Director.Do(func() (err error) {
+		d, err = director.New(director.Config{
+			Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}},
+			Workers:    g.workers,
+			Ring:       netio.RingConfig{Version: g.ring},
+			FixHost:    true,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	svc := ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: 80}, Sched: "rr"}
+	err = d.AddService(svc)
+	for i := range mt.RS {
+		if err == nil {
+			err = d.AddDest(svc.ServiceKey, ipvs.DestConfig{Addr: lab.DRRIP(i + 1), Port: 80, Method: ipvs.MethodRoute, Weight: 1})
+		}
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return runGolvs(d)
 }
 
 // pathRatios divides each path's request rate by direct's and golvs's by
@@ -142,9 +233,14 @@ func (r *dpRun) pathRatios(paths []reqPath, proxies []string) {
 		}
 		return Num(math.NaN())
 	}
-	for _, p := range paths[1:] {
+	for _, p := range paths {
+		if p.name == "direct" || strings.HasPrefix(p.name, "direct-") {
+			continue
+		}
 		refs := []string{"direct"}
-		if strings.HasPrefix(p.name, "golvs-") {
+		if p.direct != "" {
+			refs = []string{p.direct} // another lab: the proxies ran in the NAT lab
+		} else if strings.HasPrefix(p.name, "golvs-") {
 			refs = append(refs, proxies...)
 		}
 		for _, ref := range refs {
@@ -179,12 +275,12 @@ func (r *dpRun) reqLoop(addr netip.AddrPort, n int) DPReq {
 		return res
 	}
 	res.Tool = "go"
-	hist, reqs, errs, first, el := r.goLoop(addr, n, d)
-	res.Requests, res.Errors, res.Seconds = reqs, errs, el.Seconds()
-	res.RPS = Num(float64(reqs) / el.Seconds())
-	res.P50us, res.P99us = Num(hist.percentile(50)/1e3), Num(hist.percentile(99)/1e3)
-	if first != nil {
-		res.Error = first.Error()
+	g := r.goLoop(addr, n, d)
+	res.Requests, res.Errors, res.Seconds = g.reqs, g.errs, g.el.Seconds()
+	res.RPS = Num(float64(g.reqs) / g.el.Seconds())
+	res.P50us, res.P99us = Num(g.hist.percentile(50)/1e3), Num(g.hist.percentile(99)/1e3)
+	if g.first != nil {
+		res.Error = g.first.Error()
 	}
 	return res
 }
@@ -279,10 +375,20 @@ func (r *dpRun) runWrk(addr netip.AddrPort, n int, d time.Duration) (wrkResult, 
 	return parseWrk(string(out))
 }
 
+// goResult is what goLoop measured.
+type goResult struct {
+	hist       *latHist
+	reqs, errs uint64
+	first      error // the first failure
+	el         time.Duration
+}
+
 // goLoop is the request loop without wrk: n goroutines, each on a thread
 // of its own in the client's namespace, for d.
-func (r *dpRun) goLoop(addr netip.AddrPort, n int, d time.Duration) (hist *latHist, reqs, errs uint64, first error, el time.Duration) {
-	hist = new(latHist)
+func (r *dpRun) goLoop(addr netip.AddrPort, n int, d time.Duration) goResult {
+	hist := new(latHist)
+	var reqs, errs uint64
+	var first error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -323,7 +429,7 @@ func (r *dpRun) goLoop(addr netip.AddrPort, n int, d time.Duration) (hist *latHi
 		}()
 	}
 	wg.Wait()
-	return hist, reqs, errs, first, time.Since(start)
+	return goResult{hist: hist, reqs: reqs, errs: errs, first: first, el: time.Since(start)}
 }
 
 // stream fetches StreamBytes on one connection.
