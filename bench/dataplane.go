@@ -1180,7 +1180,10 @@ func (r *dpRun) ratios() {
 			continue
 		}
 		for _, ref := range r.rep.Cells {
-			if ref.Golvs || ref.Mix != g.Mix || ref.Placement != g.Placement || ref.Forwarder == fwdSink && g.Forwarder == fwdSink {
+			// The references, and golvs's own variants of this row
+			// (golvs-nat-w1 against -v3, -nodrop, -txring).
+			variant := ref.Golvs && strings.HasPrefix(ref.Forwarder, g.Forwarder+"-")
+			if ref.Golvs && !variant || ref.Mix != g.Mix || ref.Placement != g.Placement {
 				continue
 			}
 			r.rep.Ratios = append(r.rep.Ratios, DPRatio{Golvs: g.Forwarder, Reference: ref.Forwarder, Placement: g.Placement, Mix: g.Mix,
