@@ -71,6 +71,7 @@ type DataplaneConfig struct {
 	NoDropRow   bool          // skip the golvs NAT row without the drop rule
 	TxRingRow   bool          // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
 	Refs        []string      // packet-rate references to measure (nil: all the host has)
+	NoSearch    bool          // skip the lossless-rate search
 	CPUProfile  string
 	Progress    func(done, total int, what string)
 }
@@ -170,6 +171,10 @@ type DPCell struct {
 	// CPUus is the director's CPU time per forwarded frame (split
 	// placement: see dirCPU), in microseconds.
 	CPUus Num `json:"cpu_us_per_frame"`
+	// LosslessPPS is the highest offered rate found forwarded with at
+	// most searchLoss lost (RFC 2544's throughput, bisected; first
+	// placement only).
+	LosslessPPS Num `json:"lossless_pps"`
 }
 
 // DPRatio is a golvs cell over a reference cell of the same mix and
@@ -180,6 +185,7 @@ type DPRatio struct {
 	Placement string `json:"placement"`
 	Mix       Mix    `json:"mix"`
 	PPS       Num    `json:"pps_ratio"`
+	Lossless  Num    `json:"lossless_ratio"`
 	P99       Num    `json:"p99_ratio"`
 	// AddedP50us is golvs's p50 less the reference's, at the latency
 	// rate: what golvs adds per crossing when the reference is the
@@ -767,6 +773,10 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		// (its counter also counts the odd ARP or neighbour frame).
 		st = &rxStats{Recv: min(r.linkRx()-rx0, g.Sent)}
 	}
+	lossless := Num(math.NaN())
+	if c.Rate == 0 && !sink && !c.NoSearch && r.pl == r.places[0] && st.Recv > 0 {
+		lossless = r.search(plan, float64(st.Recv)/g.Elapsed.Seconds(), float64(g.Sent)/g.Elapsed.Seconds())
+	}
 	lat := st
 	measured := false
 	if c.Rate == 0 && c.LatRate > 0 && !sink && r.pl == r.places[0] {
@@ -786,6 +796,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	cl.FwdPPS = Num(float64(st.Recv) / g.Elapsed.Seconds())
 	cl.Loss = Num(1 - float64(st.Recv)/float64(g.Sent))
 	cl.LatLoss = Num(math.NaN())
+	cl.LosslessPPS = lossless
 	cl.CPUus = Num(math.NaN())
 	if cpu > 0 && st.Recv > 0 && !sink {
 		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
@@ -803,6 +814,47 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		cl.LatLoss = Num(1 - float64(lat.Recv)/(c.LatRate*min(c.Duration, time.Second).Seconds()))
 	}
 	return cl
+}
+
+// The lossless-rate search: searchSteps offers of searchStep each.
+const (
+	searchSteps = 5
+	searchStep  = 400 * time.Millisecond
+	searchLoss  = 0.01
+)
+
+// search bisects the offered rate for the highest one forwarded with at
+// most searchLoss lost, starting from what the forwarder managed flat out
+// (fwd) below what the generator offered (sent). Flat out, a forwarder
+// that cannot keep up is measured in overload, where what it forwards
+// depends on how the CPU is split between the kernel's receive processing
+// of frames it will drop and the forwarder itself (and, on two CPUs, on
+// how fast the generator is then); the lossless rate does not.
+func (r *dpRun) search(plan *flowPlan, fwd, sent float64) Num {
+	lo, hi := 0.0, max(sent, fwd)
+	rate := fwd
+	for i := 0; i < searchSteps; i++ {
+		rate = max(rate, MinDPRate)
+		r.tag++
+		if r.tag == 0xffff {
+			r.tag = 1
+		}
+		r.rx.take(r.tag)
+		g := r.send(plan, r.tag, rate, min(searchStep, r.c.Duration), r.c.MaxPackets)
+		r.synNext = plan.next
+		time.Sleep(dpDrain)
+		st := r.rx.take(0)
+		if g.Sent > 0 && float64(st.Recv) >= float64(g.Sent)*(1-searchLoss) {
+			lo = max(lo, float64(g.Sent)/g.Elapsed.Seconds())
+		} else {
+			hi = rate
+		}
+		rate = (lo + hi) / 2
+	}
+	if lo == 0 {
+		return Num(math.NaN())
+	}
+	return Num(lo)
 }
 
 // linkRx returns the frames the director's ext0 has received (its kernel
@@ -960,6 +1012,20 @@ func startCeiling(r *dpRun) (func(), error) {
 		}
 		if f.out, err = netio.OpenTx(lab.DirInt); err != nil {
 			f.in.Close()
+			return err
+		}
+		// And golvs's drop rule, for the frames it forwards, so the
+		// kernel does not run them through IP as well.
+		f.drop, err = netio.OpenDropRule([]string{lab.DirExt})
+		if err == nil {
+			err = f.drop.Set([]netio.Match{{Addr: lab.VIP.As4()}}, nil)
+		}
+		if errors.Is(err, netio.ErrNoNftables) {
+			r.note("netio-ceiling: no drop rule (%v): the kernel also runs its frames through IP", err)
+			f.drop, err = nil, nil
+		}
+		if err != nil {
+			f.close()
 		}
 		return err
 	})
@@ -1188,6 +1254,7 @@ func (r *dpRun) ratios() {
 			}
 			r.rep.Ratios = append(r.rep.Ratios, DPRatio{Golvs: g.Forwarder, Reference: ref.Forwarder, Placement: g.Placement, Mix: g.Mix,
 				PPS: Num(float64(g.FwdPPS) / float64(ref.FwdPPS)), P99: Num(float64(g.P99us) / float64(ref.P99us)),
+				Lossless:   g.LosslessPPS / ref.LosslessPPS,
 				AddedP50us: g.P50us - ref.P50us})
 		}
 	}

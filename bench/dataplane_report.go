@@ -44,6 +44,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&places, "placement", "split,inline", "where the director's work runs: split (its threads and its kernel receive processing on their own CPU), inline (on the generator's CPU)")
 	fs.StringVar(&refs, "refs", strings.Join(allRefs, ","), "packet-rate references to measure, comma-separated (those the host lacks are skipped)")
 	fs.BoolVar(&c.TxRingRow, "tx-ring-row", true, "add a golvs NAT row whose workers send through PACKET_TX_RINGs (golvs run --tx ring) instead of sendmmsg")
+	fs.BoolVar(&c.NoSearch, "no-search", false, "skip the search for each forwarder's lossless rate (highest offered rate forwarded with at most 1% lost; first placement)")
 	fs.BoolVar(&c.NoDropRow, "no-drop-row", false, "skip the golvs NAT row without the drop rule (--no-drop-rule), whose gap to the default row is the rule's gain")
 	fs.IntVar(&c.RealServers, "rs", 2, fmt.Sprintf("real servers (1..%d)", MaxDPServers))
 	fs.StringVar(&conc, "concurrency", "1,10,50", fmt.Sprintf("request loops: connections at once, comma-separated (each 1..%d; empty: no request loops)", MaxDPConc))
@@ -193,15 +194,16 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 		fmt.Fprintf(w, "placement %s: %s\n", p.Name, p.What)
 	}
 	fmt.Fprintf(w, "cpu us/fwd (split only) = the director's CPU time per forwarded frame: its threads' time and the irq/softirq time of its CPUs (the kernel's\nreceive processing, all of a kernel forwarder's work), so time other programs take from those CPUs is not counted\n")
+	fmt.Fprintf(w, "lossless/s (first placement) = the highest offered rate forwarded with at most %.0f%% lost, bisected in %d offers of %s (RFC 2544's throughput): flat out, a\nforwarder in overload shares its CPU with the kernel's receive processing of frames it then drops, so fwd/s depends on how fast the generator was\n", searchLoss*100, searchSteps, searchStep)
 	fmt.Fprintf(w, "fwd/s = frames reaching the real servers a second; latency = a CLOCK_MONOTONIC stamp in the payload to the kernel's receive time at the real server")
 	if r.Rate == 0 && r.LatRate > 0 {
 		fmt.Fprintf(w, ",\nmeasured after each flat-out run for up to 1s at %.0f frames/s, in the first placement (lat loss: frames lost then)", r.LatRate)
 	}
 	fmt.Fprintf(w, "\n\n")
-	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tcpu us/fwd\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs drops\t\n")
+	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tlossless/s\tcpu us/fwd\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs drops\t\n")
 	for _, c := range r.Cells {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
-			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"), fmtNum(c.CPUus, "%.2f"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
+			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"), fmtNum(c.LosslessPPS, "%.0f"), fmtNum(c.CPUus, "%.2f"),
 			fmtNum(c.P50us, "%.1f"), fmtNum(c.P90us, "%.1f"), fmtNum(c.P99us, "%.1f"), fmtNum(max(c.LatLoss, 0)*100, "%.1f%%"), fmtDrops(c.Drops))
 	}
 	if err := tw.Flush(); err != nil {
@@ -209,9 +211,9 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 	}
 	if len(r.Ratios) > 0 {
 		fmt.Fprintf(w, "\nratios, golvs / reference, same run and placement (fwd/s: above 1 golvs forwards more; p99: above 1 golvs is slower;\nadded p50: golvs's p50 less the reference's at the latency rate, per crossing when the reference is kernel-forward)\n")
-		fmt.Fprintf(tw, "placement\tgolvs\treference\tmix\tfwd/s\tp99\tadded p50 us\t\n")
+		fmt.Fprintf(tw, "placement\tgolvs\treference\tmix\tfwd/s\tlossless/s\tp99\tadded p50 us\t\n")
 		for _, x := range r.Ratios {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Placement, x.Golvs, x.Reference, x.Mix, fmtNum(x.PPS, "%.3f"), fmtNum(x.P99, "%.2f"), fmtNum(x.AddedP50us, "%.0f"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Placement, x.Golvs, x.Reference, x.Mix, fmtNum(x.PPS, "%.3f"), fmtNum(x.Lossless, "%.3f"), fmtNum(x.P99, "%.2f"), fmtNum(x.AddedP50us, "%.0f"))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -291,6 +293,28 @@ func PlotDataplane(r *DataplaneReport, dir string) error {
 			"thousand frames/s reaching the real servers", fwds, ss, false)
 		if err != nil {
 			return err
+		}
+	}
+	if len(places) > 0 {
+		var ss []series
+		any := false
+		for _, m := range mixes {
+			v := make([]float64, len(fwds))
+			for i, f := range fwds {
+				v[i] = math.NaN()
+				if c := cell(places[0], f, m); c != nil {
+					v[i] = float64(c.LosslessPPS) / 1e3
+					any = any || !math.IsNaN(v[i])
+				}
+			}
+			ss = append(ss, series{string(m), v})
+		}
+		if any {
+			err := hbarChart(dir, "dataplane_lossless", fmt.Sprintf("Highest rate forwarded with at most %.0f%% lost, %d-byte frames (%s placement)", searchLoss*100, r.Size, places[0]),
+				"thousand frames/s offered and forwarded", fwds, ss, false)
+			if err != nil {
+				return err
+			}
 		}
 	}
 	if len(places) > 0 && r.LatRate > 0 {

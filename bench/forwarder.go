@@ -8,7 +8,8 @@ import (
 	"github.com/golvs/golvs/packet"
 )
 
-// ceilingForwarder is golvs's netio with no per-packet work: it takes each
+// ceilingForwarder is golvs's netio (its rings, fanout group, drop rule
+// and transmit, waiting as golvs's workers wait) with no per-packet work: it takes each
 // frame from the director's client-side ring and sends it unchanged but
 // for its MACs out of the server side, to the real servers in turn. No
 // decode, no lookup, no rewrite: what it moves is the ceiling AF_PACKET
@@ -16,6 +17,7 @@ import (
 type ceilingForwarder struct {
 	in   *netio.Ring
 	out  *netio.Tx
+	drop *netio.DropRule // golvs's drop rule, for the VIP
 	src  [6]byte
 	dsts [][6]byte
 	Fwd  uint64
@@ -63,4 +65,7 @@ func (c *ceilingForwarder) run(stop <-chan struct{}, pin func()) {
 func (c *ceilingForwarder) close() {
 	c.in.Close()
 	c.out.Close()
+	if c.drop != nil {
+		c.drop.Close()
+	}
 }
