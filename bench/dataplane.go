@@ -282,6 +282,7 @@ type dpRun struct {
 	nginxModule string
 	peerExit    string    // set by a peer's stop: what it said when it had exited by itself
 	wrk         string    // wrk's path ("": the built-in request loop)
+	counters    func() map[string]uint64 // a reference's own counters, while it runs (the netio ceiling)
 	curGolvs    *golvsDir // the golvs path the request loops run through
 }
 
@@ -763,6 +764,10 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		rx0 = r.linkRx()
 	}
 	cpu0 := r.dirCPU()
+	var cnt0 map[string]uint64
+	if r.counters != nil {
+		cnt0 = r.counters()
+	}
 	g := r.send(plan, r.tag, c.Rate, c.Duration, c.MaxPackets)
 	cpu := r.dirCPU() - cpu0
 	r.synNext = plan.next
@@ -797,6 +802,17 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	cl.Loss = Num(1 - float64(st.Recv)/float64(g.Sent))
 	cl.LatLoss = Num(math.NaN())
 	cl.LosslessPPS = lossless
+	if r.counters != nil {
+		// The flat-out run's, as golvs's counters are.
+		for k, v := range r.counters() {
+			if n := v - cnt0[k]; n > 0 {
+				if cl.Drops == nil {
+					cl.Drops = map[string]uint64{}
+				}
+				cl.Drops[k] = n
+			}
+		}
+	}
 	cl.CPUus = Num(math.NaN())
 	if cpu > 0 && st.Recv > 0 && !sink {
 		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
@@ -1042,7 +1058,8 @@ func startCeiling(r *dpRun) (func(), error) {
 			}
 		})
 	}()
-	return func() { close(stop); <-done; f.close() }, nil
+	r.counters = f.counters
+	return func() { close(stop); <-done; r.counters = nil; f.close() }, nil
 }
 
 // startNFT makes the director's kernel a NAT: nftables DNAT with

@@ -18,6 +18,7 @@ type ceilingForwarder struct {
 	in   *netio.Ring
 	out  *netio.Tx
 	drop *netio.DropRule // golvs's drop rule, for the VIP
+	ring netio.RingStats // the ring's counters so far
 	src  [6]byte
 	dsts [][6]byte
 	Fwd  uint64
@@ -60,6 +61,15 @@ func (c *ceilingForwarder) run(stop <-chan struct{}, pin func()) {
 			b.Release()
 		}
 	}
+}
+
+// counters are the ceiling's ring and transmit counters, by golvs's
+// names. The ring's are read (and reset) here: nothing else reads them.
+func (c *ceilingForwarder) counters() map[string]uint64 {
+	st, _ := c.in.Stats()
+	c.ring.Add(st)
+	tx := c.out.Stats()
+	return map[string]uint64{"ring-packets": c.ring.Packets, "ring-drops": c.ring.Drops, "tx-dropped": tx.Dropped, "tx-errors": tx.Errors}
 }
 
 func (c *ceilingForwarder) close() {
