@@ -280,10 +280,10 @@ type dpRun struct {
 	peers    map[string]string // optional peers this host has: name -> path
 	// nginxModule is the stream module nginx loads ("": built in).
 	nginxModule string
-	peerExit    string    // set by a peer's stop: what it said when it had exited by itself
-	wrk         string    // wrk's path ("": the built-in request loop)
+	peerExit    string                   // set by a peer's stop: what it said when it had exited by itself
+	wrk         string                   // wrk's path ("": the built-in request loop)
 	counters    func() map[string]uint64 // a reference's own counters, while it runs (the netio ceiling)
-	curGolvs    *golvsDir // the golvs path the request loops run through
+	curGolvs    *golvsDir                // the golvs path the request loops run through
 }
 
 type genJob struct {
