@@ -262,7 +262,7 @@ func hbarChart(dir, name, title, xlabel string, cats []string, ss []series, logX
 			}
 		}
 	} else {
-		p.X.Min, p.X.Max = 0, max(top, 1e-9)*1.3
+		p.X.Min, p.X.Max = 0, max(top, 1e-9)*1.4 // room for the legend at the top right
 	}
 	for i, s := range ss {
 		off := (float64(len(ss)-1)/2 - float64(i)) / float64(len(ss)) * 0.8 // the first series on top
