@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -13,10 +11,12 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/conntrack"
@@ -36,9 +36,8 @@ const (
 	DefaultDPPacket = 100_000_000
 	MaxDPWorkers    = 64
 	MaxDPServers    = 16
-	MaxDPConns      = 100_000
+	MaxDPConc       = 1000
 	MaxStreamBytes  = 64 << 20 // what lab.Serve answers at most
-	dpConnTime      = 5 * time.Second
 	dpDrain         = 200 * time.Millisecond
 	dpConntrackMax  = 1 << 22
 )
@@ -64,9 +63,15 @@ type DataplaneConfig struct {
 	Mixes       []Mix
 	Modes       []string
 	RealServers int
-	Conns       int // TCP connections of the connection-rate test
-	StreamBytes int // bytes of the single-stream test
-	Ring        int // golvs's receive ring version (2 or 3; 0: 2)
+	Concurrency []int         // request loops: connections at once (empty: no request loops)
+	ReqDuration time.Duration // per request-loop cell (0: Duration)
+	StreamBytes int           // bytes of the single-stream test
+	Rings       []int         // golvs's receive ring versions to measure (2, 3)
+	Placements  []string      // "split" (director work on its own CPUs), "inline" (on the generator's)
+	NoDropRow   bool          // skip the golvs NAT row without the drop rule
+	TxRingRow   bool          // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
+	Refs        []string      // packet-rate references to measure (nil: all the host has)
+	NoSearch    bool          // skip the lossless-rate search
 	CPUProfile  string
 	Progress    func(done, total int, what string)
 }
@@ -74,8 +79,6 @@ type DataplaneConfig struct {
 // Validate checks every limit and names the one that is broken.
 func (c *DataplaneConfig) Validate() error {
 	switch {
-	case c.Ring != 0 && c.Ring != 2 && c.Ring != 3:
-		return fmt.Errorf("bench dataplane: --ring %d: allowed 2 or 3", c.Ring)
 	case c.Duration <= 0 || c.Duration > MaxDPDuration:
 		return fmt.Errorf("bench dataplane: --duration %s out of range (allowed: more than 0, at most %s)", c.Duration, MaxDPDuration)
 	case c.Rate != 0 && (c.Rate < MinDPRate || c.Rate > MaxDPRate):
@@ -90,16 +93,38 @@ func (c *DataplaneConfig) Validate() error {
 		return fmt.Errorf("bench dataplane: --packets %d out of range (allowed: 1..%d per measurement)", c.MaxPackets, MaxDPPackets)
 	case c.RealServers < 1 || c.RealServers > MaxDPServers:
 		return fmt.Errorf("bench dataplane: --rs %d out of range (allowed: 1..%d)", c.RealServers, MaxDPServers)
-	case c.Conns < 0 || c.Conns > MaxDPConns:
-		return fmt.Errorf("bench dataplane: --conns %d out of range (allowed: 0..%d; 0 skips the TCP tests)", c.Conns, MaxDPConns)
+	case c.ReqDuration < 0 || c.ReqDuration > MaxDPDuration:
+		return fmt.Errorf("bench dataplane: --req-duration %s out of range (allowed: 0 for --duration, at most %s)", c.ReqDuration, MaxDPDuration)
+	case len(c.Rings) == 0:
+		return errors.New("bench dataplane: --ring is empty (want 2, 3 or 2,3)")
+	case len(c.Placements) == 0:
+		return errors.New("bench dataplane: --placement is empty (want split, inline)")
 	case c.StreamBytes < 0 || c.StreamBytes > MaxStreamBytes:
 		return fmt.Errorf("bench dataplane: --stream-bytes %d out of range (allowed: 0..%d; 0 skips the stream test)", c.StreamBytes, MaxStreamBytes)
 	case len(c.Workers) == 0:
 		return errors.New("bench dataplane: --workers is empty (want a list such as 1,2)")
-	case len(c.Mixes) == 0:
-		return errors.New("bench dataplane: --mix is empty (want syn, est, udp)")
 	case len(c.Modes) == 0:
 		return errors.New("bench dataplane: --modes is empty (want nat, dr, tun, fullnat)")
+	}
+	for _, n := range c.Concurrency {
+		if n < 1 || n > MaxDPConc {
+			return fmt.Errorf("bench dataplane: --concurrency %d out of range (allowed: 1..%d)", n, MaxDPConc)
+		}
+	}
+	for _, v := range c.Rings {
+		if v != 2 && v != 3 {
+			return fmt.Errorf("bench dataplane: --ring %d: allowed 2 or 3", v)
+		}
+	}
+	for _, ref := range c.Refs {
+		if !slices.Contains(allRefs, ref) {
+			return fmt.Errorf("bench dataplane: unknown reference %q (want %s)", ref, strings.Join(allRefs, ", "))
+		}
+	}
+	for _, p := range c.Placements {
+		if p != placeSplit && p != placeInline {
+			return fmt.Errorf("bench dataplane: unknown placement %q (want split, inline)", p)
+		}
 	}
 	for _, w := range c.Workers {
 		if w < 1 || w > MaxDPWorkers {
@@ -121,8 +146,11 @@ func (c *DataplaneConfig) Validate() error {
 
 // DPCell is one forwarder carrying one mix.
 type DPCell struct {
-	Forwarder  string            `json:"forwarder"` // golvs-nat-w1, kernel-forward, netio-ceiling, nft-dnat
+	Forwarder  string            `json:"forwarder"` // golvs-nat-w1, kernel-forward, netio-ceiling, nft-dnat, generator-sink
+	Placement  string            `json:"placement"` // split or inline
 	Golvs      bool              `json:"golvs"`
+	Ring       int               `json:"ring,omitempty"`
+	NoDropRule bool              `json:"no_drop_rule,omitempty"`
 	Mode       string            `json:"mode,omitempty"`
 	Workers    int               `json:"workers,omitempty"`
 	Mix        Mix               `json:"mix"`
@@ -140,27 +168,63 @@ type DPCell struct {
 	LatRate    float64           `json:"latency_rate_pps,omitempty"` // flat out: the rate latency was measured at
 	LatLoss    Num               `json:"latency_loss"`
 	Drops      map[string]uint64 `json:"drops,omitempty"` // golvs's counters, nonzero ones
+	// CPUus is the director's CPU time per forwarded frame (split
+	// placement: see dirCPU), in microseconds.
+	CPUus Num `json:"cpu_us_per_frame"`
+	// LosslessPPS is the highest offered rate found forwarded with at
+	// most searchLoss lost (RFC 2544's throughput, bisected; first
+	// placement only).
+	LosslessPPS Num `json:"lossless_pps"`
 }
 
-// DPRatio is a golvs cell over a reference cell of the same mix.
+// DPRatio is a golvs cell over a reference cell of the same mix and
+// placement.
 type DPRatio struct {
 	Golvs     string `json:"golvs"`
 	Reference string `json:"reference"`
+	Placement string `json:"placement"`
 	Mix       Mix    `json:"mix"`
 	PPS       Num    `json:"pps_ratio"`
+	Lossless  Num    `json:"lossless_ratio"`
 	P99       Num    `json:"p99_ratio"`
+	// AddedP50us is golvs's p50 less the reference's, at the latency
+	// rate: what golvs adds per crossing when the reference is the
+	// kernel's own forwarding.
+	AddedP50us Num `json:"added_p50_us"`
 }
 
-// DPTCP is the TCP test of one path.
-type DPTCP struct {
-	Path        string  `json:"path"` // direct (kernel routing) or golvs-nat-wN
-	Conns       int     `json:"conns"`
-	Failed      int     `json:"failed"`
-	CPS         Num     `json:"conns_per_s"`
-	StreamBytes int     `json:"stream_bytes"`
-	StreamMBps  Num     `json:"stream_MBps"`
-	Error       string  `json:"error,omitempty"`
-	Seconds     float64 `json:"seconds"`
+// DPReq is one request loop: Concurrency connections at once, each
+// opening a TCP connection, sending one HTTP request (Connection: close),
+// reading the answer to its end, and starting again.
+type DPReq struct {
+	Path        string            `json:"path"` // direct, golvs-nat-w1, haproxy-tcp, nginx-stream
+	Concurrency int               `json:"concurrency"`
+	Tool        string            `json:"tool"` // wrk, or the built-in Go loop
+	Requests    uint64            `json:"requests"`
+	Errors      uint64            `json:"errors"`
+	Seconds     float64           `json:"seconds"`
+	RPS         Num               `json:"req_per_s"`
+	P50us       Num               `json:"p50_us"`
+	P99us       Num               `json:"p99_us"`
+	Error       string            `json:"error,omitempty"`
+	Drops       map[string]uint64 `json:"drops,omitempty"` // golvs's counters that moved
+}
+
+// DPStream is one TCP stream's transfer.
+type DPStream struct {
+	Path  string `json:"path"`
+	Bytes int    `json:"bytes"`
+	MBps  Num    `json:"MBps"`
+	Error string `json:"error,omitempty"`
+}
+
+// DPPathRatio is a path's request rate (or stream throughput) over
+// another's in the same run.
+type DPPathRatio struct {
+	Path        string `json:"path"`
+	Reference   string `json:"reference"`
+	Concurrency int    `json:"concurrency,omitempty"` // 0: the stream
+	Ratio       Num    `json:"ratio"`
 }
 
 // DPSkip is a reference or mode that was not measured, and why.
@@ -171,21 +235,29 @@ type DPSkip struct {
 
 // DataplaneReport is the outcome of one run.
 type DataplaneReport struct {
-	Topology    string    `json:"topology"`
-	CPUs        int       `json:"cpus"`
-	Pinning     string    `json:"pinning"`
-	Duration    float64   `json:"duration_s"`
-	Rate        float64   `json:"rate_pps"` // 0: flat out
-	LatRate     float64   `json:"latency_rate_pps"`
-	Size        int       `json:"frame_bytes"`
-	Flows       int       `json:"flows"`
-	RealServers int       `json:"real_servers"`
-	Cells       []DPCell  `json:"cells"`
-	Ratios      []DPRatio `json:"ratios"`
-	TCP         []DPTCP   `json:"tcp"`
-	TCPRatios   []DPRatio `json:"tcp_ratios"`
-	Skipped     []DPSkip  `json:"skipped"`
-	Notes       []string  `json:"notes"`
+	Topology    string        `json:"topology"`
+	CPUs        int           `json:"cpus"`
+	Pinning     string        `json:"pinning"`
+	Duration    float64       `json:"duration_s"`
+	Rate        float64       `json:"rate_pps"` // 0: flat out
+	LatRate     float64       `json:"latency_rate_pps"`
+	Size        int           `json:"frame_bytes"`
+	Flows       int           `json:"flows"`
+	RealServers int           `json:"real_servers"`
+	Placements  []DPPlacement `json:"placements"`
+	Cells       []DPCell      `json:"cells"`
+	Ratios      []DPRatio     `json:"ratios"`
+	Requests    []DPReq       `json:"requests"`
+	Streams     []DPStream    `json:"streams"`
+	PathRatios  []DPPathRatio `json:"path_ratios"`
+	Skipped     []DPSkip      `json:"skipped"`
+	Notes       []string      `json:"notes"`
+}
+
+// DPPlacement says where a placement put the work.
+type DPPlacement struct {
+	Name string `json:"name"`
+	What string `json:"what"`
 }
 
 // dpRun is the state of a run: the lab and the instruments in it.
@@ -199,15 +271,19 @@ type dpRun struct {
 	tag      uint16
 	synNext  uint64
 	dirMAC   [6]byte
-	genCPUs  []int
-	dirCPUs  []int
+	genCPU   []int      // the generator's CPU (the first), in every placement
+	pl       *placement // the current placement
+	places   []*placement
 	step     int
 	steps    int
 	fwdSaved string
 	peers    map[string]string // optional peers this host has: name -> path
 	// nginxModule is the stream module nginx loads ("": built in).
 	nginxModule string
-	peerExit    string // set by a peer's stop: what it said when it had exited by itself
+	peerExit    string                   // set by a peer's stop: what it said when it had exited by itself
+	wrk         string                   // wrk's path ("": the built-in request loop)
+	counters    func() map[string]uint64 // a reference's own counters, while it runs (the netio ceiling)
+	curGolvs    *golvsDir                // the golvs path the request loops run through
 }
 
 type genJob struct {
@@ -230,6 +306,29 @@ func (r *dpRun) note(format string, a ...any) {
 	r.rep.Notes = append(r.rep.Notes, fmt.Sprintf(format, a...))
 }
 
+// Placements of the director's work, for the packet-rate cells.
+const (
+	// placeSplit: every cost of the director on its own CPUs: its
+	// threads pinned there, the kernel's receive processing of its
+	// client-side interface moved there with RPS; the generator, the
+	// lan bridge and the counting receivers on the first CPU.
+	placeSplit = "split"
+	// placeInline: the director's work on the generator's CPU: its
+	// threads pinned there and the kernel's receive processing of the
+	// generator's frames done inline, in the generator's send (no RPS);
+	// the lan bridge and the receivers on the other CPUs.
+	placeInline = "inline"
+)
+
+// placement is where a placement puts each piece of work.
+type placement struct {
+	name    string
+	genCPUs []int // the generator
+	dirCPUs []int // the director's threads
+	rpsCPUs []int // the kernel's receive processing of ext0 (nil: inline, where the frame was sent)
+	rxCPUs  []int // the receivers and the lan bridge's receive processing
+}
+
 // RunDataplane builds the lab, measures every forwarder and removes the
 // lab again, also on error.
 func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
@@ -245,7 +344,7 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 		Duration: c.Duration.Seconds(), Rate: c.Rate, LatRate: c.LatRate, Size: c.Size, Flows: c.Flows, RealServers: c.RealServers,
 	}
 	r := &dpRun{c: c, rep: rep}
-	r.planCPUs()
+	places := r.planCPUs()
 	topo, err := lab.BuildNAT(lab.Options{Suffix: lab.RandomSuffix(), RealServers: c.RealServers})
 	if err != nil {
 		return nil, fmt.Errorf("bench dataplane: %w", err)
@@ -255,14 +354,26 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	defer pinAll(nil, nil) // every thread back on every CPU
 
 	refs := r.references(hostPeers)
-	golvsRuns := len(c.Workers) * len(c.Modes)
+	golvsRuns := r.golvsRuns()
 	proxies := r.proxies()
-	r.steps = 4 + 2*len(proxies) + (len(refs)+golvsRuns)*len(c.Mixes)
+	reqPaths := 2 + len(c.Rings) + len(proxies) // direct, golvs nat per ring, fullnat, proxies
+	if !slices.Contains(c.Modes, "fullnat") {
+		reqPaths--
+	}
+	if slices.Contains(c.Modes, "dr") {
+		reqPaths += 2 // direct-dr, golvs-dr
+	}
+	r.steps = reqPaths*(len(c.Concurrency)+1) + len(places)*(len(refs)+len(golvsRuns))*len(c.Mixes)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i, rs := range topo.RS {
-		if _, err := lab.Serve(ctx, rs, fmt.Sprintf("rs%d", i+1), []int{80}, []int{53}); err != nil {
+		// Port 8080 is for the direct request loops: a connection the
+		// client opened to RIP:80 itself would leave a TIME_WAIT entry
+		// on the real server that a later connection through the VIP,
+		// with the same ports but the client's TCP timestamps for
+		// another address, runs into.
+		if _, err := lab.Serve(ctx, rs, fmt.Sprintf("rs%d", i+1), []int{80, directPort}, []int{53}); err != nil {
 			return nil, fmt.Errorf("bench dataplane: %w", err)
 		}
 	}
@@ -272,15 +383,31 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	if r.fwdSaved, err = lab.WriteSysctl(topo.Director, "net/ipv4/ip_forward", "0"); err != nil {
 		return nil, fmt.Errorf("bench dataplane: %w", err)
 	}
-	if c.Conns > 0 || c.StreamBytes > 0 {
+	// The request loops' client closes each connection as soon as its
+	// answer is read, so each leaves a TIME_WAIT entry behind: with the
+	// default 28,000 ports a loop runs out of them within seconds and
+	// connect() slows to a crawl searching for one. A load generator's
+	// usual settings: all ports, and TIME_WAIT ports reused (timestamps
+	// keep that safe). The same in the director's namespace, for the
+	// proxies' connections to the real servers (golvs uses no kernel
+	// socket there). The namespaces are the bench's own.
+	for _, ns := range []*lab.NS{topo.Client, topo.Director} {
+		if err := loadGenSysctls(ns); err != nil {
+			return nil, fmt.Errorf("bench dataplane: %w", err)
+		}
+	}
+	if len(c.Concurrency) > 0 || c.StreamBytes > 0 {
 		if err := r.tcpTests(proxies); err != nil {
 			return nil, err
 		}
 	} else {
-		r.step += 4 + 2*len(proxies)
+		r.step += reqPaths * (len(c.Concurrency) + 1)
 		for _, p := range proxies {
-			r.skip(p, "the TCP tests are off (--conns 0 --stream-bytes 0)")
+			r.skip(p, "the TCP tests are off (--concurrency '' --stream-bytes 0)")
 		}
+	}
+	if len(c.Mixes) == 0 {
+		return rep, nil // no floods
 	}
 	if err := r.setupPPS(); err != nil {
 		return nil, err
@@ -298,52 +425,145 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	for _, ref := range refs {
-		if err := ref.run(r); err != nil {
-			return nil, err
+	r.places = places
+	for _, pl := range places {
+		r.place(pl)
+		for _, ref := range refs {
+			if err := ref.run(r); err != nil {
+				return nil, err
+			}
 		}
-	}
-	for _, mode := range c.Modes {
-		for _, w := range c.Workers {
-			if err := r.golvsCells(mode, w); err != nil {
+		for _, g := range golvsRuns {
+			if err := r.golvsCells(g); err != nil {
 				return nil, err
 			}
 		}
 	}
 	r.ratios()
 	for _, cl := range rep.Cells {
-		if !cl.Golvs && c.Rate == 0 && float64(cl.Loss) < 0.01 {
-			r.note("%s/%s lost %.1f%% flat out: the generator, not it, set the rate; golvs's ratio to it is an upper bound", cl.Forwarder, cl.Mix, float64(cl.Loss)*100)
+		if cl.Forwarder != fwdSink && c.Rate == 0 && float64(cl.Loss) < 0.01 {
+			r.note("%s/%s/%s lost %.1f%% flat out: it kept up with the generator, which set the rate; ratios to it are upper bounds", cl.Placement, cl.Forwarder, cl.Mix, float64(cl.Loss)*100)
 		}
 	}
 	return rep, nil
 }
 
-// planCPUs splits the CPUs this process may use: the first for the
-// client side (generator, receivers, the bridge), the others for the
-// director (golvs's workers, the kernel's forwarding through RPS, the
-// netio ceiling).
-func (r *dpRun) planCPUs() {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		r.rep.CPUs = runtime.NumCPU()
-		r.rep.Pinning = "none (sched_getaffinity: " + err.Error() + ")"
-		return
+// directPort is the real servers' second HTTP port, for the direct path.
+const directPort = 8080
+
+// golvsRun is one golvs configuration measured in the packet-rate cells.
+type golvsRun struct {
+	mode    string
+	workers int
+	ring    int
+	noDrop  bool
+	txRing  bool
+}
+
+func (g golvsRun) name() string {
+	n := fmt.Sprintf("golvs-%s-w%d", g.mode, g.workers)
+	if g.ring == 3 {
+		n += "-v3"
 	}
+	if g.noDrop {
+		n += "-nodrop"
+	}
+	if g.txRing {
+		n += "-txring"
+	}
+	return n
+}
+
+// golvsRuns lists golvs's configurations: every mode and worker count
+// with the first ring, NAT with the other rings, and NAT without the drop
+// rule and with the TX ring (each difference a row of its own).
+func (r *dpRun) golvsRuns() []golvsRun {
+	var out []golvsRun
+	for i, ring := range r.c.Rings {
+		for _, mode := range r.c.Modes {
+			if i > 0 && mode != "nat" {
+				continue
+			}
+			for _, w := range r.c.Workers {
+				out = append(out, golvsRun{mode: mode, workers: w, ring: ring})
+			}
+		}
+	}
+	if slices.Contains(r.c.Modes, "nat") {
+		if !r.c.NoDropRow {
+			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], noDrop: true})
+		}
+		if r.c.TxRingRow {
+			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], txRing: true})
+		}
+	}
+	return out
+}
+
+// planCPUs lays out the placements over the CPUs this process may use:
+// the first CPU is the generator's in both.
+func (r *dpRun) planCPUs() []*placement {
+	var set unix.CPUSet
 	var cpus []int
-	for i := 0; i < 1024; i++ {
-		if set.IsSet(i) {
-			cpus = append(cpus, i)
+	if err := unix.SchedGetaffinity(0, &set); err == nil {
+		for i := 0; i < 1024; i++ {
+			if set.IsSet(i) {
+				cpus = append(cpus, i)
+			}
 		}
 	}
 	r.rep.CPUs = len(cpus)
 	if len(cpus) < 2 {
+		r.rep.CPUs = max(r.rep.CPUs, 1)
 		r.rep.Pinning = "none (one CPU: generator, director and kernel share it)"
+		r.rep.Placements = []DPPlacement{{Name: "shared", What: "one CPU: everything on it"}}
+		return []*placement{{name: "shared"}}
+	}
+	r.rep.Pinning = "sched_setaffinity for threads, RPS (rps_cpus in the namespaces) for the kernel's receive processing"
+	first, rest := cpus[:1], cpus[1:]
+	r.genCPU = first
+	var out []*placement
+	for _, name := range r.c.Placements {
+		switch name {
+		case placeSplit:
+			// With three CPUs or more the lan bridge and the receivers
+			// get their own, so the generator has one to itself.
+			dir, rx := rest, first
+			what := "generator, lan bridge (RPS) and receivers on CPU " + cpuList(first)
+			if len(rest) >= 2 {
+				dir, rx = rest[:len(rest)-1], rest[len(rest)-1:]
+				what = fmt.Sprintf("generator on CPU %s, lan bridge (RPS) and receivers on CPU %s", cpuList(first), cpuList(rx))
+			}
+			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: dir, rpsCPUs: dir, rxCPUs: rx})
+			r.rep.Placements = append(r.rep.Placements, DPPlacement{Name: name, What: fmt.Sprintf(
+				"all director work on CPU %s (its threads; the kernel's receive processing of ext0 through RPS); %s", cpuList(dir), what)})
+		case placeInline:
+			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: first, rxCPUs: rest})
+			r.rep.Placements = append(r.rep.Placements, DPPlacement{Name: name, What: fmt.Sprintf(
+				"director work inline on the generator's CPU %s (its threads; ext0's receive processing in the generator's send, no RPS); lan bridge (RPS) and receivers on CPU %s",
+				cpuList(first), cpuList(rest))})
+		}
+	}
+	return out
+}
+
+// place moves the work to pl: RPS of ext0 and of the bridge's port from
+// the director, the receivers' thread; the director's threads are pinned
+// by each cell (pinDirector), the generator stays where it is.
+func (r *dpRun) place(pl *placement) {
+	r.pl = pl
+	if pl.name == "shared" {
 		return
 	}
-	r.genCPUs, r.dirCPUs = cpus[:1], cpus[1:]
-	r.rep.Pinning = fmt.Sprintf("generator, receivers and the lan bridge (RPS) on CPU %s; director on CPU %s: golvs workers and every other thread of this process (sched_setaffinity), the kernel's receive processing on ext0 (RPS)",
-		cpuList(r.genCPUs), cpuList(r.dirCPUs))
+	if err := lab.SteerRPS(r.topo.Director, lab.DirExt, pl.rpsCPUs); err != nil {
+		r.note("%s: RPS of %s not set (%v)", pl.name, lab.DirExt, err)
+	}
+	if err := lab.SteerRPS(r.topo.Switch, "p-dir", pl.rxCPUs); err != nil {
+		r.note("%s: RPS of the lan bridge not set (%v)", pl.name, err)
+	}
+	if tid := r.rx.tid.Load(); tid != 0 {
+		_ = unix.SchedSetaffinity(int(tid), cpuSet(pl.rxCPUs))
+	}
 }
 
 func cpuList(c []int) string {
@@ -362,23 +582,23 @@ func cpuSet(c []int) *unix.CPUSet {
 	return &s
 }
 
-// pinSelf pins the calling (locked) thread to the client-side CPUs.
-func (r *dpRun) pinSelf() {
-	if len(r.genCPUs) > 0 {
-		_ = unix.SchedSetaffinity(0, cpuSet(r.genCPUs))
+// pinGen pins the calling (locked) thread to the generator's CPU.
+func (r *dpRun) pinGen() {
+	if len(r.genCPU) > 0 {
+		_ = unix.SchedSetaffinity(0, cpuSet(r.genCPU))
 	}
 }
 
 // pinDirector puts every thread of the process except the generator's and
-// the receivers' on the director's CPUs. golvs's workers are goroutines
-// locked to threads the director starts; they are found this way without
-// reaching into the director, and threads the runtime starts later inherit
-// the mask from the threads that start them.
+// the receivers' on the placement's director CPUs. golvs's workers are
+// goroutines locked to threads the director starts; they are found this
+// way without reaching into the director, and threads the runtime starts
+// later inherit the mask from the threads that start them.
 func (r *dpRun) pinDirector() {
-	if len(r.dirCPUs) == 0 {
+	if r.pl == nil || len(r.pl.dirCPUs) == 0 {
 		return
 	}
-	pinAll(cpuSet(r.dirCPUs), []int32{r.gen.tid.Load(), r.rx.tid.Load()})
+	pinAll(cpuSet(r.pl.dirCPUs), []int32{r.gen.tid.Load(), r.rx.tid.Load()})
 }
 
 // pinAll sets the affinity of every thread but skip (nil set: all CPUs).
@@ -439,7 +659,7 @@ func (r *dpRun) setupPPS() error {
 			return fmt.Errorf("bench dataplane: %w", err)
 		}
 	}
-	var tx *netio.Tx
+	var tx *netio.TxRing
 	var cmac [6]byte
 	err := t.Client.Do(func() error {
 		ifi, err := net.InterfaceByName("eth0")
@@ -447,7 +667,7 @@ func (r *dpRun) setupPPS() error {
 			return err
 		}
 		copy(cmac[:], ifi.HardwareAddr)
-		tx, err = netio.OpenTx("eth0")
+		tx, err = netio.OpenTxRing("eth0", netio.TxRingConfig{Frames: 4 * genBatch})
 		return err
 	})
 	if err == nil {
@@ -468,22 +688,14 @@ func (r *dpRun) setupPPS() error {
 	}
 	r.rx = newReceiver(rings)
 	r.gen = newGenerator(tx, cmac, r.dirMAC, r.c.Size, newMonoClock())
-	if len(r.dirCPUs) > 0 {
-		if err := lab.SteerRPS(t.Director, lab.DirExt, r.dirCPUs); err != nil {
-			r.note("RPS not set (%v): the kernel's receive processing stays on the sending CPU", err)
-		}
-		if err := lab.SteerRPS(t.Switch, "p-dir", r.genCPUs); err != nil {
-			r.note("RPS not set (%v): the bridge runs on the director's CPU", err)
-		}
-	}
-	go r.rx.run(r.pinSelf)
+	go r.rx.run(nil) // placed by place
 	r.genJobs = make(chan genJob)
 	started := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		r.gen.tid.Store(int32(unix.Gettid()))
-		r.pinSelf()
+		r.pinGen()
 		close(started)
 		for j := range r.genJobs {
 			j.res <- r.gen.run(j.plan, j.tag, j.rate, j.d, j.max)
@@ -546,12 +758,34 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		r.tag = 1
 	}
 	r.rx.take(r.tag)
+	sink := name == fwdSink
+	var rx0 uint64
+	if sink {
+		rx0 = r.linkRx()
+	}
+	cpu0 := r.dirCPU()
+	var cnt0 map[string]uint64
+	if r.counters != nil {
+		cnt0 = r.counters()
+	}
 	g := r.send(plan, r.tag, c.Rate, c.Duration, c.MaxPackets)
+	cpu := r.dirCPU() - cpu0
 	r.synNext = plan.next
 	time.Sleep(dpDrain)
 	st := r.rx.take(0)
+	if sink {
+		// Nothing forwards: what counts is what reached the director
+		// (its counter also counts the odd ARP or neighbour frame).
+		st = &rxStats{Recv: min(r.linkRx()-rx0, g.Sent)}
+	}
+	lossless := Num(math.NaN())
+	if c.Rate == 0 && !sink && !c.NoSearch && r.pl == r.places[0] && st.Recv > 0 {
+		lossless = r.search(plan, float64(st.Recv)/g.Elapsed.Seconds(), float64(g.Sent)/g.Elapsed.Seconds())
+	}
 	lat := st
-	if c.Rate == 0 && c.LatRate > 0 {
+	measured := false
+	if c.Rate == 0 && c.LatRate > 0 && !sink && r.pl == r.places[0] {
+		measured = true
 		// Flat out, latency is the depth of the fullest queue. Measure
 		// it again below saturation, where it means the forwarder's own.
 		r.tag++
@@ -561,20 +795,105 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		time.Sleep(dpDrain)
 		lat = r.rx.take(0)
 	}
-	cl := DPCell{Forwarder: name, Mix: mix, Sent: g.Sent, SendErrors: g.Errors, Received: st.Recv, PerRS: st.PerRS,
+	cl := DPCell{Forwarder: name, Placement: r.pl.name, Mix: mix, Sent: g.Sent, SendErrors: g.Errors, Received: st.Recv, PerRS: st.PerRS,
 		Seconds: g.Elapsed.Seconds()}
 	cl.SentPPS = Num(float64(g.Sent) / g.Elapsed.Seconds())
 	cl.FwdPPS = Num(float64(st.Recv) / g.Elapsed.Seconds())
 	cl.Loss = Num(1 - float64(st.Recv)/float64(g.Sent))
+	cl.LatLoss = Num(math.NaN())
+	cl.LosslessPPS = lossless
+	if r.counters != nil {
+		// The flat-out run's, as golvs's counters are.
+		for k, v := range r.counters() {
+			if n := v - cnt0[k]; n > 0 {
+				if cl.Drops == nil {
+					cl.Drops = map[string]uint64{}
+				}
+				cl.Drops[k] = n
+			}
+		}
+	}
+	cl.CPUus = Num(math.NaN())
+	if cpu > 0 && st.Recv > 0 && !sink {
+		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
+	}
+	if !measured && c.Rate == 0 && c.LatRate > 0 {
+		// Not measured below saturation here (the latency rate runs in
+		// the first placement only): flat-out queueing says nothing.
+		lat = &rxStats{}
+	}
 	cl.P50us = Num(lat.Hist.percentile(50) / 1e3)
 	cl.P90us = Num(lat.Hist.percentile(90) / 1e3)
 	cl.P99us = Num(lat.Hist.percentile(99) / 1e3)
-	if lat != st {
+	if measured {
 		cl.LatRate = c.LatRate
 		cl.LatLoss = Num(1 - float64(lat.Recv)/(c.LatRate*min(c.Duration, time.Second).Seconds()))
 	}
 	return cl
 }
+
+// The lossless-rate search: searchSteps offers of searchStep each.
+const (
+	searchSteps = 5
+	searchStep  = 400 * time.Millisecond
+	searchLoss  = 0.01
+)
+
+// search bisects the offered rate for the highest one forwarded with at
+// most searchLoss lost, starting from what the forwarder managed flat out
+// (fwd) below what the generator offered (sent). Flat out, a forwarder
+// that cannot keep up is measured in overload, where what it forwards
+// depends on how the CPU is split between the kernel's receive processing
+// of frames it will drop and the forwarder itself (and, on two CPUs, on
+// how fast the generator is then); the lossless rate does not.
+func (r *dpRun) search(plan *flowPlan, fwd, sent float64) Num {
+	lo, hi := 0.0, max(sent, fwd)
+	rate := fwd
+	for i := 0; i < searchSteps; i++ {
+		rate = max(rate, MinDPRate)
+		r.tag++
+		if r.tag == 0xffff {
+			r.tag = 1
+		}
+		r.rx.take(r.tag)
+		g := r.send(plan, r.tag, rate, min(searchStep, r.c.Duration), r.c.MaxPackets)
+		r.synNext = plan.next
+		time.Sleep(dpDrain)
+		st := r.rx.take(0)
+		if g.Sent > 0 && float64(st.Recv) >= float64(g.Sent)*(1-searchLoss) {
+			lo = max(lo, float64(g.Sent)/g.Elapsed.Seconds())
+		} else {
+			hi = rate
+		}
+		rate = (lo + hi) / 2
+	}
+	if lo == 0 {
+		return Num(math.NaN())
+	}
+	return Num(lo)
+}
+
+// linkRx returns the frames the director's ext0 has received (its kernel
+// counter), 0 when it cannot be read.
+func (r *dpRun) linkRx() uint64 {
+	var n uint64
+	_ = r.topo.Director.Do(func() error {
+		l, err := netlink.LinkByName(lab.DirExt)
+		if err == nil && l.Attrs().Statistics != nil {
+			n = l.Attrs().Statistics.RxPackets
+		}
+		return err
+	})
+	return n
+}
+
+// fwdSink names the generator's own ceiling: its frames sent into the
+// director with nothing forwarding them, counted by ext0's receive
+// counter (the director's kernel drops them: not local, forwarding off).
+const fwdSink = "generator-sink"
+
+// startSink runs nothing: the director's kernel drops the frames.
+func startSink(*dpRun) (func(), error) { return func() {}, nil }
 
 // reference is a forwarder golvs is compared with.
 type reference struct {
@@ -626,13 +945,32 @@ func (ref *reference) runMixes(r *dpRun, mixes []Mix) error {
 // references lists the packet-rate references this host can run and
 // records the optional peers it lacks as skipped, with the package that
 // would bring them.
-func (r *dpRun) references(pf peerFinder) []*reference {
+// allRefs names every packet-rate reference, in the order they run.
+var allRefs = []string{fwdSink, "kernel-forward", "netio-ceiling", peerNFT, peerNetsniff}
+
+func (r *dpRun) references(pf peerFinder) (out []*reference) {
+	defer func() {
+		if r.c.Refs == nil {
+			return
+		}
+		kept := out[:0]
+		for _, ref := range out {
+			if slices.Contains(r.c.Refs, ref.name) {
+				kept = append(kept, ref)
+			}
+		}
+		out = kept
+	}()
 	refs := []*reference{
+		{name: fwdSink, noOpen: true, start: startSink},
 		{name: "kernel-forward", direct: true, start: startKernelForward},
 		{name: "netio-ceiling", start: startCeiling},
 	}
 	var skips []DPSkip
 	r.peers, r.nginxModule, skips = pf.find()
+	if p, err := pf.look("wrk"); err == nil {
+		r.wrk = p
+	}
 	r.rep.Skipped = append(r.rep.Skipped, skips...)
 	if _, ok := r.peers[peerNFT]; ok {
 		refs = append(refs, &reference{name: peerNFT, noOpen: true, optional: true, start: startNFT})
@@ -684,11 +1022,26 @@ func startCeiling(r *dpRun) (func(), error) {
 		if err != nil {
 			return err
 		}
-		if f.in, err = netio.OpenRing(lab.DirExt, netio.RingConfig{Filter: flt}); err != nil {
+		// The receive path golvs has: a fanout group (of one).
+		if f.in, err = netio.OpenRing(lab.DirExt, netio.RingConfig{Filter: flt, Fanout: netio.NewFanout(netio.FanoutCPU)}); err != nil {
 			return err
 		}
 		if f.out, err = netio.OpenTx(lab.DirInt); err != nil {
 			f.in.Close()
+			return err
+		}
+		// And golvs's drop rule, for the frames it forwards, so the
+		// kernel does not run them through IP as well.
+		f.drop, err = netio.OpenDropRule([]string{lab.DirExt})
+		if err == nil {
+			err = f.drop.Set([]netio.Match{{Addr: lab.VIP.As4()}}, nil)
+		}
+		if errors.Is(err, netio.ErrNoNftables) {
+			r.note("netio-ceiling: no drop rule (%v): the kernel also runs its frames through IP", err)
+			f.drop, err = nil, nil
+		}
+		if err != nil {
+			f.close()
 		}
 		return err
 	})
@@ -700,12 +1053,13 @@ func startCeiling(r *dpRun) (func(), error) {
 	go func() {
 		defer close(done)
 		f.run(stop, func() {
-			if len(r.dirCPUs) > 0 {
-				_ = unix.SchedSetaffinity(0, cpuSet(r.dirCPUs))
+			if r.pl != nil && len(r.pl.dirCPUs) > 0 {
+				_ = unix.SchedSetaffinity(0, cpuSet(r.pl.dirCPUs))
 			}
 		})
 	}()
-	return func() { close(stop); <-done; f.close() }, nil
+	r.counters = f.counters
+	return func() { close(stop); <-done; r.counters = nil; f.close() }, nil
 }
 
 // startNFT makes the director's kernel a NAT: nftables DNAT with
@@ -802,14 +1156,16 @@ type golvsDir struct {
 // startGolvs starts a director with TCP VIP:80 and UDP VIP:53 services,
 // one dest per real server with the mode's method, and waits for its next
 // hops.
-func (r *dpRun) startGolvs(mode string, workers int) (*golvsDir, error) {
-	method := dpModes[mode]
+func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
+	method := dpModes[g.mode]
 	cfg := director.Config{
 		Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}},
-		Workers:    workers,
+		Workers:    g.workers,
 		Conntrack:  conntrack.Config{MaxEntries: dpConntrackMax},
 		FixHost:    true,
-		Ring:       netio.RingConfig{Version: r.c.Ring},
+		Ring:       netio.RingConfig{Version: g.ring},
+		NoDropRule: g.noDrop,
+		TxRing:     g.txRing,
 	}
 	if method == ipvs.MethodFullNAT {
 		for i := 0; i < 4; i++ {
@@ -850,6 +1206,11 @@ func (r *dpRun) startGolvs(mode string, workers int) (*golvsDir, error) {
 			return nil, err
 		}
 	}
+	return runGolvs(d)
+}
+
+// runGolvs runs a configured director and waits for its next hops.
+func runGolvs(d *director.Director) (*golvsDir, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(ctx) }()
@@ -863,15 +1224,23 @@ func (r *dpRun) startGolvs(mode string, workers int) (*golvsDir, error) {
 	return &golvsDir{d: d, stop: stop}, nil
 }
 
-// golvsCells measures golvs in one mode with one worker count.
-func (r *dpRun) golvsCells(mode string, workers int) error {
-	name := fmt.Sprintf("golvs-%s-w%d", mode, workers)
-	if r.c.Ring == 3 {
-		name += "-v3"
+// loadGenSysctls gives a namespace of the bench's own every port and
+// TIME_WAIT reuse (see RunDataplane).
+func loadGenSysctls(ns *lab.NS) error {
+	for _, kv := range [][2]string{{"net/ipv4/ip_local_port_range", "1024\t65535"}, {"net/ipv4/tcp_tw_reuse", "1"}} {
+		if _, err := lab.WriteSysctl(ns, kv[0], kv[1]); err != nil {
+			return err
+		}
 	}
-	g, err := r.startGolvs(mode, workers)
+	return nil
+}
+
+// golvsCells measures golvs in one configuration.
+func (r *dpRun) golvsCells(gr golvsRun) error {
+	name := gr.name()
+	g, err := r.startGolvs(gr)
 	if err != nil {
-		r.skip(name, fmt.Sprintf("director did not start: %v", err))
+		r.skip(r.pl.name+" "+name, fmt.Sprintf("director did not start: %v", err))
 		r.step += len(r.c.Mixes)
 		return nil
 	}
@@ -879,151 +1248,31 @@ func (r *dpRun) golvsCells(mode string, workers int) error {
 	for _, mix := range r.c.Mixes {
 		before := g.d.Drops.Get()
 		cl := r.cell(name, mix, false, false)
-		after := g.d.Drops.Get()
-		cl.Golvs, cl.Mode, cl.Workers = true, mode, workers
-		for i := range after {
-			if n := after[i] - before[i]; n > 0 {
-				if cl.Drops == nil {
-					cl.Drops = map[string]uint64{}
-				}
-				cl.Drops[director.CounterNames[i]] = n
-			}
-		}
+		cl.Golvs, cl.Mode, cl.Workers, cl.Ring, cl.NoDropRule = true, gr.mode, gr.workers, gr.ring, gr.noDrop
+		cl.Drops = dropDiff(before, g.d.Drops.Get())
 		r.rep.Cells = append(r.rep.Cells, cl)
 	}
 	return nil
 }
 
-// ratios divides every golvs cell by every reference cell of its mix.
+// ratios divides every golvs cell by every reference cell of its mix and
+// placement.
 func (r *dpRun) ratios() {
 	for _, g := range r.rep.Cells {
 		if !g.Golvs {
 			continue
 		}
 		for _, ref := range r.rep.Cells {
-			if ref.Golvs || ref.Mix != g.Mix {
+			// The references, and golvs's own variants of this row
+			// (golvs-nat-w1 against -v3, -nodrop, -txring).
+			variant := ref.Golvs && strings.HasPrefix(ref.Forwarder, g.Forwarder+"-")
+			if ref.Golvs && !variant || ref.Mix != g.Mix || ref.Placement != g.Placement {
 				continue
 			}
-			r.rep.Ratios = append(r.rep.Ratios, DPRatio{Golvs: g.Forwarder, Reference: ref.Forwarder, Mix: g.Mix,
-				PPS: Num(float64(g.FwdPPS) / float64(ref.FwdPPS)), P99: Num(float64(g.P99us) / float64(ref.P99us))})
+			r.rep.Ratios = append(r.rep.Ratios, DPRatio{Golvs: g.Forwarder, Reference: ref.Forwarder, Placement: g.Placement, Mix: g.Mix,
+				PPS: Num(float64(g.FwdPPS) / float64(ref.FwdPPS)), P99: Num(float64(g.P99us) / float64(ref.P99us)),
+				Lossless:   g.LosslessPPS / ref.LosslessPPS,
+				AddedP50us: g.P50us - ref.P50us})
 		}
 	}
-}
-
-// tcpTests measures TCP connections a second and one stream's throughput
-// through the kernel as a router (the client talks to a real server's own
-// address), through golvs NAT with the first worker count and through
-// the proxy peers the host has (HAProxy mode tcp, nginx stream), each
-// alone in the director. The real servers keep their real MACs here;
-// nothing is pinned.
-func (r *dpRun) tcpTests(proxies []string) error {
-	r.progress("tcp direct")
-	stop, err := startKernelForward(r)
-	if err != nil {
-		return fmt.Errorf("bench dataplane: %w", err)
-	}
-	direct := r.tcpPath("direct", netip.AddrPortFrom(lab.RIP(1), 80))
-	stop()
-	r.progress("tcp direct stream")
-	r.rep.TCP = append(r.rep.TCP, direct)
-	ratios := func(name string, res DPTCP) {
-		r.rep.TCPRatios = append(r.rep.TCPRatios,
-			DPRatio{Golvs: name, Reference: "direct", Mix: "cps", PPS: Num(float64(res.CPS) / float64(direct.CPS))},
-			DPRatio{Golvs: name, Reference: "direct", Mix: "stream", PPS: Num(float64(res.StreamMBps) / float64(direct.StreamMBps))})
-	}
-
-	w := r.c.Workers[0]
-	name := fmt.Sprintf("golvs-nat-w%d", w)
-	r.progress(name + " tcp")
-	var golvs *DPTCP
-	if g, err := r.startGolvs("nat", w); err != nil {
-		r.rep.TCP = append(r.rep.TCP, DPTCP{Path: name, Error: err.Error()})
-	} else {
-		res := r.tcpPath(name, netip.AddrPortFrom(lab.VIP, 80))
-		g.stop()
-		r.rep.TCP = append(r.rep.TCP, res)
-		ratios(name, res)
-		golvs = &res
-	}
-	r.progress(name + " stream")
-	for _, p := range proxies {
-		r.progress(p + " tcp")
-		res := r.proxyTCP(p, r.peers[p])
-		r.progress(p + " stream")
-		r.rep.TCP = append(r.rep.TCP, res)
-		ratios(p, res)
-		if golvs != nil {
-			r.rep.TCPRatios = append(r.rep.TCPRatios,
-				DPRatio{Golvs: name, Reference: p, Mix: "cps", PPS: Num(float64(golvs.CPS) / float64(res.CPS))},
-				DPRatio{Golvs: name, Reference: p, Mix: "stream", PPS: Num(float64(golvs.StreamMBps) / float64(res.StreamMBps))})
-		}
-	}
-	return nil
-}
-
-func (r *dpRun) tcpPath(name string, addr netip.AddrPort) DPTCP {
-	res := DPTCP{Path: name, CPS: Num(math.NaN()), StreamMBps: Num(math.NaN())}
-	var firstErr error
-	start := time.Now()
-	if r.c.Conns > 0 {
-		_ = r.topo.Client.Do(func() error {
-			for res.Conns+res.Failed < r.c.Conns && time.Since(start) < dpConnTime {
-				if err := httpGet(addr, "/", 2*time.Second); err != nil {
-					res.Failed++
-					if firstErr == nil {
-						firstErr = err
-					}
-					continue
-				}
-				res.Conns++
-			}
-			return nil
-		})
-		el := time.Since(start)
-		res.Seconds = el.Seconds()
-		res.CPS = Num(float64(res.Conns) / el.Seconds())
-	}
-	if r.c.StreamBytes > 0 {
-		t0 := time.Now()
-		resp, n, err := lab.GetPath(r.topo.Client, addr, fmt.Sprintf("/bytes/%d", r.c.StreamBytes), 30*time.Second)
-		el := time.Since(t0)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-		} else {
-			res.StreamBytes = n
-			res.StreamMBps = Num(float64(n) / el.Seconds() / 1e6)
-		}
-	}
-	if firstErr != nil {
-		res.Error = firstErr.Error()
-	}
-	return res
-}
-
-// httpGet is one HTTP/1.0 exchange on a new connection, read to the end.
-func httpGet(addr netip.AddrPort, path string, timeout time.Duration) error {
-	c, err := net.DialTimeout("tcp4", addr.String(), timeout)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
-		return err
-	}
-	br := bufio.NewReader(c)
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "HTTP/1.0 200") {
-		return fmt.Errorf("bench: bad HTTP status %q", strings.TrimSpace(line))
-	}
-	_, err = io.Copy(io.Discard, br)
-	return err
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -296,15 +295,11 @@ func (p *peerProc) waitListen(ns *lab.NS, addr netip.AddrPort) error {
 	}
 }
 
-// proxyTCP measures one proxy peer: the director's namespace owns the
-// VIP on ext0 for the run, the proxy listens there and spreads
-// connections over the real servers' port 80, the client runs the same
-// connection loop and stream as for direct and golvs. golvs is not
-// running then. A failure is the row's error, never the run's.
-func (r *dpRun) proxyTCP(name, bin string) DPTCP {
-	fail := func(err error) DPTCP {
-		return DPTCP{Path: name, CPS: Num(math.NaN()), StreamMBps: Num(math.NaN()), Error: err.Error()}
-	}
+// startProxy starts one proxy peer: the director's namespace owns the VIP
+// on ext0 while it runs, the proxy listens there and spreads connections
+// over the real servers' port 80. golvs is not running then. stop also
+// says whether the proxy exited by itself meanwhile.
+func (r *dpRun) startProxy(name, bin string) (stop func() error, err error) {
 	vip := netip.AddrPortFrom(lab.VIP, 80)
 	var rss []netip.AddrPort
 	for i := range r.topo.RS {
@@ -312,46 +307,52 @@ func (r *dpRun) proxyTCP(name, bin string) DPTCP {
 	}
 	dir, err := os.MkdirTemp("", "golvs-bench-"+name+"-")
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	cfg := filepath.Join(dir, name+".conf")
 	var args []string
-	var sig syscall.Signal
 	switch name {
 	case peerHAProxy:
 		err = os.WriteFile(cfg, []byte(haproxyConfig(vip, rss)), 0o644)
-		args, sig = []string{"-f", cfg, "-db"}, syscall.SIGTERM
+		args = []string{"-f", cfg, "-db"}
 	case peerNginx:
 		err = os.WriteFile(cfg, []byte(nginxConfig(dir, r.nginxModule, vip, rss)), 0o644)
-		args, sig = []string{"-p", dir, "-c", cfg, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;"}, syscall.SIGTERM
+		args = []string{"-p", dir, "-c", cfg, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;"}
 	default:
-		return fail(fmt.Errorf("unknown proxy %s", name))
+		err = fmt.Errorf("unknown proxy %s", name)
+	}
+	if err == nil {
+		err = lab.HostAddr(r.topo.Director, lab.DirExt, lab.VIP, true)
 	}
 	if err != nil {
-		return fail(err)
+		os.RemoveAll(dir)
+		return nil, err
 	}
-	if err := lab.HostAddr(r.topo.Director, lab.DirExt, lab.VIP, true); err != nil {
-		return fail(err)
-	}
-	defer func() {
+	unaddr := func() {
 		if err := lab.HostAddr(r.topo.Director, lab.DirExt, lab.VIP, false); err != nil {
 			r.note("%s: %v", name, err)
 		}
-	}()
+		os.RemoveAll(dir)
+	}
 	p, err := startPeer(r.topo.Director, false, name, filepath.Join(dir, "out.log"), bin, args...)
 	if err != nil {
-		return fail(err)
+		unaddr()
+		return nil, err
 	}
-	defer p.stop(sig)
 	if err := p.waitListen(r.topo.Director, vip); err != nil {
-		return fail(err)
+		p.stop(syscall.SIGTERM)
+		unaddr()
+		return nil, err
 	}
-	res := r.tcpPath(name, vip)
-	if p.exited() {
-		res.Error = strings.TrimSpace(res.Error + " " + name + " exited: " + p.output())
-	}
-	return res
+	return func() error {
+		var err error
+		if p.exited() {
+			err = fmt.Errorf("%s exited: %s", name, p.output())
+		}
+		p.stop(syscall.SIGTERM)
+		unaddr()
+		return err
+	}, nil
 }
 
 // startNetsniff runs netsniff-ng in the director, from ext0 to int0,
@@ -391,8 +392,8 @@ func startNetsniff(r *dpRun) (func(), error) {
 		// it stopped.
 		"--kernel-pull", "1000",
 		"--type", "host"} // frames for ext0, like the ceiling's VIP filter
-	if len(r.dirCPUs) > 0 {
-		args = append(args, "--bind-cpu", strconv.Itoa(r.dirCPUs[0]))
+	if r.pl != nil && len(r.pl.dirCPUs) > 0 {
+		args = append(args, "--bind-cpu", strconv.Itoa(r.pl.dirCPUs[0]))
 	}
 	args = append(args, "ip", "dst", lab.VIP.String())
 	p, err := startPeer(r.topo.Director, true, peerNetsniff, filepath.Join(dir, "out.log"), bin, args...)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestProxyConfigs(t *testing.T) {
@@ -103,10 +104,87 @@ func TestPeersSkipped(t *testing.T) {
 	for _, ref := range refs {
 		names = append(names, ref.name)
 	}
-	if got := strings.Join(names, ","); got != "kernel-forward,netio-ceiling,nft-dnat,netsniff-ng" {
+	if got := strings.Join(names, ","); got != "generator-sink,kernel-forward,netio-ceiling,nft-dnat,netsniff-ng" {
 		t.Errorf("references %s", got)
 	}
 	if got := strings.Join(r.proxies(), ","); got != "haproxy-tcp,nginx-stream" {
 		t.Errorf("proxies %s", got)
 	}
+}
+
+// TestParseWrk reads the totals line of wrkScript among wrk's own output
+// (as wrk 4.1 prints it) and refuses broken ones.
+func TestParseWrk(t *testing.T) {
+	out := `Running 2s test @ http://198.18.0.100:80/
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   112.35us   40.12us   2.31ms   95.10%
+    Req/Sec     7.81k   312.45     8.30k    71.43%
+  15543 requests in 2.00s, 1.33MB read
+golvs-wrk requests=15543 duration_us=2000412 errors=3 p50_us=104 p99_us=287
+Requests/sec:   7769.99
+Transfer/sec:    680.57KB
+`
+	w, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Requests != 15543 || w.Errors != 3 || w.Duration != 2000412*time.Microsecond || w.P50us != 104 || w.P99us != 287 {
+		t.Fatalf("parsed %+v", w)
+	}
+	for _, bad := range []string{
+		"",
+		"golvs-wrk requests=1 duration_us=1 errors=0 p50_us=1",           // incomplete
+		"golvs-wrk requests=1 duration_us=0 errors=0 p50_us=1 p99_us=1",  // no time
+		"golvs-wrk requests=-1 duration_us=1 errors=0 p50_us=1 p99_us=1", // negative
+		"golvs-wrk requests=1 duration_us=1 errors=0 p50_us=1 p99_us=1 x=2",
+		"golvs-wrk requests 1",
+	} {
+		if _, err := parseWrk(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func FuzzParseWrk(f *testing.F) {
+	f.Add("golvs-wrk requests=15543 duration_us=2000412 errors=3 p50_us=104 p99_us=287\n")
+	f.Add("Running 2s test\ngolvs-wrk requests=1 duration_us=1 errors=0 p50_us=1 p99_us=1")
+	f.Fuzz(func(t *testing.T, s string) {
+		w, err := parseWrk(s)
+		if err == nil && w.Duration <= 0 {
+			t.Fatalf("accepted %q with duration %s", s, w.Duration)
+		}
+	})
+}
+
+// TestCPUTicks reads /proc/stat's irq and softirq columns for the chosen
+// CPUs and a thread's utime+stime (a name with spaces and parentheses).
+func TestCPUTicks(t *testing.T) {
+	stat := "cpu  517016 53949 156535 845725 1350 0 37391 607 0 0\n" +
+		"cpu0 257535 26601 80061 423202 269 5 18589 302 0 0\n" +
+		"cpu1 259480 27348 76474 422523 1080 7 18802 305 0 0\n" +
+		"intr 1 2 3\n"
+	if got := procTicks(stat, []int{1}); got != 7+18802 {
+		t.Errorf("cpu1: %d", got)
+	}
+	if got := procTicks(stat, []int{0, 1}); got != 5+18589+7+18802 {
+		t.Errorf("cpu0,1: %d", got)
+	}
+	line := "1234 (golvs (w) x) S 1 1234 1234 0 -1 4194368 100 0 0 0 42 17 0 0 20 0 9 0 100 0 0"
+	if got, ok := threadTicks(line); !ok || got != 59 {
+		t.Errorf("thread ticks %d, %v; want 59", got, ok)
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S 1 2"} {
+		if _, ok := threadTicks(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzCPUTicks(f *testing.F) {
+	f.Add("cpu1 259480 27348 76474 422523 1080 7 18802 305 0 0\n", "1 (a b) S 1 1 1 0 -1 0 0 0 0 0 42 17 0")
+	f.Fuzz(func(t *testing.T, stat, thread string) {
+		_ = procTicks(stat, []int{0, 1, 2})
+		_, _ = threadTicks(thread)
+	})
 }

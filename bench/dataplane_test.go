@@ -35,6 +35,8 @@ func TestGeneratorFrames(t *testing.T) {
 			plan := &flowPlan{mix: tc.mix, flows: 1000, targets: targets}
 			spec := frameSpec{srcMAC: src, dstMAC: dst, size: tc.size}
 			buf := make([]byte, MaxFrame)
+			pre := make([]byte, MaxFrame)
+			var tm *frameTmpl
 			flows := map[[6]uint16]bool{}
 			for k := uint64(0); k < 3000; k++ {
 				plan.flow(k, &spec)
@@ -43,6 +45,13 @@ func TestGeneratorFrames(t *testing.T) {
 				n := buildFrame(buf, &spec)
 				if n != tc.size {
 					t.Fatalf("frame length %d, want %d", n, tc.size)
+				}
+				// The generator's pre-built frames: the same bytes.
+				if tm == nil {
+					tm = newTmpl(spec)
+				}
+				if m := tm.fill(pre, &spec); m != n || !bytes.Equal(pre[:m], buf[:n]) {
+					t.Fatalf("frame %d: pre-built frame differs:\n% x\nwant\n% x", k, pre[:m], buf[:n])
 				}
 				p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
 				// Port 53 makes gopacket try DNS on the stamp: only the
@@ -126,6 +135,42 @@ func TestGeneratorFrames(t *testing.T) {
 	}
 }
 
+// TestTmplChecksumEdges fills frames whose checksums come out 0 and
+// 0xffff (and everything between, over random fields) against buildFrame.
+func TestTmplChecksumEdges(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, proto := range []uint8{6, 17} {
+		base := frameSpec{srcMAC: [6]byte{2, 0, 0, 0, 0, 1}, dstMAC: [6]byte{2, 0, 0, 0, 0, 2}, size: 64 + rng.IntN(100), proto: proto, dport: 53, flags: tcpFlagACK}
+		tm := newTmpl(base)
+		a, b := make([]byte, MaxFrame), make([]byte, MaxFrame)
+		var sawZero, sawFFFF bool
+		for i := 0; i < 400000; i++ {
+			s := base
+			s.src = [4]byte{198, 18, 0, byte(rng.IntN(256))}
+			s.dst = [4]byte{198, 19, 0, byte(rng.IntN(256))}
+			s.sport, s.seq, s.ts, s.tag = uint16(rng.Uint32()), rng.Uint32(), rng.Uint64(), uint16(rng.Uint32())
+			n := buildFrame(a, &s)
+			if m := tm.fill(b, &s); m != n || !bytes.Equal(a[:n], b[:m]) {
+				t.Fatalf("proto %d, %+v: pre-built frame differs", proto, s)
+			}
+			off := 14 + 20 + 16
+			if proto == 17 {
+				off = 14 + 20 + 6
+			}
+			switch binary.BigEndian.Uint16(a[off:]) {
+			case 0:
+				sawZero = true
+			case 0xffff:
+				sawFFFF = true
+			}
+		}
+		if proto == 17 && sawZero {
+			t.Errorf("UDP checksum 0 sent (means none)")
+		}
+		t.Logf("proto %d: checksum 0 seen %v, 0xffff seen %v", proto, sawZero, sawFFFF)
+	}
+}
+
 func TestBuildFrameDoesNotAllocate(t *testing.T) {
 	plan := &flowPlan{mix: MixSYN, flows: 10, targets: [][4]byte{{198, 18, 0, 100}}}
 	spec := frameSpec{size: 64}
@@ -194,7 +239,7 @@ func TestLatHistPercentiles(t *testing.T) {
 func TestDataplaneLimits(t *testing.T) {
 	base := func() DataplaneConfig {
 		return DataplaneConfig{Duration: time.Second, Size: 64, Flows: 10, MaxPackets: 100, RealServers: 2,
-			Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}}
+			Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}, Rings: []int{2}, Placements: []string{placeSplit}}
 	}
 	for _, tc := range []struct {
 		name string
@@ -208,6 +253,10 @@ func TestDataplaneLimits(t *testing.T) {
 		{"workers", func(c *DataplaneConfig) { c.Workers = []int{0} }, "--workers 0 out of range"},
 		{"mix", func(c *DataplaneConfig) { c.Mixes = []Mix{"icmp"} }, `unknown mix "icmp"`},
 		{"mode", func(c *DataplaneConfig) { c.Modes = []string{"bypass"} }, `unknown mode "bypass"`},
+		{"ring", func(c *DataplaneConfig) { c.Rings = []int{4} }, "--ring 4: allowed 2 or 3"},
+		{"no ring", func(c *DataplaneConfig) { c.Rings = nil }, "--ring is empty"},
+		{"placement", func(c *DataplaneConfig) { c.Placements = []string{"beside"} }, `unknown placement "beside"`},
+		{"concurrency", func(c *DataplaneConfig) { c.Concurrency = []int{0} }, "--concurrency 0 out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -240,7 +289,9 @@ func TestDataplaneSmoke(t *testing.T) {
 		t.Skip("skipping: builds a lab (-short)")
 	}
 	c := DataplaneConfig{Duration: 100 * time.Millisecond, Size: 64, Flows: 64, MaxPackets: 1_000_000, RealServers: 2,
-		Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}, Conns: 10, StreamBytes: 256 << 10, LatRate: 0}
+		Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
+		StreamBytes: 256 << 10, LatRate: 0, Rings: []int{2}, Placements: []string{placeSplit}, NoDropRow: true,
+		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}} // the peers' floods are the slow part
 	start := time.Now()
 	rep, err := RunDataplane(c)
 	if err != nil {
@@ -256,11 +307,14 @@ func TestDataplaneSmoke(t *testing.T) {
 		if cl.Received > cl.Sent {
 			t.Errorf("%s/%s: received %d > sent %d", cl.Forwarder, cl.Mix, cl.Received, cl.Sent)
 		}
-		if !(cl.P50us > 0 && cl.P50us <= cl.P90us && cl.P90us <= cl.P99us) {
+		if cl.Forwarder != fwdSink && !(cl.LosslessPPS > 0 && float64(cl.LosslessPPS) <= float64(cl.SentPPS)*1.2) {
+			t.Errorf("%s/%s: lossless rate %v (offered flat out %v)", cl.Forwarder, cl.Mix, cl.LosslessPPS, cl.SentPPS)
+		}
+		if cl.Forwarder != fwdSink && !(cl.P50us > 0 && cl.P50us <= cl.P90us && cl.P90us <= cl.P99us) {
 			t.Errorf("%s/%s: percentiles %v %v %v", cl.Forwarder, cl.Mix, cl.P50us, cl.P90us, cl.P99us)
 		}
 	}
-	for _, f := range []string{"kernel-forward", "netio-ceiling", "golvs-nat-w1"} {
+	for _, f := range []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1"} {
 		if !got[f] {
 			t.Errorf("no cell for %s (have %v)", f, got)
 		}
@@ -268,9 +322,19 @@ func TestDataplaneSmoke(t *testing.T) {
 	if len(rep.Ratios) == 0 {
 		t.Errorf("no ratios")
 	}
-	for _, tc := range rep.TCP {
-		if tc.Conns == 0 || tc.StreamBytes < 256<<10 || tc.Error != "" {
-			t.Errorf("TCP %s: %d conns, %d stream bytes, error %q", tc.Path, tc.Conns, tc.StreamBytes, tc.Error)
+	paths := map[string]bool{}
+	for _, q := range rep.Requests {
+		paths[q.Path] = true
+		if q.Requests == 0 || !(q.RPS > 0) || q.Error != "" || !(q.P50us > 0 && q.P50us <= q.P99us) {
+			t.Errorf("requests %s c%d (%s): %+v", q.Path, q.Concurrency, q.Tool, q)
+		}
+	}
+	if !paths["direct"] || !paths["golvs-nat-w1"] {
+		t.Errorf("request loops on %v, want direct and golvs-nat-w1", paths)
+	}
+	for _, st := range rep.Streams {
+		if st.Bytes < 256<<10 || st.Error != "" {
+			t.Errorf("stream %s: %d bytes, error %q", st.Path, st.Bytes, st.Error)
 		}
 	}
 	var out bytes.Buffer

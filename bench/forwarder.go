@@ -8,7 +8,8 @@ import (
 	"github.com/golvs/golvs/packet"
 )
 
-// ceilingForwarder is golvs's netio with no per-packet work: it takes each
+// ceilingForwarder is golvs's netio (its rings, fanout group, drop rule
+// and transmit, waiting as golvs's workers wait) with no per-packet work: it takes each
 // frame from the director's client-side ring and sends it unchanged but
 // for its MACs out of the server side, to the real servers in turn. No
 // decode, no lookup, no rewrite: what it moves is the ceiling AF_PACKET
@@ -16,6 +17,8 @@ import (
 type ceilingForwarder struct {
 	in   *netio.Ring
 	out  *netio.Tx
+	drop *netio.DropRule // golvs's drop rule, for the VIP
+	ring netio.RingStats // the ring's counters so far
 	src  [6]byte
 	dsts [][6]byte
 	Fwd  uint64
@@ -32,33 +35,47 @@ func (c *ceilingForwarder) run(stop <-chan struct{}, pin func()) {
 	var f netio.Frame
 	n := len(c.dsts)
 	i := 0
+	// Waits as golvs's workers do (wake-up moderation under load).
+	g := netio.NewGroup([]*netio.Ring{c.in})
 	for {
 		select {
 		case <-stop:
 			return
 		default:
 		}
-		ok, err := c.in.Next(100*time.Millisecond, &b)
-		if err != nil || !ok {
-			continue
-		}
-		for b.Frame(&f) {
-			if len(f.Data) < 14 {
-				continue
+		g.Wait(100 * time.Millisecond)
+		// One batch from each of the ring's sockets at most, as golvs.
+		for k := c.in.Sockets(); k > 0 && c.in.TryNext(&b); k-- {
+			for b.Frame(&f) {
+				if len(f.Data) < 14 {
+					continue
+				}
+				packet.Eth(f.Data).SetMACs(c.src, c.dsts[i])
+				if i++; i == n {
+					i = 0
+				}
+				c.out.Queue(f.Buf())
+				c.Fwd++
 			}
-			packet.Eth(f.Data).SetMACs(c.src, c.dsts[i])
-			if i++; i == n {
-				i = 0
-			}
-			c.out.Queue(f.Buf())
-			c.Fwd++
+			c.out.Flush() // frames point into the block: send before release
+			b.Release()
 		}
-		c.out.Flush() // frames point into the block: send before release
-		b.Release()
 	}
+}
+
+// counters are the ceiling's ring and transmit counters, by golvs's
+// names. The ring's are read (and reset) here: nothing else reads them.
+func (c *ceilingForwarder) counters() map[string]uint64 {
+	st, _ := c.in.Stats()
+	c.ring.Add(st)
+	tx := c.out.Stats()
+	return map[string]uint64{"ring-packets": c.ring.Packets, "ring-drops": c.ring.Drops, "tx-dropped": tx.Dropped, "tx-errors": tx.Errors}
 }
 
 func (c *ceilingForwarder) close() {
 	c.in.Close()
 	c.out.Close()
+	if c.drop != nil {
+		c.drop.Close()
+	}
 }

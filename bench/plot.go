@@ -223,3 +223,90 @@ func PlotConntrack(r *ConntrackReport, dir string) error {
 	}
 	return line("conntrack_memory", "conntrack memory per entry vs table size", "bytes/entry", []series{{"bytes/entry", mem}})
 }
+
+// hbarChart draws grouped horizontal bars, one group per category, the
+// categories' names down the left (long names never overlap) and the
+// values along the bottom. With logX the axis is logarithmic and values
+// are drawn as markers. NaN values (no measurement) are not drawn.
+func hbarChart(dir, name, title, xlabel string, cats []string, ss []series, logX bool) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xlabel
+	// The first category at the top, as in the tables.
+	rev := make([]string, len(cats))
+	for i, c := range cats {
+		rev[len(cats)-1-i] = c
+	}
+	pos := func(j int) int { return len(cats) - 1 - j }
+	rowH := 16.0
+	group := rowH * float64(len(ss)) // points per category
+	width := vg.Points(rowH * 0.75)
+	top, bottom := 0.0, math.Inf(1)
+	for _, s := range ss {
+		for _, v := range s.values {
+			if v > 0 && !math.IsInf(v, 0) {
+				top = max(top, v)
+				bottom = min(bottom, v)
+			}
+		}
+	}
+	if logX {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.X.Min, p.X.Max = 1, 10 // nothing measured: an empty axis
+		if top > 0 {
+			p.X.Min = math.Pow(10, math.Floor(math.Log10(bottom)))
+			p.X.Max = math.Pow(10, math.Ceil(math.Log10(top*1.01)))
+			if p.X.Max/top < 3 {
+				p.X.Max *= 10 // room for the legend on the right
+			}
+		}
+	} else {
+		p.X.Min, p.X.Max = 0, max(top, 1e-9)*1.4 // room for the legend at the top right
+	}
+	for i, s := range ss {
+		off := (float64(len(ss)-1)/2 - float64(i)) / float64(len(ss)) * 0.8 // the first series on top
+		if logX {
+			var pts plotter.XYs
+			for j, v := range s.values {
+				if v > 0 && !math.IsInf(v, 0) {
+					pts = append(pts, plotter.XY{X: v, Y: float64(pos(j)) + off})
+				}
+			}
+			if len(pts) == 0 {
+				continue
+			}
+			sc, err := plotter.NewScatter(pts)
+			if err != nil {
+				return fmt.Errorf("bench: plot %s: %w", name, err)
+			}
+			sc.Color = plotutil.Color(i)
+			sc.Shape = plotutil.Shape(i)
+			sc.Radius = vg.Points(3.5)
+			p.Add(sc)
+			p.Legend.Add(s.label, sc)
+			continue
+		}
+		vals := make(plotter.Values, len(s.values))
+		for j, v := range s.values {
+			vals[pos(j)] = finite(v)
+		}
+		b, err := plotter.NewBarChart(vals, width)
+		if err != nil {
+			return fmt.Errorf("bench: plot %s: %w", name, err)
+		}
+		b.Horizontal = true
+		b.LineStyle.Width = 0
+		b.Color = plotutil.Color(i)
+		b.Offset = vg.Points(off * group)
+		p.Add(b)
+		if len(ss) > 1 {
+			p.Legend.Add(s.label, b)
+		}
+	}
+	p.Legend.Top = true
+	p.NominalY(rev...)
+	p.Add(plotter.NewGrid())
+	h := vg.Points(group*float64(len(cats))*1.15 + 110)
+	return save(p, dir, name, 8*vg.Inch, h)
+}

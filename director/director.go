@@ -68,6 +68,9 @@ type Config struct {
 	// through its IP stack too, instead of installing the nftables drop
 	// rule at ingress (netio.DropRule).
 	NoDropRule bool
+	// TxRing sends through a PACKET_TX_RING per worker and interface (one
+	// kick per batch) instead of one sendmmsg per batch.
+	TxRing bool
 	// FixHost lets golvs set the sysctls it relies on (IPv4 forwarding
 	// off on its interfaces) and restore them when it stops.
 	FixHost bool
@@ -126,7 +129,7 @@ type Director struct {
 	nl      *netlink.Handle
 	rings   [][]*netio.Ring // [worker][interface]
 	ringMu  sync.Mutex      // rings' statistics are read, and the rings closed, under it
-	txs     []*netio.Tx
+	txs     []sender
 	workers []*Worker
 	cpus    []int // the CPU each worker is pinned to (nil: not pinned)
 	fanout  netio.FanoutMode
@@ -267,7 +270,7 @@ func New(c Config) (*Director, error) {
 	fo := netio.NewFanout(d.fanout)
 	for w := 0; w < d.c.Workers; w++ {
 		var rings []*netio.Ring
-		var txs []*netio.Tx
+		var txs []sender
 		for _, name := range names {
 			rc := c.Ring
 			rc.Filter = filter
@@ -278,7 +281,12 @@ func New(c Config) (*Director, error) {
 				return nil, err
 			}
 			rings = append(rings, r)
-			tx, err := netio.OpenTx(name)
+			var tx sender
+			if c.TxRing {
+				tx, err = netio.OpenTxRing(name, netio.TxRingConfig{})
+			} else {
+				tx, err = netio.OpenTx(name)
+			}
 			if err != nil {
 				d.Close()
 				return nil, err
@@ -460,6 +468,11 @@ func (d *Director) HostReport() []string {
 		}
 		out = append(out, fmt.Sprintf("receive: per worker and interface %s; fanout %s over %d workers, %s; a worker %s",
 			d.rings[0][0].Describe(), d.fanout, len(d.workers), pin, spin))
+		tx := "one non-blocking sendmmsg per batch"
+		if d.c.TxRing {
+			tx = "a PACKET_TX_RING per worker and interface, one non-blocking kick per batch"
+		}
+		out = append(out, "transmit: "+tx+", qdisc bypassed")
 	}
 	return out
 }

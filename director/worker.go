@@ -102,9 +102,17 @@ func (w *Worker) txFor(ifindex int) Transmitter {
 	return nil
 }
 
+// sender is a real transmitter: netio.Tx or netio.TxRing.
+type sender interface {
+	Transmitter
+	IfIndex() int
+	Stats() netio.TxStats
+	Close() error
+}
+
 func (w *Worker) closeTx() {
 	for _, t := range w.tx {
-		if c, ok := t.(*netio.Tx); ok && c != nil {
+		if c, ok := t.(sender); ok && c != nil {
 			c.Close() // its counters stay readable
 		}
 	}

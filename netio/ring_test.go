@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/packet"
@@ -385,5 +387,128 @@ func TestTxFull(t *testing.T) {
 	tx.Flush()
 	if st := tx.Stats(); st.Sent != 2 || st.Errors != 1 || st.Dropped != 100 || tx.Pending() != 0 {
 		t.Fatalf("tx %+v (pending %d), want the 100 frames dropped and counted", st, tx.Pending())
+	}
+}
+
+// TestFanoutMergedTiers: with FanoutCPU every worker's version 2 sockets
+// on an interface share one fanout group (one fanout hook per frame) whose
+// program picks the worker by CPU and its socket by length. Frames of every tier, sent from
+// a thread pinned to each CPU in turn (no RPS: the receive runs there),
+// reach exactly the ring of that CPU's worker, whole, once, in order.
+func TestFanoutMergedTiers(t *testing.T) {
+	ns := vethNS(t, 9000)
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	var allowed []int
+	for i := 0; i < 1024 && len(allowed) < 2; i++ {
+		if cpus.IsSet(i) {
+			allowed = append(allowed, i)
+		}
+	}
+	const workers = 2
+	fo := NewFanout(FanoutCPU)
+	var rings [workers]*Ring
+	var tx *Tx
+	var bmac net.HardwareAddr
+	err := ns.Do(func() error {
+		for w := range rings {
+			var err error
+			if rings[w], err = OpenRing("b0", RingConfig{FrameSize: 2048, Frames: 64, Filter: ipv4Only(), Fanout: fo}); err != nil {
+				return err
+			}
+		}
+		ifi, err := net.InterfaceByName("b0")
+		if err != nil {
+			return err
+		}
+		bmac = ifi.HardwareAddr
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rings {
+		defer r.Close()
+	}
+	defer tx.Close()
+	// One group: every socket of both rings reports the same group, of
+	// the CBPF kind.
+	var group int
+	for w, r := range rings {
+		for i, s := range r.socks {
+			v, err := unix.GetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w == 0 && i == 0 {
+				group = v & 0xffff
+			}
+			if v&0xffff != group || (v>>16)&0xff != unix.PACKET_FANOUT_CBPF {
+				t.Fatalf("worker %d socket %d: fanout %#x, want group %#x of kind CBPF", w, i, v, group)
+			}
+		}
+	}
+	sizes := []int{60, 1514, 96, 97, 2048 - v2MacRoom, 4000, 60, 2048 - v2MacRoom + 1, 9014, 64, 1000}
+	for _, cpu := range allowed {
+		// Send from a thread on cpu (the test's thread is put back).
+		done := make(chan error)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var one unix.CPUSet
+			one.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				done <- err
+				return
+			}
+			for i, n := range sizes {
+				tx.Queue(tcpFrame(n, bmac, uint16(cpu*100+i)))
+			}
+			tx.Flush()
+			done <- nil
+		}()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		for w, r := range rings {
+			want := 0
+			if cpu%workers == w {
+				want = len(sizes)
+			}
+			var order []int
+			got := drain(t, r, want, func(f *Frame) {
+				var p packet.Parsed
+				packet.Decode(f.Data, &p)
+				i := int(p.SPort) - cpu*100
+				if i < 0 || i >= len(sizes) || f.Trunc || len(f.Data) != sizes[i] {
+					t.Errorf("cpu %d, worker %d: frame %d of %d bytes, truncated %v", cpu, w, p.SPort, len(f.Data), f.Trunc)
+					return
+				}
+				order = append(order, i)
+			})
+			if want == 0 {
+				// Nothing may come: give it a moment.
+				var b Block
+				if ok, _ := r.Next(50*time.Millisecond, &b); ok {
+					t.Errorf("cpu %d: worker %d got %d frames, want none", cpu, w, b.Len())
+					b.Release()
+				}
+				continue
+			}
+			if got != want {
+				t.Fatalf("cpu %d: worker %d received %d of %d frames", cpu, w, got, want)
+			}
+			for k, i := range order {
+				if k != i {
+					t.Fatalf("cpu %d: order %v", cpu, order)
+				}
+			}
+		}
+	}
+	if len(allowed) < 2 {
+		t.Logf("one CPU: only worker %d's ring was checked", allowed[0]%workers)
 	}
 }

@@ -65,6 +65,7 @@ func runMain(args []string) int {
 	spin := fs.Duration("busy-poll", 0, "how long a worker keeps looking for frames after traffic before sleeping in poll() (0: never): saves a wake-up per crossing on a director with CPUs to spare, at the cost of a CPU kept busy that long after every burst (which slows everything else sharing it)")
 	fanout := fs.String("fanout", "cpu", "how frames are spread over workers: cpu (the worker of the CPU that received the frame; pair with RSS/RPS) or hash (by flow hash, whatever CPU received it)")
 	noPin := fs.Bool("no-pin", false, "do not pin worker i to its CPU")
+	txMode := fs.String("tx", "mmsg", "how workers send: mmsg (one non-blocking sendmmsg per batch) or ring (a PACKET_TX_RING per worker and interface, one non-blocking kick per batch)")
 	noDrop := fs.Bool("no-drop-rule", false, "do not install the nftables netdev ingress rule that keeps the kernel from also running forwarded frames through its IP stack")
 	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
 	noPMTU := fs.Bool("no-pmtu", false, "TUN: drop packets too big for the tunnel instead of answering ICMP fragmentation-needed (a classic mistake, for the tun-no-pmtu lab)")
@@ -120,6 +121,10 @@ func runMain(args []string) int {
 	}
 	if *ringFrames != 0 && (*ringFrames < 16 || *ringFrames > 1<<20) {
 		fmt.Fprintf(os.Stderr, "golvs run: --ring-frames %d out of range (0, or 16..%d)\n", *ringFrames, 1<<20)
+		return 2
+	}
+	if *txMode != "mmsg" && *txMode != "ring" {
+		fmt.Fprintf(os.Stderr, "golvs run: --tx %q (allowed: mmsg, ring)\n", *txMode)
 		return 2
 	}
 	if *spin < 0 || *spin > 10*time.Millisecond {
@@ -207,6 +212,7 @@ func runMain(args []string) int {
 		NoPin:      *noPin,
 		Spin:       *spin,
 		NoDropRule: *noDrop,
+		TxRing:     *txMode == "ring",
 		FixHost:    *fixHost,
 
 		Semantics:               sem,

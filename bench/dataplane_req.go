@@ -1,0 +1,474 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/netio"
+)
+
+// dropDiff names golvs's counters that moved from before to after.
+func dropDiff(before, after [director.NumCounters]uint64) map[string]uint64 {
+	var m map[string]uint64
+	for i := range after {
+		if n := after[i] - before[i]; n > 0 {
+			if m == nil {
+				m = map[string]uint64{}
+			}
+			m[director.CounterNames[i]] = n
+		}
+	}
+	return m
+}
+
+// reqPath is one way from the client to an HTTP server, measured with
+// request loops and one stream.
+type reqPath struct {
+	name   string
+	addr   netip.AddrPort
+	start  func() (stop func() error, err error)
+	direct string // the path it is compared with ("": direct)
+}
+
+// tcpTests runs the request loops at each concurrency and the stream on
+// every path, one path at a time in the director: the kernel routing to
+// a real server (direct, to its port 8080), golvs NAT with each ring,
+// golvs FULLNAT, and the proxy peers the host has (HAProxy mode tcp,
+// nginx stream). The real servers keep their real MACs here; nothing is
+// pinned by the bench (golvs pins its workers as it does by default).
+func (r *dpRun) tcpTests(proxies []string) error {
+	vip := netip.AddrPortFrom(lab.VIP, 80)
+	paths := []reqPath{{name: "direct", addr: netip.AddrPortFrom(lab.RIP(1), directPort), start: func() (func() error, error) {
+		stop, err := startKernelForward(r)
+		if err != nil {
+			return nil, err
+		}
+		return func() error { stop(); return nil }, nil
+	}}}
+	golvsPath := func(g golvsRun) reqPath {
+		p := reqPath{name: g.name(), addr: vip}
+		p.start = func() (func() error, error) {
+			d, err := r.startGolvs(g)
+			if err != nil {
+				return nil, err
+			}
+			r.curGolvs = d
+			return func() error { r.curGolvs = nil; d.stop(); return nil }, nil
+		}
+		return p
+	}
+	w := r.c.Workers[0]
+	for _, ring := range r.c.Rings {
+		paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: w, ring: ring}))
+	}
+	for _, m := range r.c.Modes {
+		if m == "fullnat" {
+			paths = append(paths, golvsPath(golvsRun{mode: m, workers: w, ring: r.c.Rings[0]}))
+		}
+	}
+	for _, p := range proxies {
+		bin := r.peers[p]
+		paths = append(paths, reqPath{name: p, addr: vip, start: func() (func() error, error) { return r.startProxy(p, bin) }})
+	}
+	if r.wrk == "" {
+		r.note("request loops: wrk is not installed (apt-get install wrk): the built-in Go client ran them, which costs the client more per request than wrk")
+	}
+	r.runPaths(paths)
+	if slices.Contains(r.c.Modes, "dr") {
+		drPaths, err := r.drLoops()
+		if err != nil {
+			r.skip("golvs-dr request loops", err.Error())
+		}
+		paths = append(paths, drPaths...)
+	}
+	if slices.Contains(r.c.Modes, "tun") {
+		r.skip("golvs-tun request loops", "not measured: TUN's real servers need their own lab with a router and rs-tun endpoints (golvs lab tun); its floods are measured")
+	}
+	r.pathRatios(paths, proxies)
+	return nil
+}
+
+// runPaths runs every path's request loops and stream, one path at a time.
+func (r *dpRun) runPaths(paths []reqPath) {
+	for _, p := range paths {
+		stop, err := p.start()
+		if err != nil {
+			for _, n := range r.c.Concurrency {
+				r.progress(fmt.Sprintf("%s c%d", p.name, n))
+				r.rep.Requests = append(r.rep.Requests, DPReq{Path: p.name, Concurrency: n, RPS: Num(math.NaN()), P50us: Num(math.NaN()), P99us: Num(math.NaN()), Error: err.Error()})
+			}
+			r.progress(p.name + " stream")
+			r.rep.Streams = append(r.rep.Streams, DPStream{Path: p.name, MBps: Num(math.NaN()), Error: err.Error()})
+			continue
+		}
+		for _, n := range r.c.Concurrency {
+			r.progress(fmt.Sprintf("%s c%d", p.name, n))
+			var before [director.NumCounters]uint64
+			if r.curGolvs != nil {
+				before = r.curGolvs.d.Drops.Get()
+			}
+			res := r.reqLoop(p.addr, n)
+			res.Path = p.name
+			if r.curGolvs != nil {
+				res.Drops = dropDiff(before, r.curGolvs.d.Drops.Get())
+			}
+			r.rep.Requests = append(r.rep.Requests, res)
+		}
+		r.progress(p.name + " stream")
+		if r.c.StreamBytes > 0 {
+			r.rep.Streams = append(r.rep.Streams, r.stream(p.name, p.addr))
+		}
+		if err := stop(); err != nil {
+			r.note("%s: %v", p.name, err)
+		}
+	}
+}
+
+// drLoops runs DR's request loops in a DR lab of their own (the client,
+// the director and the real servers on one segment, the VIP on the real
+// servers' loopback, their answers straight to the client): golvs DR
+// against direct-dr, the client talking to a real server's own address on
+// the same segment. The NAT lab is set aside meanwhile.
+func (r *dpRun) drLoops() ([]reqPath, error) {
+	mt, err := lab.BuildDR(lab.Options{Suffix: lab.RandomSuffix(), RealServers: r.c.RealServers})
+	if err != nil {
+		return nil, err
+	}
+	defer mt.Close()
+	nat := r.topo
+	r.topo = mt.Topology
+	defer func() { r.topo = nat }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i, ns := range mt.RS {
+		if _, err := lab.ServeAt(ctx, ns, fmt.Sprintf("rs%d", i+1), lab.VIP, []int{80, directPort}, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := loadGenSysctls(mt.Client); err != nil {
+		return nil, err
+	}
+	w := r.c.Workers[0]
+	g := golvsRun{mode: "dr", workers: w, ring: r.c.Rings[0]}
+	paths := []reqPath{
+		{name: "direct-dr", addr: netip.AddrPortFrom(lab.DRRIP(1), directPort), start: func() (func() error, error) {
+			return func() error { return nil }, nil
+		}},
+		{name: g.name(), addr: netip.AddrPortFrom(lab.VIP, 80), direct: "direct-dr", start: func() (func() error, error) {
+			d, err := r.startDR(mt, g)
+			if err != nil {
+				return nil, err
+			}
+			r.curGolvs = d
+			return func() error { r.curGolvs = nil; d.stop(); return nil }, nil
+		}},
+	}
+	r.runPaths(paths)
+	return paths, nil
+}
+
+// startDR starts golvs DR in the DR lab: one interface, the VIP's ARP
+// answered there, each real server a DR dest of TCP VIP:80.
+func (r *dpRun) startDR(mt *lab.ModeTopology, g golvsRun) (*golvsDir, error) {
+	var d *director.Director
+	err := mt.Director.Do(func() (err error) {
+		d, err = director.New(director.Config{
+			Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}},
+			Workers:    g.workers,
+			Ring:       netio.RingConfig{Version: g.ring},
+			FixHost:    true,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	svc := ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: 80}, Sched: "rr"}
+	err = d.AddService(svc)
+	for i := range mt.RS {
+		if err == nil {
+			err = d.AddDest(svc.ServiceKey, ipvs.DestConfig{Addr: lab.DRRIP(i + 1), Port: 80, Method: ipvs.MethodRoute, Weight: 1})
+		}
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return runGolvs(d)
+}
+
+// pathRatios divides each path's request rate by direct's and golvs's by
+// each proxy's, per concurrency, and the streams likewise.
+func (r *dpRun) pathRatios(paths []reqPath, proxies []string) {
+	req := func(path string, n int) Num {
+		for _, q := range r.rep.Requests {
+			if q.Path == path && q.Concurrency == n {
+				return q.RPS
+			}
+		}
+		return Num(math.NaN())
+	}
+	str := func(path string) Num {
+		for _, s := range r.rep.Streams {
+			if s.Path == path {
+				return s.MBps
+			}
+		}
+		return Num(math.NaN())
+	}
+	for _, p := range paths {
+		if p.name == "direct" || strings.HasPrefix(p.name, "direct-") {
+			continue
+		}
+		refs := []string{"direct"}
+		if p.direct != "" {
+			refs = []string{p.direct} // another lab: the proxies ran in the NAT lab
+		} else if strings.HasPrefix(p.name, "golvs-") {
+			refs = append(refs, proxies...)
+		}
+		for _, ref := range refs {
+			for _, n := range r.c.Concurrency {
+				r.rep.PathRatios = append(r.rep.PathRatios, DPPathRatio{Path: p.name, Reference: ref, Concurrency: n, Ratio: req(p.name, n) / req(ref, n)})
+			}
+			if r.c.StreamBytes > 0 {
+				r.rep.PathRatios = append(r.rep.PathRatios, DPPathRatio{Path: p.name, Reference: ref, Ratio: str(p.name) / str(ref)})
+			}
+		}
+	}
+}
+
+// reqLoop runs n request loops against addr from the client for the
+// request duration, with wrk when the host has it.
+func (r *dpRun) reqLoop(addr netip.AddrPort, n int) DPReq {
+	d := r.c.ReqDuration
+	if d == 0 {
+		d = r.c.Duration
+	}
+	res := DPReq{Concurrency: n, RPS: Num(math.NaN()), P50us: Num(math.NaN()), P99us: Num(math.NaN())}
+	if r.wrk != "" {
+		res.Tool = "wrk"
+		w, err := r.runWrk(addr, n, d)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		res.Requests, res.Errors, res.Seconds = w.Requests, w.Errors, w.Duration.Seconds()
+		res.RPS = Num(float64(w.Requests) / w.Duration.Seconds())
+		res.P50us, res.P99us = Num(w.P50us), Num(w.P99us)
+		return res
+	}
+	res.Tool = "go"
+	g := r.goLoop(addr, n, d)
+	res.Requests, res.Errors, res.Seconds = g.reqs, g.errs, g.el.Seconds()
+	res.RPS = Num(float64(g.reqs) / g.el.Seconds())
+	res.P50us, res.P99us = Num(g.hist.percentile(50)/1e3), Num(g.hist.percentile(99)/1e3)
+	if g.first != nil {
+		res.Error = g.first.Error()
+	}
+	return res
+}
+
+// wrkScript makes wrk ask for Connection: close and print its totals in
+// one line that parseWrk reads.
+const wrkScript = `wrk.headers["Connection"] = "close"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("golvs-wrk requests=%d duration_us=%d errors=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`
+
+// wrkResult is what parseWrk reads.
+type wrkResult struct {
+	Requests, Errors uint64
+	Duration         time.Duration
+	P50us, P99us     float64
+}
+
+// parseWrk reads the line wrkScript prints from wrk's output.
+func parseWrk(out string) (wrkResult, error) {
+	var w wrkResult
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "golvs-wrk" {
+			continue
+		}
+		seen := 0
+		for _, kv := range f[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return w, fmt.Errorf("bench: wrk: bad field %q", kv)
+			}
+			n, err := strconv.ParseUint(v, 10, 63)
+			if err != nil {
+				return w, fmt.Errorf("bench: wrk: %s: %w", k, err)
+			}
+			switch k {
+			case "requests":
+				w.Requests = n
+			case "duration_us":
+				w.Duration = time.Duration(n) * time.Microsecond
+			case "errors":
+				w.Errors = n
+			case "p50_us":
+				w.P50us = float64(n)
+			case "p99_us":
+				w.P99us = float64(n)
+			default:
+				return w, fmt.Errorf("bench: wrk: unknown field %q", k)
+			}
+			seen++
+		}
+		if seen != 5 || w.Duration <= 0 {
+			return w, fmt.Errorf("bench: wrk: incomplete totals %q", line)
+		}
+		return w, nil
+	}
+	return w, errors.New("bench: wrk printed no totals")
+}
+
+// runWrk runs wrk in the client's namespace, bounded in time.
+func (r *dpRun) runWrk(addr netip.AddrPort, n int, d time.Duration) (wrkResult, error) {
+	dir, err := os.MkdirTemp("", "golvs-bench-wrk-")
+	if err != nil {
+		return wrkResult{}, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "totals.lua")
+	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
+		return wrkResult{}, err
+	}
+	threads := min(n, 2)
+	// wrk counts time in whole seconds.
+	secs := max(int((d+time.Second-1)/time.Second), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second+15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(n),
+		"-d", fmt.Sprintf("%ds", secs), "--timeout", "2s", "-s", script, "http://"+addr.String()+"/")
+	var out []byte
+	err = r.topo.Client.Do(func() error {
+		var err error
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("wrk: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return parseWrk(string(out))
+}
+
+// goResult is what goLoop measured.
+type goResult struct {
+	hist       *latHist
+	reqs, errs uint64
+	first      error // the first failure
+	el         time.Duration
+}
+
+// goLoop is the request loop without wrk: n goroutines, each on a thread
+// of its own in the client's namespace, for d.
+func (r *dpRun) goLoop(addr netip.AddrPort, n int, d time.Duration) goResult {
+	hist := new(latHist)
+	var reqs, errs uint64
+	var first error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var h latHist
+			var ok, bad uint64
+			var ferr error
+			_ = r.topo.Client.Do(func() error {
+				for time.Now().Before(end) {
+					t0 := time.Now()
+					if err := httpGet(addr, "/", 2*time.Second); err != nil {
+						bad++
+						if ferr == nil {
+							ferr = err
+						}
+						continue
+					}
+					h.add(uint64(time.Since(t0)))
+					ok++
+				}
+				return nil
+			})
+			mu.Lock()
+			for j := range h.b {
+				hist.b[j] += h.b[j]
+			}
+			hist.n += h.n
+			reqs += ok
+			errs += bad
+			if first == nil {
+				first = ferr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return goResult{hist: hist, reqs: reqs, errs: errs, first: first, el: time.Since(start)}
+}
+
+// stream fetches StreamBytes on one connection.
+func (r *dpRun) stream(name string, addr netip.AddrPort) DPStream {
+	res := DPStream{Path: name, MBps: Num(math.NaN())}
+	t0 := time.Now()
+	resp, n, err := lab.GetPath(r.topo.Client, addr, fmt.Sprintf("/bytes/%d", r.c.StreamBytes), 30*time.Second)
+	el := time.Since(t0)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	res.Bytes = n
+	res.MBps = Num(float64(n) / el.Seconds() / 1e6)
+	return res
+}
+
+// httpGet is one HTTP/1.0 exchange on a new connection, read to the end.
+func httpGet(addr netip.AddrPort, path string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp4", addr.String(), timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
+		return err
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "HTTP/1.0 200") {
+		return fmt.Errorf("bench: bad HTTP status %q", strings.TrimSpace(line))
+	}
+	_, err = io.Copy(io.Discard, br)
+	return err
+}
