@@ -442,9 +442,10 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		tpl = c.Tpl.e
 	}
 	full := t.count.Add(1) > t.max
+	v6 := c.In.Kind&KindV6 != 0
 	hk, s := t.locate(&c.In)
 	s.mu.Lock()
-	if t.findIn(s, hk, &c.In) != nil {
+	if v6 && t.findIn6(s, hk, &c.In, &c.A6.In) != nil || !v6 && t.findIn(s, hk, &c.In) != nil {
 		s.mu.Unlock()
 		t.count.Add(-1)
 		t.releaseControl(tpl)
@@ -463,7 +464,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 			return Ref{}, ErrFull
 		}
 	}
-	e := s.slab.alloc()
+	e := s.slab.alloc(v6)
 	if e == nil {
 		s.mu.Unlock()
 		t.count.Add(-1)
@@ -478,6 +479,9 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 	e.In, e.Out = c.In, c.Out
 	e.Dest, e.Tpl, e.Method = c.Dest, tpl, c.Method
 	e.ClientIf, e.ClientMAC, e.Aux = c.ClientIf, c.ClientMAC, c.Aux
+	if v6 {
+		*s.slab.side6(e.id) = c.A6
+	}
 	var w uint32
 	if c.Template {
 		w |= wTemplate
@@ -494,6 +498,9 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		e.expires.Store(int32(t.now.Load() + t.tmo.ticks(c.Timeout)))
 		if h != nil {
 			fill(e, h)
+			if v6 {
+				h.A6 = c.A6
+			}
 		}
 	} else {
 		var tmp Hit
@@ -502,6 +509,9 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		}
 		t.step(e, false, tcpFlags, h)
 		fill(e, h)
+		if v6 {
+			h.A6 = c.A6
+		}
 	}
 	ref := s.ref(e)
 	s.in.insert(hk, ref) // room checked above
@@ -521,7 +531,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		// seen as a generation change.
 		ho, o := t.locate(&c.Out)
 		o.mu.Lock()
-		if e.word.Load()&wDead == 0 && e.gen.Load() == gen && t.findOut(o, ho, &c.Out) == nil {
+		if e.word.Load()&wDead == 0 && e.gen.Load() == gen && (v6 && t.findOut6(o, ho, &c.Out, &c.A6.Out) == nil || !v6 && t.findOut(o, ho, &c.Out) == nil) {
 			o.out.insert(ho, ref)
 		}
 		o.mu.Unlock()
