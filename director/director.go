@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
@@ -32,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/forward"
 	"github.com/golvs/golvs/internal/ratelog"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/netio"
@@ -158,8 +160,14 @@ type Director struct {
 	icmpLimit icmpLimiter
 	// own holds the director's interface addresses and their links'
 	// broadcast addresses: no packet from the wire may carry one as its
-	// source (martians).
-	own [][4]byte
+	// source (martians). own6: its IPv6 addresses.
+	own  [][4]byte
+	own6 [][16]byte
+
+	// IPv6 fragments: golvs's defragmenter, and the identification of
+	// the fragments it sends (frag6.go).
+	reasm   *forward.Reassembler6
+	fragID6 atomic.Uint32
 
 	snmp kernelSnmp // the namespace's /proc/net/snmp (kstats.go)
 
@@ -199,9 +207,11 @@ func newCore(c Config) *Director {
 		logs:  ratelog.New(c.Logf, ratelog.Config{}),
 	}
 	d.initCounters()
+	d.reasm = forward.NewReassembler6(forward.ReasmConfig{})
+	d.fragID6.Store(rand.Uint32())
 	tcp, fin, udp := d.CT.Timeouts()
 	d.cfg.model.Timeouts = Timeouts{tcp, fin, udp}
-	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}, Model: d.cfg.model})
+	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}, Model: d.cfg.model, snap6: snap6{vips6: map[[16]byte]bool{}}})
 	d.handover.standby.Store(c.Standby)
 	d.icmpLimit.init(c.ICMPMsgsPerSec, c.ICMPMsgsBurst)
 	d.initModes()
@@ -248,6 +258,7 @@ func New(c Config) (*Director, error) {
 	for idx, l := range neigh.Links() {
 		d.ifMAC[idx] = l.MAC
 		d.addOwn(l.Addrs)
+		d.addOwn6(l.Addrs6)
 	}
 	for _, ifc := range c.Interfaces {
 		for idx, l := range neigh.Links() {

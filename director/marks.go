@@ -7,9 +7,14 @@ import (
 	"github.com/golvs/golvs/netio"
 )
 
+// compileMarks compiles the rules with IPv4 destinations (compileMarks6
+// the others).
 func compileMarks(rules []ipvs.MarkRule) []markRule {
 	out := make([]markRule, 0, len(rules))
 	for _, r := range rules {
+		if !r.Dst.Addr().Is4() {
+			continue
+		}
 		bits := r.Dst.Bits()
 		mask := uint32(0)
 		if bits > 0 {

@@ -51,6 +51,10 @@ type Worker struct {
 	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
 	vipList [][4]byte
 
+	x6       worker6   // IPv6 scratch (worker6.go)
+	vip6Snap *Snapshot // the snapshot vip6List was built from (validate6.go)
+	vip6List [][16]byte
+
 	running, parked atomic.Bool // the loop runs; it has seen standby (takeover.go)
 }
 
@@ -200,7 +204,14 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		w.arpIn(f)
 		return
 	case packet.KindIPv4:
+	case packet.KindIPv6:
+		w.handle6(f) // worker6.go
+		return
 	default:
+		if p.Reason == packet.ReasonFragment && packet.Eth(f.Data).Type() == packet.EtherTypeIP6 {
+			w.frag6(f) // frag6.go: reassembled here (the kernel does IPv4's)
+			return
+		}
 		w.count(int(p.Reason) - 1)
 		return
 	}
