@@ -180,6 +180,11 @@ func checkService(c *ipvs.ServiceConfig) error {
 			return fmt.Errorf("director: service %s: Zero port specified for non-persistent service", c.ServiceKey)
 		}
 	}
+	// -M for IPv6 is a prefix length, 1..128 (0: 128, ipvsadm's default);
+	// the kernel refuses the rest with EINVAL (spec §4.1).
+	if c.IsV6() && c.Persistent() && c.Netmask > 128 {
+		return fmt.Errorf("director: service %s: %s (IPv6 prefix length %d outside 1..128)", c.ServiceKey, ipvs.EINVALText, c.Netmask)
+	}
 	if c.Sched == "" {
 		c.Sched = ipvs.DefaultScheduler
 	}
