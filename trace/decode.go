@@ -449,7 +449,7 @@ func udpHeader(l *layers.UDP, ip *netHdr) *UDPHeader {
 	}
 	return &UDPHeader{
 		SPort: uint16(l.SrcPort), DPort: uint16(l.DstPort), Len: l.Length, Csum: l.Checksum,
-		CsumStat: l4Csum(ip, 17, seg, l.Checksum, ip.v4 != nil),
+		CsumStat: l4Csum(ip, 17, seg, l.Checksum, true), // 0: none (over IPv6, a tunnel's, RFC 6935)
 	}
 }
 
