@@ -9,9 +9,9 @@ func TestParseMark(t *testing.T) {
 	good := []string{
 		"--add-mark -f 1 --mark-proto tcp --mark-dst 198.18.0.100/32 --mark-ports 80,443",
 		"--add-mark -f 7 --mark-dst 198.18.0.0/24",
-		"--add-mark -f 8 --mark-proto tcp --mark-dst 2001:db8:18::/64 --mark-ports 80",
 		"--add-mark -f 4294967295 --mark-proto udp --mark-dst 198.18.0.100/32 --mark-ports 5000-5100,53",
 		"--del-mark -f 1 --mark-proto tcp --mark-dst 198.18.0.100/32 --mark-ports 80,443",
+		"--add-mark -f 8 --mark-proto tcp --mark-dst 2001:db8:18::/64 --mark-ports 80",
 	}
 	for _, g := range good {
 		c, err := ParseMark(strings.Fields(g))
