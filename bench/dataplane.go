@@ -78,7 +78,7 @@ type DataplaneConfig struct {
 	// variant is IPv6's cost.
 	IPv6       bool
 	CPUProfile string
-	Progress    func(done, total int, what string)
+	Progress   func(done, total int, what string)
 }
 
 // Validate checks every limit and names the one that is broken.
@@ -267,7 +267,7 @@ type DPPlacement struct {
 
 // dpRun is the state of a run: the lab and the instruments in it.
 type dpRun struct {
-	v6 bool // the cells now measured send IPv6 frames (golvsRun.v6)
+	v6       bool // the cells now measured send IPv6 frames (golvsRun.v6)
 	c        DataplaneConfig
 	rep      *DataplaneReport
 	topo     *lab.Topology

@@ -52,7 +52,7 @@ const (
 type frameSpec struct {
 	srcMAC, dstMAC [6]byte
 	src, dst       [4]byte
-	v6             bool     // an IPv6 frame: src6 and dst6 instead
+	v6             bool // an IPv6 frame: src6 and dst6 instead
 	src6, dst6     [16]byte
 	proto          uint8
 	sport, dport   uint16
