@@ -421,3 +421,45 @@ func (d *defrag6) add(t testing.TB, ip []byte) *layers.IPv6 {
 	ip6.Contents = b
 	return &ip6
 }
+
+// FuzzHandle6 feeds arbitrary frames through the IPv6 packet path (the
+// extension-header walk, ND, ICMPv6 errors, reassembly, every rewrite): it
+// never panics, and what it sends decodes (fragments up to their fragment
+// header).
+func FuzzHandle6(f *testing.F) {
+	syn := frame6(f, ifExt, cliMAC, extMAC, cip6, vip6, 6, 40000, 80, 0x02, nil, true)
+	f.Add(append([]byte(nil), syn.Data...), false)
+	udp := frame6(f, ifExt, cliMAC, extMAC, cip6, vip6, 17, 40000, 53, 0, []byte("q"), false)
+	f.Add(append([]byte(nil), udp.Data...), false)
+	rep := frame6(f, ifInt, rsMAC, intMAC, rip6, cip6, 17, 53, 40000, 0, []byte("a"), false)
+	f.Add(append([]byte(nil), rep.Data...), true)
+	f.Add(append([]byte(nil), nsFrame(f, cip6, vip6).Data...), false)
+	var p packet.Parsed
+	big := frame6(f, ifExt, cliMAC, extMAC, cip6, vip6, 17, 40000, 53, 0, make([]byte, 1500), false)
+	packet.Decode(big.Data, &p)
+	fr := make([]byte, 14+1280)
+	copy(fr, big.Data[:14])
+	n := forward.Fragment6(fr[14:], big.Data[p.L3:p.End], 40, 6, 1280, 0, 5)
+	f.Add(fr[:14+n], false)
+	ptb := make([]byte, forward.ICMPv6ErrorMax)
+	m := forward.BuildICMPv6Error(ptb, rep.Data[14:], rip6.As16(), packet.ICMPv6PacketTooBig, 0, 1400, rsMAC, intMAC)
+	f.Add(ptb[:m], true)
+	f.Fuzz(func(t *testing.T, data []byte, fromServer bool) {
+		_, w, ext, in := testDirector6(t, true)
+		w.handle(frame6(t, ifExt, cliMAC, extMAC, cip6, vip6, 17, 40000, 53, 0, []byte("q"), false))
+		ifindex := ifExt
+		if fromServer {
+			ifindex = ifInt
+		}
+		raw := make([]byte, netio.VnetHdrLen+len(data))
+		copy(raw[netio.VnetHdrLen:], data)
+		w.handle(&netio.Frame{Data: raw[netio.VnetHdrLen:], Vnet: raw[:netio.VnetHdrLen], IfIndex: ifindex})
+		for _, out := range append(ext.frames, in.frames...) {
+			var q packet.Parsed
+			packet.Decode(out[netio.VnetHdrLen:], &q)
+			if q.Kind == packet.KindUnknown && q.Reason != packet.ReasonProto && q.Reason != packet.ReasonFragment {
+				t.Fatalf("sent a frame that does not decode (%s)", q.Reason)
+			}
+		}
+	})
+}
