@@ -178,8 +178,16 @@ func TestDecodeDrops(t *testing.T) {
 		{"v3-checksum", mutate(t, v3, func(b []byte) { b[27] ^= 0x80 }, false), DropChecksum},
 		// A v3 checksum without the pseudo-header (an old bug) does not
 		// verify: the source address is in the sum.
-		{"v3-other-source", mutate(t, v3, func(b []byte) { b[15]++; binary.BigEndian.PutUint16(b[10:], 0); binary.BigEndian.PutUint16(b[10:], onesSum(b[:20])) }, false), DropChecksum},
-		{"v3-other-dst", mutate(t, v3, func(b []byte) { b[19] = 19; binary.BigEndian.PutUint16(b[10:], 0); binary.BigEndian.PutUint16(b[10:], onesSum(b[:20])) }, false), DropChecksum},
+		{"v3-other-source", mutate(t, v3, func(b []byte) {
+			b[15]++
+			binary.BigEndian.PutUint16(b[10:], 0)
+			binary.BigEndian.PutUint16(b[10:], onesSum(b[:20]))
+		}, false), DropChecksum},
+		{"v3-other-dst", mutate(t, v3, func(b []byte) {
+			b[19] = 19
+			binary.BigEndian.PutUint16(b[10:], 0)
+			binary.BigEndian.PutUint16(b[10:], onesSum(b[:20]))
+		}, false), DropChecksum},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
