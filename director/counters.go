@@ -23,7 +23,7 @@ func (d *Director) CounterSets() []CounterSet {
 	return append([]CounterSet{
 		{
 			Name:  "drops",
-			Help:  "Frames golvs did not forward, by cause (arp-answered counts ARP requests for VIPs it answered; tx-errors is added when a worker's transmit socket closes).",
+			Help:  "Frames golvs did not forward, by cause (arp-answered counts ARP requests for VIPs it answered; tx-errors is added when a worker's transmit socket closes; standby counts frames a VRRP backup left alone).",
 			Label: "cause", Names: CounterNames[:], Values: drops[:],
 		},
 		{

@@ -107,6 +107,7 @@ type Director struct {
 	tracer  atomic.Pointer[trace.Tracer]
 	ifNames map[int]string // names of fake interfaces in tests
 
+	srv  serving          // VRRP master or backup (serving.go)
 	res  resolver         // next hops (resolve.go)
 	logs *ratelog.Limiter // every log line goes through it
 }
@@ -115,7 +116,7 @@ type Director struct {
 var CounterNames = [NumCounters]string{
 	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
-	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
+	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors", "standby",
 }
 
 // Counter indices.
@@ -131,6 +132,7 @@ const (
 	CntARPAnswered
 	CntICMP
 	CntTxErrors
+	CntStandby // a VRRP backup serves nothing (serving.go)
 	NumCounters
 )
 

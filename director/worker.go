@@ -45,6 +45,8 @@ type Worker struct {
 	st  statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+
+	standby bool // a VRRP backup: serve nothing (serving.go), loaded once per batch
 }
 
 type ifaceMAC struct {
@@ -128,10 +130,7 @@ func (w *Worker) loop(stop chan struct{}) {
 			if !r.TryNext(&b) {
 				continue
 			}
-			w.snap = w.d.snap.Load()
-			if traceCompiled {
-				w.tr = w.d.tracer.Load()
-			}
+			w.load()
 			for b.Frame(&f) {
 				w.handle(&f)
 			}
@@ -139,6 +138,16 @@ func (w *Worker) loop(stop chan struct{}) {
 			b.Release()
 			w.st.flush()
 		}
+	}
+}
+
+// load takes what a batch runs under: the service snapshot, the serving
+// switch and the tracer, each loaded once.
+func (w *Worker) load() {
+	w.snap = w.d.snap.Load()
+	w.standby = w.d.srv.standby.Load()
+	if traceCompiled {
+		w.tr = w.d.tracer.Load()
 	}
 }
 
@@ -161,6 +170,10 @@ func (w *Worker) handle(f *netio.Frame) {
 func (w *Worker) handleFrame(f *netio.Frame) {
 	if f.Trunc {
 		w.count(int(packet.ReasonTruncated) - 1)
+		return
+	}
+	if w.standby {
+		w.count(CntStandby)
 		return
 	}
 	p := &w.p
@@ -393,8 +406,8 @@ func (w *Worker) arpIn(f *netio.Frame) {
 	if a.Op() != packet.ARPRequest {
 		return
 	}
-	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) {
-		return // FULLNAT local addresses are answered on every interface
+	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) && !w.d.isFloating(a.TargetIP()) {
+		return // FULLNAT local and floating addresses are answered on every interface
 	}
 	mac, ok := w.ifMAC(f.IfIndex)
 	if !ok {
