@@ -75,6 +75,9 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if ipvsadm.IsProcCommand(args) {
 		return admProc(args, stdout, stderr)
 	}
+	if IsVRRPCommand(args) {
+		return admVRRP(args, stdout, stderr)
+	}
 	if ipvsadm.IsMarkCommand(args) {
 		mc, err := ipvsadm.ParseMark(args)
 		if err != nil {

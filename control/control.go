@@ -12,6 +12,7 @@
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c)
 //	{"v":1,"op":"status"}     drop counters and what the host check relies on
 //	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
+//	{"v":1,"op":"vrrp"}       the VRRP speaker's state; "args":["priority","N"] changes it (control/vrrp.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //
 // trace is the one streaming op (control/trace.go): the connection then
@@ -57,6 +58,7 @@ import (
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/vrrp"
 )
 
 // Version is the protocol version.
@@ -97,6 +99,7 @@ type Reply struct {
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
 	Text     string                `json:"text,omitempty"` // proc op
+	VRRP     *vrrp.Status          `json:"vrrp,omitempty"` // status and vrrp ops (vrrp.go)
 }
 
 // Server is the daemon side.
@@ -108,6 +111,7 @@ type Server struct {
 	marks  []ipvs.MarkRule
 	ln     net.Listener
 	path   string
+	vr     VRRP // nil: no VRRP (vrrp.go)
 }
 
 // NewServer creates the control plane over a director.
@@ -230,7 +234,13 @@ func (s *Server) Handle(req *Request) *Reply {
 		for _, c := range s.D.HousekeepingCounters() {
 			rep.Counters[c.Name] = c.Value
 		}
+		if s.vr != nil {
+			st := s.vr.Status()
+			rep.VRRP = &st
+		}
 		return rep
+	case "vrrp":
+		return s.vrrpOp(req)
 	}
 	return fail(fmt.Errorf("control: unknown operation %q", req.Op), 255)
 }

@@ -1,6 +1,7 @@
 package director
 
 import (
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 )
@@ -13,7 +14,7 @@ import (
 // the switch once per batch, like the snapshot.
 type serving struct {
 	standby  atomic.Bool                      // zero value: serving (no VRRP)
-	floating atomic.Pointer[map[[4]byte]bool] // more addresses to answer ARP for while serving
+	floating atomic.Pointer[map[[4]byte]int] // more addresses to answer ARP for while serving, by ifindex
 }
 
 // SetServing turns the data path on (a VRRP master, or no VRRP at all)
@@ -36,23 +37,57 @@ func (d *Director) Serving() bool { return !d.srv.standby.Load() }
 // followers by (vrrp.Follower).
 func (d *Director) SetRole(master bool) { d.SetServing(master) }
 
-// SetFloatingAddrs sets addresses golvs answers ARP for on every served
-// interface while serving, besides its VIPs and FULLNAT local addresses:
-// VRRP virtual addresses that are no service's VIP, such as the real
-// servers' default gateway in a NAT pair (it must move with the master).
-// Like VIPs, they must not be assigned to the host.
-func (d *Director) SetFloatingAddrs(addrs []netip.Addr) {
-	m := make(map[[4]byte]bool, len(addrs))
-	for _, a := range addrs {
-		if a.Is4() {
-			m[a.As4()] = true
-		}
-	}
-	d.srv.floating.Store(&m)
+// FloatingAddr is an address golvs answers ARP for on one interface
+// while serving.
+type FloatingAddr struct {
+	Addr      netip.Addr
+	Interface string
 }
 
-// isFloating reports a floating address (ARP path only).
-func (d *Director) isFloating(a [4]byte) bool {
+// SetFloatingAddrs sets addresses golvs answers ARP for while serving,
+// each on its interface, besides its VIPs and FULLNAT local addresses:
+// VRRP virtual addresses that are no service's VIP, such as the real
+// servers' default gateway in a NAT pair (it must move with the master).
+// Like VIPs they must not be assigned to the host, and the interface
+// must be one golvs serves.
+func (d *Director) SetFloatingAddrs(addrs []FloatingAddr) error {
+	m := make(map[[4]byte]int, len(addrs))
+	for _, a := range addrs {
+		if !a.Addr.Is4() {
+			return fmt.Errorf("director: floating address %s is not IPv4", a.Addr)
+		}
+		idx := d.ifIndex(a.Interface)
+		if idx == 0 {
+			return fmt.Errorf("director: floating address %s: %s is not an interface golvs serves (-i)", a.Addr, a.Interface)
+		}
+		if err := d.checkVIPNotLocal(a.Addr); err != nil {
+			return err
+		}
+		m[a.Addr.As4()] = idx
+	}
+	d.srv.floating.Store(&m)
+	return nil
+}
+
+// ifIndex returns the index of a served interface by name (0: none).
+func (d *Director) ifIndex(name string) int {
+	if d.neigh != nil {
+		for idx, l := range d.neigh.Links() {
+			if l.Name == name {
+				return idx
+			}
+		}
+	}
+	for idx, n := range d.ifNames {
+		if n == name {
+			return idx
+		}
+	}
+	return 0
+}
+
+// isFloating reports a floating address of the interface (ARP path only).
+func (d *Director) isFloating(a [4]byte, ifindex int) bool {
 	m := d.srv.floating.Load()
-	return m != nil && (*m)[a]
+	return m != nil && (*m)[a] == ifindex && ifindex != 0
 }

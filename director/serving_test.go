@@ -17,7 +17,13 @@ func TestServingSwitch(t *testing.T) {
 	if err := d.SetLocalAddrs([]netip.Addr{lip}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	d.SetFloatingAddrs([]netip.Addr{gw})
+	d.ifNames = map[int]string{ifExt: "ext0", ifInt: "int0"}
+	if err := d.SetFloatingAddrs([]FloatingAddr{{Addr: gw, Interface: "int0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetFloatingAddrs([]FloatingAddr{{Addr: gw, Interface: "eth9"}}); err == nil {
+		t.Fatal("a floating address on an interface golvs does not serve was accepted")
+	}
 	arp := func(ifindex int, target netip.Addr) {
 		req := make([]byte, netio.VnetHdrLen+60)
 		buildARPReq(req[netio.VnetHdrLen:], cliMAC, cip, target)
@@ -32,6 +38,7 @@ func TestServingSwitch(t *testing.T) {
 		arp(ifExt, vip)
 		arp(ifExt, lip)
 		arp(ifInt, gw)
+		arp(ifExt, gw)                                   // not on this interface
 		arp(ifExt, netip.MustParseAddr("198.18.0.99")) // nobody's
 		return forwarded, len(ext.frames) + len(in.frames)
 	}
@@ -42,8 +49,8 @@ func TestServingSwitch(t *testing.T) {
 	if f, a := run(); f != 0 || a != 0 {
 		t.Fatalf("backup: forwarded %d, answered %d ARP requests; want none", f, a)
 	}
-	if got := d.Drops[CntStandby].Load(); got != 5 {
-		t.Fatalf("standby counter %d, want 5 (a SYN and four ARP requests)", got)
+	if got := d.Drops[CntStandby].Load(); got != 6 {
+		t.Fatalf("standby counter %d, want 6 (a SYN and five ARP requests)", got)
 	}
 	if d.CT.Len() != 0 {
 		t.Fatal("a backup created a connection")

@@ -406,8 +406,8 @@ func (w *Worker) arpIn(f *netio.Frame) {
 	if a.Op() != packet.ARPRequest {
 		return
 	}
-	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) && !w.d.isFloating(a.TargetIP()) {
-		return // FULLNAT local and floating addresses are answered on every interface
+	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) && !w.d.isFloating(a.TargetIP(), f.IfIndex) {
+		return // FULLNAT local addresses are answered on every interface
 	}
 	mac, ok := w.ifMAC(f.IfIndex)
 	if !ok {

@@ -47,6 +47,8 @@ const usage = `usage:
   golvs lab dr|tun|fullnat [same flags as nat] [--tun-type ipip|gue]
   golvs lab nat-wrong-gateway | dr-no-arp-ignore | tun-no-pmtu [--explain]
                                      a classic mistake: the failure, then the fix
+  golvs lab ha [--fail master|backup] [--conns 500] [--return] [--nopreempt] [--json]
+                                     two directors (VRRP): kill one under load, report the failover
   golvs lab request [--requests N]   send N more requests from a kept lab's client
   golvs lab down                     remove a kept lab
 `
@@ -61,6 +63,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "nat", "dr", "tun", "fullnat":
 		err = runLab(args[0], "", args[1:], stdout, stderr) // modes.go
+	case "ha":
+		err = haLab(args[1:], stdout, stderr) // ha.go
 	case "nat-wrong-gateway", "dr-no-arp-ignore", "tun-no-pmtu":
 		m := mistakeLabs[args[0]]
 		err = runLab(m[0], m[1], args[1:], stdout, stderr)
@@ -263,6 +267,7 @@ func serve(args []string) error {
 	tcp := fs.String("tcp", "80", "TCP ports, comma-separated")
 	udp := fs.String("udp", "53", "UDP ports, comma-separated")
 	sinkPort := fs.Int("sink", 0, "a TCP port that counts uploaded bytes (0: none)")
+	echoPort := fs.Int("echo", 0, "a TCP port answering every line with the name, on long-lived connections (0: none; the HA lab)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -301,6 +306,14 @@ func serve(args []string) error {
 	}
 	if *sinkPort != 0 {
 		if err := lab.Sink(ctx, nil, *sinkPort); err != nil {
+			return err
+		}
+	}
+	if *echoPort < 0 || *echoPort > 65535 {
+		return fmt.Errorf("--echo %d out of range (1..65535)", *echoPort)
+	}
+	if *echoPort != 0 {
+		if _, err := lab.Echo(ctx, nil, *echoPort, *name); err != nil {
 			return err
 		}
 	}

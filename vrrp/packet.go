@@ -344,3 +344,11 @@ func (in *Instance) accept(a *Advert, knownMaster netip.Addr) error {
 	}
 	return nil
 }
+
+// CheckAdvert applies an instance's receive checks (its defaults filled
+// in) to a decoded advert, as the speaker does: for tools and tests that
+// hold a packet from elsewhere.
+func CheckAdvert(in *Instance, a *Advert) error {
+	c := in.withDefaults()
+	return c.accept(a, netip.Addr{})
+}

@@ -66,7 +66,15 @@ func runMain(args []string) int {
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
 	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
+	// High availability (issue 15): VRRP flags, in vrrp.go.
+	var vf vrrpFlags
+	vf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	vc, err := vf.config()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 2
 	}
 	fn, err := parseFullNAT(*laddr, *lports, *noTOA)
@@ -150,6 +158,19 @@ func runMain(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var side sync.WaitGroup // monitoring goroutines, waited for at exit
+	if vc != nil {
+		// VRRP: the director serves nothing until the speaker makes it
+		// master; a stopping master resigns (priority 0) before exit.
+		d.SetServing(false)
+		sp, err := startVRRP(ctx, vc, d, srv, logger.Printf, &side)
+		if err != nil {
+			stop()
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+		logger.Printf("VRRP: %s", vrrpSummary(sp))
+	}
 	if *metricsListen != "" {
 		reg, err := metrics.Registry(metrics.New(srv, nil))
 		var ms *metrics.Server
