@@ -13,7 +13,7 @@ import (
 // addresses or forwards a packet the master also forwards. Workers load
 // the switch once per batch, like the snapshot.
 type serving struct {
-	standby  atomic.Bool                      // zero value: serving (no VRRP)
+	standby  atomic.Bool                     // zero value: serving (no VRRP)
 	floating atomic.Pointer[map[[4]byte]int] // more addresses to answer ARP for while serving, by ifindex
 }
 

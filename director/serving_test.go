@@ -38,7 +38,7 @@ func TestServingSwitch(t *testing.T) {
 		arp(ifExt, vip)
 		arp(ifExt, lip)
 		arp(ifInt, gw)
-		arp(ifExt, gw)                                   // not on this interface
+		arp(ifExt, gw)                                 // not on this interface
 		arp(ifExt, netip.MustParseAddr("198.18.0.99")) // nobody's
 		return forwarded, len(ext.frames) + len(in.frames)
 	}

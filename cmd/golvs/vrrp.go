@@ -18,10 +18,10 @@ import (
 // keepalived vrrp_instance would configure it.
 type vrrpFlags struct {
 	iface, name, state, auth, advert, unicastSrc string
-	vrid, priority, version                     int
-	nopreempt                                   bool
-	preemptDelay                                time.Duration
-	vips, peers                                 listFlag
+	vrid, priority, version                      int
+	nopreempt                                    bool
+	preemptDelay                                 time.Duration
+	vips, peers                                  listFlag
 }
 
 func (v *vrrpFlags) register(fs *flag.FlagSet) {
