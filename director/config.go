@@ -69,7 +69,7 @@ func checkService(c *ipvs.ServiceConfig) error {
 	return nil
 }
 
-func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+func checkDest(sem ipvs.Semantics, svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	if !d.Addr.Is4() {
 		return fmt.Errorf("director: real server %s: only IPv4 real servers are supported so far", d.Addr)
 	}
@@ -81,7 +81,7 @@ func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	if err := ipvs.CheckWeight(int64(d.Weight), ipvs.MaxWeight); err != nil {
 		return err
 	}
-	if err := ipvs.CheckThresholds(int64(d.UThreshold), int64(d.LThreshold)); err != nil {
+	if err := sem.CheckDestThresholds(d.UThreshold, d.LThreshold); err != nil {
 		return err
 	}
 	switch d.Method {
@@ -117,7 +117,7 @@ func (dr *Director) CheckService(c ipvs.ServiceConfig) error {
 // CheckDest reports whether the data plane can serve a real server of a
 // service, without changing anything.
 func (dr *Director) CheckDest(svc ipvs.ServiceConfig, d ipvs.DestConfig) error {
-	if err := checkDest(&svc, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &svc, &d); err != nil {
 		return err
 	}
 	return dr.checkDestHost(&svc, &d)
@@ -134,7 +134,7 @@ func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 			return err
 		}
 	}
-	s, err := sched.New(c.Sched)
+	s, err := sched.NewFor(c.Sched, dr.c.Semantics)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
 	}
@@ -178,7 +178,7 @@ func (dr *Director) EditService(c ipvs.ServiceConfig) error {
 	}
 	c.Dests = nil
 	if c.Sched != rt.cfg.Sched {
-		s, err := sched.New(c.Sched)
+		s, err := sched.NewFor(c.Sched, dr.c.Semantics)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
 		}
@@ -239,7 +239,7 @@ func (dr *Director) AddDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 	if rt == nil {
 		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
 	}
-	if err := checkDest(&svc, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &svc, &d); err != nil {
 		return err // before waiting for anything
 	}
 	hop := dr.resolveNew([]netip.Addr{d.Addr})[0] // before the lock: it may wait
@@ -259,7 +259,7 @@ func (dr *Director) AddDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 // addDestLocked adds a dest; hop, when resolved, is its next hop from the
 // start.
 func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig, hop *ipvs.NextHop) error {
-	if err := checkDest(&rt.cfg, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &rt.cfg, &d); err != nil {
 		return err
 	}
 	if err := dr.checkDestHost(&rt.cfg, &d); err != nil {
@@ -273,12 +273,12 @@ func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig, hop *ipvs.NextHo
 		if t.Svc == rt.cfg.ServiceKey && t.Addr == d.Addr && t.Port == d.Port {
 			nd = t
 			dr.cfg.trash = append(dr.cfg.trash[:i:i], dr.cfg.trash[i+1:]...)
-			nd.Update(d)
+			nd.Revive(d) // the kernel's add path: last_weight = weight, even 0
 			break
 		}
 	}
 	if nd == nil {
-		nd = ipvs.NewDest(rt.cfg.ServiceKey, d)
+		nd = dr.c.Semantics.NewDest(rt.cfg.ServiceKey, d)
 	}
 	nd.SvcStats = rt.stats
 	if hop != nil {
@@ -300,7 +300,7 @@ func (dr *Director) EditDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 	if rt == nil {
 		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
 	}
-	if err := checkDest(&rt.cfg, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &rt.cfg, &d); err != nil {
 		return err
 	}
 	if err := dr.checkDestHost(&rt.cfg, &d); err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/internal/ratelog"
@@ -44,7 +45,23 @@ type Config struct {
 	Interfaces []Interface
 	Workers    int // default: one per CPU
 	Conntrack  conntrack.Config
-	Ring       netio.RingConfig
+	// Ring shapes each worker's receive path on each interface (the
+	// default: TPACKET_V2, a frame handed over as soon as it is there).
+	Ring netio.RingConfig
+	// Fanout is how an interface's frames are spread over the workers
+	// (default FanoutCPU: the worker of the CPU that received the frame;
+	// with more workers than CPUs, FanoutHash).
+	Fanout netio.FanoutMode
+	// NoPin leaves the workers unpinned; by default worker i runs only on
+	// the CPU whose frames it gets.
+	NoPin bool
+	// Spin is how long a worker keeps looking for frames after traffic
+	// before it sleeps in poll() (0: never).
+	Spin time.Duration
+	// NoDropRule leaves the kernel to run every frame golvs forwards
+	// through its IP stack too, instead of installing the nftables drop
+	// rule at ingress (netio.DropRule).
+	NoDropRule bool
 	// FixHost lets golvs set the sysctls it relies on (IPv4 forwarding
 	// off on its interfaces) and restore them when it stops.
 	FixHost bool
@@ -54,6 +71,10 @@ type Config struct {
 	// treat a persistence template on a weight-0 dest as invalid.
 	ExpireNodestConn        bool
 	ExpireQuiescentTemplate bool
+	// Semantics is the kernel behaviour the director reproduces where
+	// IPVS changed in 2026 (spec §1.0): the overhead formula, the
+	// OVERLOAD rules, the lblc/lblcr cache rules. Zero: current.
+	Semantics ipvs.Semantics
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
@@ -82,17 +103,24 @@ type Director struct {
 	neigh   *netio.Neigh
 	nl      *netlink.Handle
 	rings   [][]*netio.Ring // [worker][interface]
+	ringMu  sync.Mutex      // rings' statistics are read, and the rings closed, under it
+	txs     []*netio.Tx
 	workers []*Worker
+	cpus    []int // the CPU each worker is pinned to (nil: not pinned)
+	fanout  netio.FanoutMode
+	drop    *netio.DropRule
+	dropMu  sync.Mutex
+	dropOff string // why there is no drop rule
 	ifMAC   map[int][6]byte
 	ifARP   map[int]bool
 	filter  sync.Mutex
 
-	kick     chan struct{}
-	restore  []func()
-	fanoutID uint16
+	kick    chan struct{}
+	restore []func()
 
-	// Counters of frames golvs did not forward, by cause.
+	// Counters of frames golvs did not forward, by cause (counters.go).
 	Drops Counters
+	cset  *counterSet
 
 	// Total is IPVS's director-wide counters (tot_stats,
 	// /proc/net/ip_vs_stats): every conn and packet of every service.
@@ -112,40 +140,8 @@ type Director struct {
 	logs *ratelog.Limiter // every log line goes through it
 }
 
-// Counter names, in Counters order.
-var CounterNames = [NumCounters]string{
-	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
-	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
-	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors", "standby",
-}
-
-// Counter indices.
-const (
-	// 0..6 mirror packet.Reason 1..7
-	CntNoConn = 7 + iota
-	CntNoDest
-	CntDestUnavail
-	CntTableFull
-	CntNoNextHop
-	CntTTL
-	CntNotOurs
-	CntARPAnswered
-	CntICMP
-	CntTxErrors
-	CntStandby // a VRRP backup serves nothing (serving.go)
-	NumCounters
-)
-
-// Counters are per-cause counts, summed over workers.
-type Counters [NumCounters]atomic.Uint64
-
-// Get returns a copy.
-func (c *Counters) Get() (out [NumCounters]uint64) {
-	for i := range c {
-		out[i] = c[i].Load()
-	}
-	return
-}
+// Semantics returns the kernel semantics the director reproduces.
+func (dr *Director) Semantics() ipvs.Semantics { return dr.c.Semantics }
 
 // Errors.
 var (
@@ -167,6 +163,7 @@ func newCore(c Config) *Director {
 		kick:  make(chan struct{}, 1),
 		logs:  ratelog.New(c.Logf, ratelog.Config{}),
 	}
+	d.initCounters()
 	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
 	d.initModes()
 	return d
@@ -218,14 +215,20 @@ func New(c Config) (*Director, error) {
 		d.Close()
 		return nil, err
 	}
-	d.fanoutID = uint16(os.Getpid()&0x7fff) | 1
-	for w := 0; w < c.Workers; w++ {
+	if err := d.planWorkers(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	// Every worker opens its rings in the same order, so worker i has
+	// index i in every fanout group.
+	fo := netio.NewFanout(d.fanout)
+	for w := 0; w < d.c.Workers; w++ {
 		var rings []*netio.Ring
 		var txs []*netio.Tx
-		for i, name := range names {
+		for _, name := range names {
 			rc := c.Ring
 			rc.Filter = filter
-			rc.FanoutID = d.fanoutID + uint16(i)
+			rc.Fanout = fo
 			r, err := netio.OpenRing(name, rc)
 			if err != nil {
 				d.Close()
@@ -238,6 +241,7 @@ func New(c Config) (*Director, error) {
 				return nil, err
 			}
 			txs = append(txs, tx)
+			d.txs = append(d.txs, tx)
 		}
 		d.rings = append(d.rings, rings)
 		wk := d.newWorker()
@@ -245,10 +249,116 @@ func New(c Config) (*Director, error) {
 			wk.setTx(tx.IfIndex(), tx)
 		}
 		wk.group = netio.NewGroup(rings)
+		wk.group.Spin = max(c.Spin, 0)
 		d.workers = append(d.workers, wk)
 	}
-	d.refilter(d.snap.Load())
+	d.cset.refresh = d.readRingStats
+	txs := d.txs
+	d.cset.addSource(func(out *[NumCounters]uint64) {
+		for _, t := range txs {
+			st := t.Stats()
+			out[CntTxErrors] += st.Errors
+			out[CntTxDropped] += st.Dropped
+		}
+	})
+	if !c.NoDropRule {
+		dr, err := netio.OpenDropRule(names)
+		switch {
+		case errors.Is(err, netio.ErrNoNftables):
+			d.dropOff = fmt.Sprintf("no drop rule: %v; the kernel also runs every frame golvs forwards through its IP stack (and drops it there)", err)
+			d.logf("host: %s", d.dropOff)
+		case err != nil:
+			d.Close()
+			return nil, fmt.Errorf("director: %w (run with --no-drop-rule to go without)", err)
+		default:
+			d.drop = dr
+			for _, t := range dr.Stale {
+				d.logf("host: removed nftables table netdev %s left by an earlier golvs that did not stop cleanly", t)
+			}
+		}
+	} else {
+		d.dropOff = "no drop rule (turned off): the kernel also runs every frame golvs forwards through its IP stack (and drops it there)"
+	}
+	if err := d.refilter(d.snap.Load()); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// planWorkers picks the fanout mode and each worker's CPU. With
+// FanoutCPU the kernel hands a frame received on CPU c to worker
+// c mod workers, so worker i is pinned to an allowed CPU c with
+// c mod workers = i where there is one.
+func (d *Director) planWorkers() error {
+	n := d.c.Workers
+	d.fanout = d.c.Fanout
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return fmt.Errorf("director: sched_getaffinity: %w", err)
+	}
+	var allowed []int
+	for c := 0; c < len(set)*64; c++ {
+		if set.IsSet(c) {
+			allowed = append(allowed, c)
+		}
+	}
+	if len(allowed) == 0 {
+		return errors.New("director: no CPU allowed to run on")
+	}
+	if d.fanout == netio.FanoutCPU && n > len(allowed) {
+		d.fanout = netio.FanoutHash
+		d.logf("host: %d workers for %d CPUs: frames are spread by flow hash (fanout hash), not by CPU", n, len(allowed))
+	}
+	if d.c.NoPin {
+		return nil
+	}
+	d.cpus = pinPlan(allowed, n, d.fanout)
+	return nil
+}
+
+// pinPlan gives each of n workers a CPU from allowed. With FanoutCPU the
+// kernel hands a frame received on CPU c to worker c mod n, so worker k
+// gets an allowed CPU c with c mod n = k where there is one (and no CPU
+// twice); the rest, and every worker with FanoutHash, go round the allowed
+// CPUs.
+func pinPlan(allowed []int, n int, mode netio.FanoutMode) []int {
+	cpus := make([]int, n)
+	used := map[int]bool{}
+	for k := range cpus {
+		cpus[k] = -1
+		if mode == netio.FanoutCPU {
+			for _, c := range allowed {
+				if c%n == k && !used[c] {
+					cpus[k] = c
+					break
+				}
+			}
+		}
+		if cpus[k] < 0 {
+			cpus[k] = allowed[k%len(allowed)]
+		}
+		used[cpus[k]] = true
+	}
+	return cpus
+}
+
+// readRingStats adds what the kernel counted on the rings since the last
+// read (reading resets them) to the ring counters.
+func (d *Director) readRingStats() {
+	d.ringMu.Lock()
+	defer d.ringMu.Unlock()
+	var sum netio.RingStats
+	for _, rs := range d.rings {
+		for _, r := range rs {
+			if st, err := r.Stats(); err == nil {
+				sum.Add(st)
+			}
+		}
+	}
+	d.Drops[CntRingPackets].Add(sum.Packets)
+	d.Drops[CntRingDrops].Add(sum.Drops)
+	d.Drops[CntRingFreezes].Add(sum.Freezes)
 }
 
 // checkHost makes sure the kernel will not handle VIP traffic itself:
@@ -290,6 +400,23 @@ func (d *Director) HostReport() []string {
 		out = append(out, fmt.Sprintf("%s: IPv4 forwarding off (the kernel drops VIP traffic and replies silently; golvs forwards them), ARP for VIPs answered by golvs: %v", ifc.Name, ifc.ARP))
 	}
 	out = append(out, "VIPs are not assigned to the kernel: it never answers or resets VIP connections")
+	if d.drop != nil {
+		out = append(out, d.drop.Describe())
+	} else if d.dropOff != "" {
+		out = append(out, d.dropOff)
+	}
+	if len(d.rings) > 0 && len(d.rings[0]) > 0 {
+		pin := "workers not pinned"
+		if d.cpus != nil {
+			pin = fmt.Sprintf("worker i pinned to CPU %v[i]", d.cpus)
+		}
+		spin := "sleeps in poll() as soon as no frame is ready"
+		if g := d.workers[0].group; g.Spin > 0 {
+			spin = fmt.Sprintf("keeps looking for frames %s after traffic before it sleeps", g.Spin)
+		}
+		out = append(out, fmt.Sprintf("receive: per worker and interface %s; fanout %s over %d workers, %s; a worker %s",
+			d.rings[0][0].Describe(), d.fanout, len(d.workers), pin, spin))
+	}
 	return out
 }
 
@@ -319,16 +446,21 @@ func (d *Director) checkVIPNotLocal(a netip.Addr) error {
 // minute, its repeats summarised.
 func (d *Director) logf(format string, args ...any) { d.logs.Logf(format, args...) }
 
-// refilter rebuilds the kernel filter for the current services.
-func (d *Director) refilter(s *Snapshot) {
+// refilter rebuilds the kernel filter and the drop rule for the current
+// services.
+func (d *Director) refilter(s *Snapshot) error {
+	if err := d.redrop(s); err != nil {
+		d.logf("%v", err)
+		return err
+	}
 	if len(d.rings) == 0 {
-		return
+		return nil
 	}
 	dst, src := d.filterMatches(s)
 	f, err := netio.BuildFilter(dst, src, true)
 	if err != nil {
 		d.logf("filter: %v", err)
-		return
+		return err
 	}
 	d.filter.Lock()
 	defer d.filter.Unlock()
@@ -336,9 +468,51 @@ func (d *Director) refilter(s *Snapshot) {
 		for _, r := range rs {
 			if err := r.SetFilter(f); err != nil {
 				d.logf("filter: %v", err)
+				return err
 			}
 		}
 	}
+	return nil
+}
+
+// redrop sets the drop rule to the frames golvs forwards under s: TCP
+// and UDP to its services (and marked destinations with a service), and
+// replies from its NAT and FULLNAT real servers.
+func (d *Director) redrop(s *Snapshot) error {
+	d.dropMu.Lock()
+	defer d.dropMu.Unlock()
+	if d.drop == nil {
+		return nil
+	}
+	var dst, src []netio.Match
+	for _, r := range s.Marks {
+		if s.fwm[r.Mark] != nil {
+			dst = append(dst, markMatches([]ipvs.MarkRule{r})...)
+		}
+	}
+	for _, sv := range s.List {
+		if sv.Config.FWMark == 0 {
+			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
+		}
+		for _, dd := range sv.Dests {
+			if m := dd.Method(); m != ipvs.MethodMasq && m != ipvs.MethodFullNAT {
+				continue // DR and TUN replies never pass the director
+			}
+			port := dd.Port
+			if port == 0 {
+				port = sv.Config.Port
+			}
+			proto := sv.Config.Proto
+			if sv.Config.FWMark != 0 {
+				proto = 0
+			}
+			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
+		}
+	}
+	if err := d.drop.Set(dst, src); err != nil {
+		return fmt.Errorf("director: %w", err)
+	}
+	return nil
 }
 
 // Run starts the workers and housekeeping and blocks until ctx is done;
@@ -350,7 +524,19 @@ func (d *Director) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func(w *Worker) {
 			defer wg.Done()
+			// The thread ends with the goroutine (never unlocked), so its
+			// affinity goes with it.
 			runtime.LockOSThread()
+			// Naps under dense traffic (netio.Group) end on time, not
+			// up to 50 µs late.
+			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 5000, 0, 0, 0)
+			if d.cpus != nil {
+				var set unix.CPUSet
+				set.Set(d.cpus[w.id])
+				if err := unix.SchedSetaffinity(0, &set); err != nil {
+					d.logf("worker %d: pinning to CPU %d: %v", w.id, d.cpus[w.id], err)
+				}
+			}
 			w.loop(stop)
 		}(w)
 	}
@@ -408,6 +594,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 			return
 		case now := <-t.C:
 			d.CT.Advance(now)
+			d.readRingStats()
 		case <-d.kick:
 			resolveNow()
 		case <-changes:
@@ -432,15 +619,28 @@ func (d *Director) housekeeping(stop chan struct{}) {
 // Close stops nothing (Run does that) but releases the sockets and puts
 // back any host setting golvs changed.
 func (d *Director) Close() {
+	if len(d.rings) > 0 {
+		d.readRingStats()
+	}
+	d.ringMu.Lock()
 	for _, rs := range d.rings {
 		for _, r := range rs {
 			r.Close()
 		}
 	}
 	d.rings = nil
+	d.ringMu.Unlock()
 	for _, w := range d.workers {
 		w.closeTx()
 	}
+	d.dropMu.Lock()
+	if d.drop != nil {
+		if err := d.drop.Close(); err != nil {
+			d.logf("host: %v", err)
+		}
+		d.drop = nil
+	}
+	d.dropMu.Unlock()
 	if d.neigh != nil {
 		d.neigh.Close()
 		d.neigh = nil

@@ -45,6 +45,7 @@ type Worker struct {
 	st  statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+	cnt  *workerCounters
 
 	standby bool // a VRRP backup: serve nothing (serving.go), loaded once per batch
 }
@@ -55,7 +56,7 @@ type ifaceMAC struct {
 }
 
 func (d *Director) newWorker() *Worker {
-	w := &Worker{d: d, id: len(d.workers)}
+	w := &Worker{d: d, id: len(d.workers), cnt: d.cset.newBlock()}
 	w.st.tot = &d.Total
 	for idx, mac := range d.ifMAC {
 		for len(w.macs) <= idx {
@@ -100,8 +101,7 @@ func (w *Worker) txFor(ifindex int) Transmitter {
 func (w *Worker) closeTx() {
 	for _, t := range w.tx {
 		if c, ok := t.(*netio.Tx); ok && c != nil {
-			w.d.Drops[CntTxErrors].Add(c.Errors)
-			c.Close()
+			c.Close() // its counters stay readable
 		}
 	}
 	w.tx = nil
@@ -115,7 +115,7 @@ func (w *Worker) flush() {
 	}
 }
 
-// loop takes blocks of frames from the worker's rings until stop closes.
+// loop takes batches of frames from the worker's rings until stop closes.
 func (w *Worker) loop(stop chan struct{}) {
 	var b netio.Block
 	var f netio.Frame
@@ -127,16 +127,17 @@ func (w *Worker) loop(stop chan struct{}) {
 		}
 		w.group.Wait(100 * time.Millisecond)
 		for _, r := range w.group.Rings {
-			if !r.TryNext(&b) {
-				continue
+			// One batch from each of the ring's sockets at most, so no
+			// interface waits behind a busy one.
+			for k := r.Sockets(); k > 0 && r.TryNext(&b); k-- {
+				w.load()
+				for b.Frame(&f) {
+					w.handle(&f)
+				}
+				w.flush() // frames point into the ring: send before release
+				b.Release()
+				w.st.flush()
 			}
-			w.load()
-			for b.Frame(&f) {
-				w.handle(&f)
-			}
-			w.flush() // frames point into the block: send before release
-			b.Release()
-			w.st.flush()
 		}
 	}
 }
@@ -152,7 +153,7 @@ func (w *Worker) load() {
 }
 
 func (w *Worker) count(i int) {
-	w.d.Drops[i].Add(1)
+	w.cnt.inc(i)
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[i]
 	}

@@ -31,10 +31,10 @@ const snapAll = 262144
 // frame anyway, so a looser filter costs speed, never correctness.
 func BuildFilter(dst, src []Match, arp bool) ([]bpf.RawInstruction, error) {
 	prog := build(dst, src, arp, true)
-	if len(prog) > maxInsns-1 {
+	if len(prog) > maxInsns-FilterReserve {
 		prog = build(dst, src, arp, false)
 	}
-	if len(prog) > maxInsns-1 {
+	if len(prog) > maxInsns-FilterReserve {
 		prog = build(nil, nil, arp, false)
 		// every IPv4 frame
 		prog = append(prog[:len(prog)-1], bpf.RetConstant{Val: snapAll})
