@@ -136,6 +136,9 @@ func WriteVRRP(w io.Writer, st *vrrp.Status, now time.Time) {
 			fmt.Fprintf(w, "  master %s%s, priority %d\n", in.Master, who, in.MasterPrio)
 		}
 		fmt.Fprintf(w, "  virtual addresses: %s\n", strings.Join(in.Addrs, ", "))
+		if len(in.Excluded) > 0 {
+			fmt.Fprintf(w, "  excluded addresses (not advertised): %s\n", strings.Join(in.Excluded, ", "))
+		}
 		if len(in.Unicast) > 0 {
 			fmt.Fprintf(w, "  unicast peers: %s\n", strings.Join(in.Unicast, ", "))
 		}

@@ -75,8 +75,11 @@ type Instance struct {
 	// an address that is not a peer is dropped.
 	UnicastSrc   netip.Addr
 	UnicastPeers []netip.Addr
-	// Addrs are the virtual addresses (virtual_ipaddress).
-	Addrs []VAddr
+	// Addrs are the virtual addresses (virtual_ipaddress), carried in
+	// adverts; Excluded are owned the same way but not advertised
+	// (virtual_ipaddress_excluded).
+	Addrs    []VAddr
+	Excluded []VAddr
 	// SkipCheckAdvAddr stops checking the address list of adverts from
 	// the master already known (vrrp_skip_check_adv_addr).
 	SkipCheckAdvAddr bool
@@ -137,8 +140,15 @@ func (in Instance) withDefaults() Instance {
 		g.LowerPrioRepeat = g.MasterRepeat
 	}
 	in.Addrs = append([]VAddr(nil), in.Addrs...)
+	in.Excluded = append([]VAddr(nil), in.Excluded...)
 	in.UnicastPeers = append([]netip.Addr(nil), in.UnicastPeers...)
 	return in
+}
+
+// Owned returns every address the instance's master owns: the advertised
+// ones and the excluded ones.
+func (in *Instance) Owned() []VAddr {
+	return append(append([]VAddr(nil), in.Addrs...), in.Excluded...)
 }
 
 // centis returns the interval in centiseconds.
@@ -186,8 +196,11 @@ func (in *Instance) check() error {
 	if len(in.Addrs) > MaxAddrs {
 		return cfgErr("instance %s: %d virtual addresses; an advertisement carries at most %d", name, len(in.Addrs), MaxAddrs)
 	}
+	if len(in.Excluded) > 1024 {
+		return cfgErr("instance %s: %d excluded addresses (at most 1024)", name, len(in.Excluded))
+	}
 	seen := map[netip.Addr]bool{}
-	for _, a := range in.Addrs {
+	for _, a := range append(append([]VAddr(nil), in.Addrs...), in.Excluded...) {
 		if !a.Addr.Is4() {
 			return cfgErr("instance %s: virtual address %s is not IPv4 (golvs's VRRP speaks IPv4)", name, a.Addr)
 		}

@@ -172,7 +172,7 @@ func (s *Speaker) Open() (err error) {
 		}
 	}
 	for _, in := range s.insts {
-		for _, a := range in.c.Addrs {
+		for _, a := range in.c.Owned() {
 			dev := a.Dev
 			if dev == "" {
 				dev = in.c.Interface
@@ -432,11 +432,12 @@ func (s *Speaker) send(in *inst, prio uint8) {
 }
 
 func (s *Speaker) garp(in *inst, n int) {
-	if n <= 0 || len(in.c.Addrs) == 0 {
+	owned := in.c.Owned()
+	if n <= 0 || len(owned) == 0 {
 		return
 	}
 	select {
-	case s.garpQ <- garpJob{addrs: in.c.Addrs, dflt: in.c.Interface, n: n, gap: in.c.GARP.Interval}:
+	case s.garpQ <- garpJob{addrs: owned, dflt: in.c.Interface, n: n, gap: in.c.GARP.Interval}:
 	default:
 		s.logf("vrrp: (%s) gratuitous ARP queue full, a round skipped", in.c.Name)
 	}
@@ -598,6 +599,7 @@ type InstanceStatus struct {
 	Master        string            `json:"master,omitempty"`
 	MasterPrio    int               `json:"master_priority,omitempty"`
 	Addrs         []string          `json:"addresses"`
+	Excluded      []string          `json:"excluded_addresses,omitempty"`
 	Unicast       []string          `json:"unicast_peers,omitempty"`
 	Auth          string            `json:"auth,omitempty"`
 	Group         string            `json:"sync_group,omitempty"`
@@ -649,6 +651,9 @@ func (s *Speaker) Status() Status {
 		}
 		for _, a := range in.c.Addrs {
 			is.Addrs = append(is.Addrs, a.String())
+		}
+		for _, a := range in.c.Excluded {
+			is.Excluded = append(is.Excluded, a.String())
 		}
 		for _, p := range in.c.UnicastPeers {
 			is.Unicast = append(is.Unicast, p.String())

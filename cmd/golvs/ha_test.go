@@ -235,8 +235,11 @@ func haDirector(t *testing.T, topo *lab.HATopology, dir string, n int, extra ...
 		}
 	}
 	sock := filepath.Join(dir, fmt.Sprintf("dir%d.sock", n))
-	args := append([]string{"run", "-i", lab.DirExt + ":arp", "-i", lab.DirInt, "--fix-host", "--rules", rules, "--control", sock, "--workers", "1",
-		"--vrrp-interface", lab.DirExt, "--vrrp-vip", lab.VIP.String(), "--vrrp-vip", lab.HAGateway.String() + ":" + lab.DirInt}, extra...)
+	args := []string{"run", "-i", lab.DirExt + ":arp", "-i", lab.DirInt, "--fix-host", "--rules", rules, "--control", sock, "--workers", "1"}
+	if len(extra) == 0 || extra[0] != "--keepalived-conf" {
+		args = append(args, "--vrrp-interface", lab.DirExt, "--vrrp-vip", lab.VIP.String(), "--vrrp-vip", lab.HAGateway.String()+":"+lab.DirInt)
+	}
+	args = append(args, extra...)
 	p := startIn(t, topo.Dirs[n-1], filepath.Join(dir, fmt.Sprintf("dir%d.log", n)), bin, args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -507,6 +510,15 @@ func TestKeepalivedInterop(t *testing.T) {
 			t.Cleanup(topo.Close)
 			dir := t.TempDir()
 			golvsArgs := func(prio int) []string {
+				if v.version == 3 {
+					// golvs reads the same vrrp_instance block keepalived
+					// runs (keepalived.conf as golvs's configuration).
+					path := filepath.Join(dir, fmt.Sprintf("golvs-%d.conf", prio))
+					if err := os.WriteFile(path, []byte(keepalivedConf(v.version, prio, v.auth)), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					return []string{"--keepalived-conf", path}
+				}
 				a := []string{"--vrrp-vrid", "53", "--vrrp-priority", fmt.Sprint(prio), "--vrrp-version", fmt.Sprint(v.version)}
 				if v.auth != "" {
 					a = append(a, "--vrrp-auth-pass", v.auth)

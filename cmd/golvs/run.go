@@ -153,6 +153,14 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	if kaCfg != nil && kaCfg.VRRP != nil {
+		// keepalived.conf's vrrp_instance blocks (vrrp.go).
+		if vc != nil {
+			fmt.Fprintln(os.Stderr, "golvs run: VRRP is configured both by --vrrp-* flags and by keepalived.conf's vrrp_instance blocks: configure it one way")
+			return 2
+		}
+		vc = kaCfg.VRRP
+	}
 	cfg := director.Config{
 		Workers:    *workers,
 		Conntrack:  conntrack.Config{MaxEntries: *connMax},

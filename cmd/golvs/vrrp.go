@@ -109,7 +109,7 @@ func (v *vrrpFlags) config() (*vrrp.Config, error) {
 func floating(c *vrrp.Config) []director.FloatingAddr {
 	var out []director.FloatingAddr
 	for _, in := range c.Instances {
-		for _, a := range in.Addrs {
+		for _, a := range in.Owned() {
 			dev := a.Dev
 			if dev == "" {
 				dev = in.Interface
