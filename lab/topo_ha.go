@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -13,7 +14,7 @@ import (
 // (198.19.0.1, the plan's DIP) are the pair's floating addresses, owned by
 // the master's golvs and never by a kernel.
 var (
-	HAGateway = DirIntIP // the real servers' default gateway, floating
+	HAGatewayIP = DirIntIP // 198.19.0.1: the floating DIP, the real servers' default gateway
 )
 
 // HADirExtIP returns director n's (1 or 2) own client-side address.
@@ -22,16 +23,16 @@ func HADirExtIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, b
 // HADirIntIP returns director n's own server-side address.
 func HADirIntIP(n int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, 0, byte(1 + n)}) }
 
-// HATopology is the HA lab: client -- ext bridge -- dir1, dir2 -- int
-// bridge -- rs1..rsN, both bridges in the switch namespace.
+// HATopology is the HA lab: client -- br1 -- director1, director2 -- br0
+// -- rs1..rsN, both bridges in the lan namespace.
 type HATopology struct {
-	Topology
-	Dirs [2]*NS
+	*Topology
+	Directors [2]*NS
 }
 
 // HANames returns the namespace names of an HA lab.
 func HANames(suffix string, realServers int) []string {
-	n := []string{"client" + suffix, "dir1" + suffix, "dir2" + suffix, "lan" + suffix}
+	n := []string{"client" + suffix, "director1" + suffix, "director2" + suffix, "lan" + suffix}
 	for i := 1; i <= realServers; i++ {
 		n = append(n, fmt.Sprintf("rs%d%s", i, suffix))
 	}
@@ -51,7 +52,7 @@ func BuildHA(o Options) (t *HATopology, err error) {
 	if o.RealServers > 50 {
 		return nil, fmt.Errorf("lab: at most 50 real servers (asked for %d)", o.RealServers)
 	}
-	t = &HATopology{Topology: Topology{Mode: "ha", Suffix: o.Suffix}}
+	t = &HATopology{Topology: &Topology{Mode: "ha", Suffix: o.Suffix}}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -62,12 +63,12 @@ func BuildHA(o Options) (t *HATopology, err error) {
 	if t.Client, err = t.mk(names[0]); err != nil {
 		return t, err
 	}
-	for i := range t.Dirs {
-		if t.Dirs[i], err = t.mk(names[1+i]); err != nil {
+	for i := range t.Directors {
+		if t.Directors[i], err = t.mk(names[1+i]); err != nil {
 			return t, err
 		}
 	}
-	t.Director = t.Dirs[0]
+	t.Director = t.Directors[0]
 	if t.Switch, err = t.mk(names[3]); err != nil {
 		return t, err
 	}
@@ -78,34 +79,34 @@ func BuildHA(o Options) (t *HATopology, err error) {
 		}
 		t.RS = append(t.RS, rs)
 	}
-	for _, br := range []string{"br-ext", "br-int"} {
+	for _, br := range []string{"br0", "br1"} { // servers' side, clients' side
 		if err := bridge(t.Switch, br); err != nil {
 			return t, err
 		}
 	}
-	port := func(ns *NS, dev string, mac []byte, addr netip.Prefix, p, br string, pmac byte) error {
-		if err := veth(ns, dev, mac, addr, t.Switch, p, MAC(roleSwitch, pmac), netip.Prefix{}); err != nil {
+	plug := func(ns *NS, dev string, mac net.HardwareAddr, addr netip.Prefix, port, br string, pmac net.HardwareAddr) error {
+		if err := veth(ns, dev, mac, addr, t.Switch, port, pmac, netip.Prefix{}); err != nil {
 			return err
 		}
-		return enslave(t.Switch, p, br)
+		return enslave(t.Switch, port, br)
 	}
-	if err := port(t.Client, "eth0", MAC(roleClient, 10), pfx(CIP, 24), "p-cli", "br-ext", 1); err != nil {
+	if err := plug(t.Client, "eth0", MAC(roleClient, 10), pfx(CIP, clientNet), "p-cli", "br1", MAC(roleSwitch, 2)); err != nil {
 		return t, err
 	}
-	for i, d := range t.Dirs {
+	for i, d := range t.Directors {
 		n := i + 1
-		if err := port(d, DirExt, MAC(roleDirector, byte(0x10*n+1)), pfx(HADirExtIP(n), 24), fmt.Sprintf("p-d%de", n), "br-ext", byte(2+2*i)); err != nil {
+		if err := plug(d, DirExt, MAC(roleDirector, byte(0x10*n+1)), pfx(HADirExtIP(n), 24), fmt.Sprintf("p-d%d-ext", n), "br1", MAC(roleSwitch, byte(0x10*n+1))); err != nil {
 			return t, err
 		}
-		if err := port(d, DirInt, MAC(roleDirector, byte(0x10*n+2)), pfx(HADirIntIP(n), 24), fmt.Sprintf("p-d%di", n), "br-int", byte(3+2*i)); err != nil {
+		if err := plug(d, DirInt, MAC(roleDirector, byte(0x10*n+2)), pfx(HADirIntIP(n), 24), fmt.Sprintf("p-d%d-int", n), "br0", MAC(roleSwitch, byte(0x10*n+2))); err != nil {
 			return t, err
 		}
 	}
 	for i, rs := range t.RS {
-		if err := port(rs, "eth0", MAC(roleRS, byte(i+1)), pfx(RIP(i+1), 24), fmt.Sprintf("p-rs%d", i+1), "br-int", byte(10+i)); err != nil {
+		if err := plug(rs, "eth0", MAC(roleRS, byte(i+1)), pfx(RIP(i+1), 24), fmt.Sprintf("p-rs%d", i+1), "br0", MAC(roleSwitch, byte(0x40+i))); err != nil {
 			return t, err
 		}
-		if err := defaultRoute(rs, HAGateway); err != nil {
+		if err := defaultRoute(rs, HAGatewayIP); err != nil {
 			return t, err
 		}
 	}
@@ -123,7 +124,7 @@ func (t *HATopology) Partition(on bool) error {
 		return fmt.Errorf("lab: netlink in %s: %w", t.Switch.Name, err)
 	}
 	defer h.Close()
-	for _, p := range []string{"p-d1e", "p-d2e"} {
+	for _, p := range []string{"p-d1-ext", "p-d2-ext"} {
 		l, err := h.LinkByName(p)
 		if err != nil {
 			return fmt.Errorf("lab: %s/%s: %w", t.Switch.Name, p, err)

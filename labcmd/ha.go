@@ -186,7 +186,7 @@ func (s *haSession) directorArgs(n int, startMaster, returning bool) []string {
 		"--rules", filepath.Join(s.dir, "rules"), "--control", s.socks[n], "--workers", strconv.Itoa(o.workers),
 		"--vrrp-interface", lab.DirExt, "--vrrp-vrid", strconv.Itoa(o.vrid), "--vrrp-priority", strconv.Itoa(prio),
 		"--vrrp-advert-int", o.advert, "--vrrp-version", strconv.Itoa(o.version),
-		"--vrrp-vip", lab.VIP.String(), "--vrrp-vip", lab.HAGateway.String() + ":" + lab.DirInt}
+		"--vrrp-vip", lab.VIP.String(), "--vrrp-vip", lab.HAGatewayIP.String() + ":" + lab.DirInt}
 	if o.version == 2 {
 		a = append(a, "--vrrp-auth-pass", haVRRPPass)
 	}
@@ -235,8 +235,8 @@ func (s *haSession) waitState(ctx context.Context, n int, state string, timeout 
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("dir%d.log", n+1)))
-			return nil, fmt.Errorf("director %d did not reach %s in %v (last: %s); its log:\n%s", n+1, state, timeout, last, log)
+			log, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("director%d.log", n+1)))
+			return nil, fmt.Errorf("director%d did not reach %s in %v (last: %s); its log:\n%s", n+1, state, timeout, last, log)
 		}
 		select {
 		case <-ctx.Done():
@@ -249,7 +249,7 @@ func (s *haSession) waitState(ctx context.Context, n int, state string, timeout 
 // startDirector starts director n and waits until its control socket
 // answers with every real server resolved.
 func (s *haSession) startDirector(ctx context.Context, n int, startMaster, returning bool) error {
-	c, err := s.start(s.topo.Dirs[n], fmt.Sprintf("dir%d.log", n+1), s.directorArgs(n, startMaster, returning)...)
+	c, err := s.start(s.topo.Directors[n], fmt.Sprintf("director%d.log", n+1), s.directorArgs(n, startMaster, returning)...)
 	if err != nil {
 		return err
 	}
@@ -264,8 +264,8 @@ func (s *haSession) startDirector(ctx context.Context, n int, startMaster, retur
 			}
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("dir%d.log", n+1)))
-			return fmt.Errorf("director %d did not become ready in 20s; its log:\n%s", n+1, log)
+			log, _ := os.ReadFile(filepath.Join(s.dir, fmt.Sprintf("director%d.log", n+1)))
+			return fmt.Errorf("director%d did not become ready in 20s; its log:\n%s", n+1, log)
 		}
 		select {
 		case <-ctx.Done():
@@ -298,7 +298,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 	if s.exe, err = os.Executable(); err != nil {
 		return err
 	}
-	s.socks = [2]string{filepath.Join(s.dir, "dir1.sock"), filepath.Join(s.dir, "dir2.sock")}
+	s.socks = [2]string{filepath.Join(s.dir, "director1.sock"), filepath.Join(s.dir, "director2.sock")}
 	s.st = &State{Mode: "ha", Suffix: o.suffix, Socket: s.socks[0], VIP: lab.VIP.String()}
 	defer s.close()
 	if s.topo, err = lab.BuildHA(lab.Options{Suffix: o.suffix, RealServers: 2}); err != nil {
@@ -329,10 +329,10 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, format+"\n", a...)
 		}
 	}
-	say("# HA lab: client %s -> VIP %s -> dir1 (%s | %s, priority 150) or dir2 (%s | %s, priority 100) -> real servers %s, %s",
+	say("# HA lab: client %s -> VIP %s -> director1 (%s | %s, priority 150) or director2 (%s | %s, priority 100) -> real servers %s, %s",
 		lab.CIP, lab.VIP, lab.HADirExtIP(1), lab.HADirIntIP(1), lab.HADirExtIP(2), lab.HADirIntIP(2), lab.RIP(1), lab.RIP(2))
-	say("# VRRP version %d, vrid %d, advert_int %v; floating addresses: %s on ext0, the real servers' gateway %s on int0", o.version, o.vrid, s.iv, lab.VIP, lab.HAGateway)
-	// dir1 first, so that it is master whatever the preemption mode.
+	say("# VRRP version %d, vrid %d, advert_int %v; floating addresses: %s on ext0, the real servers' gateway %s on int0", o.version, o.vrid, s.iv, lab.VIP, lab.HAGatewayIP)
+	// director1 first, so that it is master whatever the preemption mode.
 	if err := s.startDirector(ctx, 0, !o.nopreempt, false); err != nil {
 		return err
 	}
@@ -347,7 +347,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 	}
 	res := haResult{Failed: o.fail, AdvertIntMs: s.iv.Milliseconds()}
 	res.Sync, res.SyncNote = s.startSync()
-	say("# dir1 MASTER, dir2 BACKUP; connection sync: %s", syncWords(res.Sync, res.SyncNote))
+	say("# director1 MASTER, director2 BACKUP; connection sync: %s", syncWords(res.Sync, res.SyncNote))
 	vipEcho := netip.AddrPortFrom(lab.VIP, 7)
 	cl, err := lab.StartHAClient(s.topo.Client, vipEcho, o.conns, o.every)
 	if err != nil {
@@ -377,7 +377,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		res.TakeoverMs = in.Since.Sub(mark).Milliseconds()
-		res.NewMaster = fmt.Sprintf("dir%d", other+1)
+		res.NewMaster = fmt.Sprintf("director%d", other+1)
 	} else {
 		st, err := vrrpState(s.socks[other])
 		if err != nil {
@@ -391,9 +391,13 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 	res.NewRecoveredMs = ms(r.NewRecovered)
 	res.LastResumeMs = r.LastResume.Milliseconds()
 	if o.fail == "master" {
-		say("takeover: dir2 MASTER %d ms after the kill (3 x advert_int + skew: %v)", res.TakeoverMs, 3*s.iv+s.iv*156/256)
+		skew := 156 * time.Second / 256 // (256 - priority 100) / 256 s
+		if o.version == 3 {
+			skew = 156 * s.iv / 256
+		}
+		say("takeover: director2 MASTER %d ms after the kill (its Master_Down_Interval, 3 x advert_int + skew: %v)", res.TakeoverMs, 3*s.iv+skew)
 	} else {
-		say("dir1 stays %s", res.BackupStateKept)
+		say("director1 stays %s", res.BackupStateKept)
 	}
 	say("established connections: %d, survived %d (reset %d, broken %d, stalled %d, moved %d); the last resumed %d ms after the kill", res.Established, res.Survived, res.Reset, res.Broken, res.Stalled, res.Moved, res.LastResumeMs)
 	say("new connections after the kill: %d attempted, %d failed; the first succeeded %d ms after the kill, %d failed after that", res.NewAttempted, res.NewFailed, res.NewRecoveredMs, res.NewFailedAfter)
@@ -403,7 +407,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		res.Return = rr
-		say("return: dir%d back, %s (master after %d ms; -1: not master); established %d, survived %d (reset %d, broken %d, stalled %d); new connections %d attempted, %d failed",
+		say("return: director%d back, %s (master after %d ms; -1: not master); established %d, survived %d (reset %d, broken %d, stalled %d); new connections %d attempted, %d failed",
 			victim+1, rr.State, rr.TookOverMs, rr.Established, rr.Survived, rr.Reset, rr.Broken, rr.Stalled, rr.NewAttempted, rr.NewFailed)
 	}
 	if o.jsonOut {

@@ -237,10 +237,10 @@ func haDirector(t *testing.T, topo *lab.HATopology, dir string, n int, extra ...
 	sock := filepath.Join(dir, fmt.Sprintf("dir%d.sock", n))
 	args := []string{"run", "-i", lab.DirExt + ":arp", "-i", lab.DirInt, "--fix-host", "--rules", rules, "--control", sock, "--workers", "1"}
 	if len(extra) == 0 || extra[0] != "--keepalived-conf" {
-		args = append(args, "--vrrp-interface", lab.DirExt, "--vrrp-vip", lab.VIP.String(), "--vrrp-vip", lab.HAGateway.String()+":"+lab.DirInt)
+		args = append(args, "--vrrp-interface", lab.DirExt, "--vrrp-vip", lab.VIP.String(), "--vrrp-vip", lab.HAGatewayIP.String()+":"+lab.DirInt)
 	}
 	args = append(args, extra...)
-	p := startIn(t, topo.Dirs[n-1], filepath.Join(dir, fmt.Sprintf("dir%d.log", n)), bin, args...)
+	p := startIn(t, topo.Directors[n-1], filepath.Join(dir, fmt.Sprintf("dir%d.log", n)), bin, args...)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := haStatus(sock); err == nil {
@@ -462,7 +462,7 @@ vrrp_instance VI_1 {
         %s/24 dev int0
     }
 }
-`, version, prio, a, lab.VIP, lab.HAGateway)
+`, version, prio, a, lab.VIP, lab.HAGatewayIP)
 }
 
 func startKeepalived(t *testing.T, topo *lab.HATopology, dir, conf string) *proc {
@@ -478,7 +478,7 @@ func startKeepalived(t *testing.T, topo *lab.HATopology, dir, conf string) *proc
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startIn(t, topo.Dirs[1], filepath.Join(dir, "keepalived.log"), "stdbuf", "-oL", "-eL", ka, "--dont-fork", "--log-console", "--log-detail", "--vrrp", "--no-syslog",
+	p := startIn(t, topo.Directors[1], filepath.Join(dir, "keepalived.log"), "stdbuf", "-oL", "-eL", ka, "--dont-fork", "--log-console", "--log-detail", "--vrrp", "--no-syslog",
 		"-f", path, "-p", filepath.Join(dir, "ka.pid"), "-r", filepath.Join(dir, "ka-vrrp.pid"))
 	time.Sleep(200 * time.Millisecond)
 	if p.cmd.ProcessState != nil {
@@ -525,7 +525,7 @@ func TestKeepalivedInterop(t *testing.T) {
 				}
 				return a
 			}
-			kaMaster := func() bool { return holds(kaAddrs(t, topo.Dirs[1], lab.DirExt), lab.VIP) }
+			kaMaster := func() bool { return holds(kaAddrs(t, topo.Directors[1], lab.DirExt), lab.VIP) }
 
 			// golvs 150 against keepalived 100: golvs is master.
 			ka := startKeepalived(t, topo, dir, keepalivedConf(v.version, 100, v.auth))
@@ -600,7 +600,7 @@ func TestKeepalivedAdvertsDecode(t *testing.T) {
 		conf := strings.Replace(keepalivedConf(v.version, 120, v.auth), "state BACKUP", "state MASTER", 1)
 		ka := startKeepalived(t, topo, dir, conf)
 		var pc net.PacketConn
-		if err := topo.Dirs[0].Do(func() error {
+		if err := topo.Directors[0].Do(func() error {
 			var err error
 			pc, err = net.ListenPacket("ip4:112", "0.0.0.0")
 			if err != nil {
@@ -621,12 +621,12 @@ func TestKeepalivedAdvertsDecode(t *testing.T) {
 		if err := vrrp.Decode(raw, &a); err != nil {
 			t.Fatalf("v%d: keepalived's advert refused: %v\n% x", v.version, err, raw)
 		}
-		want := []netip.Addr{lab.VIP, lab.HAGateway}
+		want := []netip.Addr{lab.VIP, lab.HAGatewayIP}
 		if int(a.Version) != v.version || a.VRID != 53 || a.Priority != 120 || a.Interval != 100 || a.TTL != 255 ||
 			a.Src != lab.HADirExtIP(2) || a.Dst != vrrp.MulticastGroup || len(a.Addrs) != 2 || a.Addrs[0] != want[0] || a.Addrs[1] != want[1] {
 			t.Fatalf("v%d: decoded %+v", v.version, a)
 		}
-		in := vrrp.Instance{Name: "VI_1", Interface: "ext0", VRID: 53, Version: v.version, AuthPass: v.auth, Addrs: []vrrp.VAddr{{Addr: lab.VIP}, {Addr: lab.HAGateway}}}
+		in := vrrp.Instance{Name: "VI_1", Interface: "ext0", VRID: 53, Version: v.version, AuthPass: v.auth, Addrs: []vrrp.VAddr{{Addr: lab.VIP}, {Addr: lab.HAGatewayIP}}}
 		if err := vrrp.CheckAdvert(&in, &a); err != nil {
 			t.Fatalf("v%d: keepalived's advert fails golvs's checks: %v", v.version, err)
 		}
