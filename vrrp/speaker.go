@@ -388,7 +388,11 @@ func (s *Speaker) apply(now time.Time, in *inst, e effects) {
 		case StateMaster:
 			s.logf("vrrp: (%s) entering MASTER state (priority %d)", in.c.Name, in.m.prio)
 		case StateBackup:
-			s.logf("vrrp: (%s) entering BACKUP state (master %s, priority %d)", in.c.Name, in.m.masterAddr, in.m.masterPrio)
+			if in.m.masterAddr.IsValid() {
+				s.logf("vrrp: (%s) entering BACKUP state (master %s, priority %d)", in.c.Name, in.m.masterAddr, in.m.masterPrio)
+			} else {
+				s.logf("vrrp: (%s) entering BACKUP state (no master heard yet)", in.c.Name)
+			}
 			in.garpAt = time.Time{}
 		case StateFault:
 			s.logf("vrrp: (%s) entering FAULT state", in.c.Name)

@@ -308,6 +308,7 @@ func stateOf(sock string) string {
 // the lower priority yields, and the real servers' gateway follows.
 func TestHANopreemptAndSplitBrain(t *testing.T) {
 	testutil.RequireNetns(t)
+	t.Parallel() // waits on VRRP timers, as TestKeepalivedInterop does
 	topo, err := lab.BuildHA(lab.Options{Suffix: lab.RandomSuffix(), RealServers: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -494,6 +495,7 @@ func startKeepalived(t *testing.T, topo *lab.HATopology, dir, conf string) *proc
 // golvs must drop none of keepalived's adverts.
 func TestKeepalivedInterop(t *testing.T) {
 	testutil.RequireNetns(t)
+	t.Parallel()
 	if _, err := exec.LookPath("keepalived"); err != nil {
 		t.Skip("skipping: keepalived is not installed (.ci/run installs Debian's keepalived)")
 	}
