@@ -206,17 +206,6 @@ func (p *proc) kill() {
 	}
 }
 
-func (p *proc) term() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _, _ = p.cmd.Process.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		p.kill()
-	}
-}
-
 func (p *proc) logText() string {
 	b, _ := os.ReadFile(p.log)
 	return string(b)
@@ -466,7 +455,7 @@ vrrp_instance VI_1 {
 `, version, prio, a, lab.VIP, lab.HAGatewayIP)
 }
 
-func startKeepalived(t *testing.T, topo *lab.HATopology, dir, conf string) *proc {
+func startKeepalived(t *testing.T, topo *lab.HATopology, conf string) *proc {
 	t.Helper()
 	ka, err := exec.LookPath("keepalived")
 	if err != nil {
@@ -474,7 +463,7 @@ func startKeepalived(t *testing.T, topo *lab.HATopology, dir, conf string) *proc
 	}
 	// A directory of its own each time: a killed keepalived's pid files
 	// (its VRRP child may linger) must not stop the next one.
-	dir = t.TempDir()
+	dir := t.TempDir()
 	path := filepath.Join(dir, "keepalived.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -530,7 +519,7 @@ func TestKeepalivedInterop(t *testing.T) {
 			kaMaster := func() bool { return holds(kaAddrs(t, topo.Directors[1], lab.DirExt), lab.VIP) }
 
 			// golvs 150 against keepalived 100: golvs is master.
-			ka := startKeepalived(t, topo, dir, keepalivedConf(v.version, 100, v.auth))
+			ka := startKeepalived(t, topo, keepalivedConf(v.version, 100, v.auth))
 			g, sock := haDirector(t, topo, dir, 1, golvsArgs(150)...)
 			waitFor(t, "golvs MASTER", 10*time.Second, func() bool { return stateOf(sock) == "MASTER" })
 			// keepalived heard it: it stays backup (no VIP) for a while.
@@ -562,7 +551,7 @@ func TestKeepalivedInterop(t *testing.T) {
 
 			// keepalived 200 against golvs 150: keepalived preempts...
 			ka.kill()
-			ka = startKeepalived(t, topo, dir, keepalivedConf(v.version, 200, v.auth))
+			ka = startKeepalived(t, topo, keepalivedConf(v.version, 200, v.auth))
 			waitForLog(t, "keepalived (200) MASTER", 10*time.Second, kaMaster, ka)
 			waitFor(t, "golvs BACKUP", 5*time.Second, func() bool { return stateOf(sock) == "BACKUP" })
 			st, _ = haStatus(sock)
@@ -598,9 +587,8 @@ func TestKeepalivedAdvertsDecode(t *testing.T) {
 		version int
 		auth    string
 	}{{2, "kapass"}, {3, ""}} {
-		dir := t.TempDir()
 		conf := strings.Replace(keepalivedConf(v.version, 120, v.auth), "state BACKUP", "state MASTER", 1)
-		ka := startKeepalived(t, topo, dir, conf)
+		ka := startKeepalived(t, topo, conf)
 		var pc net.PacketConn
 		if err := topo.Directors[0].Do(func() error {
 			var err error
