@@ -102,6 +102,7 @@ func TestSpeakers(t *testing.T) {
 	if err := lab.RequireRoot(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
+	t.Parallel()
 	topo, err := lab.BuildHA(lab.Options{Suffix: lab.RandomSuffix(), RealServers: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -252,4 +253,65 @@ func macOf(t *testing.T, ns *lab.NS, dev string) (mac [6]byte) {
 		t.Fatal(err)
 	}
 	return
+}
+
+// TestSpeakersUnicast: two speakers that send to each other's address
+// instead of the group (unicast_peer, version 3) elect and fail over the
+// same way; the stopping master's priority 0 reaches the peer.
+func TestSpeakersUnicast(t *testing.T) {
+	if err := lab.RequireRoot(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	t.Parallel()
+	topo, err := lab.BuildHA(lab.Options{Suffix: lab.RandomSuffix(), RealServers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(topo.Close)
+	mk := func(prio int, peer netip.Addr) *Speaker {
+		in := Instance{Name: "VI_U", Interface: lab.DirExt, VRID: 61, Priority: prio, Version: 3, StartMaster: prio > 100,
+			UnicastPeers: []netip.Addr{peer}, Addrs: []VAddr{{Addr: lab.VIP}}}
+		sp, err := New(Config{Instances: []Instance{in}}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+	s1, s2 := mk(150, lab.HADirExtIP(2)), mk(100, lab.HADirExtIP(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	ctx1, stop1 := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i, sp := range []*Speaker{s1, s2} {
+		if err := topo.Directors[i].Do(sp.Open); err != nil {
+			t.Fatal(err)
+		}
+		c := ctx
+		if i == 0 {
+			c = ctx1
+		}
+		wg.Add(1)
+		go func(sp *Speaker) { defer wg.Done(); _ = sp.Run(c) }(sp)
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	state := func(sp *Speaker) InstanceStatus { return sp.Status().Instances[0] }
+	for start := time.Now(); state(s1).State != "MASTER"; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 8*time.Second {
+			t.Fatalf("s1 not master: %+v", state(s1))
+		}
+	}
+	// s2 hears s1 (nothing else reaches it): it stays backup past its
+	// down interval.
+	time.Sleep(4500 * time.Millisecond)
+	if st := state(s2); st.State != "BACKUP" || st.Received == 0 || st.Master != lab.HADirExtIP(1).String() || len(st.Drops) != 0 {
+		t.Fatalf("s2: %+v", st)
+	}
+	stop1()
+	for start := time.Now(); state(s2).State != "MASTER"; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 8*time.Second {
+			t.Fatalf("s2 did not take over: %+v", state(s2))
+		}
+	}
+	if st := state(s2); st.PrioZeroRecv != 1 {
+		t.Fatalf("s2 received %d priority-0 adverts over unicast, want 1", st.PrioZeroRecv)
+	}
 }

@@ -395,6 +395,24 @@ func TestHANopreemptAndSplitBrain(t *testing.T) {
 	if d := st.Instances[0].Drops; d["auth"]+d["checksum"]+d["ttl"]+d["version"] != 0 {
 		t.Fatalf("golvs dropped adverts of golvs: %v", d)
 	}
+	// The operator's view and knob: golvs adm --vrrp, --vrrp-priority.
+	adm := func(sock string, args ...string) string {
+		c := exec.Command(haGolvs(t), append([]string{"adm"}, args...)...)
+		c.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("golvs adm %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := adm(sock1, "--vrrp"); !strings.Contains(out, "VRRP instance VI_1 (vrid 52, version 2, interface ext0): MASTER") ||
+		!strings.Contains(out, "master 198.18.0.2 (this director), priority 150") || !strings.Contains(out, "golvs serves: yes (master)") {
+		t.Fatalf("golvs adm --vrrp on the master:\n%s", out)
+	}
+	if out := adm(sock2, "--vrrp-priority", "120"); !strings.Contains(out, "BACKUP") || !strings.Contains(out, "priority 120 (configured 100)") ||
+		!strings.Contains(out, "golvs serves: no") {
+		t.Fatalf("golvs adm --vrrp-priority 120 on the backup:\n%s", out)
+	}
 	_ = d1
 }
 
