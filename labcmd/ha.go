@@ -112,7 +112,7 @@ type haResult struct {
 	SyncNote        string      `json:"sync_note,omitempty"`
 	NewMaster       string      `json:"new_master,omitempty"`
 	Return          *haReturned `json:"return,omitempty"`
-	BackupStateKept string      `json:"backup_state,omitempty"`
+	SurvivorState   string      `json:"survivor_state,omitempty"` // --fail backup: the master's state after
 }
 
 // haReturned is what the killed director's return did.
@@ -383,7 +383,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		res.BackupStateKept = st.Instances[0].State
+		res.SurvivorState = st.Instances[0].State
 	}
 	r := s.watch(ctx, cl, mark)
 	res.Established, res.Survived, res.Reset, res.Broken, res.Stalled, res.Moved = r.Established, r.Survived, r.Reset, r.Broken, r.Stalled, r.Moved
@@ -397,7 +397,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 		}
 		say("takeover: director2 MASTER %d ms after the kill (its Master_Down_Interval, 3 x advert_int + skew: %v)", res.TakeoverMs, 3*s.iv+skew)
 	} else {
-		say("director1 stays %s", res.BackupStateKept)
+		say("director1 stays %s", res.SurvivorState)
 	}
 	say("established connections: %d, survived %d (reset %d, broken %d, stalled %d, moved %d); the last resumed %d ms after the kill", res.Established, res.Survived, res.Reset, res.Broken, res.Stalled, res.Moved, res.LastResumeMs)
 	say("new connections after the kill: %d attempted, %d failed; the first succeeded %d ms after the kill, %d failed after that", res.NewAttempted, res.NewFailed, res.NewRecoveredMs, res.NewFailedAfter)
