@@ -94,25 +94,25 @@ func parseHA(args []string, stderr io.Writer) (*haOpts, error) {
 
 // haResult is `golvs lab ha --json`'s object.
 type haResult struct {
-	TakeoverMs      int64       `json:"takeover_ms"`
-	Established     int         `json:"established"`
-	Survived        int         `json:"survived"`
-	NewAttempted    int         `json:"new_attempted"`
-	NewFailed       int         `json:"new_failed"`
-	Failed          string      `json:"failed"` // master or backup
-	AdvertIntMs     int64       `json:"advert_int_ms"`
-	NewRecoveredMs  int64       `json:"new_recovered_ms"` // -1: none succeeded
-	NewFailedAfter  int         `json:"new_failed_after_recovery"`
-	Reset           int         `json:"reset"`
-	Broken          int         `json:"broken"`
-	Stalled         int         `json:"stalled"`
-	Moved           int         `json:"moved"`
-	LastResumeMs    int64       `json:"last_resume_ms"`
-	Sync            bool        `json:"sync"` // connection sync ran between the directors
-	SyncNote        string      `json:"sync_note,omitempty"`
-	NewMaster       string      `json:"new_master,omitempty"`
-	Return          *haReturned `json:"return,omitempty"`
-	SurvivorState   string      `json:"survivor_state,omitempty"` // --fail backup: the master's state after
+	TakeoverMs     int64       `json:"takeover_ms"`
+	Established    int         `json:"established"`
+	Survived       int         `json:"survived"`
+	NewAttempted   int         `json:"new_attempted"`
+	NewFailed      int         `json:"new_failed"`
+	Failed         string      `json:"failed"` // master or backup
+	AdvertIntMs    int64       `json:"advert_int_ms"`
+	NewRecoveredMs int64       `json:"new_recovered_ms"` // -1: none succeeded
+	NewFailedAfter int         `json:"new_failed_after_recovery"`
+	Reset          int         `json:"reset"`
+	Broken         int         `json:"broken"`
+	Stalled        int         `json:"stalled"`
+	Moved          int         `json:"moved"`
+	LastResumeMs   int64       `json:"last_resume_ms"`
+	Sync           bool        `json:"sync"` // connection sync ran between the directors
+	SyncNote       string      `json:"sync_note,omitempty"`
+	NewMaster      string      `json:"new_master,omitempty"`
+	Return         *haReturned `json:"return,omitempty"`
+	SurvivorState  string      `json:"survivor_state,omitempty"` // --fail backup: the master's state after
 }
 
 // haReturned is what the killed director's return did.
