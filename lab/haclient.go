@@ -216,6 +216,10 @@ type HAResult struct {
 	// started after it.
 	NewRecovered   time.Duration
 	NewFailedAfter int
+	// LastNewFailure: from the failure to the start of the last failed
+	// new connection after the recovery; NewFailureNote: the first's error.
+	LastNewFailure time.Duration
+	NewFailureNote string
 	// LastResume: from the failure to the last surviving connection's
 	// first answer after it (TCP's retransmission backoff shows here).
 	LastResume time.Duration
@@ -272,6 +276,12 @@ func (h *HAClient) Result() HAResult {
 		for _, a := range h.newRuns {
 			if a.start.UnixNano() > recovered && a.err != nil {
 				r.NewFailedAfter++
+				if d := time.Duration(a.start.UnixNano() - mark); d > r.LastNewFailure {
+					r.LastNewFailure = d
+				}
+				if r.NewFailureNote == "" {
+					r.NewFailureNote = a.err.Error()
+				}
 			}
 		}
 	}

@@ -103,6 +103,8 @@ type haResult struct {
 	AdvertIntMs    int64       `json:"advert_int_ms"`
 	NewRecoveredMs int64       `json:"new_recovered_ms"` // -1: none succeeded
 	NewFailedAfter int         `json:"new_failed_after_recovery"`
+	LastNewFailMs  int64       `json:"last_new_failure_ms,omitempty"` // start of the last of those, after the kill
+	NewFailNote    string      `json:"new_failure,omitempty"`         // the first of those's error
 	Reset          int         `json:"reset"`
 	Broken         int         `json:"broken"`
 	Stalled        int         `json:"stalled"`
@@ -357,7 +359,9 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 	if err := cl.Ready(5, 30*time.Second); err != nil {
 		return err
 	}
-	cl.StartNew(s.topo.Client, vipEcho, 8, 500*time.Millisecond, 20*time.Millisecond)
+	// 16 dialers with 2 s timeouts: slow enough for a loaded host, staggered
+	// (125 ms apart) so that one starts soon after the takeover.
+	cl.StartNew(s.topo.Client, vipEcho, 16, 2*time.Second, 20*time.Millisecond)
 	if res.Sync {
 		time.Sleep(2 * time.Second) // the sync daemon's messages reach the backup
 	}
@@ -389,6 +393,7 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 	res.Established, res.Survived, res.Reset, res.Broken, res.Stalled, res.Moved = r.Established, r.Survived, r.Reset, r.Broken, r.Stalled, r.Moved
 	res.NewAttempted, res.NewFailed, res.NewFailedAfter = r.NewAttempted, r.NewFailed, r.NewFailedAfter
 	res.NewRecoveredMs = ms(r.NewRecovered)
+	res.LastNewFailMs, res.NewFailNote = r.LastNewFailure.Milliseconds(), r.NewFailureNote
 	res.LastResumeMs = r.LastResume.Milliseconds()
 	if o.fail == "master" {
 		skew := 156 * time.Second / 256 // (256 - priority 100) / 256 s
