@@ -126,6 +126,8 @@ func TestLabHA(t *testing.T) {
 		NewFailed      int    `json:"new_failed"`
 		NewRecoveredMs int64  `json:"new_recovered_ms"`
 		NewFailedAfter int    `json:"new_failed_after_recovery"`
+		LastNewFailMs  int64  `json:"last_new_failure_ms"`
+		NewFailNote    string `json:"new_failure"`
 		Moved          int    `json:"moved"`
 		Sync           bool   `json:"sync"`
 		SyncNote       string `json:"sync_note"`
@@ -150,7 +152,7 @@ func TestLabHA(t *testing.T) {
 		t.Errorf("new connections succeeded again after %d ms, want within %d", r.NewRecoveredMs, limit)
 	}
 	if r.NewAttempted == 0 || r.NewFailedAfter != 0 {
-		t.Errorf("new connections: %d attempted, %d failed after the first success", r.NewAttempted, r.NewFailedAfter)
+		t.Errorf("new connections: %d attempted, %d failed after the first success (the last started %d ms after the kill; %s)", r.NewAttempted, r.NewFailedAfter, r.LastNewFailMs, r.NewFailNote)
 	}
 	if r.Moved != 0 {
 		t.Errorf("%d connections were answered by another real server", r.Moved)
