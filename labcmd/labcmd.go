@@ -321,7 +321,7 @@ func serve(args []string) error {
 		return fmt.Errorf("--echo %d out of range (1..65535)", *echoPort)
 	}
 	if *echoPort != 0 {
-		if _, err := lab.Echo(ctx, nil, *echoPort, *name); err != nil {
+		if _, err := lab.LineEcho(ctx, nil, *echoPort, *name); err != nil {
 			return err
 		}
 	}
