@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -27,6 +28,7 @@ type HAClient struct {
 
 	mu      sync.Mutex
 	newRuns []newAttempt
+	probeOK []newAttempt // probe connections that succeeded
 	newStop chan struct{}
 	newWG   sync.WaitGroup
 }
@@ -148,18 +150,29 @@ func (h *HAClient) Ready(rounds int64, timeout time.Duration) error {
 	}
 }
 
-// StartNew runs dialers goroutines in ns, each opening a connection, sending
-// one request and reading the answer, with timeout, over and over; pause
-// is kept between the attempts of one dialer.
+// StartNew runs the new-connection loop from inside ns: dialers
+// goroutines, each opening a connection to addr, sending one request and
+// reading the answer within timeout, over and over, a random pause of up
+// to pause between attempts (so that an outage, which makes every attempt
+// last the whole timeout, does not leave them in step). Every attempt is
+// counted. Beside them, probes (as many, with a short timeout, never
+// counted as failures) find the moment new connections work again.
 func (h *HAClient) StartNew(ns *NS, addr netip.AddrPort, dialers int, timeout, pause time.Duration) {
 	h.newStop = make(chan struct{})
-	for i := 0; i < dialers; i++ {
+	probeTimeout := 250 * time.Millisecond
+	for i := 0; i < 2*dialers; i++ {
+		probe := i >= dialers
+		to := timeout
+		if probe {
+			to = probeTimeout
+		}
 		h.newWG.Add(1)
-		offset := time.Duration(i) * (timeout + pause) / time.Duration(dialers)
+		offset := time.Duration(i%dialers) * (to + pause) / time.Duration(dialers)
 		ns.Go(func() {
 			defer h.newWG.Done()
+			rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(i)))
 			time.Sleep(offset)
-			d := net.Dialer{Timeout: timeout}
+			d := net.Dialer{Timeout: to}
 			for {
 				select {
 				case <-h.newStop:
@@ -169,7 +182,7 @@ func (h *HAClient) StartNew(ns *NS, addr netip.AddrPort, dialers int, timeout, p
 				a := newAttempt{start: time.Now()}
 				c, err := d.Dial("tcp4", addr.String())
 				if err == nil {
-					_ = c.SetDeadline(a.start.Add(timeout))
+					_ = c.SetDeadline(a.start.Add(to))
 					_, err = c.Write([]byte("new\n"))
 					if err == nil {
 						_, err = bufio.NewReader(c).ReadString('\n')
@@ -178,12 +191,18 @@ func (h *HAClient) StartNew(ns *NS, addr netip.AddrPort, dialers int, timeout, p
 				}
 				a.end, a.err = time.Now(), err
 				h.mu.Lock()
-				if len(h.newRuns) < 1_000_000 {
+				switch {
+				case probe && err == nil:
+					h.probeOK = append(h.probeOK, a)
+					if len(h.probeOK) > 100_000 {
+						h.probeOK = h.probeOK[len(h.probeOK)-50_000:]
+					}
+				case !probe && len(h.newRuns) < 1_000_000:
 					h.newRuns = append(h.newRuns, a)
 				}
 				h.mu.Unlock()
-				if err == nil || pause > 0 {
-					time.Sleep(pause)
+				if pause > 0 {
+					time.Sleep(time.Duration(rnd.Int64N(int64(pause) + 1)))
 				}
 			}
 		})
@@ -211,9 +230,9 @@ type HAResult struct {
 	Moved       int // answered by another real server (must be 0)
 	// New connections started after the failure.
 	NewAttempted, NewFailed int
-	// NewRecovered: from the failure to the first new connection that
-	// completed (-1: none did); NewFailedAfter counts failures that
-	// started after it.
+	// NewRecovered: from the failure to the first new connection started
+	// after it that completed (-1: none did); NewFailedAfter counts
+	// failures that started after that.
 	NewRecovered   time.Duration
 	NewFailedAfter int
 	// LastNewFailure: from the failure to the start of the last failed
@@ -266,6 +285,14 @@ func (h *HAClient) Result() HAResult {
 		if a.err != nil {
 			r.NewFailed++
 			continue
+		}
+		if e := a.end.UnixNano(); recovered == 0 || e < recovered {
+			recovered = e
+		}
+	}
+	for _, a := range h.probeOK {
+		if a.start.UnixNano() < mark {
+			continue // under way before the failure
 		}
 		if e := a.end.UnixNano(); recovered == 0 || e < recovered {
 			recovered = e

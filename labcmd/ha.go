@@ -359,9 +359,10 @@ func haLab(args []string, stdout, stderr io.Writer) error {
 	if err := cl.Ready(5, 30*time.Second); err != nil {
 		return err
 	}
-	// 16 dialers with 2 s timeouts: slow enough for a loaded host, staggered
-	// (125 ms apart) so that one starts soon after the takeover.
-	cl.StartNew(s.topo.Client, vipEcho, 16, 2*time.Second, 20*time.Millisecond)
+	// 8 dialers whose attempts may take 3 s (the kernel retransmits a
+	// lost SYN after 1 s): slow enough for a loaded host; and probes that
+	// find the first moment new connections work again.
+	cl.StartNew(s.topo.Client, vipEcho, 8, 3*time.Second, 50*time.Millisecond)
 	if res.Sync {
 		time.Sleep(2 * time.Second) // the sync daemon's messages reach the backup
 	}
