@@ -27,6 +27,8 @@ type Config struct {
 	// VRRP is the vrrp_instance and vrrp_sync_group blocks, with
 	// global_defs' vrrp_* defaults (nil: none): golvs's VRRP speaker.
 	VRRP *vrrp.Config
+	// SyncDaemon is global_defs' lvs_sync_daemon (nil: none).
+	SyncDaemon *SyncDaemon
 	// Warnings name, once each, what the file holds that golvs does not
 	// act on (VRRP, global_defs, SMTP alerts, ...), with where it is.
 	Warnings []string
@@ -230,6 +232,18 @@ func translate(tree []*node) (*Config, error) {
 			return nil, errorf(vrrpAt, "%v", err)
 		}
 		cfg.VRRP = checked
+	}
+	if sd := vg.sync; sd != nil {
+		found := false
+		if cfg.VRRP != nil {
+			for _, in := range cfg.VRRP.Instances {
+				found = found || in.Name == sd.Instance
+			}
+		}
+		if !found {
+			return nil, errorf(sd.Pos, "lvs_sync_daemon follows vrrp_instance %s, which is not defined", sd.Instance)
+		}
+		cfg.SyncDaemon = sd
 	}
 	// Every group must be used or it is a likely mistake: warn.
 	cfg.Warnings = t.warnings

@@ -20,6 +20,69 @@ type vrrpGlobals struct {
 	version int
 	garp    vrrp.GARP
 	skip    bool
+	sync    *SyncDaemon
+}
+
+// SyncDaemon is global_defs' lvs_sync_daemon: an IPVS connection sync
+// daemon whose role follows a VRRP instance (master sends, backup
+// receives). Zero values take the kernel's defaults.
+type SyncDaemon struct {
+	Interface string // the interface sync messages use
+	Instance  string // the vrrp_instance it follows
+	SyncID    uint8
+	MaxLen    int
+	Port      uint16
+	TTL       uint8
+	Group     netip.Addr
+	Pos       Pos
+}
+
+// lvsSyncDaemon reads `lvs_sync_daemon IF INSTANCE [id N] [maxlen N]
+// [port N] [ttl N] [group ADDR]`.
+func lvsSyncDaemon(c *node) (*SyncDaemon, error) {
+	if err := leaf(c); err != nil {
+		return nil, err
+	}
+	if len(c.args) < 2 {
+		return nil, errorf(c.pos(), "lvs_sync_daemon needs an interface and a vrrp_instance")
+	}
+	sd := &SyncDaemon{Interface: c.args[0].s, Instance: c.args[1].s, Pos: c.pos()}
+	rest := c.args[2:]
+	for i := 0; i < len(rest); i += 2 {
+		k := rest[i].s
+		if i+1 >= len(rest) {
+			return nil, errorf(c.pos(), "lvs_sync_daemon: %s needs a value", k)
+		}
+		v := rest[i+1]
+		var n uint64
+		var err error
+		switch k {
+		case "id":
+			n, err = parseUint(v, 0, 255, "lvs_sync_daemon id")
+			sd.SyncID = uint8(n)
+		case "maxlen":
+			n, err = parseUint(v, 1, 65507, "lvs_sync_daemon maxlen")
+			sd.MaxLen = int(n)
+		case "port":
+			n, err = parseUint(v, 1, 65535, "lvs_sync_daemon port")
+			sd.Port = uint16(n)
+		case "ttl":
+			n, err = parseUint(v, 1, 255, "lvs_sync_daemon ttl")
+			sd.TTL = uint8(n)
+		case "group":
+			a, e := netip.ParseAddr(v.s)
+			if e != nil || !a.IsMulticast() {
+				return nil, errorf(c.pos(), "lvs_sync_daemon group %q: not a multicast address", v.s)
+			}
+			sd.Group = a
+		default:
+			return nil, errorf(c.pos(), "lvs_sync_daemon: unknown option %q (id, maxlen, port, ttl, group)", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return sd, nil
 }
 
 // vrrpIgnored are vrrp_instance keywords golvs accepts without acting on
@@ -76,6 +139,8 @@ func (t *translator) vrrpGlobalsOf(n *node, g *vrrpGlobals) error {
 			err = timerArg(c, true, &g.garp.Interval)
 		case "vrrp_skip_check_adv_addr":
 			g.skip, err = parseBool(c)
+		case "lvs_sync_daemon":
+			g.sync, err = lvsSyncDaemon(c)
 		case "vrrp_mcast_group4":
 			var a token
 			if a, err = oneArg(c); err == nil && a.s != vrrp.MulticastGroup.String() {

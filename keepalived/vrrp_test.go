@@ -57,6 +57,10 @@ func TestVRRPCorpus(t *testing.T) {
 	}
 	// The notify script and the address label are named, not dropped.
 	cfg, _ := Load(filepath.Join("testdata", "vrrp", "lvs_pair.conf"), &Options{ConfigID: "golvs"})
+	// lvs_sync_daemon: the sync daemon follows VI_INT.
+	if sd := cfg.SyncDaemon; sd == nil || sd.Interface != "eth1" || sd.Instance != "VI_INT" || sd.SyncID != 51 || sd.MaxLen != 1400 || sd.TTL != 1 || sd.Port != 0 || sd.Group.IsValid() {
+		t.Errorf("lvs_sync_daemon: %+v", sd)
+	}
 	all := strings.Join(cfg.Warnings, "\n")
 	for _, w := range []string{"notify_master: ignored", "label ignored", "global_defs: golvs acts only on its vrrp_* settings; ignored: router_id"} {
 		if !strings.Contains(all, w) {

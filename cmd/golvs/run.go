@@ -171,6 +171,9 @@ func runMain(args []string) int {
 		}
 		vc = kaCfg.VRRP
 	}
+	if kaCfg != nil && kaCfg.SyncDaemon != nil {
+		logger.Printf("keepalived.conf: warning: %s: lvs_sync_daemon: this build has no connection sync daemon; ignored", kaCfg.SyncDaemon.Pos)
+	}
 	cfg := director.Config{
 		Workers:    *workers,
 		Conntrack:  conntrack.Config{MaxEntries: *connMax},
