@@ -31,5 +31,6 @@ func (d *Director) CounterSets() []CounterSet {
 			Help:  "Events of the DR, TUN and FULLNAT forwarding paths (ICMP sent and relayed, GSO segmentation, TOA, local ports).",
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
+		d.syncCounterSet(),
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/trace"
 )
@@ -67,6 +68,10 @@ type Config struct {
 	LocalPortMin uint16
 	LocalPortMax uint16
 	NoTOA        bool
+
+	// Sync is the connection sync daemon's sysctls (sync_threshold,
+	// backup_only, ...); nil: the defaults (ipvssync.DefaultSysctls).
+	Sync *ipvssync.Sysctls
 }
 
 // Director is a running data plane.
@@ -103,6 +108,13 @@ type Director struct {
 
 	tracer  atomic.Pointer[trace.Tracer]
 	ifNames map[int]string // names of fake interfaces in tests
+
+	// Sync is the connection sync daemon (sync.go): master, backup, both
+	// or none, started and stopped at run time.
+	Sync    *ipvssync.Daemon
+	syncErr error
+	standby atomic.Bool // a backup runs with backup_only: forward nothing
+	clients clientL2    // where synced conns' clients are
 }
 
 // Counter names, in Counters order.
@@ -110,6 +122,7 @@ var CounterNames = [NumCounters]string{
 	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
 	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
+	"standby", "client-unresolved",
 }
 
 // Counter indices.
@@ -125,6 +138,8 @@ const (
 	CntARPAnswered
 	CntICMP
 	CntTxErrors
+	CntStandby       // a sync backup with backup_only: nothing forwarded
+	CntClientUnknown // a reply of a synced conn whose client is being resolved
 	NumCounters
 )
 
@@ -160,6 +175,7 @@ func newCore(c Config) *Director {
 	}
 	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
 	d.initModes()
+	d.syncErr = d.newSync(c.Sync)
 	return d
 }
 
@@ -171,6 +187,10 @@ func New(c Config) (*Director, error) {
 		return nil, errors.New("director: no interfaces given")
 	}
 	d := newCore(c)
+	if d.syncErr != nil {
+		d.Close()
+		return nil, d.syncErr
+	}
 	nl, err := netlink.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("director: netlink: %w", err)
@@ -407,6 +427,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 			d.CT.Advance(now)
 		case <-d.kick:
 			d.resolve(false)
+			d.resolveClients()
 		case <-est.C:
 			d.est.update(d.snap.Load(), &d.Total)
 		case now := <-res.C:
@@ -415,6 +436,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 				lastFull = now
 			}
 			d.resolve(full)
+			d.resolveClients()
 		}
 	}
 }
@@ -449,6 +471,9 @@ func (d *Director) resolve(all bool) {
 // Close stops nothing (Run does that) but releases the sockets and puts
 // back any host setting golvs changed.
 func (d *Director) Close() {
+	if d.Sync != nil {
+		d.Sync.Close()
+	}
 	for _, rs := range d.rings {
 		for _, r := range rs {
 			r.Close()

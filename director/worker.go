@@ -38,11 +38,12 @@ type Worker struct {
 	arp [netio.VnetHdrLen + 60]byte
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 
-	id  int
-	tr  *trace.Tracer  // the attached tracer, loaded once per batch
-	ev  *trace.Event   // the current frame's event, when traced
-	dec sched.Decision // scratch for traced scheduler decisions
-	st  statCache      // packet and byte counts, added up once per batch
+	id      int
+	standby bool           // a sync backup with backup_only (sync.go), loaded once per batch
+	tr      *trace.Tracer  // the attached tracer, loaded once per batch
+	ev      *trace.Event   // the current frame's event, when traced
+	dec     sched.Decision // scratch for traced scheduler decisions
+	st      statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
 }
@@ -129,6 +130,7 @@ func (w *Worker) loop(stop chan struct{}) {
 				continue
 			}
 			w.snap = w.d.snap.Load()
+			w.standby = w.d.standby.Load()
 			if traceCompiled {
 				w.tr = w.d.tracer.Load()
 			}
@@ -174,6 +176,10 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		w.count(int(p.Reason) - 1)
 		return
 	}
+	if w.standby {
+		w.count(CntStandby)
+		return
+	}
 	if p.Proto == 1 {
 		// ICMP errors about a conn are relayed; the rest is the kernel's.
 		w.icmp(f)
@@ -204,6 +210,9 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
+	if v == conntrack.Found && h.ClientIf == 0 {
+		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn (sync.go)
+	}
 	// A packet that may open a connection: UDP, or a TCP SYN without RST.
 	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
 	if traceCompiled && w.ev != nil {
@@ -361,6 +370,9 @@ func (w *Worker) reply(f *netio.Frame) {
 		w.count(CntNotOurs)
 		return
 	}
+	if h.ClientIf == 0 && !w.clientHop(h) {
+		return // a synced conn whose client is being resolved (sync.go)
+	}
 	if traceCompiled && w.tr != nil {
 		w.traceStart(f, "reply", nil, h.In.SrcIP, h.In.DstIP, h.In.SrcPort, h.In.DstPort)
 		if w.ev != nil {
@@ -393,8 +405,8 @@ func (w *Worker) arpIn(f *netio.Frame) {
 		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
 		w.d.kickResolver()
 	}
-	if a.Op() != packet.ARPRequest {
-		return
+	if a.Op() != packet.ARPRequest || w.standby {
+		return // a sync backup with backup_only answers nothing (sync.go)
 	}
 	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) {
 		return // FULLNAT local addresses are answered on every interface
