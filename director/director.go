@@ -72,6 +72,9 @@ type Config struct {
 	// Sync is the connection sync daemon's sysctls (sync_threshold,
 	// backup_only, ...); nil: the defaults (ipvssync.DefaultSysctls).
 	Sync *ipvssync.Sysctls
+	// SyncTransport carries sync messages; nil: UDP (tests pass an
+	// ipvssync.MemTransport).
+	SyncTransport ipvssync.Transport
 }
 
 // Director is a running data plane.

@@ -62,7 +62,7 @@ func (d *Director) newSync(sys *ipvssync.Sysctls) error {
 	if sys != nil {
 		s = *sys
 	}
-	o := ipvssync.Options{Table: d.CT, Installer: syncGlue{d}, Sysctls: s, Logf: d.c.Logf}
+	o := ipvssync.Options{Table: d.CT, Installer: syncGlue{d}, Sysctls: s, Transport: d.c.SyncTransport, Logf: d.c.Logf}
 	if h, err := netns.Get(); err == nil {
 		d.restore = append(d.restore, func() { h.Close() })
 		o.Do = func(fn func() error) error { return inNetNS(h, fn) }

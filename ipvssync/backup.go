@@ -3,33 +3,26 @@ package ipvssync
 import (
 	"errors"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 )
-
-// receiver is one backup socket.
-type receiver interface {
-	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
-	Close() error
-}
 
 // backup is a running backup daemon: one receive loop per thread.
 type backup struct {
 	d   *Daemon
 	cfg Config
-	ins []receiver
+	ins []Receiver
 	wg  sync.WaitGroup
 }
 
-func newBackup(d *Daemon, cfg Config, ins []receiver) *backup {
+func newBackup(d *Daemon, cfg Config, ins []Receiver) *backup {
 	return &backup{d: d, cfg: cfg, ins: ins}
 }
 
 func (b *backup) start() {
 	for _, r := range b.ins {
 		b.wg.Add(1)
-		go func(r receiver) {
+		go func(r Receiver) {
 			defer b.wg.Done()
 			b.run(r)
 		}(r)
@@ -45,7 +38,7 @@ func (b *backup) close() {
 
 // run is sync_thread_backup: read a message into a buffer of sync_maxlen
 // (a longer datagram is cut, and then dropped for its size), process it.
-func (b *backup) run(r receiver) {
+func (b *backup) run(r Receiver) {
 	buf := make([]byte, b.cfg.MaxLen)
 	dec := &Decoder{SyncID: b.cfg.SyncID}
 	peer := b.cfg.Peer

@@ -152,9 +152,9 @@ func ParseThreshold(v string) (threshold, period int, err error) {
 // Errors of Start and Stop, with the words ipvsadm prints for the
 // kernel's errno (spec §6.8): golvs adm shows them as ipvsadm does.
 var (
-	ErrRunning  = errors.New("Daemon has already run")                                                    // EEXIST
-	ErrNotRun   = errors.New("No daemon is running")                                                      // ESRCH
-	ErrNoDevice = errors.New("No such device")                                                            // ENODEV
+	ErrRunning  = errors.New("Daemon has already run")                                                      // EEXIST
+	ErrNotRun   = errors.New("No daemon is running")                                                        // ESRCH
+	ErrNoDevice = errors.New("No such device")                                                              // ENODEV
 	ErrInvalid  = errors.New("Invalid operation.  Possibly wrong module version, address not unicast, ...") // EINVAL
 )
 

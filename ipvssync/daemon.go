@@ -56,6 +56,8 @@ type Options struct {
 	Table     *conntrack.Table
 	Installer Installer
 	Sysctls   Sysctls
+	// Transport opens the sockets; nil: UDP.
+	Transport Transport
 	// Do runs fn where the daemon's sockets must live (the director's
 	// network namespace); nil runs it directly.
 	Do   func(fn func() error) error
@@ -80,6 +82,9 @@ func New(o Options) (*Daemon, error) {
 	}
 	if err := o.Sysctls.Check(); err != nil {
 		return nil, err
+	}
+	if o.Transport == nil {
+		o.Transport = UDP
 	}
 	if o.Do == nil {
 		o.Do = func(fn func() error) error { return fn() }
@@ -112,12 +117,12 @@ func (d *Daemon) startLocked(c Config) error {
 	}
 	var (
 		cfg  Config
-		outs []sender
-		ins  []receiver
+		outs []Sender
+		ins  []Receiver
 	)
 	err := d.o.Do(func() error {
 		var err error
-		cfg, outs, ins, err = openSockets(c, d.o.Sysctls)
+		cfg, outs, ins, err = d.o.Transport.Open(c, d.o.Sysctls)
 		return err
 	})
 	if err != nil {

@@ -137,7 +137,7 @@ func (d *Decoder) decodeV1(msg []byte) Reason {
 			return DropRecordVersion
 		}
 		rec := d.add()
-		if r := decodeRecord(msg[p:end], rec); r.Drop() {
+		if r := decodeRecord(msg[p:], size, rec); r.Drop() {
 			return r
 		} else {
 			rec.Skip = r
@@ -147,25 +147,27 @@ func (d *Decoder) decodeV1(msg []byte) Reason {
 	return OK
 }
 
-// decodeRecord decodes one version 1 record (r is exactly its length) as
-// ip_vs_proc_sync_conn does: a drop reason for a malformed record, a skip
-// reason for one the backup refuses, or OK.
-func decodeRecord(r []byte, rec *Record) Reason {
+// decodeRecord decodes one version 1 record of length size at the start
+// of b (which holds at least its IPv4 fixed part, checked by the caller)
+// as ip_vs_proc_sync_conn does: a drop reason for a malformed record, a
+// skip reason for one the backup refuses, or OK.
+func decodeRecord(b []byte, size int, rec *Record) Reason {
 	c := &rec.Conn
+	r := b[:size]
 	var fixed int
-	switch r[0] {
+	switch b[0] {
 	case 0:
 		fixed = RecordLen4
 	case 1:
 		fixed = RecordLen6
 	default:
-		if r[0]&1 != 0 {
+		if b[0]&1 != 0 {
 			fixed = RecordLen6 // the kernel tests only the IPv6 bit
 		} else {
 			return DropRecordType
 		}
 	}
-	if fixed > len(r) {
+	if fixed > size {
 		return DropRecordShort
 	}
 	c.Proto = r[1]

@@ -22,12 +22,6 @@ const (
 	clockUnit = 10 * time.Millisecond
 )
 
-// sender sends one message; a UDP socket in production, a recorder in
-// tests.
-type sender interface {
-	Write(b []byte) (int, error)
-}
-
 // master is a running master daemon: the sending rules on the packet
 // path (hook) and one queue and sender per thread (sync_ports).
 type master struct {
@@ -36,6 +30,7 @@ type master struct {
 	sys   Sysctls
 	v0    bool
 	epoch time.Time
+	since func() time.Duration // time since epoch (tests replace it)
 	ms    []*masterThread
 	mask  uintptr
 	stop  chan struct{}
@@ -53,13 +48,14 @@ type masterThread struct {
 	delay int // sync_queue_delay
 	wake  chan struct{}
 	timer *time.Timer
-	out   sender
+	out   Sender
 	free  []*Message
 	_     [64]byte
 }
 
-func newMaster(d *Daemon, cfg Config, sys Sysctls, outs []sender) *master {
+func newMaster(d *Daemon, cfg Config, sys Sysctls, outs []Sender) *master {
 	m := &master{d: d, cfg: cfg, sys: sys, v0: sys.Version == 0, epoch: time.Now(), stop: make(chan struct{})}
+	m.since = func() time.Duration { return time.Since(m.epoch) }
 	m.mask = uintptr(len(outs) - 1)
 	for _, o := range outs {
 		t := &masterThread{m: m, open: true, wake: make(chan struct{}, 1), out: o}
@@ -92,12 +88,15 @@ func (m *master) close() {
 	}
 	close(m.stop)
 	m.wg.Wait()
+	for _, t := range m.ms {
+		t.out.Close()
+	}
 }
 
 // now is the master's clock in clockUnits, never 0 in practice (it starts
 // at 1<<20 so that a zero sync_endtime reads as long ago).
 func (m *master) now() uint32 {
-	return uint32(time.Since(m.epoch)/clockUnit) + 1<<20
+	return uint32(m.since()/clockUnit) + 1<<20
 }
 
 func units(sec uint32) uint32 {

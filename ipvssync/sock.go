@@ -13,10 +13,36 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// openSockets fills in c's defaults for its interface and opens one
-// socket per thread (sync_ports), as make_send_sock and make_receive_sock
-// do. It runs in the director's network namespace.
-func openSockets(c Config, sys Sysctls) (Config, []sender, []receiver, error) {
+// Sender sends one message; Receiver reads them. UDP sockets are both.
+type (
+	Sender interface {
+		Write(b []byte) (int, error)
+		Close() error
+	}
+	Receiver interface {
+		ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+		Close() error
+	}
+)
+
+// Transport opens a daemon's sockets: c's defaults filled in for its
+// interface, one Sender (master) or Receiver (backup) per thread
+// (sys.Ports). UDP is the real one; MemTransport connects daemons in one
+// process for tests and benchmarks.
+type Transport interface {
+	Open(c Config, sys Sysctls) (Config, []Sender, []Receiver, error)
+}
+
+// UDP is the kernel-compatible transport: multicast (or golvs's unicast)
+// UDP sockets on the configured interface.
+var UDP Transport = udpTransport{}
+
+type udpTransport struct{}
+
+// Open fills in c's defaults for its interface and opens one socket per
+// thread (sync_ports), as make_send_sock and make_receive_sock do. It
+// runs in the director's network namespace.
+func (udpTransport) Open(c Config, sys Sysctls) (Config, []Sender, []Receiver, error) {
 	if c.Ifname == "" {
 		c.Ifname = DefaultIfname
 	}
@@ -28,11 +54,11 @@ func openSockets(c Config, sys Sysctls) (Config, []sender, []receiver, error) {
 	if err != nil {
 		return c, nil, nil, err
 	}
-	var outs []sender
-	var ins []receiver
+	var outs []Sender
+	var ins []Receiver
 	closeAll := func() {
 		for _, o := range outs {
-			o.(net.Conn).Close()
+			o.Close()
 		}
 		for _, r := range ins {
 			r.Close()
