@@ -80,9 +80,13 @@ type SyncedConn struct {
 	NoOutput bool
 	Inactive bool   // the message's INACTIVE flag
 	State    uint8  // as received (range-checked by the decoder)
-	Timeout  uint32 // seconds; never 0
+	Timeout  uint32 // seconds; 0 (version 0 messages): the protocol's timeout for the state, 180 s for a template
 	InPkts   uint32 // where in_pkts restarts: sync_threshold
 }
+
+// maxSyncedTimeout caps a received timeout (the kernel caps it at
+// MAX_SCHEDULE_TIMEOUT): about 194 days, well inside the wheel's clock.
+const maxSyncedTimeout = 1 << 24
 
 // InstallResult says what Install did.
 type InstallResult uint8
@@ -124,6 +128,14 @@ func destPort(e *Entry) uint16 {
 //
 // Entries made here carry FlagSync. A full table refuses the conn.
 func (t *Table) Install(c *SyncedConn) (InstallResult, error) {
+	if c.Timeout == 0 {
+		if c.Template {
+			c.Timeout = 3 * 60
+		} else {
+			c.Timeout, _ = t.timeoutFor(c.In.Proto, c.State)
+		}
+	}
+	c.Timeout = min(c.Timeout, maxSyncedTimeout)
 	res := Installed
 	hk, s := t.locate(&c.In)
 	s.mu.Lock()
