@@ -183,8 +183,8 @@ func TestSyncInstallGolden(t *testing.T) {
 	// The NAT conn moved to .12 on the master: an inactive record for
 	// it is ignored, an active one replaces it.
 	moved := append([]byte(nil), msgA[:8+36]...)
-	moved[4] = 1                           // one record
-	moved[2], moved[3] = 0, 8+36           // size
+	moved[4] = 1                               // one record
+	moved[2], moved[3] = 0, 8+36               // size
 	copy(moved[8+32:], []byte{198, 19, 0, 12}) // daddr
 	inactive := append([]byte(nil), moved...)
 	inactive[8+6] = 0x01 // flags 0x0100
