@@ -97,6 +97,7 @@ type Reply struct {
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
 	Text     string                `json:"text,omitempty"` // proc op
+	Daemons  []ipvsadm.DaemonState `json:"daemons,omitempty"` // list: the running sync daemons (-L --daemon)
 }
 
 // Server is the daemon side.
@@ -227,6 +228,7 @@ func (s *Server) Handle(req *Request) *Reply {
 		rep.Counters["conns-created"] = st.Created
 		rep.Counters["conns-expired"] = st.Expired
 		rep.Counters["conns-dropped-table-full"] = st.Dropped
+		s.syncStatus(rep)
 		return rep
 	}
 	return fail(fmt.Errorf("control: unknown operation %q", req.Op), 255)
@@ -257,6 +259,8 @@ func (s *Server) Exec(args []string) error {
 	switch cmd.Cmd {
 	case ipvsadm.CmdList, ipvsadm.CmdSave, ipvsadm.CmdRestore, ipvsadm.CmdHelp, ipvsadm.CmdVersion:
 		return fmt.Errorf("control: %s is answered by the client, not the daemon", cmd.Cmd)
+	case ipvsadm.CmdStartDaemon, ipvsadm.CmdStopDaemon:
+		return s.daemon(cmd) // sync.go
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -401,7 +405,7 @@ func (s *Server) list() *Reply {
 	s.mu.Lock()
 	tcp, fin, udp := s.D.CT.Timeouts()
 	s.mu.Unlock()
-	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: s.marks}
+	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: s.marks, Daemons: s.Daemons()}
 	for _, sv := range s.D.Snapshot().List {
 		ls := ipvsadm.ListService{Config: sv.Config, Stats: sv.Stats.Snapshot(), Rate: rate(s.D.Rates(sv.Stats))}
 		ls.Config.Dests = nil

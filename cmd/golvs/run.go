@@ -66,7 +66,15 @@ func runMain(args []string) int {
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
 	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
+	// Connection sync (issue 15): daemons to start at boot, sysctls.
+	var sf syncFlags
+	sf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	syncSys, daemons, err := sf.build()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 2
 	}
 	fn, err := parseFullNAT(*laddr, *lports, *noTOA)
@@ -120,6 +128,7 @@ func runMain(args []string) int {
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
+		Sync:                    syncSys,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
 	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
@@ -145,6 +154,13 @@ func runMain(args []string) int {
 			d.Close()
 			fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 			return 2
+		}
+	}
+	for _, c := range daemons {
+		if err := d.Sync.Start(c); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: --start-daemon %s: %v\n", c.Role, err)
+			return 1
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
