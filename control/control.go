@@ -96,7 +96,7 @@ type Reply struct {
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
-	Text     string                `json:"text,omitempty"` // proc op
+	Text     string                `json:"text,omitempty"`    // proc op
 	Daemons  []ipvsadm.DaemonState `json:"daemons,omitempty"` // list: the running sync daemons (-L --daemon)
 }
 

@@ -17,9 +17,9 @@ import (
 // they fail with ipvsadm's words), golvs's unicast peer, and the kernel's
 // sync sysctls under their own names.
 type syncFlags struct {
-	roles                                  listFlag
+	roles                                    listFlag
 	ifname, syncid, maxlen, group, port, ttl string
-	peer                                   string
+	peer                                     string
 
 	version, ports, qlenMax, sockSize, retries int
 	persistMode, backupOnly                    bool
