@@ -43,7 +43,7 @@ type masterThread struct {
 	mu    sync.Mutex // sync_buff_lock and sync_lock in one
 	open  bool
 	cur   *Message
-	first time.Time // the open buffer's creation (firstuse)
+	first time.Duration // the open buffer's creation (firstuse), on the master's clock
 	queue []*Message
 	delay int // sync_queue_delay
 	wake  chan struct{}
@@ -274,7 +274,7 @@ func (m *master) add(e *conntrack.Entry) {
 	}
 	if t.cur == nil {
 		t.cur = t.newMsgLocked()
-		t.first = time.Now()
+		t.first = m.since()
 	}
 	if err := t.cur.Add(&c); err != nil {
 		m.d.cnt[cntEncodeErrors].Add(1)
@@ -346,7 +346,7 @@ func (t *masterThread) next() *Message {
 		}
 		return msg
 	}
-	if t.cur != nil && time.Since(t.first) >= flushTime {
+	if t.cur != nil && t.m.since()-t.first >= flushTime {
 		msg := t.cur
 		t.cur = nil
 		return msg

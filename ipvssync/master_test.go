@@ -21,14 +21,14 @@ const (
 // sender goroutines not started: what the packet path queues stays in
 // the master's buffers, where the test reads it.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	ct   *conntrack.Table
 	m    *master
 	dest *ipvs.Dest
 	now  time.Duration
 }
 
-func newRig(t *testing.T, sys Sysctls, method ipvs.Method) *rig {
+func newRig(t testing.TB, sys Sysctls, method ipvs.Method) *rig {
 	t.Helper()
 	if err := sys.Check(); err != nil {
 		t.Fatal(err)
