@@ -398,3 +398,99 @@ func TestSyncCounterSet(t *testing.T) {
 	}
 	t.Fatal("no sync counter set")
 }
+
+// fullnatSyncDirector is modeDirector for FULLNAT with a sync transport
+// and a local address pool of its own.
+func fullnatSyncDirector(t *testing.T, mt *ipvssync.MemTransport, lip string) (*Director, *Worker, *fakeTx, *fakeTx) {
+	t.Helper()
+	d := newCore(Config{Workers: 1, Conntrack: conntrack.Config{Shards: 16}, SyncTransport: mt})
+	if d.syncErr != nil {
+		t.Fatal(d.syncErr)
+	}
+	d.ifMAC[ifExt], d.ifMAC[ifInt] = extMAC, intMAC
+	if err := d.SetLocalAddrs([]netip.Addr{netip.MustParseAddr(lip)}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	k := ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: 80}
+	if err := d.AddService(ipvs.ServiceConfig{ServiceKey: k, Sched: "rr"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddDest(k, ipvs.DestConfig{Addr: rip, Port: 80, Method: ipvs.MethodFullNAT, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sv := range d.Snapshot().List {
+		for _, dd := range sv.Dests {
+			dd.Next.Store(&ipvs.NextHop{IfIndex: ifInt, SrcMAC: intMAC, DstMAC: rsMAC, SrcIP: netip.MustParseAddr("198.19.0.1")})
+		}
+	}
+	w := d.newWorker()
+	ext, in := &fakeTx{keep: true}, &fakeTx{keep: true}
+	w.setTx(ifExt, ext)
+	w.setTx(ifInt, in)
+	t.Cleanup(d.Sync.Close)
+	return d, w, ext, in
+}
+
+// FULLNAT conns travel with their local address and port (golvs's
+// option, which kernels skip): a backup with the same local address
+// takes the same port from its pool and carries the conn after a
+// takeover; one without it counts the record and skips it.
+func TestSyncFullNAT(t *testing.T) {
+	mt := &ipvssync.MemTransport{}
+	m, mw, _, _ := fullnatSyncDirector(t, mt, "198.19.0.200")
+	b, bw, bExt, bInt := fullnatSyncDirector(t, mt, "198.19.0.200")
+	other, _, _, _ := fullnatSyncDirector(t, mt, "198.19.0.201")
+	for _, d := range []*Director{b, other} {
+		if err := d.Sync.Start(ipvssync.Config{Role: ipvssync.Backup, Ifname: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Sync.Start(ipvssync.Config{Role: ipvssync.Master, Ifname: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		cp := uint16(30000 + i)
+		batch(mw, clientFrame(t, cp, 0x02), clientFrame(t, cp, 0x10), clientFrame(t, cp, 0x18))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for (b.CT.Len() < 3 || syncCounter(t, other, "no-local-address") < 3) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	outKeys := func(d *Director) []string {
+		var out []string
+		d.CT.Walk(func(e *conntrack.Entry) { out = append(out, fmt.Sprintf("%v>%v", e.In, e.Out)) })
+		sort.Strings(out)
+		return out
+	}
+	if a, bb := outKeys(m), outKeys(b); strings.Join(a, " ") != strings.Join(bb, " ") || len(a) != 3 {
+		t.Fatalf("backup keys\n%v\nmaster's\n%v", bb, a)
+	}
+	if st := b.LocalAddrs(); len(st) != 1 || st[0].Conns != 3 {
+		t.Fatalf("backup pool use %+v, want 3 ports taken", st)
+	}
+	if other.CT.Len() != 0 || syncCounter(t, other, "no-local-address") != 3 {
+		t.Fatalf("a backup without the local address installed %d, counted %d", other.CT.Len(), syncCounter(t, other, "no-local-address"))
+	}
+	// Takeover: the client's next frame and the server's reply.
+	if err := b.Sync.SetRole(ipvssync.Master, ipvssync.Config{Ifname: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	batch(bw, clientFrame(t, 30001, 0x18))
+	if bInt.n != 1 {
+		t.Fatalf("client frame after takeover: %d forwarded", bInt.n)
+	}
+	var h conntrack.Hit
+	k := conntrack.Key{SrcIP: cip.As4(), DstIP: vip.As4(), SrcPort: 30001, DstPort: 80, Proto: 6}
+	if !b.CT.Peek(&k, false, &h) {
+		t.Fatal("conn gone")
+	}
+	lipAddr := netip.AddrFrom4(h.Out.DstIP)
+	batch(bw, frame(t, ifInt, rsMAC, intMAC, rip, lipAddr, 6, 80, h.Out.DstPort, 0x18, []byte("r")))
+	if bExt.n != 1 {
+		t.Fatalf("reply to the local port after takeover: %d sent", bExt.n)
+	}
+	out := decodeOut(t, bExt.frames[0])
+	if got := out.NetworkLayer().NetworkFlow().Dst().String(); got != cip.String() {
+		t.Fatalf("reply to %s, want the client %s", got, cip)
+	}
+}
