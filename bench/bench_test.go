@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/sched"
 )
 
@@ -153,12 +154,12 @@ func TestSchedTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"== steady", "== churn", "== nat", "== locality", "== disruption", "jain", "p99", "affinity", "hit", "misrouted"} {
+	for _, want := range []string{"== steady", "== churn", "== nat", "== locality", "== thresholds", "== disruption", "jain", "p99", "affinity", "hit", "misrouted", "== current vs classic"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("table lacks %q:\n%s", want, s)
 		}
 	}
-	// Each scheduler has a row in each of the five tables.
+	// Each scheduler has a row in each of the six tables.
 	for _, n := range []string{"rr", "wrr", "sh"} {
 		rows := 0
 		for _, line := range strings.Split(s, "\n") {
@@ -166,8 +167,8 @@ func TestSchedTable(t *testing.T) {
 				rows++
 			}
 		}
-		if rows != 5 {
-			t.Errorf("scheduler %s: got %d rows, want 5:\n%s", n, rows, s)
+		if rows != 6 {
+			t.Errorf("scheduler %s: got %d rows, want 6:\n%s", n, rows, s)
 		}
 	}
 }
@@ -186,6 +187,7 @@ func TestSchedFlags(t *testing.T) {
 		{"workers", []string{"--workers", "-1"}, "0 or more"},
 		{"argument", []string{"extra"}, "unexpected argument"},
 		{"bad flag", []string{"--nope"}, "nope"},
+		{"semantics", []string{"--semantics", "modern"}, `unknown semantics "modern" (allowed: current, classic), or both`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,6 +307,49 @@ func TestMainDispatch(t *testing.T) {
 	for _, tc := range tests {
 		if err := Main(tc.args, &bytes.Buffer{}, &bytes.Buffer{}); !errors.Is(err, tc.want) {
 			t.Errorf("Main(%q): got %v, want %v", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestSchedSemantics: the bench runs every simulation under both
+// semantics and reports where they chose differently. Each semantics run
+// alone gives the tables the comparison quotes (the comparison is not a
+// third computation), and the thresholds workload, whose servers hold
+// many inactive connections and whose -x/-y are edited, separates lc and
+// wlc (overhead 257 vs 256 per active conn, spec §1.3) as it must.
+func TestSchedSemantics(t *testing.T) {
+	const big = "20000" // lc's picks differ only when inactive counts differ by exactly 257·Δactive
+	both, _ := runSchedJSON(t, "--sched", "lc,wlc,rr", "--conns", big)
+	if both.Semantics != ipvs.Current || both.Compared == nil || *both.Compared != ipvs.Classic {
+		t.Fatalf("default: semantics %v compared %v, want current then classic", both.Semantics, both.Compared)
+	}
+	cur, _ := runSchedJSON(t, "--sched", "lc,wlc,rr", "--conns", big, "--semantics", "current")
+	cla, _ := runSchedJSON(t, "--sched", "lc,wlc,rr", "--conns", big, "--semantics", "classic")
+	if cur.Compared != nil || len(cur.Differences) != 0 || cla.Semantics != ipvs.Classic {
+		t.Fatalf("one semantics: compared %v, %d differences, classic run's semantics %v", cur.Compared, len(cur.Differences), cla.Semantics)
+	}
+	numEq := cmp.Comparer(func(a, b Num) bool { return a == b || a != a && b != b })
+	if d := cmp.Diff(cur.Workloads, both.Workloads, numEq); d != "" {
+		t.Errorf("the tables of --semantics both are not those of current alone:\n%s", d)
+	}
+	found := map[string]bool{}
+	for _, d := range both.Differences {
+		found[d.Workload+"/"+d.Sched] = true
+		if d.Workload == "disruption" {
+			continue
+		}
+		w := findWorkload(t, cla, d.Workload)
+		other := result(t, w, d.Sched)
+		if !cmp.Equal(d.OtherShares, other.Shares, numEq) || d.OtherRefused != other.Refused {
+			t.Errorf("%s/%s: compared shares %v (refused %d), classic alone %v (%d)", d.Workload, d.Sched, d.OtherShares, d.OtherRefused, other.Shares, other.Refused)
+		}
+		if !(d.Picks > 0 && d.First >= 0) {
+			t.Errorf("%s/%s: a difference with differ %v first %d", d.Workload, d.Sched, d.Picks, d.First)
+		}
+	}
+	for _, want := range []string{"thresholds/lc", "thresholds/wlc"} {
+		if !found[want] {
+			t.Errorf("no difference reported for %s: %+v", want, both.Differences)
 		}
 	}
 }

@@ -66,7 +66,7 @@ type DataplaneConfig struct {
 	RealServers int
 	Conns       int // TCP connections of the connection-rate test
 	StreamBytes int // bytes of the single-stream test
-	Ring        int // golvs's receive ring version (2 or 3; 0: 3)
+	Ring        int // golvs's receive ring version (2 or 3; 0: 2)
 	CPUProfile  string
 	Progress    func(done, total int, what string)
 }
@@ -866,8 +866,8 @@ func (r *dpRun) startGolvs(mode string, workers int) (*golvsDir, error) {
 // golvsCells measures golvs in one mode with one worker count.
 func (r *dpRun) golvsCells(mode string, workers int) error {
 	name := fmt.Sprintf("golvs-%s-w%d", mode, workers)
-	if r.c.Ring == 2 {
-		name += "-v2"
+	if r.c.Ring == 3 {
+		name += "-v3"
 	}
 	g, err := r.startGolvs(mode, workers)
 	if err != nil {

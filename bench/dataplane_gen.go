@@ -239,7 +239,7 @@ func newGenerator(tx *netio.Tx, srcMAC, dstMAC [6]byte, size int, clock monoCloc
 // the calling goroutine, which must be locked to its thread (pinning).
 func (g *generator) run(plan *flowPlan, tag uint16, rate float64, d time.Duration, max uint64) genResult {
 	tx := g.tx
-	sent0, err0 := tx.Sent, tx.Errors
+	st0 := tx.Stats()
 	start := time.Now()
 	var k uint64
 	for k < max {
@@ -274,5 +274,6 @@ func (g *generator) run(plan *flowPlan, tag uint16, rate float64, d time.Duratio
 		tx.Flush()
 		k += n
 	}
-	return genResult{Sent: tx.Sent - sent0, Errors: tx.Errors - err0, Elapsed: time.Since(start)}
+	st := tx.Stats()
+	return genResult{Sent: st.Sent - st0.Sent, Errors: st.Errors + st.Dropped - st0.Errors - st0.Dropped, Elapsed: time.Since(start)}
 }

@@ -4,25 +4,22 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"net"
 	"runtime"
 	"sync/atomic"
-	"unsafe"
+	"time"
 
+	"github.com/gopacket/gopacket/afpacket"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
-// rxRing is a TPACKET_V3 receive ring that keeps what netio.Frame leaves
-// out: the kernel's receive timestamp of each frame. The real servers'
-// counters read the arrival time there rather than when the block reaches
-// userspace, so the ring's block timeout never counts as latency.
+// rxRing is a real server's counting capture: gopacket's AF_PACKET ring
+// (TPACKET_V3), which keeps what netio.Frame leaves out: the kernel's
+// receive timestamp of each frame. The real servers' counters read the
+// arrival time there rather than when the block reaches userspace, so the
+// ring's block timeout never counts as latency.
 type rxRing struct {
-	fd      int
-	mem     []byte
-	bsize   int
-	nblocks int
-	cur     int
+	tp *afpacket.TPacket
 }
 
 // rxSnap is how much of each frame the counters keep: the stamp sits in
@@ -30,16 +27,14 @@ type rxRing struct {
 const rxSnap = 128
 
 // openRxRing opens a ring on ifname in the calling thread's namespace,
-// taking only incoming IPv4 frames, cut to rxSnap bytes.
+// taking only incoming IPv4 frames, cut to rxSnap bytes. Reads never wait
+// (the receiver polls its rings in turn).
 func openRxRing(ifname string) (*rxRing, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	tp, err := afpacket.NewTPacket(afpacket.OptInterface(ifname), afpacket.OptTPacketVersion(afpacket.TPacketVersion3),
+		afpacket.OptFrameSize(2048), afpacket.OptBlockSize(1<<20), afpacket.OptNumBlocks(16),
+		afpacket.OptBlockTimeout(2*time.Millisecond), afpacket.OptPollTimeout(0))
 	if err != nil {
-		return nil, fmt.Errorf("bench: packet socket on %s: %w", ifname, err)
-	}
-	r := &rxRing{fd: fd, bsize: 1 << 20, nblocks: 16}
-	fail := func(op string, err error) (*rxRing, error) {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bench: %s on %s: %w", op, ifname, err)
+		return nil, fmt.Errorf("bench: capture on %s: %w", ifname, err)
 	}
 	// Outgoing frames (PACKET_OUTGOING) and non-IPv4 ones are not taken.
 	prog, err := bpf.Assemble([]bpf.Instruction{
@@ -50,74 +45,32 @@ func openRxRing(ifname string) (*rxRing, error) {
 		bpf.RetConstant{Val: rxSnap},
 		bpf.RetConstant{Val: 0},
 	})
+	if err == nil {
+		err = tp.SetBPF(prog)
+	}
 	if err != nil {
-		return fail("filter", err)
+		tp.Close()
+		return nil, fmt.Errorf("bench: capture filter on %s: %w", ifname, err)
 	}
-	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: (*unix.SockFilter)(unsafe.Pointer(&prog[0]))}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
-		return fail("SO_ATTACH_FILTER", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
-		return fail("PACKET_VERSION", err)
-	}
-	req := unix.TpacketReq3{
-		Block_size: uint32(r.bsize), Block_nr: uint32(r.nblocks),
-		Frame_size: 2048, Frame_nr: uint32(r.bsize / 2048 * r.nblocks), Retire_blk_tov: 2,
-	}
-	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
-		return fail("PACKET_RX_RING", err)
-	}
-	r.mem, err = unix.Mmap(fd, 0, r.bsize*r.nblocks, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fail("mmap", err)
-	}
-	ifc, err := net.InterfaceByName(ifname)
-	if err != nil {
-		unix.Munmap(r.mem)
-		return fail("interface", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifc.Index}); err != nil {
-		unix.Munmap(r.mem)
-		return fail("bind", err)
-	}
-	return r, nil
+	return &rxRing{tp: tp}, nil
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-func (r *rxRing) u32(off int) uint32 { return *(*uint32)(unsafe.Pointer(&r.mem[off])) }
-
-func (r *rxRing) status() *uint32 {
-	return (*uint32)(unsafe.Pointer(&r.mem[r.cur*r.bsize+8]))
-}
-
-// drain hands every frame of the ready blocks to f (the frame's bytes and
+// drain hands every frame ready in the ring to f (the frame's bytes and
 // its kernel receive time, CLOCK_REALTIME nanoseconds) and returns whether
 // there was one.
 func (r *rxRing) drain(f func(b []byte, rt int64)) bool {
 	any := false
-	for atomic.LoadUint32(r.status())&unix.TP_STATUS_USER != 0 {
-		any = true
-		base := r.cur * r.bsize
-		n := int(r.u32(base + 12))
-		off := base + int(r.u32(base+16))
-		for i := 0; i < n; i++ {
-			sec, nsec := r.u32(off+4), r.u32(off+8)
-			snap := int(r.u32(off + 12))
-			mac := off + int(*(*uint16)(unsafe.Pointer(&r.mem[off+24])))
-			f(r.mem[mac:mac+snap:mac+snap], int64(sec)*1e9+int64(nsec))
-			off += int(r.u32(off))
+	for {
+		data, ci, err := r.tp.ZeroCopyReadPacketData()
+		if err != nil {
+			return any // afpacket.ErrTimeout: nothing more for now
 		}
-		atomic.StoreUint32(r.status(), unix.TP_STATUS_KERNEL)
-		r.cur = (r.cur + 1) % r.nblocks
+		any = true
+		f(data, ci.Timestamp.UnixNano())
 	}
-	return any
 }
 
-func (r *rxRing) close() {
-	unix.Close(r.fd)
-	unix.Munmap(r.mem)
-}
+func (r *rxRing) close() { r.tp.Close() }
 
 // latHist is a log-linear histogram of nanoseconds: exact below 64, then
 // 32 buckets per power of two (3% resolution), so percentiles of millions
@@ -183,7 +136,6 @@ type rxStats struct {
 // receiver counts the generator's frames arriving at the real servers.
 type receiver struct {
 	rings []*rxRing
-	pfds  []unix.PollFd
 	tag   atomic.Uint32
 	rtOff int64 // CLOCK_REALTIME - CLOCK_MONOTONIC
 	req   chan chan *rxStats
@@ -199,9 +151,6 @@ func newReceiver(rings []*rxRing) *receiver {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
 	r := &receiver{rings: rings, rtOff: rt.Nano() - mono.Nano(), req: make(chan chan *rxStats),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	for _, rg := range rings {
-		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(rg.fd), Events: unix.POLLIN | unix.POLLERR})
-	}
 	r.cur = &rxStats{PerRS: make([]uint64, len(rings))}
 	return r
 }
@@ -245,10 +194,9 @@ func (r *receiver) run(pin func()) {
 			}) || got
 		}
 		if !got {
-			for i := range r.pfds {
-				r.pfds[i].Revents = 0
-			}
-			_, _ = unix.Poll(r.pfds, 20)
+			// The rings hold seconds of traffic; frames carry their
+			// arrival time.
+			time.Sleep(time.Millisecond)
 		}
 	}
 }

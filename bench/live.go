@@ -28,6 +28,7 @@ type LiveConfig struct {
 	Concurrency int             // clients at once
 	Delays      []time.Duration // service time of each real server
 	Weights     []int32         // their weights (the operator's estimate of capacity)
+	Semantics   ipvs.Semantics  // the director's kernel semantics
 }
 
 // DefaultLive is a mix of two fast, one medium and one slow server,
@@ -129,7 +130,7 @@ func RunLive(c LiveConfig, progress func(done, total int, what string)) (*LiveRe
 		var err error
 		d, err = director.New(director.Config{
 			Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}},
-			Workers:    1, FixHost: true,
+			Workers:    1, FixHost: true, Semantics: c.Semantics,
 			Conntrack: conntrack.Config{Tick: 100 * time.Millisecond},
 		})
 		return err
@@ -198,7 +199,7 @@ func WriteLiveTable(w io.Writer, rep *LiveReport) error {
 	for i, d := range c.Delays {
 		fmt.Fprintf(w, " rs%d=%s(w%d)", i+1, d, c.Weights[i])
 	}
-	fmt.Fprintf(w, "; %d requests per scheduler, %d at once, one connection each\n", c.Requests, c.Concurrency)
+	fmt.Fprintf(w, "; %d requests per scheduler, %d at once, one connection each; %s kernel semantics\n", c.Requests, c.Concurrency, c.Semantics)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "sched\tok\tfailed\tp50 ms\tp90 ms\tp99 ms\tmean ms\treq/s\tshares rs1..\t")
 	for _, r := range rep.Results {

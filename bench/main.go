@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/golvs/golvs/ipvs"
 )
 
 // Sentinel errors.
@@ -67,6 +69,7 @@ func SchedMain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.Workers, "workers", 0, "simulations run at once (default: GOMAXPROCS; results do not depend on it)")
 	fs.StringVar(&out, "out", "", "folder to write plots to (SVG and PNG), created if missing")
 	fs.BoolVar(&asJSON, "json", false, "write the report as JSON instead of a table")
+	sems := fs.String("semantics", "both", "kernel semantics to simulate: current, classic, or both (the tables show the first; a section shows where the second chose otherwise)")
 	live := fs.Bool("live", false, "instead of the simulation: every scheduler in front of real HTTP servers of different service times in a NAT lab (needs root)")
 	lc := DefaultLive
 	fs.IntVar(&lc.Requests, "live-requests", DefaultLive.Requests, fmt.Sprintf("--live: requests per scheduler (1..%d)", MaxLiveRequests))
@@ -95,8 +98,19 @@ func SchedMain(args []string, stdout, stderr io.Writer) error {
 	if c.Workers < 0 {
 		return usagef("bench sched: --workers %d out of range (allowed: 0 or more)", c.Workers)
 	}
+	switch *sems {
+	case "both":
+		c.Semantics = []ipvs.Semantics{ipvs.Current, ipvs.Classic}
+	default:
+		sem, err := ipvs.ParseSemantics(*sems)
+		if err != nil {
+			return usagef("bench sched: --semantics: %v, or both", err)
+		}
+		c.Semantics = []ipvs.Semantics{sem}
+	}
 	if *live {
-		lc.Scheds = c.Scheds
+		// a live run has one director: the first semantics
+		lc.Scheds, lc.Semantics = c.Scheds, c.Semantics[0]
 		d, w, err := ParseLiveServers(*liveServers)
 		if err != nil {
 			return &usageError{err.Error()}

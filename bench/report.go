@@ -30,7 +30,7 @@ func fmtShares(s []Num) string {
 // for the disruption experiment.
 func WriteSchedTable(w io.Writer, r *SchedReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "golvs bench sched: seed %d, %d connections per workload, offered load %.2f of capacity\n", r.Seed, r.Conns, r.Load)
+	fmt.Fprintf(w, "golvs bench sched: seed %d, %d connections per workload, offered load %.2f of capacity, %s kernel semantics\n", r.Seed, r.Conns, r.Load, r.Semantics)
 	fmt.Fprintf(w, "fairness (jain, cv, overprov) is over connections per server divided by weight; delays are queueing delays in ms\n")
 	for _, wr := range r.Workloads {
 		var caps, ws []string
@@ -38,8 +38,8 @@ func WriteSchedTable(w io.Writer, r *SchedReport) error {
 			caps = append(caps, fmt.Sprint(s.Capacity))
 			ws = append(ws, fmt.Sprint(s.Weight))
 		}
-		fmt.Fprintf(w, "\n== %s: %s\n   servers 1..%d: capacity %s, weight %s (weight shares %s); %.0f s simulated\n",
-			wr.Name, wr.Description, len(wr.Servers), strings.Join(caps, " "), strings.Join(ws, " "), fmtShares(wr.WeightShares), float64(wr.Duration))
+		fmt.Fprintf(w, "\n== %s: %s\n   servers 1..%d: capacity %s, weight %s (weight shares %s)%s; %.0f s simulated\n",
+			wr.Name, wr.Description, len(wr.Servers), strings.Join(caps, " "), strings.Join(ws, " "), fmtShares(wr.WeightShares), thresholds(wr.Servers), float64(wr.Duration))
 		extra := ""
 		switch wr.Name {
 		case "churn":
@@ -77,7 +77,70 @@ func WriteSchedTable(w io.Writer, r *SchedReport) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", m.Sched, fmtNum(m.Leave, "%.4f"), fmtNum(m.LeaveMin, "%.4f"),
 			fmtNum(m.Join, "%.4f"), fmtNum(m.JoinMin, "%.4f"))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeDifferences(w, r)
+}
+
+// thresholds lists the servers' -x/-y, if any.
+func thresholds(ss []Server) string {
+	var parts []string
+	for i, s := range ss {
+		if s.UThreshold != 0 || s.LThreshold != 0 {
+			parts = append(parts, fmt.Sprintf("server %d -x %d -y %d", i+1, s.UThreshold, s.LThreshold))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, ", ")
+}
+
+// writeDifferences writes the semantics comparison: for each workload and
+// scheduler where the two semantics chose differently on the same trace,
+// how many connections went elsewhere, from which one on, and the shares
+// (or, for the disruption experiment, the moved fractions) of both.
+func writeDifferences(w io.Writer, r *SchedReport) error {
+	if r.Compared == nil {
+		return nil
+	}
+	a, b := r.Semantics.String(), r.Compared.String()
+	fmt.Fprintf(w, "\n== %s vs %s: the same traces replayed under both kernel semantics; where their choices differ\n", a, b)
+	fmt.Fprintf(w, "   differ = connections sent to another server (or refused in one only); first = the first such connection\n")
+	if len(r.Differences) == 0 {
+		fmt.Fprintf(w, "   none: every scheduler made the same choices under both\n")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "workload\tsched\tdiffer\tfirst\t%s shares (refused)\t%s shares (refused)\t\n", a, b)
+	same := map[string]bool{}
+	for _, n := range r.Scheds {
+		same[n] = true
+	}
+	for _, d := range r.Differences {
+		same[d.Sched] = false
+		if d.Workload == "disruption" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\tmoved leave %s join %s\tmoved leave %s join %s\t\n", d.Workload, d.Sched, fmtNum(d.Picks, "%.4f"), d.First,
+				fmtNum(d.Moved[0], "%.4f"), fmtNum(d.Moved[1], "%.4f"), fmtNum(d.Moved[2], "%.4f"), fmtNum(d.Moved[3], "%.4f"))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s (%d)\t%s (%d)\t\n", d.Workload, d.Sched, fmtNum(d.Picks, "%.4f"), d.First,
+			fmtShares(d.Shares), d.Refused, fmtShares(d.OtherShares), d.OtherRefused)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var none []string
+	for _, n := range r.Scheds {
+		if same[n] {
+			none = append(none, n)
+		}
+	}
+	if len(none) > 0 {
+		fmt.Fprintf(w, "   the same choices everywhere: %s\n", strings.Join(none, " "))
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a character device (a terminal), so that

@@ -20,6 +20,9 @@ import (
 type Server struct {
 	Weight   int32 `json:"weight"`
 	Capacity int   `json:"capacity"`
+	// UThreshold and LThreshold are -x and -y (0: none).
+	UThreshold uint32 `json:"u_threshold,omitempty"`
+	LThreshold uint32 `json:"l_threshold,omitempty"`
 }
 
 // Limits of the sched bench's settings.
@@ -45,20 +48,31 @@ const (
 	zipfS        = 1.1
 	cacheEntries = 1000 // per-server LRU cache of the "locality" workload
 	movedRemoved = 2    // index of the server that leaves and joins
+	linger       = 2.0  // "thresholds": seconds a closed conn stays, inactive (TIME_WAIT)
 )
+
+// thresholdServers are defaultServers with -x/-y: closed connections
+// linger inactive, so each server's total (active + inactive) is
+// mostly lingering connections, around 115 per unit of weight at the
+// default load; server 5 is held near its -x 400, server 1 has -x 150 -y 100.
+var thresholdServers = []Server{{1, 8, 150, 100}, {1, 8, 0, 0}, {2, 16, 0, 0}, {2, 16, 0, 0}, {4, 24, 400, 0}}
 
 // defaultServers are five servers whose weights follow their capacity,
 // except the last, whose weight (4) overstates its capacity (3 units of 8):
 // weights are an administrator's guess.
-var defaultServers = []Server{{1, 8}, {1, 8}, {2, 16}, {2, 16}, {4, 24}}
+var defaultServers = []Server{{Weight: 1, Capacity: 8}, {Weight: 1, Capacity: 8}, {Weight: 2, Capacity: 16}, {Weight: 2, Capacity: 16}, {Weight: 4, Capacity: 24}}
 
 // SchedConfig sets up a sched bench. Zero values take defaults.
 type SchedConfig struct {
-	Seed   uint64
-	Conns  int      // connections per workload
-	Load   float64  // offered load over the servers' total capacity
-	Keys   int      // flows replayed for the moved fraction
-	Scheds []string // nil: sched.Names()
+	// Semantics are the kernel semantics to run every simulation under
+	// (nil: current, then classic): the first gives the report's tables,
+	// a second is compared with it connection by connection.
+	Semantics []ipvs.Semantics
+	Seed      uint64
+	Conns     int      // connections per workload
+	Load      float64  // offered load over the servers' total capacity
+	Keys      int      // flows replayed for the moved fraction
+	Scheds    []string // nil: sched.Names()
 	// Workers runs that many simulations at once (0: GOMAXPROCS). The
 	// results do not depend on it.
 	Workers int
@@ -82,6 +96,9 @@ func (c *SchedConfig) Validate() error {
 			return fmt.Errorf("bench: %w", err)
 		}
 	}
+	if len(c.Semantics) > 2 || len(c.Semantics) == 2 && c.Semantics[0] == c.Semantics[1] {
+		return fmt.Errorf("bench: --semantics: one of current, classic, or both")
+	}
 	return nil
 }
 
@@ -97,6 +114,9 @@ func (c *SchedConfig) defaults() {
 	}
 	if len(c.Scheds) == 0 {
 		c.Scheds = sched.Names()
+	}
+	if len(c.Semantics) == 0 {
+		c.Semantics = []ipvs.Semantics{ipvs.Current, ipvs.Classic}
 	}
 	if c.Workers <= 0 {
 		c.Workers = runtime.GOMAXPROCS(0)
@@ -130,12 +150,38 @@ func (n *Num) UnmarshalJSON(b []byte) error {
 
 // SchedReport is the outcome of a sched bench.
 type SchedReport struct {
-	Seed       uint64           `json:"seed"`
-	Conns      int              `json:"conns"`
-	Load       float64          `json:"load"`
-	Scheds     []string         `json:"scheds"`
-	Workloads  []WorkloadReport `json:"workloads"`
-	Disruption Disruption       `json:"disruption"`
+	Seed   uint64   `json:"seed"`
+	Conns  int      `json:"conns"`
+	Load   float64  `json:"load"`
+	Scheds []string `json:"scheds"`
+	// Semantics is the kernel semantics of Workloads and Disruption;
+	// Compared, when set, the other one, whose runs Differences compare
+	// with them.
+	Semantics   ipvs.Semantics   `json:"semantics"`
+	Compared    *ipvs.Semantics  `json:"compared,omitempty"`
+	Workloads   []WorkloadReport `json:"workloads"`
+	Disruption  Disruption       `json:"disruption"`
+	Differences []SemDiff        `json:"differences,omitempty"`
+}
+
+// SemDiff is where the two semantics made different choices for one
+// scheduler on one workload (the same trace, replayed twice): the
+// fraction of connections sent to another server (or refused in one
+// and not the other), the first of them, and both runs' outcomes. For the
+// disruption experiment (Workload "disruption") Picks compares the three
+// replays and Moved gives the leave and join fractions of both.
+type SemDiff struct {
+	Workload     string `json:"workload"`
+	Sched        string `json:"sched"`
+	Picks        Num    `json:"picks_differ"`
+	First        int64  `json:"first_differ"`
+	Shares       []Num  `json:"shares"`
+	OtherShares  []Num  `json:"other_shares"`
+	Refused      int64  `json:"refused"`
+	OtherRefused int64  `json:"other_refused"`
+	Jain         Num    `json:"jain"`
+	OtherJain    Num    `json:"other_jain"`
+	Moved        [4]Num `json:"moved,omitempty"` // disruption: leave, join; other leave, other join
 }
 
 // WorkloadReport is one workload replayed into every scheduler.
@@ -199,6 +245,7 @@ type workload struct {
 	churn      bool // the server-leaves, weight-change events below
 	nat        bool // clients behind natAddrs addresses: measure affinity
 	locality   bool // targets from a Zipf set: model per-server caches
+	thresholds bool // closed conns linger inactive; -x/-y and their edits
 }
 
 // arrival is one connection of a trace.
@@ -228,6 +275,10 @@ func buildWorkloads(c *SchedConfig) []*workload {
 		}
 		w.nat = name == "nat"
 		w.churn = name == "churn"
+		if name == "thresholds" {
+			w.thresholds = true
+			w.servers = slices.Clone(thresholdServers)
+		}
 		w.trace = make([]arrival, c.Conns)
 		t := 0.0
 		xm := meanService * (paretoShape - 1) / paretoShape
@@ -254,6 +305,7 @@ func buildWorkloads(c *SchedConfig) []*workload {
 		mk(1, "churn", "steady, but server 2 gets weight 0 at 25%, is removed at 35%, returns at 55%; server 5's weight goes 4->3 at 75%"),
 		mk(2, "nat", fmt.Sprintf("steady, but all clients sit behind %d addresses (affinity: addresses kept on one server)", natAddrs)),
 		mk(3, "locality", fmt.Sprintf("steady, requests for %d targets drawn from Zipf(s=%g); each server caches %d (LRU)", zipfTargets, zipfS, cacheEntries)),
+		mk(4, "thresholds", fmt.Sprintf("steady, but closed connections stay %g s as inactive (TIME_WAIT), servers 1 and 5 have -x/-y, and server 5's -x is raised to 450 at 40%%, lowered to 300 at 60%%, server 1's -y raised to 140 at 80%% (the edits whose OVERLOAD the semantics treat differently)", linger)),
 	}
 }
 
@@ -270,16 +322,16 @@ var (
 
 // newScheduler makes a scheduler whose every input is the simulation's:
 // lblc and lblcr read the simulated clock, twos draws from the seed.
-func newScheduler(name string, seed uint64, now func() time.Time) (sched.Scheduler, error) {
+func newScheduler(name string, sem ipvs.Semantics, seed uint64, now func() time.Time) (sched.Scheduler, error) {
 	switch name {
 	case "twos":
 		return sched.NewTwosSeeded(seed), nil
 	case "lblc":
-		return sched.NewLBLC(sched.CacheOptions{Now: now}), nil
+		return sched.NewLBLC(sched.CacheOptions{Now: now, Semantics: sem}), nil
 	case "lblcr":
-		return sched.NewLBLCR(sched.CacheOptions{Now: now}), nil
+		return sched.NewLBLCR(sched.CacheOptions{Now: now, Semantics: sem}), nil
 	}
-	return sched.New(name)
+	return sched.NewFor(name, sem)
 }
 
 // pool is a simulated service: its dests and the scheduler's view.
@@ -291,16 +343,17 @@ type pool struct {
 	in    []bool // in the service's list
 }
 
-func newPool(name string, seed uint64, servers []Server, now func() time.Time) (*pool, error) {
-	s, err := newScheduler(name, seed, now)
+func newPool(name string, sem ipvs.Semantics, seed uint64, servers []Server, now func() time.Time) (*pool, error) {
+	s, err := newScheduler(name, sem, seed, now)
 	if err != nil {
 		return nil, err
 	}
 	p := &pool{s: s, svc: &sched.Service{Key: svcKey}}
 	for i, sv := range servers {
-		c := ipvs.DestConfig{Addr: netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), Port: 80, Method: ipvs.MethodRoute, Weight: sv.Weight}
+		c := ipvs.DestConfig{Addr: netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}), Port: 80, Method: ipvs.MethodRoute, Weight: sv.Weight,
+			UThreshold: sv.UThreshold, LThreshold: sv.LThreshold}
 		p.cfgs = append(p.cfgs, c)
-		p.dests = append(p.dests, ipvs.NewDest(svcKey, c))
+		p.dests = append(p.dests, sem.NewDest(svcKey, c))
 		p.in = append(p.in, true)
 	}
 	// Dests were added in server order; the kernel's list is newest first.
@@ -338,10 +391,11 @@ func (p *pool) del(i int) error {
 	return p.s.DelDest(p.svc, d)
 }
 
-// add puts server i back (ipvsadm -a), at the head of the list.
+// add puts server i back (ipvsadm -a), at the head of the list: the
+// dest comes back from the trash.
 func (p *pool) add(i int) error {
 	d := p.dests[i]
-	d.Update(p.cfgs[i])
+	d.Revive(p.cfgs[i])
 	p.in[i] = true
 	p.svc.Dests = append([]*ipvs.Dest{d}, p.svc.Dests...)
 	return p.s.AddDest(p.svc, d)
@@ -357,12 +411,26 @@ func (p *pool) setWeight(i int, w int32) error {
 	return p.s.UpdDest(p.svc, d)
 }
 
+// setThresholds changes server i's -x and -y (ipvsadm -e with the same
+// weight).
+func (p *pool) setThresholds(i int, u, l uint32) error {
+	d := p.dests[i]
+	c := d.Config()
+	c.UThreshold, c.LThreshold = u, l
+	p.cfgs[i] = c
+	d.Update(c)
+	p.svc.Dests = slices.Clone(p.svc.Dests)
+	return p.s.UpdDest(p.svc, d)
+}
+
 // Event kinds. At equal times control events run first, then
-// completions, then handshakes; arrivals come after all of them.
+// completions, then handshakes, then the end of lingering; arrivals come
+// after all of them.
 const (
 	evControl = iota
 	evDone
 	evEstablished
+	evGone
 )
 
 type event struct {
@@ -440,6 +508,14 @@ func churnEvents(d float64, servers []Server) []control {
 	}
 }
 
+func thresholdEvents(d float64) []control {
+	return []control{
+		{0.40 * d, func(p *pool) error { return p.setThresholds(4, 450, 0) }},
+		{0.60 * d, func(p *pool) error { return p.setThresholds(4, 300, 0) }},
+		{0.80 * d, func(p *pool) error { return p.setThresholds(0, 150, 140) }},
+	}
+}
+
 // server is a simulated real server: a FIFO queue in front of Capacity
 // slots, and (locality) a cache.
 type server struct {
@@ -450,14 +526,15 @@ type server struct {
 	cache *lru
 }
 
-// runOne replays w into one scheduler.
-func runOne(w *workload, name string, seed uint64) (SchedResult, error) {
+// runOne replays w into one scheduler under a semantics. It returns the
+// server each connection went to (-1: refused), for comparisons.
+func runOne(w *workload, name string, sem ipvs.Semantics, seed uint64) (SchedResult, []int8, error) {
 	res := SchedResult{Sched: name, HitRatio: Num(math.NaN()), Affinity: Num(math.NaN())}
 	var clock float64
 	now := func() time.Time { return simBase.Add(time.Duration(clock * float64(time.Second))) }
-	p, err := newPool(name, seed, w.servers, now)
+	p, err := newPool(name, sem, seed, w.servers, now)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	n := len(w.servers)
 	srv := make([]server, n)
@@ -471,6 +548,10 @@ func runOne(w *workload, name string, seed uint64) (SchedResult, error) {
 	if w.churn {
 		ctl = churnEvents(w.duration, w.servers)
 	}
+	if w.thresholds {
+		ctl = thresholdEvents(w.duration)
+	}
+	picks := make([]int8, len(w.trace))
 	destOf := make([]int8, len(w.trace))
 	established := make([]bool, len(w.trace))
 	delays := make([]float64, 0, len(w.trace))
@@ -505,7 +586,7 @@ func runOne(w *workload, name string, seed uint64) (SchedResult, error) {
 		if len(ctl) > 0 && ctl[0].at <= th && ctl[0].at <= ta {
 			clock = ctl[0].at
 			if err := ctl[0].do(p); err != nil {
-				return res, fmt.Errorf("bench: %s: %w", name, err)
+				return res, nil, fmt.Errorf("bench: %s: %w", name, err)
 			}
 			ctl = ctl[1:]
 			continue
@@ -524,10 +605,22 @@ func runOne(w *workload, name string, seed uint64) (SchedResult, error) {
 					established[e.conn] = true
 					d.SetActive(true)
 				}
-			case evDone:
-				d.Unbind(false, established[e.conn])
-				established[e.conn] = false
+			case evGone:
+				d.Unbind(false, false)
 				destOf[e.conn] = -1
+			case evDone:
+				if w.thresholds {
+					// closed: inactive until TIME_WAIT ends
+					if established[e.conn] {
+						d.SetActive(false)
+					}
+					seq++
+					h.push(event{t: clock + linger, kind: evGone, seq: seq, conn: e.conn})
+				} else {
+					d.Unbind(false, established[e.conn])
+					destOf[e.conn] = -1
+				}
+				established[e.conn] = false
 				s := &srv[di]
 				s.busy--
 				if s.head < len(s.queue) {
@@ -553,13 +646,14 @@ func runOne(w *workload, name string, seed uint64) (SchedResult, error) {
 		d := p.s.Schedule(p.svc, &pkt)
 		if d == nil {
 			res.Refused++
-			destOf[i] = -1
+			destOf[i], picks[i] = -1, -1
 			continue
 		}
 		di := p.index(d)
 		if di < 0 {
-			return res, fmt.Errorf("bench: %s picked a dest that is not in the service", name)
+			return res, nil, fmt.Errorf("bench: %s picked a dest that is not in the service", name)
 		}
+		picks[i] = int8(di)
 		if !p.in[di] || d.Weight() == 0 {
 			res.Misrouted++
 		}
@@ -625,7 +719,7 @@ func runOne(w *workload, name string, seed uint64) (SchedResult, error) {
 			res.Affinity = Num(float64(kept) / float64(seen))
 		}
 	}
-	return res, nil
+	return res, picks, nil
 }
 
 // moveKey is a flow of the disruption experiment.
@@ -684,23 +778,25 @@ func share(m map[int]int, srv int) float64 {
 	return float64(n) / float64(len(m))
 }
 
-// runMoved is the disruption experiment for one scheduler.
-func runMoved(name string, seed uint64, keys []moveKey) (MoveResult, error) {
+// runMoved is the disruption experiment for one scheduler under a
+// semantics; it also returns the three replays' choices, one after the
+// other, for comparisons.
+func runMoved(name string, sem ipvs.Semantics, seed uint64, keys []moveKey) (MoveResult, []int8, error) {
 	res := MoveResult{Sched: name}
 	clock := simBase
-	p, err := newPool(name, seed, defaultServers, func() time.Time { return clock })
+	p, err := newPool(name, sem, seed, defaultServers, func() time.Time { return clock })
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	before := replay(p, keys)
 	clock = clock.Add(time.Second)
 	if err := p.del(movedRemoved); err != nil {
-		return res, fmt.Errorf("bench: %s: %w", name, err)
+		return res, nil, fmt.Errorf("bench: %s: %w", name, err)
 	}
 	left := replay(p, keys)
 	clock = clock.Add(time.Second)
 	if err := p.add(movedRemoved); err != nil {
-		return res, fmt.Errorf("bench: %s: %w", name, err)
+		return res, nil, fmt.Errorf("bench: %s: %w", name, err)
 	}
 	back := replay(p, keys)
 	res.Leave, res.Join = Num(math.NaN()), Num(math.NaN())
@@ -711,7 +807,33 @@ func runMoved(name string, seed uint64, keys []moveKey) (MoveResult, error) {
 	} else {
 		res.LeaveMin, res.JoinMin = Num(math.NaN()), Num(math.NaN())
 	}
-	return res, nil
+	return res, append(append(mapPicks(before), mapPicks(left)...), mapPicks(back)...), nil
+}
+
+// diffPicks compares two runs' choices, connection by connection.
+func diffPicks(a, b []int8) (frac float64, first int64) {
+	first = -1
+	n := 0
+	for i := range a {
+		if a[i] != b[i] {
+			if first < 0 {
+				first = int64(i)
+			}
+			n++
+		}
+	}
+	if len(a) == 0 {
+		return math.NaN(), first
+	}
+	return float64(n) / float64(len(a)), first
+}
+
+func mapPicks(m map[int]int) []int8 {
+	out := make([]int8, len(m))
+	for k, v := range m {
+		out[k] = int8(v)
+	}
+	return out
 }
 
 // RunSched runs the sched bench. The report depends only on the
@@ -722,7 +844,15 @@ func RunSched(c SchedConfig) (*SchedReport, error) {
 		return nil, err
 	}
 	ws := buildWorkloads(&c)
-	rep := &SchedReport{Seed: c.Seed, Conns: c.Conns, Load: c.Load, Scheds: c.Scheds}
+	rep := &SchedReport{Seed: c.Seed, Conns: c.Conns, Load: c.Load, Scheds: c.Scheds, Semantics: c.Semantics[0]}
+	if len(c.Semantics) == 2 {
+		rep.Compared = &c.Semantics[1]
+	}
+	// diffs[w][s]: nil when the semantics agreed (or only one ran)
+	diffs := make([][]*SemDiff, len(ws)+1)
+	for i := range diffs {
+		diffs[i] = make([]*SemDiff, len(c.Scheds))
+	}
 	rep.Workloads = make([]WorkloadReport, len(ws))
 	var wsum int32
 	for _, s := range defaultServers {
@@ -761,9 +891,9 @@ func RunSched(c SchedConfig) (*SchedReport, error) {
 				what := name + "/disruption"
 				if j.w < len(ws) {
 					what = name + "/" + ws[j.w].name
-					rep.Workloads[j.w].Results[j.s], err = runOne(ws[j.w], name, c.Seed)
+					diffs[j.w][j.s], err = runCompared(ws[j.w], name, c.Semantics, c.Seed, &rep.Workloads[j.w].Results[j.s])
 				} else {
-					rep.Disruption.Results[j.s], err = runMoved(name, c.Seed, keys)
+					diffs[j.w][j.s], err = runMovedCompared(name, c.Semantics, c.Seed, keys, &rep.Disruption.Results[j.s])
 				}
 				mu.Lock()
 				done++
@@ -787,7 +917,61 @@ func RunSched(c SchedConfig) (*SchedReport, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
+	for _, ds := range diffs {
+		for _, d := range ds {
+			if d != nil {
+				rep.Differences = append(rep.Differences, *d)
+			}
+		}
+	}
 	return rep, nil
+}
+
+// runCompared runs a workload into one scheduler under the first
+// semantics, writing the result to res, and, if there is a second, again
+// under it; it returns where the two differ (nil if nowhere).
+func runCompared(w *workload, name string, sems []ipvs.Semantics, seed uint64, res *SchedResult) (*SemDiff, error) {
+	a, pa, err := runOne(w, name, sems[0], seed)
+	if err != nil {
+		return nil, err
+	}
+	*res = a
+	if len(sems) < 2 {
+		return nil, nil
+	}
+	b, pb, err := runOne(w, name, sems[1], seed)
+	if err != nil {
+		return nil, err
+	}
+	frac, first := diffPicks(pa, pb)
+	if first < 0 {
+		return nil, nil
+	}
+	return &SemDiff{Workload: w.name, Sched: name, Picks: Num(frac), First: first,
+		Shares: a.Shares, OtherShares: b.Shares, Refused: a.Refused, OtherRefused: b.Refused, Jain: a.Jain, OtherJain: b.Jain,
+		Moved: [4]Num{Num(math.NaN()), Num(math.NaN()), Num(math.NaN()), Num(math.NaN())}}, nil
+}
+
+// runMovedCompared is runCompared for the disruption experiment.
+func runMovedCompared(name string, sems []ipvs.Semantics, seed uint64, keys []moveKey, res *MoveResult) (*SemDiff, error) {
+	a, pa, err := runMoved(name, sems[0], seed, keys)
+	if err != nil {
+		return nil, err
+	}
+	*res = a
+	if len(sems) < 2 {
+		return nil, nil
+	}
+	b, pb, err := runMoved(name, sems[1], seed, keys)
+	if err != nil {
+		return nil, err
+	}
+	frac, first := diffPicks(pa, pb)
+	if first < 0 {
+		return nil, nil
+	}
+	return &SemDiff{Workload: "disruption", Sched: name, Picks: Num(frac), First: first,
+		Jain: Num(math.NaN()), OtherJain: Num(math.NaN()), Moved: [4]Num{a.Leave, a.Join, b.Leave, b.Join}}, nil
 }
 
 // lru is a fixed-size least-recently-used set of target indices, kept in

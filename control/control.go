@@ -10,7 +10,7 @@
 //	{"v":1,"op":"restore","text":"-A -t ...\n-a -t ...\n"}
 //	{"v":1,"op":"list"}       services, dests, counters, rates, timeouts
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c)
-//	{"v":1,"op":"status"}     drop counters and what the host check relies on
+//	{"v":1,"op":"status"}     kernel semantics, drop counters, what the host check relies on
 //	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //
@@ -98,6 +98,9 @@ type Reply struct {
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
 	Text     string                `json:"text,omitempty"`    // proc op
 	Daemons  []ipvsadm.DaemonState `json:"daemons,omitempty"` // list: the running sync daemons (-L --daemon)
+	// Semantics is the kernel semantics the director reproduces
+	// ("current" or "classic"), in status replies.
+	Semantics string `json:"semantics,omitempty"`
 }
 
 // Server is the daemon side.
@@ -219,7 +222,7 @@ func (s *Server) Handle(req *Request) *Reply {
 	case "proc":
 		return s.proc(req)
 	case "status":
-		rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved()}
+		rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved(), Semantics: s.D.Semantics().String()}
 		for i, v := range s.D.Drops.Get() {
 			rep.Counters[director.CounterNames[i]] = v
 		}
@@ -228,6 +231,9 @@ func (s *Server) Handle(req *Request) *Reply {
 		rep.Counters["conns-created"] = st.Created
 		rep.Counters["conns-expired"] = st.Expired
 		rep.Counters["conns-dropped-table-full"] = st.Dropped
+		for _, c := range s.D.HousekeepingCounters() {
+			rep.Counters[c.Name] = c.Value
+		}
 		s.syncStatus(rep)
 		return rep
 	}
@@ -404,8 +410,9 @@ func (s *Server) mirror(c *ipvsadm.Command) error {
 func (s *Server) list() *Reply {
 	s.mu.Lock()
 	tcp, fin, udp := s.D.CT.Timeouts()
+	marks := s.marks // Restore replaces the slice under mu
 	s.mu.Unlock()
-	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: s.marks, Daemons: s.Daemons()}
+	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: marks, Daemons: s.Daemons()}
 	for _, sv := range s.D.Snapshot().List {
 		ls := ipvsadm.ListService{Config: sv.Config, Stats: sv.Stats.Snapshot(), Rate: rate(s.D.Rates(sv.Stats))}
 		ls.Config.Dests = nil

@@ -69,7 +69,7 @@ func checkService(c *ipvs.ServiceConfig) error {
 	return nil
 }
 
-func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+func checkDest(sem ipvs.Semantics, svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	if !d.Addr.Is4() {
 		return fmt.Errorf("director: real server %s: only IPv4 real servers are supported so far", d.Addr)
 	}
@@ -81,7 +81,7 @@ func checkDest(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
 	if err := ipvs.CheckWeight(int64(d.Weight), ipvs.MaxWeight); err != nil {
 		return err
 	}
-	if err := ipvs.CheckThresholds(int64(d.UThreshold), int64(d.LThreshold)); err != nil {
+	if err := sem.CheckDestThresholds(d.UThreshold, d.LThreshold); err != nil {
 		return err
 	}
 	switch d.Method {
@@ -117,13 +117,14 @@ func (dr *Director) CheckService(c ipvs.ServiceConfig) error {
 // CheckDest reports whether the data plane can serve a real server of a
 // service, without changing anything.
 func (dr *Director) CheckDest(svc ipvs.ServiceConfig, d ipvs.DestConfig) error {
-	if err := checkDest(&svc, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &svc, &d); err != nil {
 		return err
 	}
 	return dr.checkDestHost(&svc, &d)
 }
 
-// AddService adds a virtual service (ipvsadm -A).
+// AddService adds a virtual service (ipvsadm -A), with the real servers
+// c lists, each published with its next hop resolved (see AddDest).
 func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 	if err := checkService(&c); err != nil {
 		return err
@@ -133,10 +134,15 @@ func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 			return err
 		}
 	}
-	s, err := sched.New(c.Sched)
+	s, err := sched.NewFor(c.Sched, dr.c.Semantics)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
 	}
+	addrs := make([]netip.Addr, len(c.Dests))
+	for i, d := range c.Dests {
+		addrs[i] = d.Addr
+	}
+	hops := dr.resolveNew(addrs) // before the lock: it may wait (resolve.go)
 	dr.cfg.mu.Lock()
 	defer dr.cfg.mu.Unlock()
 	if _, old := dr.cfg.find(c.ServiceKey); old != nil {
@@ -148,8 +154,8 @@ func (dr *Director) AddService(c ipvs.ServiceConfig) error {
 		return err
 	}
 	dr.cfg.svcs = append(dr.cfg.svcs, rt)
-	for _, d := range c.Dests {
-		if err := dr.addDestLocked(rt, d); err != nil {
+	for i, d := range c.Dests {
+		if err := dr.addDestLocked(rt, d, hops[i]); err != nil {
 			return err
 		}
 	}
@@ -172,7 +178,7 @@ func (dr *Director) EditService(c ipvs.ServiceConfig) error {
 	}
 	c.Dests = nil
 	if c.Sched != rt.cfg.Sched {
-		s, err := sched.New(c.Sched)
+		s, err := sched.NewFor(c.Sched, dr.c.Semantics)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ipvs.ErrNoScheduler, err)
 		}
@@ -219,23 +225,41 @@ func (dr *Director) Clear() {
 }
 
 // AddDest adds a real server to a service (ipvsadm -a); it goes to the
-// head of the list, as in the kernel.
+// head of the list, as in the kernel. Its next hop is resolved first
+// (waiting up to a second for the kernel's ARP), so that its first SYN
+// finds it.
 func (dr *Director) AddDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 	dr.cfg.mu.Lock()
-	defer dr.cfg.mu.Unlock()
 	_, rt := dr.cfg.find(k)
+	var svc ipvs.ServiceConfig
+	if rt != nil {
+		svc = rt.cfg
+	}
+	dr.cfg.mu.Unlock()
 	if rt == nil {
 		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
 	}
-	if err := dr.addDestLocked(rt, d); err != nil {
+	if err := checkDest(dr.c.Semantics, &svc, &d); err != nil {
+		return err // before waiting for anything
+	}
+	hop := dr.resolveNew([]netip.Addr{d.Addr})[0] // before the lock: it may wait
+	dr.cfg.mu.Lock()
+	defer dr.cfg.mu.Unlock()
+	_, rt = dr.cfg.find(k)
+	if rt == nil {
+		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
+	}
+	if err := dr.addDestLocked(rt, d, hop); err != nil {
 		return err
 	}
 	dr.publishLocked()
 	return nil
 }
 
-func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig) error {
-	if err := checkDest(&rt.cfg, &d); err != nil {
+// addDestLocked adds a dest; hop, when resolved, is its next hop from the
+// start.
+func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig, hop *ipvs.NextHop) error {
+	if err := checkDest(dr.c.Semantics, &rt.cfg, &d); err != nil {
 		return err
 	}
 	if err := dr.checkDestHost(&rt.cfg, &d); err != nil {
@@ -249,14 +273,17 @@ func (dr *Director) addDestLocked(rt *svcRT, d ipvs.DestConfig) error {
 		if t.Svc == rt.cfg.ServiceKey && t.Addr == d.Addr && t.Port == d.Port {
 			nd = t
 			dr.cfg.trash = append(dr.cfg.trash[:i:i], dr.cfg.trash[i+1:]...)
-			nd.Update(d)
+			nd.Revive(d) // the kernel's add path: last_weight = weight, even 0
 			break
 		}
 	}
 	if nd == nil {
-		nd = ipvs.NewDest(rt.cfg.ServiceKey, d)
+		nd = dr.c.Semantics.NewDest(rt.cfg.ServiceKey, d)
 	}
 	nd.SvcStats = rt.stats
+	if hop != nil {
+		nd.Next.Store(hop)
+	}
 	rt.dests = append([]*ipvs.Dest{nd}, rt.dests...)
 	if err := rt.sched.AddDest(rt.view(), nd); err != nil {
 		return err
@@ -273,7 +300,7 @@ func (dr *Director) EditDest(k ipvs.ServiceKey, d ipvs.DestConfig) error {
 	if rt == nil {
 		return fmt.Errorf("%s: %w", k, ipvs.ErrSvcNotDefined)
 	}
-	if err := checkDest(&rt.cfg, &d); err != nil {
+	if err := checkDest(dr.c.Semantics, &rt.cfg, &d); err != nil {
 		return err
 	}
 	if err := dr.checkDestHost(&rt.cfg, &d); err != nil {

@@ -1,5 +1,142 @@
 package director
 
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Counter names, in Counters order.
+var CounterNames = [NumCounters]string{
+	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
+	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
+	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
+	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
+	"standby", "client-unresolved",
+}
+
+// Counter indices.
+const (
+	// 0..6 mirror packet.Reason 1..7
+	CntNoConn = 7 + iota
+	CntNoDest
+	CntDestUnavail
+	CntTableFull
+	CntNoNextHop
+	CntTTL
+	CntNotOurs
+	CntARPAnswered
+	CntICMP
+	CntTxErrors  // frames the kernel refused to send (bad virtio header, over the MTU)
+	CntTxDropped // frames not sent because the socket or device queue was full
+	CntRingPackets
+	CntRingDrops     // frames the kernel lost because a receive ring was full
+	CntRingFreezes   // times a TPACKET_V3 ring froze its queue
+	CntStandby       // a sync backup with backup_only: nothing forwarded (sync.go)
+	CntClientUnknown // a reply of a synced conn whose client is being resolved (sync.go)
+	NumCounters
+)
+
+// Counter is one cause's count. Workers count in their own cache lines
+// (no shared atomic add per packet) and a read sums them; Add is for the
+// rare counts made outside a worker.
+type Counter struct {
+	shared atomic.Uint64
+	i      int
+	set    *counterSet
+}
+
+// Add adds n (outside the packet path: it is a contended atomic add).
+func (c *Counter) Add(n uint64) { c.shared.Add(n) }
+
+// Load returns the count, summed over every worker.
+func (c *Counter) Load() uint64 {
+	v := c.shared.Load()
+	if c.set != nil {
+		v += c.set.sum(c.i)
+	}
+	return v
+}
+
+// Counters are the per-cause counts of frames golvs did not forward (and a
+// few it handled itself), summed over workers on read.
+type Counters [NumCounters]Counter
+
+// Get returns every count.
+func (c *Counters) Get() (out [NumCounters]uint64) {
+	if s := c[0].set; s != nil && s.refresh != nil {
+		s.refresh()
+	}
+	for i := range c {
+		out[i] = c[i].Load()
+	}
+	return
+}
+
+// workerCounters is one worker's counts, written by that worker only and
+// padded so that no two workers' counts share a cache line.
+type workerCounters struct {
+	_ [64]byte
+	v [NumCounters]atomic.Uint64
+	_ [64]byte
+}
+
+// inc adds one: an atomic add on a cache line no other CPU writes, so it
+// never waits for another worker's.
+func (w *workerCounters) inc(i int) { w.v[i].Add(1) }
+
+// counterSet ties the director's Counters to its workers' counts and to
+// counts kept elsewhere (transmit sockets).
+type counterSet struct {
+	mu      sync.Mutex
+	blocks  atomic.Pointer[[]*workerCounters]
+	sources atomic.Pointer[[]func(*[NumCounters]uint64)]
+	refresh func() // brings counts kept by the kernel up to date (ring statistics)
+}
+
+func (d *Director) initCounters() {
+	s := &counterSet{}
+	s.blocks.Store(&[]*workerCounters{})
+	s.sources.Store(&[]func(*[NumCounters]uint64){})
+	for i := range d.Drops {
+		d.Drops[i].i = i
+		d.Drops[i].set = s
+	}
+	d.cset = s
+}
+
+// newBlock gives a worker its counts.
+func (s *counterSet) newBlock() *workerCounters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &workerCounters{}
+	l := append(append([]*workerCounters(nil), *s.blocks.Load()...), b)
+	s.blocks.Store(&l)
+	return b
+}
+
+// addSource adds counts that another part keeps; fn adds them to out.
+func (s *counterSet) addSource(fn func(out *[NumCounters]uint64)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := append(append([]func(*[NumCounters]uint64){}, *s.sources.Load()...), fn)
+	s.sources.Store(&l)
+}
+
+func (s *counterSet) sum(i int) uint64 {
+	var v uint64
+	for _, b := range *s.blocks.Load() {
+		v += b.v[i].Load()
+	}
+	if src := *s.sources.Load(); len(src) > 0 {
+		var x [NumCounters]uint64
+		for _, fn := range src {
+			fn(&x)
+		}
+		v += x[i]
+	}
+	return v
+}
+
 // CounterSet is one named group of the director's counters, as exporters
 // (golvs's Prometheus endpoint) read them: a set becomes the series
 // golvs_<Name>_total{<Label>="<Names[i]>"} (golvs_<Name> for a gauge).
@@ -20,10 +157,10 @@ type CounterSet struct {
 func (d *Director) CounterSets() []CounterSet {
 	drops := d.Drops.Get()
 	modes := d.ModeCounters()
-	return []CounterSet{
+	return append([]CounterSet{
 		{
 			Name:  "drops",
-			Help:  "Frames golvs did not forward, by cause (arp-answered counts ARP requests for VIPs it answered; tx-errors is added when a worker's transmit socket closes).",
+			Help:  "Frames golvs did not forward, by cause (arp-answered counts ARP requests for VIPs it answered; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick).",
 			Label: "cause", Names: CounterNames[:], Values: drops[:],
 		},
 		{
@@ -31,6 +168,6 @@ func (d *Director) CounterSets() []CounterSet {
 			Help:  "Events of the DR, TUN and FULLNAT forwarding paths (ICMP sent and relayed, GSO segmentation, TOA, local ports).",
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
-		d.syncCounterSet(),
-	}
+		d.syncCounterSet(), // sync.go
+	}, append(d.housekeepingSets(), d.schedSets()...)...) // resolve.go, schedcounters.go
 }

@@ -23,8 +23,10 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/internal/ratelog"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/netio"
@@ -44,7 +46,23 @@ type Config struct {
 	Interfaces []Interface
 	Workers    int // default: one per CPU
 	Conntrack  conntrack.Config
-	Ring       netio.RingConfig
+	// Ring shapes each worker's receive path on each interface (the
+	// default: TPACKET_V2, a frame handed over as soon as it is there).
+	Ring netio.RingConfig
+	// Fanout is how an interface's frames are spread over the workers
+	// (default FanoutCPU: the worker of the CPU that received the frame;
+	// with more workers than CPUs, FanoutHash).
+	Fanout netio.FanoutMode
+	// NoPin leaves the workers unpinned; by default worker i runs only on
+	// the CPU whose frames it gets.
+	NoPin bool
+	// Spin is how long a worker keeps looking for frames after traffic
+	// before it sleeps in poll() (0: never).
+	Spin time.Duration
+	// NoDropRule leaves the kernel to run every frame golvs forwards
+	// through its IP stack too, instead of installing the nftables drop
+	// rule at ingress (netio.DropRule).
+	NoDropRule bool
 	// FixHost lets golvs set the sysctls it relies on (IPv4 forwarding
 	// off on its interfaces) and restore them when it stops.
 	FixHost bool
@@ -54,11 +72,17 @@ type Config struct {
 	// treat a persistence template on a weight-0 dest as invalid.
 	ExpireNodestConn        bool
 	ExpireQuiescentTemplate bool
+	// Semantics is the kernel behaviour the director reproduces where
+	// IPVS changed in 2026 (spec §1.0): the overhead formula, the
+	// OVERLOAD rules, the lblc/lblcr cache rules. Zero: current.
+	Semantics ipvs.Semantics
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
 	NoPMTU bool
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
+	// Lines reach it through a rate limiter (internal/ratelog): an
+	// identical line at most once a minute, its repeats summarised.
 	Logf func(format string, args ...any)
 
 	// FULLNAT (spec §5.5): the local address pool (LIPs) and its port
@@ -87,17 +111,24 @@ type Director struct {
 	neigh   *netio.Neigh
 	nl      *netlink.Handle
 	rings   [][]*netio.Ring // [worker][interface]
+	ringMu  sync.Mutex      // rings' statistics are read, and the rings closed, under it
+	txs     []*netio.Tx
 	workers []*Worker
+	cpus    []int // the CPU each worker is pinned to (nil: not pinned)
+	fanout  netio.FanoutMode
+	drop    *netio.DropRule
+	dropMu  sync.Mutex
+	dropOff string // why there is no drop rule
 	ifMAC   map[int][6]byte
 	ifARP   map[int]bool
 	filter  sync.Mutex
 
-	kick     chan struct{}
-	restore  []func()
-	fanoutID uint16
+	kick    chan struct{}
+	restore []func()
 
-	// Counters of frames golvs did not forward, by cause.
+	// Counters of frames golvs did not forward, by cause (counters.go).
 	Drops Counters
+	cset  *counterSet
 
 	// Total is IPVS's director-wide counters (tot_stats,
 	// /proc/net/ip_vs_stats): every conn and packet of every service.
@@ -112,6 +143,9 @@ type Director struct {
 	tracer  atomic.Pointer[trace.Tracer]
 	ifNames map[int]string // names of fake interfaces in tests
 
+	res  resolver         // next hops (resolve.go)
+	logs *ratelog.Limiter // every log line goes through it
+
 	// Sync is the connection sync daemon (sync.go): master, backup, both
 	// or none, started and stopped at run time.
 	Sync    *ipvssync.Daemon
@@ -120,42 +154,8 @@ type Director struct {
 	clients clientL2    // where synced conns' clients are
 }
 
-// Counter names, in Counters order.
-var CounterNames = [NumCounters]string{
-	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
-	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
-	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
-	"standby", "client-unresolved",
-}
-
-// Counter indices.
-const (
-	// 0..6 mirror packet.Reason 1..7
-	CntNoConn = 7 + iota
-	CntNoDest
-	CntDestUnavail
-	CntTableFull
-	CntNoNextHop
-	CntTTL
-	CntNotOurs
-	CntARPAnswered
-	CntICMP
-	CntTxErrors
-	CntStandby       // a sync backup with backup_only: nothing forwarded
-	CntClientUnknown // a reply of a synced conn whose client is being resolved
-	NumCounters
-)
-
-// Counters are per-cause counts, summed over workers.
-type Counters [NumCounters]atomic.Uint64
-
-// Get returns a copy.
-func (c *Counters) Get() (out [NumCounters]uint64) {
-	for i := range c {
-		out[i] = c[i].Load()
-	}
-	return
-}
+// Semantics returns the kernel semantics the director reproduces.
+func (dr *Director) Semantics() ipvs.Semantics { return dr.c.Semantics }
 
 // Errors.
 var (
@@ -175,7 +175,9 @@ func newCore(c Config) *Director {
 		ifMAC: map[int][6]byte{},
 		ifARP: map[int]bool{},
 		kick:  make(chan struct{}, 1),
+		logs:  ratelog.New(c.Logf, ratelog.Config{}),
 	}
+	d.initCounters()
 	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
 	d.initModes()
 	d.syncErr = d.newSync(c.Sync)
@@ -211,7 +213,7 @@ func New(c Config) (*Director, error) {
 		nl.Close()
 		return nil, err
 	}
-	neigh, err := netio.NewNeigh(nl, names)
+	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU})
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -232,14 +234,20 @@ func New(c Config) (*Director, error) {
 		d.Close()
 		return nil, err
 	}
-	d.fanoutID = uint16(os.Getpid()&0x7fff) | 1
-	for w := 0; w < c.Workers; w++ {
+	if err := d.planWorkers(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	// Every worker opens its rings in the same order, so worker i has
+	// index i in every fanout group.
+	fo := netio.NewFanout(d.fanout)
+	for w := 0; w < d.c.Workers; w++ {
 		var rings []*netio.Ring
 		var txs []*netio.Tx
-		for i, name := range names {
+		for _, name := range names {
 			rc := c.Ring
 			rc.Filter = filter
-			rc.FanoutID = d.fanoutID + uint16(i)
+			rc.Fanout = fo
 			r, err := netio.OpenRing(name, rc)
 			if err != nil {
 				d.Close()
@@ -252,6 +260,7 @@ func New(c Config) (*Director, error) {
 				return nil, err
 			}
 			txs = append(txs, tx)
+			d.txs = append(d.txs, tx)
 		}
 		d.rings = append(d.rings, rings)
 		wk := d.newWorker()
@@ -259,10 +268,116 @@ func New(c Config) (*Director, error) {
 			wk.setTx(tx.IfIndex(), tx)
 		}
 		wk.group = netio.NewGroup(rings)
+		wk.group.Spin = max(c.Spin, 0)
 		d.workers = append(d.workers, wk)
 	}
-	d.refilter(d.snap.Load())
+	d.cset.refresh = d.readRingStats
+	txs := d.txs
+	d.cset.addSource(func(out *[NumCounters]uint64) {
+		for _, t := range txs {
+			st := t.Stats()
+			out[CntTxErrors] += st.Errors
+			out[CntTxDropped] += st.Dropped
+		}
+	})
+	if !c.NoDropRule {
+		dr, err := netio.OpenDropRule(names)
+		switch {
+		case errors.Is(err, netio.ErrNoNftables):
+			d.dropOff = fmt.Sprintf("no drop rule: %v; the kernel also runs every frame golvs forwards through its IP stack (and drops it there)", err)
+			d.logf("host: %s", d.dropOff)
+		case err != nil:
+			d.Close()
+			return nil, fmt.Errorf("director: %w (run with --no-drop-rule to go without)", err)
+		default:
+			d.drop = dr
+			for _, t := range dr.Stale {
+				d.logf("host: removed nftables table netdev %s left by an earlier golvs that did not stop cleanly", t)
+			}
+		}
+	} else {
+		d.dropOff = "no drop rule (turned off): the kernel also runs every frame golvs forwards through its IP stack (and drops it there)"
+	}
+	if err := d.refilter(d.snap.Load()); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// planWorkers picks the fanout mode and each worker's CPU. With
+// FanoutCPU the kernel hands a frame received on CPU c to worker
+// c mod workers, so worker i is pinned to an allowed CPU c with
+// c mod workers = i where there is one.
+func (d *Director) planWorkers() error {
+	n := d.c.Workers
+	d.fanout = d.c.Fanout
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return fmt.Errorf("director: sched_getaffinity: %w", err)
+	}
+	var allowed []int
+	for c := 0; c < len(set)*64; c++ {
+		if set.IsSet(c) {
+			allowed = append(allowed, c)
+		}
+	}
+	if len(allowed) == 0 {
+		return errors.New("director: no CPU allowed to run on")
+	}
+	if d.fanout == netio.FanoutCPU && n > len(allowed) {
+		d.fanout = netio.FanoutHash
+		d.logf("host: %d workers for %d CPUs: frames are spread by flow hash (fanout hash), not by CPU", n, len(allowed))
+	}
+	if d.c.NoPin {
+		return nil
+	}
+	d.cpus = pinPlan(allowed, n, d.fanout)
+	return nil
+}
+
+// pinPlan gives each of n workers a CPU from allowed. With FanoutCPU the
+// kernel hands a frame received on CPU c to worker c mod n, so worker k
+// gets an allowed CPU c with c mod n = k where there is one (and no CPU
+// twice); the rest, and every worker with FanoutHash, go round the allowed
+// CPUs.
+func pinPlan(allowed []int, n int, mode netio.FanoutMode) []int {
+	cpus := make([]int, n)
+	used := map[int]bool{}
+	for k := range cpus {
+		cpus[k] = -1
+		if mode == netio.FanoutCPU {
+			for _, c := range allowed {
+				if c%n == k && !used[c] {
+					cpus[k] = c
+					break
+				}
+			}
+		}
+		if cpus[k] < 0 {
+			cpus[k] = allowed[k%len(allowed)]
+		}
+		used[cpus[k]] = true
+	}
+	return cpus
+}
+
+// readRingStats adds what the kernel counted on the rings since the last
+// read (reading resets them) to the ring counters.
+func (d *Director) readRingStats() {
+	d.ringMu.Lock()
+	defer d.ringMu.Unlock()
+	var sum netio.RingStats
+	for _, rs := range d.rings {
+		for _, r := range rs {
+			if st, err := r.Stats(); err == nil {
+				sum.Add(st)
+			}
+		}
+	}
+	d.Drops[CntRingPackets].Add(sum.Packets)
+	d.Drops[CntRingDrops].Add(sum.Drops)
+	d.Drops[CntRingFreezes].Add(sum.Freezes)
 }
 
 // checkHost makes sure the kernel will not handle VIP traffic itself:
@@ -304,6 +419,23 @@ func (d *Director) HostReport() []string {
 		out = append(out, fmt.Sprintf("%s: IPv4 forwarding off (the kernel drops VIP traffic and replies silently; golvs forwards them), ARP for VIPs answered by golvs: %v", ifc.Name, ifc.ARP))
 	}
 	out = append(out, "VIPs are not assigned to the kernel: it never answers or resets VIP connections")
+	if d.drop != nil {
+		out = append(out, d.drop.Describe())
+	} else if d.dropOff != "" {
+		out = append(out, d.dropOff)
+	}
+	if len(d.rings) > 0 && len(d.rings[0]) > 0 {
+		pin := "workers not pinned"
+		if d.cpus != nil {
+			pin = fmt.Sprintf("worker i pinned to CPU %v[i]", d.cpus)
+		}
+		spin := "sleeps in poll() as soon as no frame is ready"
+		if g := d.workers[0].group; g.Spin > 0 {
+			spin = fmt.Sprintf("keeps looking for frames %s after traffic before it sleeps", g.Spin)
+		}
+		out = append(out, fmt.Sprintf("receive: per worker and interface %s; fanout %s over %d workers, %s; a worker %s",
+			d.rings[0][0].Describe(), d.fanout, len(d.workers), pin, spin))
+	}
 	return out
 }
 
@@ -329,48 +461,25 @@ func (d *Director) checkVIPNotLocal(a netip.Addr) error {
 	return nil
 }
 
-func (d *Director) logf(format string, args ...any) {
-	if d.c.Logf != nil {
-		d.c.Logf(format, args...)
-	}
-}
+// logf logs through the rate limiter: an identical line at most once a
+// minute, its repeats summarised.
+func (d *Director) logf(format string, args ...any) { d.logs.Logf(format, args...) }
 
-func (d *Director) kickResolver() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
+// refilter rebuilds the kernel filter and the drop rule for the current
+// services.
+func (d *Director) refilter(s *Snapshot) error {
+	if err := d.redrop(s); err != nil {
+		d.logf("%v", err)
+		return err
 	}
-}
-
-// refilter rebuilds the kernel filter for the current services.
-func (d *Director) refilter(s *Snapshot) {
 	if len(d.rings) == 0 {
-		return
+		return nil
 	}
-	dst := markMatches(s.Marks)
-	var src []netio.Match
-	for _, sv := range s.List {
-		if sv.Config.FWMark == 0 {
-			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
-		}
-		for _, dd := range sv.Dests {
-			port := dd.Port
-			if port == 0 {
-				port = sv.Config.Port
-			}
-			proto := sv.Config.Proto
-			if sv.Config.FWMark != 0 {
-				proto = 0 // a mark may cover TCP and UDP
-			}
-			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
-		}
-	}
-	mdst, msrc := d.modeFilter(s)
-	dst, src = append(dst, mdst...), append(src, msrc...)
+	dst, src := d.filterMatches(s)
 	f, err := netio.BuildFilter(dst, src, true)
 	if err != nil {
 		d.logf("filter: %v", err)
-		return
+		return err
 	}
 	d.filter.Lock()
 	defer d.filter.Unlock()
@@ -378,9 +487,51 @@ func (d *Director) refilter(s *Snapshot) {
 		for _, r := range rs {
 			if err := r.SetFilter(f); err != nil {
 				d.logf("filter: %v", err)
+				return err
 			}
 		}
 	}
+	return nil
+}
+
+// redrop sets the drop rule to the frames golvs forwards under s: TCP
+// and UDP to its services (and marked destinations with a service), and
+// replies from its NAT and FULLNAT real servers.
+func (d *Director) redrop(s *Snapshot) error {
+	d.dropMu.Lock()
+	defer d.dropMu.Unlock()
+	if d.drop == nil {
+		return nil
+	}
+	var dst, src []netio.Match
+	for _, r := range s.Marks {
+		if s.fwm[r.Mark] != nil {
+			dst = append(dst, markMatches([]ipvs.MarkRule{r})...)
+		}
+	}
+	for _, sv := range s.List {
+		if sv.Config.FWMark == 0 {
+			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
+		}
+		for _, dd := range sv.Dests {
+			if m := dd.Method(); m != ipvs.MethodMasq && m != ipvs.MethodFullNAT {
+				continue // DR and TUN replies never pass the director
+			}
+			port := dd.Port
+			if port == 0 {
+				port = sv.Config.Port
+			}
+			proto := sv.Config.Proto
+			if sv.Config.FWMark != 0 {
+				proto = 0
+			}
+			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
+		}
+	}
+	if err := d.drop.Set(dst, src); err != nil {
+		return fmt.Errorf("director: %w", err)
+	}
+	return nil
 }
 
 // Run starts the workers and housekeeping and blocks until ctx is done;
@@ -392,7 +543,19 @@ func (d *Director) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func(w *Worker) {
 			defer wg.Done()
+			// The thread ends with the goroutine (never unlocked), so its
+			// affinity goes with it.
 			runtime.LockOSThread()
+			// Naps under dense traffic (netio.Group) end on time, not
+			// up to 50 µs late.
+			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 5000, 0, 0, 0)
+			if d.cpus != nil {
+				var set unix.CPUSet
+				set.Set(d.cpus[w.id])
+				if err := unix.SchedSetaffinity(0, &set); err != nil {
+					d.logf("worker %d: pinning to CPU %d: %v", w.id, d.cpus[w.id], err)
+				}
+			}
 			w.loop(stop)
 		}(w)
 	}
@@ -408,8 +571,8 @@ func (d *Director) Run(ctx context.Context) error {
 	return nil
 }
 
-// housekeeping advances the connection table's clock and resolves next
-// hops; it never touches the packet path's locks for long.
+// housekeeping advances the connection table's clock and keeps next hops
+// current (resolve.go); it never touches the packet path's locks for long.
 func (d *Director) housekeeping(stop chan struct{}) {
 	tick := d.CT.Tick() / 4
 	if tick > 250*time.Millisecond {
@@ -421,16 +584,44 @@ func (d *Director) housekeeping(stop chan struct{}) {
 	defer res.Stop()
 	est := time.NewTicker(ipvs.EstimatorPeriod)
 	defer est.Stop()
-	lastFull := time.Time{}
+	lastFull := time.Now()
+	// A kick (from the packet path or the control plane) or a kernel
+	// change runs a resolve pass at once, but passes are kept resolveGap
+	// apart: a flood toward an unresolved real server kicks on every
+	// packet.
+	const resolveGap = 20 * time.Millisecond
+	var lastPass time.Time
+	var soon <-chan time.Time
+	resolveNow := func() {
+		if soon != nil {
+			return // one is due already
+		}
+		if wait := resolveGap - time.Since(lastPass); wait > 0 {
+			soon = time.After(wait)
+			return
+		}
+		d.resolve(false)
+		d.resolveClients() // sync.go
+		lastPass = time.Now()
+	}
 	for {
+		var changes <-chan struct{} // the kernel changed a route, a link or a followed neighbour
+		if d.neigh != nil {
+			changes = d.neigh.Changes()
+		}
 		select {
 		case <-stop:
 			return
 		case now := <-t.C:
 			d.CT.Advance(now)
+			d.readRingStats()
 		case <-d.kick:
-			d.resolve(false)
-			d.resolveClients()
+			resolveNow()
+		case <-changes:
+			resolveNow()
+		case <-soon:
+			soon = nil
+			resolveNow()
 		case <-est.C:
 			d.est.update(d.snap.Load(), &d.Total)
 		case now := <-res.C:
@@ -439,34 +630,9 @@ func (d *Director) housekeeping(stop chan struct{}) {
 				lastFull = now
 			}
 			d.resolve(full)
-			d.resolveClients()
-		}
-	}
-}
-
-// resolve fills in the next hop of every dest that lacks one (or of every
-// dest, to refresh).
-func (d *Director) resolve(all bool) {
-	if d.neigh == nil {
-		return
-	}
-	for _, sv := range d.snap.Load().List {
-		for _, dd := range sv.Dests {
-			if !all && dd.Next.Load() != nil {
-				continue
-			}
-			h, err := d.neigh.Resolve(dd.Addr)
-			if err != nil {
-				if !errors.Is(err, netio.ErrPending) {
-					d.logf("next hop for %s: %v", dd.Addr, err)
-				}
-				continue
-			}
-			nh := &ipvs.NextHop{IfIndex: h.IfIndex, SrcMAC: h.SrcMAC, DstMAC: h.DstMAC, SrcIP: h.SrcIP}
-			if old := dd.Next.Load(); old == nil || *old != *nh {
-				dd.Next.Store(nh)
-				d.logf("next hop for %s: %s via ifindex %d (%x)", dd.Addr, h.Via, h.IfIndex, h.DstMAC)
-			}
+			d.resolveClients() // sync.go
+			lastPass = now
+			d.logs.Flush()
 		}
 	}
 }
@@ -477,15 +643,28 @@ func (d *Director) Close() {
 	if d.Sync != nil {
 		d.Sync.Close()
 	}
+	if len(d.rings) > 0 {
+		d.readRingStats()
+	}
+	d.ringMu.Lock()
 	for _, rs := range d.rings {
 		for _, r := range rs {
 			r.Close()
 		}
 	}
 	d.rings = nil
+	d.ringMu.Unlock()
 	for _, w := range d.workers {
 		w.closeTx()
 	}
+	d.dropMu.Lock()
+	if d.drop != nil {
+		if err := d.drop.Close(); err != nil {
+			d.logf("host: %v", err)
+		}
+		d.drop = nil
+	}
+	d.dropMu.Unlock()
 	if d.neigh != nil {
 		d.neigh.Close()
 		d.neigh = nil
@@ -502,40 +681,3 @@ func (d *Director) Close() {
 
 // Workers returns the number of workers.
 func (d *Director) Workers() int { return len(d.workers) }
-
-// Resolved reports whether every dest of every service has a next hop.
-func (d *Director) Resolved() bool {
-	for _, sv := range d.snap.Load().List {
-		for _, dd := range sv.Dests {
-			if dd.Next.Load() == nil {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// WaitResolved waits until every dest of every service has a next hop, or
-// ctx ends. Labs and tests call it before sending traffic, so the first
-// SYN is not dropped while ARP is in flight.
-func (d *Director) WaitResolved(ctx context.Context) error {
-	for {
-		missing := ""
-		for _, sv := range d.snap.Load().List {
-			for _, dd := range sv.Dests {
-				if dd.Next.Load() == nil {
-					missing = dd.Addr.String()
-				}
-			}
-		}
-		if missing == "" {
-			return nil
-		}
-		d.kickResolver()
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("director: no next hop for real server %s (does it answer ARP on a directly connected network?)", missing)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}

@@ -1,6 +1,7 @@
 package director
 
 import (
+	"net/netip"
 	"slices"
 
 	"github.com/golvs/golvs/ipvs"
@@ -34,6 +35,16 @@ func compileMarks(rules []ipvs.MarkRule) []markRule {
 func markMatches(rules []ipvs.MarkRule) []netio.Match {
 	var m []netio.Match
 	for _, r := range rules {
+		if r.Dst.Bits() == 0 {
+			// A Match with no prefix length is one address: cover every
+			// address with its two halves.
+			for _, half := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")} {
+				r2 := r
+				r2.Dst = half
+				m = append(m, markMatches([]ipvs.MarkRule{r2})...)
+			}
+			continue
+		}
 		base := netio.Match{Proto: r.Proto, Addr: r.Dst.Addr().As4(), Bits: uint8(r.Dst.Bits())}
 		single := true
 		for _, p := range r.Ports {

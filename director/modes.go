@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/golvs/golvs/forward"
@@ -35,12 +36,15 @@ var ModeCounterNames = [NumModeCounters]string{
 	"fullnat-no-port", "toa-inserted", "toa-skipped", "icmp-related-relayed",
 }
 
-const maxIfIndex = 1024
-
 // modeState is the director-wide state of the non-NAT methods.
 type modeState struct {
-	cnt   [NumModeCounters]atomic.Uint64
-	mtu   [maxIfIndex]atomic.Uint32 // link MTU by ifindex; 0: 1500
+	cnt [NumModeCounters]atomic.Uint64
+	// mtu holds the links' MTUs by interface index (any index: container
+	// hosts have them in the tens of thousands), copied on write and
+	// swapped whole; a link not in it counts as 1500. The kernel's link
+	// notifications keep it current (netio.NeighConfig.OnLink).
+	mtu   atomic.Pointer[map[int]uint32]
+	mtuMu sync.Mutex // serialises writers
 	pool  atomic.Pointer[lipPool]
 	noTOA atomic.Bool
 	// lastNoPort is the coarse-clock tick of the last exhaustion log line.
@@ -82,31 +86,35 @@ func (d *Director) mcount(i int) { d.modes.cnt[i].Add(1) }
 
 // linkMTU returns the MTU of one of the director's links.
 func (d *Director) linkMTU(ifindex int) int {
-	if ifindex >= 0 && ifindex < maxIfIndex {
-		if m := d.modes.mtu[ifindex].Load(); m != 0 {
-			return int(m)
+	if m := d.modes.mtu.Load(); m != nil {
+		if v, ok := (*m)[ifindex]; ok {
+			return int(v)
 		}
 	}
 	return 1500
 }
 
-// SetLinkMTU records a link's MTU (refreshed from the kernel as real
-// servers are added; tests set it directly).
+// SetLinkMTU records a link's MTU: the kernel's link notifications call it
+// (through netio.Neigh) at start and on every change; tests call it
+// directly.
 func (d *Director) SetLinkMTU(ifindex, mtu int) {
-	if ifindex >= 0 && ifindex < maxIfIndex {
-		d.modes.mtu[ifindex].Store(uint32(mtu))
-	}
-}
-
-func (d *Director) refreshMTU() {
-	if d.nl == nil || d.neigh == nil {
+	if mtu <= 0 {
 		return
 	}
-	for idx := range d.neigh.Links() {
-		if l, err := d.nl.LinkByIndex(idx); err == nil {
-			d.SetLinkMTU(idx, l.Attrs().MTU)
+	d.modes.mtuMu.Lock()
+	defer d.modes.mtuMu.Unlock()
+	old := d.modes.mtu.Load()
+	if old != nil && (*old)[ifindex] == uint32(mtu) {
+		return
+	}
+	m := make(map[int]uint32, 4)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
 		}
 	}
+	m[ifindex] = uint32(mtu)
+	d.modes.mtu.Store(&m)
 }
 
 // checkModeDest validates what a method allows, without the host.
@@ -174,7 +182,6 @@ func (dr *Director) checkDestHost(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) e
 			return fmt.Errorf("%w: VIP %s is in the local address pool", ErrLocalAddrOverlap, svc.Addr)
 		}
 	}
-	dr.refreshMTU()
 	return nil
 }
 
@@ -193,14 +200,13 @@ func (dr *Director) linkNets() string {
 
 // modeFilter lists what the kernel filter must also pass for the other
 // methods: ICMP to VIPs (from clients) and local addresses, and ICMP from
-// real servers (errors about NAT conns).
+// real servers (errors about NAT and FULLNAT conns, fwmark ones included).
 func (d *Director) modeFilter(s *Snapshot) (dst, src []netio.Match) {
 	for _, sv := range s.List {
-		if sv.Config.FWMark != 0 {
-			continue
+		if sv.Config.FWMark == 0 {
+			dst = append(dst, netio.Match{Proto: 1, Addr: sv.Config.Addr.As4()})
 		}
-		dst = append(dst, netio.Match{Proto: 1, Addr: sv.Config.Addr.As4()})
-		for _, dd := range sv.Dests {
+		for _, dd := range sv.Dests { // fwmark services' real servers too
 			src = append(src, netio.Match{Proto: 1, Addr: dd.Addr.As4()})
 		}
 	}

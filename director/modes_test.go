@@ -17,6 +17,8 @@ import (
 func modeDirector(t testing.TB, m ipvs.Method, gue bool) (*Director, *Worker, *fakeTx, *fakeTx) {
 	d := newCore(Config{Workers: 1, Conntrack: conntrack.Config{Shards: 16}})
 	d.ifMAC[ifExt], d.ifMAC[ifInt] = extMAC, intMAC
+	d.SetLinkMTU(ifExt, 1500) // as the kernel's link notifications would
+	d.SetLinkMTU(ifInt, 1500)
 	if m == ipvs.MethodFullNAT {
 		if err := d.SetLocalAddrs([]netip.Addr{netip.MustParseAddr("198.19.0.200")}, 0, 0); err != nil {
 			t.Fatal(err)

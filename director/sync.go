@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -301,23 +302,30 @@ func (c *clientL2) pending() [][4]byte {
 	return out
 }
 
-// resolveClients resolves the clients synced conns wait for (housekeeping).
+// resolveClients resolves the clients synced conns wait for
+// (housekeeping): the route to each, then the kernel's neighbour entry of
+// its next hop, followed (pinned) while it is wanted.
 func (d *Director) resolveClients() {
 	if d.neigh == nil {
 		return
 	}
 	for _, ip := range d.clients.pending() {
-		h, err := d.neigh.Resolve(netip.AddrFrom4(ip))
-		if err != nil {
-			if !errors.Is(err, netio.ErrPending) {
-				d.logf("sync: no way back to client %s: %v", netip.AddrFrom4(ip), err)
-				d.clients.mu.Lock()
-				delete(d.clients.ask, ip)
-				d.clients.mu.Unlock()
+		a := netip.AddrFrom4(ip)
+		l, via, src, err := d.neigh.Route(a)
+		if err == nil {
+			d.neigh.Pin(netio.NeighKey{IfIndex: l.Index, Addr: via}, 30*time.Second)
+			var h netio.Hop
+			if h, err = d.neigh.Hop(l, via, src); err == nil {
+				d.clients.set(ip, clientHop{int32(h.IfIndex), h.DstMAC})
+				continue
 			}
-			continue
 		}
-		d.clients.set(ip, clientHop{int32(h.IfIndex), h.DstMAC})
+		if !errors.Is(err, netio.ErrPending) {
+			d.logf("sync: no way back to client %s: %v", a, err)
+			d.clients.mu.Lock()
+			delete(d.clients.ask, ip)
+			d.clients.mu.Unlock()
+		}
 	}
 }
 

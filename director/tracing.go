@@ -55,13 +55,14 @@ func (w *Worker) traceLookup(lookup string, h *conntrack.Hit) {
 func (w *Worker) traceSched(sv *Service) {
 	si := w.ev.SchedSlot()
 	si.Name = sv.Config.Sched
+	si.Semantics = w.d.c.Semantics.String()
 	ex, ok := sv.Sched.(sched.Explainer)
 	if !ok {
 		return
 	}
 	ex.Explain(sv.View, &w.sp, &w.dec)
 	d := &w.dec
-	si.Bucket, si.Probes, si.CacheHit, si.Note = d.Bucket, d.Probes, d.CacheHit, d.Note
+	si.Bucket, si.Probes, si.CacheHit, si.Note, si.Formula = d.Bucket, d.Probes, d.CacheHit, d.Note, d.Formula
 	for _, x := range d.Dests {
 		si.Dests = append(si.Dests, trace.DestInfo{
 			Addr: netip.AddrPortFrom(x.Dest.Addr, x.Dest.Port), Weight: x.Weight, Active: x.Active,

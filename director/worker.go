@@ -46,6 +46,7 @@ type Worker struct {
 	st      statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+	cnt  *workerCounters
 }
 
 type ifaceMAC struct {
@@ -54,7 +55,7 @@ type ifaceMAC struct {
 }
 
 func (d *Director) newWorker() *Worker {
-	w := &Worker{d: d, id: len(d.workers)}
+	w := &Worker{d: d, id: len(d.workers), cnt: d.cset.newBlock()}
 	w.st.tot = &d.Total
 	for idx, mac := range d.ifMAC {
 		for len(w.macs) <= idx {
@@ -99,8 +100,7 @@ func (w *Worker) txFor(ifindex int) Transmitter {
 func (w *Worker) closeTx() {
 	for _, t := range w.tx {
 		if c, ok := t.(*netio.Tx); ok && c != nil {
-			w.d.Drops[CntTxErrors].Add(c.Errors)
-			c.Close()
+			c.Close() // its counters stay readable
 		}
 	}
 	w.tx = nil
@@ -114,7 +114,7 @@ func (w *Worker) flush() {
 	}
 }
 
-// loop takes blocks of frames from the worker's rings until stop closes.
+// loop takes batches of frames from the worker's rings until stop closes.
 func (w *Worker) loop(stop chan struct{}) {
 	var b netio.Block
 	var f netio.Frame
@@ -126,26 +126,27 @@ func (w *Worker) loop(stop chan struct{}) {
 		}
 		w.group.Wait(100 * time.Millisecond)
 		for _, r := range w.group.Rings {
-			if !r.TryNext(&b) {
-				continue
+			// One batch from each of the ring's sockets at most, so no
+			// interface waits behind a busy one.
+			for k := r.Sockets(); k > 0 && r.TryNext(&b); k-- {
+				w.snap = w.d.snap.Load()
+				w.standby = w.d.standby.Load()
+				if traceCompiled {
+					w.tr = w.d.tracer.Load()
+				}
+				for b.Frame(&f) {
+					w.handle(&f)
+				}
+				w.flush() // frames point into the ring: send before release
+				b.Release()
+				w.st.flush()
 			}
-			w.snap = w.d.snap.Load()
-			w.standby = w.d.standby.Load()
-			if traceCompiled {
-				w.tr = w.d.tracer.Load()
-			}
-			for b.Frame(&f) {
-				w.handle(&f)
-			}
-			w.flush() // frames point into the block: send before release
-			b.Release()
-			w.st.flush()
 		}
 	}
 }
 
 func (w *Worker) count(i int) {
-	w.d.Drops[i].Add(1)
+	w.cnt.inc(i)
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[i]
 	}
@@ -397,14 +398,11 @@ func (w *Worker) reply(f *netio.Frame) {
 	w.st.out(h.Dest, h.SvcStats, n)
 }
 
-// arpIn learns the sender of every ARP frame (for next-hop resolution) and
-// answers requests for VIPs on interfaces configured to.
+// arpIn answers ARP requests for VIPs on interfaces configured to. It
+// learns nothing: next hops follow the kernel's neighbour table, which
+// sees the same frames (resolve.go).
 func (w *Worker) arpIn(f *netio.Frame) {
 	a := packet.ARP(f.Data[packet.EthLen:])
-	if w.d.neigh != nil {
-		w.d.neigh.Learn(a.SenderIP(), a.SenderMAC(), f.IfIndex)
-		w.d.kickResolver()
-	}
 	if a.Op() != packet.ARPRequest || w.standby {
 		return // a sync backup with backup_only answers nothing (sync.go)
 	}

@@ -245,11 +245,20 @@ type Dest struct {
 	lthresh    atomic.Uint32
 	tun        atomic.Uint64 // type<<32 | port<<16 | flags
 
+	lval atomic.Uint32 // current: the effective lower threshold (l_val)
+
+	// The counters are the current kernel's: activeconns and totalconns
+	// (active + inactive normal conns); a state change moves only the
+	// active count. Classic's inactconns is total - active, the same
+	// number in every sequential history.
 	activeConns  atomic.Int32
-	inactConns   atomic.Int32
+	totalConns   atomic.Int32
 	persistConns atomic.Int32
 
-	mu sync.Mutex // serialises counter moves with the overload decision
+	// sem is the kernel behaviour this dest follows; it never changes.
+	sem Semantics
+
+	mu sync.Mutex // serialises the overload decisions
 
 	// Stats are this dest's IPVS counters (conns, packets, bytes).
 	Stats Stats
@@ -270,32 +279,89 @@ type NextHop struct {
 	SrcIP   netip.Addr // the director's address on that link (DIP)
 }
 
-// NewDest creates the live state for a dest, AVAILABLE, from its config.
-func NewDest(svc ServiceKey, c DestConfig) *Dest {
-	d := &Dest{Svc: svc, Addr: c.Addr, Port: c.Port}
-	d.lastWeight.Store(c.Weight)
-	d.Update(c)
+// NewDest creates the live state for a dest, AVAILABLE, from its config,
+// with the current semantics.
+func NewDest(svc ServiceKey, c DestConfig) *Dest { return Current.NewDest(svc, c) }
+
+// NewDest creates the live state for a dest that follows semantics s: a
+// zeroed dest (thresholds 0, not OVERLOAD) on which the kernel's add path
+// runs (ip_vs_new_dest, then __ip_vs_update_dest with add set).
+func (s Semantics) NewDest(svc ServiceKey, c DestConfig) *Dest {
+	d := &Dest{Svc: svc, Addr: c.Addr, Port: c.Port, sem: s}
+	d.update(c, true)
 	return d
 }
 
-// Update applies a new configuration to the dest (ipvsadm -a/-e), with the
+// Semantics returns the kernel behaviour the dest follows.
+func (d *Dest) Semantics() Semantics { return d.sem }
+
+// Update applies a new configuration to the dest (ipvsadm -e), with the
 // kernel's rules for last_weight and the OVERLOAD flag (spec §1.2, §1.4).
-func (d *Dest) Update(c DestConfig) {
+func (d *Dest) Update(c DestConfig) { d.update(c, false) }
+
+// Revive applies the configuration of an -a that takes the dest back from
+// the trash (spec §4.6): the kernel's add path, which sets last_weight to
+// the new weight even when it is 0, and keeps the counters, thresholds
+// and OVERLOAD state under the same rules as an edit.
+func (d *Dest) Revive(c DestConfig) { d.update(c, true) }
+
+// update is __ip_vs_update_dest.
+func (d *Dest) update(c DestConfig, add bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	oldU := d.uthresh.Load()
-	d.weight.Store(c.Weight)
-	if c.Weight != 0 {
+	if add || c.Weight != 0 {
 		d.lastWeight.Store(c.Weight)
 	}
+	d.weight.Store(c.Weight)
 	d.method.Store(uint32(c.Method))
-	d.uthresh.Store(c.UThreshold)
-	d.lthresh.Store(c.LThreshold)
 	d.tun.Store(uint64(c.TunType)<<32 | uint64(c.TunPort)<<16 | uint64(c.TunFlags))
-	if c.UThreshold == 0 || c.UThreshold > oldU {
-		d.flags.And(^uint32(DestOverload))
+	oldU, oldL := d.uthresh.Load(), d.lthresh.Load()
+	if d.sem == Classic {
+		// An edit only ever clears the flag: when u becomes 0 or grows.
+		if c.UThreshold == 0 || c.UThreshold > oldU {
+			d.flags.And(^uint32(DestOverload))
+		}
+		d.uthresh.Store(c.UThreshold)
+		d.lthresh.Store(c.LThreshold)
+	} else if c.UThreshold != oldU || c.LThreshold != oldL {
+		// Re-evaluated only when -x or -y change (hysteresis survives).
+		d.uthresh.Store(c.UThreshold)
+		d.lthresh.Store(c.LThreshold)
+		l := c.LThreshold
+		if l == 0 {
+			l = c.UThreshold - c.UThreshold>>2
+		}
+		d.lval.Store(l)
+		d.updateOverload(0)
 	}
 	d.flags.Or(DestAvailable)
+}
+
+// updateOverload is the current kernel's ip_vs_dest_update_overload, run
+// under d.mu: mode +1 after a bind made total == u, -1 after an unbind
+// took total from l_val to l_val - 1, 0 after -x/-y changed.
+func (d *Dest) updateOverload(mode int) {
+	u := d.uthresh.Load()
+	if u == 0 {
+		d.flags.And(^uint32(DestOverload))
+		return
+	}
+	l := d.lval.Load()
+	n := uint32(d.totalConns.Load())
+	setAt, keepAt := u, l
+	if mode > 0 {
+		setAt = l
+	}
+	if mode < 0 {
+		keepAt = u
+	}
+	switch {
+	case n >= setAt:
+		d.flags.Or(DestOverload)
+	case n >= keepAt:
+	default:
+		d.flags.And(^uint32(DestOverload))
+	}
 }
 
 // Config returns the dest's current configuration.
@@ -333,20 +399,37 @@ func (d *Dest) Method() Method { return Method(d.method.Load()) }
 func (d *Dest) Thresholds() (upper, lower uint32) { return d.uthresh.Load(), d.lthresh.Load() }
 
 // ActiveConns, InactConns and PersistConns return the kernel's counters.
-func (d *Dest) ActiveConns() int32  { return d.activeConns.Load() }
-func (d *Dest) InactConns() int32   { return d.inactConns.Load() }
+// InactConns is max(total - active, 0), as current kernels show it (the
+// classic inactconns in every sequential history).
+func (d *Dest) ActiveConns() int32 { return d.activeConns.Load() }
+func (d *Dest) InactConns() int32 {
+	if n := d.totalConns.Load() - d.activeConns.Load(); n > 0 {
+		return n
+	}
+	return 0
+}
 func (d *Dest) PersistConns() int32 { return d.persistConns.Load() }
 
-// Overhead is ip_vs_dest_conn_overhead: active<<8 + inactive.
+// TotalConns returns active + inactive normal conns (templates excluded).
+func (d *Dest) TotalConns() int32 { return d.totalConns.Load() }
+
+// Overhead is ip_vs_dest_conn_overhead in the dest's semantics (spec
+// §1.3): classic (activeconns << 8) + inactconns, current
+// (activeconns << 8) + totalconns, in the kernel's 32-bit arithmetic.
 func (d *Dest) Overhead() uint32 {
-	return uint32(d.activeConns.Load())<<8 + uint32(d.inactConns.Load())
+	act := uint32(d.activeConns.Load())
+	oh := act<<8 + uint32(d.totalConns.Load())
+	if d.sem == Classic {
+		oh -= act
+	}
+	return oh
 }
 
 // SetCounters sets the connection counters directly. It exists for tests
 // and simulations that feed schedulers fixed counts.
 func (d *Dest) SetCounters(active, inactive, persist int32) {
 	d.activeConns.Store(active)
-	d.inactConns.Store(inactive)
+	d.totalConns.Store(active + inactive)
 	d.persistConns.Store(persist)
 }
 
@@ -359,59 +442,95 @@ func (d *Dest) SetOverloaded(on bool) {
 	}
 }
 
-// Bind counts a new connection on the dest: a template counts in
-// persistconns only; a normal conn starts inactive (spec §3.2) and may set
-// OVERLOAD (spec §1.2).
+// Bind counts a new connection on the dest (ip_vs_bind_dest): a template
+// counts in persistconns only; a normal conn starts inactive (spec §3.2).
+// Then the OVERLOAD rule of the dest's semantics (spec §1.2): classic
+// checks total >= u after every bind, templates included; current sets
+// the flag when this bind made total exactly u, and templates never
+// touch it.
 func (d *Dest) Bind(template bool) {
+	if d.sem == Classic {
+		d.mu.Lock()
+		if template {
+			d.persistConns.Add(1)
+		} else {
+			d.totalConns.Add(1)
+		}
+		if u := d.uthresh.Load(); u != 0 && uint32(d.totalConns.Load()) >= u {
+			d.flags.Or(DestOverload)
+		}
+		d.mu.Unlock()
+		return
+	}
 	if template {
 		d.persistConns.Add(1)
 		return
 	}
-	d.mu.Lock()
-	n := d.inactConns.Add(1) + d.activeConns.Load()
-	if u := d.uthresh.Load(); u != 0 && uint32(n) >= u {
-		d.flags.Or(DestOverload)
+	n := d.totalConns.Add(1)
+	if u := d.uthresh.Load(); u != 0 && uint32(n) == u {
+		d.mu.Lock()
+		d.updateOverload(1)
+		d.mu.Unlock()
 	}
-	d.mu.Unlock()
 }
 
-// Unbind removes a connection from the dest's counters (active tells which
-// counter it was in) and re-checks the thresholds (spec §1.2).
+// Unbind removes a connection from the dest's counters
+// (ip_vs_unbind_dest; active tells whether it counts as active) and
+// applies the semantics' OVERLOAD rule (spec §1.2): classic re-checks the
+// lower mark after every unbind, templates included, in the kernel's
+// 32-bit arithmetic; current clears the flag when this unbind took total
+// from l_val to l_val - 1.
 func (d *Dest) Unbind(template, active bool) {
-	d.mu.Lock()
+	if d.sem == Classic {
+		d.mu.Lock()
+		if template {
+			d.persistConns.Add(-1)
+		} else {
+			if active {
+				d.activeConns.Add(-1)
+			}
+			d.totalConns.Add(-1)
+		}
+		total := uint32(d.totalConns.Load())
+		u, l := d.uthresh.Load(), d.lthresh.Load()
+		switch {
+		case l != 0:
+			if total < l {
+				d.flags.And(^uint32(DestOverload))
+			}
+		case u != 0:
+			if total*4 < u*3 { // both wrap at 32 bits, as in the kernel
+				d.flags.And(^uint32(DestOverload))
+			}
+		default:
+			d.flags.And(^uint32(DestOverload))
+		}
+		d.mu.Unlock()
+		return
+	}
 	if template {
 		d.persistConns.Add(-1)
-	} else if active {
+		return
+	}
+	if active {
 		d.activeConns.Add(-1)
-	} else {
-		d.inactConns.Add(-1)
 	}
-	total := uint32(d.activeConns.Load() + d.inactConns.Load())
-	u, l := d.uthresh.Load(), d.lthresh.Load()
-	switch {
-	case l != 0:
-		if total < l {
-			d.flags.And(^uint32(DestOverload))
-		}
-	case u != 0:
-		if uint64(total)*4 < uint64(u)*3 {
-			d.flags.And(^uint32(DestOverload))
-		}
-	default:
-		d.flags.And(^uint32(DestOverload))
+	n := d.totalConns.Add(-1) + 1 // the total before this unbind
+	if uint32(n) == d.lval.Load() {
+		d.mu.Lock()
+		d.updateOverload(-1)
+		d.mu.Unlock()
 	}
-	d.mu.Unlock()
 }
 
-// SetActive moves one connection between the inactive and active counters
-// when its protocol state changes between an inactive and an active state.
+// SetActive moves one connection between the inactive and active counts
+// when its protocol state changes between an inactive and an active
+// state; the total does not change.
 func (d *Dest) SetActive(active bool) {
 	if active {
-		d.inactConns.Add(-1)
 		d.activeConns.Add(1)
 	} else {
 		d.activeConns.Add(-1)
-		d.inactConns.Add(1)
 	}
 }
 

@@ -22,6 +22,9 @@ var fuzzSeeds = []string{
 	"-A -t [1.2.3.4]:80 -p -M 0x18",
 	"-L -- -n",
 	"-At=x",
+	"-L -n -Z",
+	"-a -t [2001:db8::1]:80 -r [fe80::1]:80 -m",
+	"-a -f 1 -r [::ffff:1.2.3.4]:80 -m",
 }
 
 // FuzzParse: any command line parses or fails with an *Error; what

@@ -81,6 +81,7 @@ func testCheckSched(name string) error {
 func newTestTable() *Table {
 	t := NewTable()
 	t.CheckSched = testCheckSched
+	t.HostOwns = func(netip.Addr) bool { return false } // not the test host's addresses
 	return t
 }
 

@@ -336,10 +336,17 @@ func (l *Lister) service(w io.Writer, ls *ListService) {
 		dests = append([]ListDest(nil), dests...)
 		msort(dests, func(a, b ListDest) int { return cmpDests(&a.Config, &b.Config) })
 	}
+	// The kernel sends no protocol for fwmark services (the mark takes
+	// its place), so ipvsadm's svc->protocol is 0 there and the real
+	// servers' ports are never looked up by name.
+	dproto := s.Proto
+	if s.FWMark != 0 {
+		dproto = 0
+	}
 	for i := range dests {
 		e := &dests[i]
 		d := &e.Config
-		dname := l.addrPort(d.Addr, d.Port, s.Proto)
+		dname := l.addrPort(d.Addr, d.Port, dproto)
 		if !l.has(FmtRule) && d.Addr.Is4() {
 			dname = truncate(dname, 28)
 		}

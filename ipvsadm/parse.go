@@ -631,9 +631,13 @@ func (p *Parser) Parse(args []string) (*Command, error) {
 			err = set(OptTunRemCsum)
 			dest.tunFlags |= ipvs.TunFlagRemCsum
 		default:
-			// A command after the first one. (ipvsadm 1.31 itself says
-			// "invalid option `-X'" here; the spec's words are these.)
-			return nil, failf("multiple commands specified")
+			// A command after the first one: ipvsadm takes the command
+			// from the first option only, and its second switch has no
+			// case for another, so it answers from its default case,
+			// fail(2, "invalid option `%s'", poptBadOption(...)), which
+			// names the last word popt consumed ("-Ln -Z": "-Z"; "-LZ":
+			// "-LZ"). Its "multiple commands specified" is unreachable.
+			return nil, failf("invalid option `%s'", ps.last())
 		}
 		if err != nil {
 			return nil, err

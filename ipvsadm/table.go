@@ -23,6 +23,10 @@ type Table struct {
 	// CheckSched validates a scheduler name for -A/-E; nil means
 	// DefaultCheckSched. An error is answered with ENOENT.
 	CheckSched func(name string) error
+	// HostOwns tells whether the host has an address: the kernel accepts
+	// a link-local (or otherwise non-unicast) IPv6 real server only then
+	// (ipvs.CheckDestAddr); nil means ipvs.HostOwns.
+	HostOwns func(netip.Addr) bool
 }
 
 // NewTable returns an empty table with the default timeouts.
@@ -44,7 +48,7 @@ var knownPE = map[string]bool{"sip": true}
 // Clone returns a deep copy, for applying a batch (a restore) that is
 // swapped in only if every command succeeds.
 func (t *Table) Clone() *Table {
-	n := &Table{Timeouts: t.Timeouts, CheckSched: t.CheckSched, svcs: make([]*ipvs.ServiceConfig, len(t.svcs))}
+	n := &Table{Timeouts: t.Timeouts, CheckSched: t.CheckSched, HostOwns: t.HostOwns, svcs: make([]*ipvs.ServiceConfig, len(t.svcs))}
 	for i, s := range t.svcs {
 		c := *s
 		c.Dests = slices.Clone(s.Dests)
@@ -285,8 +289,16 @@ func (t *Table) applyDest(c *Command) error {
 		if j >= 0 {
 			return kernelErr(ipvs.ErrDestExists, nil)
 		}
-		if !unicast(d.Addr) {
-			return einval(fmt.Sprintf("real server address %s is not unicast", inetNtop(d.Addr)))
+		owns := t.HostOwns
+		if owns == nil {
+			owns = ipvs.HostOwns
+		}
+		if err := ipvs.CheckDestAddr(d.Addr, owns); err != nil {
+			var ve *ipvs.ValueError
+			if errors.As(err, &ve) {
+				return einval(ve.Value)
+			}
+			return einval(err.Error())
 		}
 		s.Dests = slices.Insert(s.Dests, 0, d)
 	case CmdEditDest:
@@ -301,18 +313,6 @@ func (t *Table) applyDest(c *Command) error {
 		s.Dests = slices.Delete(s.Dests, j, j+1)
 	}
 	return nil
-}
-
-// unicast is the kernel's test for a dest address (ip_vs_new_dest): IPv4
-// not in 0.0.0.0/8, not 255.255.255.255, not multicast; IPv6 not :: and
-// not multicast.
-func unicast(a netip.Addr) bool {
-	if a.Is4() {
-		b := a.As4()
-		return b[0] != 0 && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	}
-	// IN6_IS_ADDR_MULTICAST: ff00::/8 only (netip would unmap ::ffff:x).
-	return !a.IsUnspecified() && a.As16()[0] != 0xff
 }
 
 // Restore applies the commands of a rules file to a clone of the table and

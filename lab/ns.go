@@ -3,9 +3,11 @@ package lab
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is a named network namespace the lab created.
@@ -97,4 +99,76 @@ func RequireRoot() error {
 		return fmt.Errorf("lab: this kernel has no network namespaces: %w", err)
 	}
 	return nil
+}
+
+// NSEnv makes sockets and starts processes inside a namespace from one
+// OS thread kept there, for code that must act in a namespace other than
+// its process's (health checks run by a test's in-process director). It
+// satisfies health.Env.
+type NSEnv struct {
+	req  chan func()
+	done chan struct{}
+	err  error
+}
+
+// Env starts a thread in the namespace; Close ends it.
+func (n *NS) Env() (*NSEnv, error) {
+	e := &NSEnv{req: make(chan func()), done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: the thread leaves with the namespace.
+		if err := netns.Set(n.Handle); err != nil {
+			e.err = fmt.Errorf("lab: entering %s: %w", n.Name, err)
+			close(ready)
+			return
+		}
+		close(ready)
+		for {
+			select {
+			case f := <-e.req:
+				f()
+			case <-e.done:
+				return
+			}
+		}
+	}()
+	<-ready
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e, nil
+}
+
+func (e *NSEnv) do(f func()) {
+	ran := make(chan struct{})
+	select {
+	case e.req <- func() { f(); close(ran) }:
+		<-ran
+	case <-e.done:
+		f = nil
+	}
+}
+
+// Socket is socket(2) in the namespace.
+func (e *NSEnv) Socket(domain, typ, proto int) (fd int, err error) {
+	err = fmt.Errorf("lab: namespace thread closed")
+	e.do(func() { fd, err = unix.Socket(domain, typ, proto) })
+	return fd, err
+}
+
+// Start starts cmd in the namespace.
+func (e *NSEnv) Start(cmd *exec.Cmd) (err error) {
+	err = fmt.Errorf("lab: namespace thread closed")
+	e.do(func() { err = cmd.Start() })
+	return err
+}
+
+// Close ends the namespace thread.
+func (e *NSEnv) Close() {
+	select {
+	case <-e.done:
+	default:
+		close(e.done)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	rawpacket "github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/lab"
@@ -38,7 +39,8 @@ func (s *session) arpWho(stdout io.Writer) error {
 }
 
 // arpProbe sends an ARP request from ifname in ns and collects the
-// replies for half a second.
+// replies for half a second, on a raw packet socket (mdlayher/packet)
+// opened inside ns.
 func arpProbe(ns *lab.NS, ifname string, src, target [4]byte) ([]net.HardwareAddr, error) {
 	var out []net.HardwareAddr
 	err := ns.Do(func() error {
@@ -46,32 +48,28 @@ func arpProbe(ns *lab.NS, ifname string, src, target [4]byte) ([]net.HardwareAdd
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ARP)))
+		c, err := rawpacket.Listen(ifi, rawpacket.Raw, unix.ETH_P_ARP, nil)
 		if err != nil {
-			return err
+			return fmt.Errorf("labcmd: ARP socket on %s: %w", ifname, err)
 		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifi.Index}
-		if err := unix.Bind(fd, sa); err != nil {
-			return err
-		}
+		defer c.Close()
 		var mac [6]byte
 		copy(mac[:], ifi.HardwareAddr)
 		buf := make([]byte, 60)
 		bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 		packet.BuildARP(buf, packet.ARPRequest, mac, bcast, mac, src, [6]byte{}, target)
-		if err := unix.Sendto(fd, buf, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}); err != nil {
+		if _, err := c.WriteTo(buf, &rawpacket.Addr{HardwareAddr: bcast[:]}); err != nil {
 			return err
 		}
-		deadline := time.Now().Add(500 * time.Millisecond)
+		if err := c.SetReadDeadline(time.Now().Add(500 * time.Millisecond)); err != nil {
+			return err
+		}
 		seen := map[string]bool{}
 		rb := make([]byte, 128)
-		for time.Now().Before(deadline) {
-			tv := unix.NsecToTimeval(int64(time.Until(deadline)))
-			_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-			n, _, err := unix.Recvfrom(fd, rb, 0)
+		for {
+			n, _, err := c.ReadFrom(rb)
 			if err != nil {
-				break
+				break // the deadline
 			}
 			var p packet.Parsed
 			packet.Decode(rb[:n], &p)
@@ -92,5 +90,3 @@ func arpProbe(ns *lab.NS, ifname string, src, target [4]byte) ([]net.HardwareAdd
 	})
 	return out, err
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }

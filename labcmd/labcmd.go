@@ -40,13 +40,19 @@ type State struct {
 	Pids       []int    `json:"pids"`
 	Socket     string   `json:"socket"`
 	VIP        string   `json:"vip"`
+	// With --check: the health checker and each real server's service.
+	Check   string               `json:"check,omitempty"`
+	Servers map[string]LabServer `json:"servers,omitempty"`
 }
 
 const usage = `usage:
-  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--keep] [--explain]
+  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--semantics current|classic] [--keep] [--explain]
   golvs lab dr|tun|fullnat [same flags as nat] [--tun-type ipip|gue]
   golvs lab nat-wrong-gateway | dr-no-arp-ignore | tun-no-pmtu [--explain]
                                      a classic mistake: the failure, then the fix
+  golvs lab nat --check tcp|http|misc [--inhibit] [--keep]
+                                     health-check the real servers (keepalived.conf), with a sorry server
+  golvs lab fail rs1 | heal rs1      stop or restart a kept lab's real server service and watch the director react
   golvs lab request [--requests N]   send N more requests from a kept lab's client
   golvs lab down                     remove a kept lab
 `
@@ -66,6 +72,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runLab(m[0], m[1], args[1:], stdout, stderr)
 	case "request":
 		err = request(args[1:], stdout)
+	case "fail", "heal":
+		err = failHeal(args[0], args[1:], stdout)
 	case "down":
 		err = down(stdout)
 	case "serve":

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/sched"
 )
@@ -30,6 +31,9 @@ type labOpts struct {
 	suffix        string
 	workers       int
 	tunType       string
+	check         string // health checker (--check), "" none
+	inhibit       bool
+	semantics     ipvs.Semantics
 }
 
 // mistakeLabs are the teaching labs' names: golvs lab nat-wrong-gateway,
@@ -52,9 +56,22 @@ func parseLab(mode, mistake string, args []string, stderr io.Writer) (*labOpts, 
 	fs.StringVar(&o.suffix, "suffix", "", "suffix for namespace names (tests run labs side by side)")
 	fs.IntVar(&o.workers, "workers", 1, "director workers")
 	fs.StringVar(&o.tunType, "tun-type", "ipip", "TUN lab: ipip or gue")
+	fs.Var(&o.semantics, "semantics", "the director's kernel semantics: current or classic (golvs run --semantics)")
 	fs.StringVar(&o.mistake, "mistake", mistake, "build a classic mistake, show the failure, then the fix: wrong-gateway (nat), no-arp-ignore (dr), no-pmtu (tun)")
+	fs.StringVar(&o.check, "check", "", "NAT lab: health-check the real servers with tcp, http or misc (keepalived.conf through golvs run --keepalived-conf), with a sorry server")
+	fs.BoolVar(&o.inhibit, "inhibit", false, "with --check: inhibit_on_failure (a failed server stays at weight 0)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.check != "" {
+		if _, ok := checkTypes[o.check]; !ok {
+			return nil, fmt.Errorf("--check %q: tcp, http or misc", o.check)
+		}
+		if mode != "nat" || o.mistake != "" {
+			return nil, fmt.Errorf("--check goes with the NAT lab (golvs lab nat --check %s)", o.check)
+		}
+	} else if o.inhibit {
+		return nil, fmt.Errorf("--inhibit goes with --check")
 	}
 	if err := sched.Check(o.scheduler); err != nil {
 		return nil, err
@@ -142,6 +159,9 @@ func (s *session) close() {
 // build makes the mode's topology.
 func build(o *labOpts) (*lab.ModeTopology, error) {
 	opts := lab.Options{Suffix: o.suffix, RealServers: len(o.weights), Mistake: o.mistake}
+	if o.check != "" {
+		opts.RealServers++ // the sorry server
+	}
 	if o.mistake == "no-pmtu" {
 		opts.Mistake = "" // a director setting, not a topology one
 	}
@@ -249,6 +269,9 @@ func runLab(mode, mistake string, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stdout, "  nsenter --net=/var/run/netns/%s bash     (or: ip netns exec %s bash)\n", n, n)
 		}
 		fmt.Fprintf(stdout, "Send more requests:    golvs lab request --requests 10\n")
+		if o.check != "" {
+			fmt.Fprintf(stdout, "Fail a real server:    golvs lab fail rs1 ; golvs lab heal rs1   (the director's log: %s)\n", filepath.Join(s.dir, "director.log"))
+		}
 		fmt.Fprintf(stdout, "Change the director:   golvs adm -E -t %s:80 -s wrr ; golvs adm -e -t %s:80 -r %s:80 %s -w 3\n", lab.VIP, lab.VIP, s.mt.RIPs[0], methodFlag(o))
 		fmt.Fprintf(stdout, "Watch packets:         golvs trace ; golvs trace --pcap lab.pcapng\n")
 		fmt.Fprintf(stdout, "Look at it:            golvs adm -L -n --stats ; golvs adm -L -n -c\n")
@@ -277,6 +300,9 @@ func methodFlag(o *labOpts) string {
 func (s *session) startServers() error {
 	for i, rs := range s.mt.RS {
 		name := fmt.Sprintf("rs%d", i+1)
+		if s.o.check != "" && i == len(s.mt.RS)-1 {
+			name = "sorry"
+		}
 		if s.o.mode == "tun" {
 			a := []string{"rs-tun", "-i", "eth0", "--vip", lab.VIP.String()}
 			if s.o.tunType == "gue" {
@@ -295,8 +321,15 @@ func (s *session) startServers() error {
 		if s.o.mistake == "no-pmtu" {
 			args = append(args, "--sink", "9000")
 		}
-		if _, err := s.start(rs, name+".log", args...); err != nil {
+		c, err := s.start(rs, name+".log", args...)
+		if err != nil {
 			return err
+		}
+		if s.o.check != "" {
+			if s.st.Servers == nil {
+				s.st.Servers, s.st.Check = map[string]LabServer{}, s.o.check
+			}
+			s.st.Servers[name] = LabServer{Pid: c.Process.Pid, NS: rs.Name, RIP: s.mt.RIPs[i].String(), Args: args}
 		}
 	}
 	return nil
@@ -320,10 +353,15 @@ func (s *session) startDirector(ctx context.Context) error {
 		}
 	}
 	rulesPath := filepath.Join(s.dir, "rules")
+	src := "--rules"
+	if o.check != "" {
+		s.rules = s.keepalivedConf()
+		rulesPath, src = filepath.Join(s.dir, "keepalived.conf"), "--keepalived-conf"
+	}
 	if err := os.WriteFile(rulesPath, []byte(s.rules), 0o600); err != nil {
 		return err
 	}
-	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", "--rules", rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers)}
+	s.run = []string{"run", "-i", lab.DirExt + ":arp", "--fix-host", src, rulesPath, "--control", s.sock, "--workers", strconv.Itoa(o.workers), "--semantics", o.semantics.String()}
 	if o.mode != "dr" {
 		s.run = append(s.run, "-i", lab.DirInt)
 	}
@@ -366,6 +404,10 @@ func (s *session) header(stdout io.Writer) {
 	for _, r := range s.mt.RIPs {
 		rips = append(rips, r.String())
 	}
+	if s.o.check != "" {
+		n := len(rips) - 1
+		rips = append(rips[:n:n], "sorry server "+rips[n])
+	}
 	switch s.o.mode {
 	case "nat":
 		fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s:80 -> director (%s | %s) -> real servers %s\n",
@@ -383,7 +425,20 @@ func (s *session) header(stdout io.Writer) {
 			fmt.Fprintf(stdout, "#   %s\n", n)
 		}
 	}
-	fmt.Fprintf(stdout, "# director rules:\n%s", indent(s.rules))
+	if s.o.check != "" {
+		fmt.Fprintf(stdout, "# director configuration (golvs run --keepalived-conf):\n%s", indent(s.rules))
+	} else {
+		fmt.Fprintf(stdout, "# director rules:\n%s", indent(s.rules))
+	}
+	// The semantics as the running director reports it (golvs adm --status).
+	if cl, err := control.Dial(s.sock); err == nil {
+		if rep, err := cl.Do(&control.Request{Op: "status"}); err == nil && rep.OK {
+			if sem, err := ipvs.ParseSemantics(rep.Semantics); err == nil {
+				fmt.Fprintf(stdout, "# director semantics: %s (%s)\n", sem, sem.Kernels())
+			}
+		}
+		cl.Close()
+	}
 }
 
 func (s *session) requests(ctx context.Context, n int, stdout io.Writer) error {

@@ -31,10 +31,10 @@ const snapAll = 262144
 // frame anyway, so a looser filter costs speed, never correctness.
 func BuildFilter(dst, src []Match, arp bool) ([]bpf.RawInstruction, error) {
 	prog := build(dst, src, arp, true)
-	if len(prog) > maxInsns-1 {
+	if len(prog) > maxInsns-FilterReserve {
 		prog = build(dst, src, arp, false)
 	}
-	if len(prog) > maxInsns-1 {
+	if len(prog) > maxInsns-FilterReserve {
 		prog = build(nil, nil, arp, false)
 		// every IPv4 frame
 		prog = append(prog[:len(prog)-1], bpf.RetConstant{Val: snapAll})
@@ -45,6 +45,12 @@ func BuildFilter(dst, src []Match, arp bool) ([]bpf.RawInstruction, error) {
 	}
 	return raw, nil
 }
+
+// Offsets of the IPv4 addresses in an Ethernet frame.
+const (
+	srcAddrOff = 14 + 12
+	dstAddrOff = 14 + 16
+)
 
 func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 	p := []bpf.Instruction{
@@ -61,7 +67,14 @@ func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 	p = append(p,
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 1, SkipFalse: 0},
 		bpf.RetConstant{Val: 0})
-	seen := map[Match]bool{}
+	// A block is skipped when the same test already stands on the same
+	// side: the key holds the whole match and the side, so a source equal
+	// to a destination (a real server on a VIP's address) keeps its block.
+	type blockKey struct {
+		m   Match
+		src bool
+	}
+	seen := map[blockKey]bool{}
 	block := func(m Match, addrOff, portOff uint32) {
 		if !ports {
 			m.Port, m.Proto = 0, 0
@@ -69,15 +82,17 @@ func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 		if m.Bits == 0 || m.Bits > 32 {
 			m.Bits = 32
 		}
-		key := m
-		key.Port |= uint16(addrOff) << 15 // dst and src blocks differ
+		mask := ^uint32(0) << (32 - uint32(m.Bits))
+		for i := range m.Addr { // one key for every spelling of a prefix
+			m.Addr[i] &= byte(mask >> (24 - 8*i))
+		}
+		key := blockKey{m: m, src: addrOff == srcAddrOff}
 		if seen[key] {
 			return
 		}
 		seen[key] = true
 		var b []bpf.Instruction
 		b = append(b, bpf.LoadAbsolute{Off: addrOff, Size: 4})
-		mask := ^uint32(0) << (32 - uint32(m.Bits))
 		if m.Bits < 32 {
 			b = append(b, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask})
 		}
@@ -108,10 +123,10 @@ func build(dst, src []Match, arp, ports bool) []bpf.Instruction {
 		p = append(p, rest...)
 	}
 	for _, m := range dst {
-		block(m, 14+16, 2)
+		block(m, dstAddrOff, 2)
 	}
 	for _, m := range src {
-		block(m, 14+12, 0)
+		block(m, srcAddrOff, 0)
 	}
 	return append(p, bpf.RetConstant{Val: 0})
 }

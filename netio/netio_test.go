@@ -2,15 +2,11 @@ package netio
 
 import (
 	"encoding/binary"
-	"fmt"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/net/bpf"
 
-	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/packet"
 )
 
@@ -78,101 +74,6 @@ func TestFilter(t *testing.T) {
 	raw, err := BuildFilter(many, many, true)
 	if err != nil || len(raw) >= maxInsns {
 		t.Fatalf("large filter: %d instructions, %v", len(raw), err)
-	}
-}
-
-// TestRingAndTx sends frames with a Tx on one end of a veth pair inside a
-// throwaway namespace and reads them from a Ring on the other end.
-func TestRingAndTx(t *testing.T) {
-	if err := lab.RequireRoot(); err != nil {
-		t.Skipf("skipping: %v", err)
-	}
-	for _, v := range []int{3, 2} {
-		t.Run(fmt.Sprintf("tpacket-v%d", v), func(t *testing.T) { ringAndTx(t, v) })
-	}
-}
-
-func ringAndTx(t *testing.T, version int) {
-	ns, err := lab.NewNS("netio" + lab.RandomSuffix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Delete)
-	var ring *Ring
-	var tx *Tx
-	err = ns.Do(func() error {
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "a0"}, PeerName: "b0"}); err != nil {
-			return err
-		}
-		for _, n := range []string{"a0", "b0"} {
-			l, err := netlink.LinkByName(n)
-			if err != nil {
-				return err
-			}
-			if err := netlink.LinkSetUp(l); err != nil {
-				return err
-			}
-		}
-		f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
-		if err != nil {
-			return err
-		}
-		if ring, err = OpenRing("b0", RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4, Version: version, Frames: 128}); err != nil {
-			return err
-		}
-		tx, err = OpenTx("a0")
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ring.Close()
-	defer tx.Close()
-	const n = 100
-	for i := 0; i < n; i++ {
-		b := make([]byte, VnetHdrLen+60)
-		fr := ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, uint16(1000+i), 80)
-		copy(b[VnetHdrLen:], fr)
-		tx.Queue(b)
-	}
-	// One frame the filter must drop.
-	other := make([]byte, VnetHdrLen+60)
-	copy(other[VnetHdrLen:], ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, 999, 81))
-	tx.Queue(other)
-	tx.Flush()
-	if tx.Sent != n+1 || tx.Errors != 0 {
-		t.Fatalf("sent %d, errors %d", tx.Sent, tx.Errors)
-	}
-	got := map[uint16]bool{}
-	var b Block
-	var f Frame
-	deadline := time.Now().Add(10 * time.Second)
-	for len(got) < n && time.Now().Before(deadline) {
-		ok, err := ring.Next(100*time.Millisecond, &b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			continue
-		}
-		for b.Frame(&f) {
-			var p packet.Parsed
-			packet.Decode(f.Data, &p)
-			if p.Kind != packet.KindIPv4 || p.DPort != 80 {
-				t.Fatalf("unexpected frame through the filter: %+v", p)
-			}
-			if len(f.Vnet) != VnetHdrLen || len(f.Buf()) != VnetHdrLen+len(f.Data) {
-				t.Fatalf("bad virtio header view")
-			}
-			if !f.Grow(20) || len(f.Data) != 60+20 {
-				t.Fatalf("no headroom for a 20-byte outer header (PACKET_RESERVE)")
-			}
-			got[p.SPort] = true
-		}
-		b.Release()
-	}
-	if len(got) != n {
-		t.Fatalf("received %d of %d frames", len(got), n)
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package rstun is `golvs rs-tun`: the real-server end of golvs's TUN
 // method, in userspace, for hosts without the ipip module. It receives the
-// director's IPIP (and GUE) packets with an AF_PACKET socket, strips the
+// director's IPIP (and GUE) packets with a netio receive ring, strips the
 // outer headers and writes the untouched inner packet into a TUN device
 // that holds the VIPs, so the local stack accepts it as addressed to
 // itself and the reply leaves with the VIP as source, straight to the
@@ -23,6 +23,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
@@ -30,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/forward"
+	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/packet"
 )
 
@@ -52,11 +54,13 @@ type Stats struct {
 // Endpoint is a running rs-tun.
 type Endpoint struct {
 	c                      Config
-	pfd                    int // AF_PACKET receive socket
+	ring                   *netio.Ring
 	tun                    *os.File
 	tfd                    int // tun's descriptor, taken once at Open
 	closeOnce              sync.Once
 	closed                 atomic.Bool
+	mu                     sync.Mutex // running, and closing the ring
+	running                bool       // Run owns the ring: it closes it when it returns
 	quiet                  []int
 	vips                   [][4]byte
 	Settings               []string // what Open changed on the host
@@ -77,11 +81,10 @@ func Open(c Config) (*Endpoint, error) {
 	if c.Device == "" {
 		c.Device = "golvs-tun0"
 	}
-	ifi, err := net.InterfaceByName(c.Interface)
-	if err != nil {
+	if _, err := net.InterfaceByName(c.Interface); err != nil {
 		return nil, fmt.Errorf("rstun: interface %q: %w", c.Interface, err)
 	}
-	e := &Endpoint{c: c, pfd: -1}
+	e := &Endpoint{c: c}
 	for _, v := range c.VIPs {
 		if !v.Is4() {
 			return nil, fmt.Errorf("rstun: VIP %s: only IPv4", v)
@@ -92,26 +95,12 @@ func Open(c Config) (*Endpoint, error) {
 		e.Close()
 		return nil, err
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_IP)))
+	ring, err := netio.OpenRing(c.Interface, netio.RingConfig{Protocol: unix.ETH_P_IP, Filter: filter(c.GUEPort)})
+	e.ring = ring
 	if err != nil {
 		e.Close()
-		return nil, fmt.Errorf("rstun: AF_PACKET socket: %w", err)
+		return nil, fmt.Errorf("rstun: %w", err)
 	}
-	e.pfd = fd
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-		e.Close()
-		return nil, fmt.Errorf("rstun: PACKET_VNET_HDR: %w", err)
-	}
-	if err := attach(fd, filter(c.GUEPort)); err != nil {
-		e.Close()
-		return nil, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
-		e.Close()
-		return nil, fmt.Errorf("rstun: bind to %s: %w", c.Interface, err)
-	}
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000})
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	// Keep the kernel from answering the tunnel packets itself.
 	drop, _ := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
 	if q, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_IPIP); err == nil {
@@ -207,24 +196,44 @@ func attach(fd int, f []bpf.RawInstruction) error {
 	return nil
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // Run decapsulates until ctx is done.
 func (e *Endpoint) Run(ctx context.Context) error {
-	buf := make([]byte, vnetLen+262144)
-	tfd, pfd := e.tfd, e.pfd
-	for ctx.Err() == nil {
-		n, _, err := unix.Recvfrom(pfd, buf, 0)
+	e.mu.Lock()
+	if e.closed.Load() || e.running {
+		e.mu.Unlock()
+		return nil
+	}
+	e.running = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = false
+		if e.closed.Load() {
+			e.ring.Close()
+		}
+		e.mu.Unlock()
+	}()
+	var b netio.Block
+	var f netio.Frame
+	for ctx.Err() == nil && !e.closed.Load() {
+		ok, err := e.ring.Next(200*time.Millisecond, &b)
 		if err != nil {
-			if err == unix.EAGAIN || err == unix.EINTR {
-				continue
-			}
 			if e.closed.Load() {
 				return nil
 			}
 			return fmt.Errorf("rstun: receive: %w", err)
 		}
-		e.handle(tfd, buf[:n])
+		if !ok {
+			continue
+		}
+		for b.Frame(&f) {
+			if f.Trunc {
+				e.bad.Add(1)
+				continue
+			}
+			e.handle(e.tfd, f.Buf())
+		}
+		b.Release()
 	}
 	return nil
 }
@@ -289,13 +298,15 @@ func (e *Endpoint) Stats() Stats {
 }
 
 // Close releases the sockets and removes the TUN device; a Run in
-// progress returns.
+// progress returns within 200 ms.
 func (e *Endpoint) Close() {
 	e.closeOnce.Do(func() {
 		e.closed.Store(true)
-		if e.pfd >= 0 {
-			unix.Close(e.pfd)
+		e.mu.Lock()
+		if e.ring != nil && !e.running {
+			e.ring.Close() // else Run does, as it returns
 		}
+		e.mu.Unlock()
 		for _, q := range e.quiet {
 			unix.Close(q)
 		}

@@ -12,14 +12,18 @@ import (
 // spread) and a set of packets to schedule; lblc/lblcr caches are warmed
 // so that picks are hits.
 func benchSetup(tb testing.TB, name string, n int, flags uint32) (Scheduler, *Service, []Packet) {
+	return benchSetupSem(tb, name, n, flags, ipvs.Current)
+}
+
+func benchSetupSem(tb testing.TB, name string, n int, flags uint32, sem ipvs.Semantics) (Scheduler, *Service, []Packet) {
 	tb.Helper()
-	s, err := New(name)
+	s, err := NewFor(name, sem)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var ds []*ipvs.Dest
 	for i := 0; i < n; i++ {
-		d := destN(i, int32(1+i%8))
+		d := destNSem(i, int32(1+i%8), sem)
 		d.SetCounters(int32(1+i*7%13), int32(i*31%101), 0) // none idle: nq walks the list
 		ds = append(ds, d)
 	}
@@ -59,13 +63,18 @@ func TestRegistered(t *testing.T) {
 	}
 }
 
-// TestScheduleAllocs: Schedule allocates nothing, for every scheduler,
-// including lblc/lblcr cache hits and the sh/mh fallback paths.
+// TestScheduleAllocs: Schedule allocates nothing, for every scheduler in
+// both semantics, including lblc/lblcr cache hits and the sh/mh fallback
+// paths.
 func TestScheduleAllocs(t *testing.T) {
+	bothSemantics(t, scheduleAllocs)
+}
+
+func scheduleAllocs(t *testing.T, sem ipvs.Semantics) {
 	for _, name := range allNames {
 		for _, flags := range []uint32{0, ipvs.SvcSched1 | ipvs.SvcSched2} {
 			t.Run(fmt.Sprintf("%s/%#x", name, flags), func(t *testing.T) {
-				s, svc, pk := benchSetup(t, name, 16, flags)
+				s, svc, pk := benchSetupSem(t, name, 16, flags, sem)
 				if name == "sh" || name == "mh" {
 					svc.Dests[3].SetOverloaded(true) // make fallback probe
 				}
@@ -127,4 +136,35 @@ func TestCacheMissAllocs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCatchUpAllocs: the pick that runs the GC timer's missed periods
+// after hours of idle time allocates nothing, in both semantics.
+func TestCatchUpAllocs(t *testing.T) {
+	bothSemantics(t, func(t *testing.T, sem ipvs.Semantics) {
+		for _, name := range []string{"lblc", "lblcr"} {
+			clk := newFake()
+			o := CacheOptions{Now: clk.now, Expiration: 3 * time.Hour, Semantics: sem}
+			var s Scheduler = NewLBLC(o)
+			if name == "lblcr" {
+				s = NewLBLCR(o)
+			}
+			svc := &Service{Key: testKey, Dests: []*ipvs.Dest{destNSem(0, 1, sem), destNSem(1, 1, sem)}}
+			s.Init(svc)
+			for i := 0; i < 300; i++ {
+				s.Schedule(svc, &Packet{Dst: ipN(i)})
+			}
+			i := 0
+			p := &Packet{}
+			allocs := testing.AllocsPerRun(200, func() {
+				clk.advance(97 * time.Minute)
+				p.Dst = ipN(i % 300)
+				s.Schedule(svc, p)
+				i++
+			})
+			if allocs != 0 {
+				t.Errorf("%s: %v allocs per catch-up pick, want 0", name, allocs)
+			}
+		}
+	})
 }

@@ -175,6 +175,8 @@ func TestWRRChanges(t *testing.T) {
 	}
 }
 
+// TestLeastFamily: cases written with classic's overhead
+// (act·256 + inact); the 2026 rules have their own tests (semantics_test.go).
 func TestLeastFamily(t *testing.T) {
 	type dd struct {
 		name       string
@@ -216,7 +218,7 @@ func TestLeastFamily(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, tt.sched)
+			h := newHarnessSem(t, tt.sched, ipvs.Classic)
 			var ds []*ipvs.Dest
 			for _, x := range tt.dests {
 				d := h.mk(x.name, x.w)
@@ -722,15 +724,21 @@ func TestLBLCLimits(t *testing.T) {
 		}
 	})
 	t.Run("default cap", func(t *testing.T) {
-		s := NewLBLC(CacheOptions{Now: newFake().now})
-		h := withSched(t, s)
-		h.snapshot([]*ipvs.Dest{h.mk("A", 1)})
-		h.init()
-		for i := 0; i < LBLCMaxEntries+10; i++ {
-			s.Schedule(h.svc, &Packet{Dst: ipN(i)})
-		}
-		if s.Len() != LBLCMaxEntries {
-			t.Errorf("%d entries, want %d", s.Len(), LBLCMaxEntries)
+		// current: 24576 (max_size·3/2); classic: none
+		for _, c := range []struct {
+			sem  ipvs.Semantics
+			want int
+		}{{ipvs.Current, 24576}, {ipvs.Classic, 24586}} {
+			s := NewLBLC(CacheOptions{Now: newFake().now, Semantics: c.sem})
+			h := withSched(t, s)
+			h.snapshot([]*ipvs.Dest{h.mk("A", 1)})
+			h.init()
+			for i := 0; i < 24586; i++ {
+				s.Schedule(h.svc, &Packet{Dst: ipN(i)})
+			}
+			if s.Len() != c.want {
+				t.Errorf("%s: %d entries, want %d", c.sem, s.Len(), c.want)
+			}
 		}
 	})
 	t.Run("partial gc", func(t *testing.T) {

@@ -1,6 +1,10 @@
 package sched
 
-import "github.com/golvs/golvs/ipvs"
+import (
+	"strings"
+
+	"github.com/golvs/golvs/ipvs"
+)
 
 // Decision records what a scheduler would decide for a packet and the
 // inputs it would decide on, for traces. It is filled only by Explain,
@@ -19,12 +23,27 @@ type Decision struct {
 	CacheHit bool
 	Cached   []*ipvs.Dest
 	// Dests are the service's dests in list order with the values the
-	// scheduler reads; Overhead is the scheduler's formula (act<<8 + inact,
-	// or act+1 for sed and nq).
+	// scheduler reads; Overhead is by the scheduler's formula.
 	Dests []DestState
+	// Formula is the overhead formula the scheduler used, for those that
+	// compare overheads (lc, wlc, lblc, lblcr, twos: by the dests'
+	// semantics; sed, nq: active + 1); empty for the others.
+	Formula string
 	// Note says anything the fields cannot (e.g. "random").
 	Note string
 }
+
+// OverheadFormula says how ip_vs_dest_conn_overhead is computed in a
+// semantics (spec §1.3), in the words traces print.
+func OverheadFormula(sem ipvs.Semantics) string {
+	if sem == ipvs.Classic {
+		return "overhead = active*256 + inactive"
+	}
+	return "overhead = active*257 + inactive (= active*256 + total)"
+}
+
+// SedFormula is the overhead of sed and nq.
+const SedFormula = "overhead = active + 1 (inactive ignored)"
 
 // DestState is one dest's scheduling inputs at the time of Explain.
 type DestState struct {
@@ -46,6 +65,13 @@ type Explainer interface {
 
 func fillDests(d *Decision, name string, dests []*ipvs.Dest, sedStyle bool) {
 	*d = Decision{Sched: name, Bucket: -1, Dests: d.Dests[:0], Cached: d.Cached[:0]}
+	switch {
+	case sedStyle:
+		d.Formula = SedFormula
+	case len(dests) == 0:
+	case name == "lc", name == "wlc", name == "lblc", name == "lblcr", name == "twos":
+		d.Formula = OverheadFormula(dests[0].Semantics())
+	}
 	for _, x := range dests {
 		oh := int64(x.Overhead())
 		if sedStyle {
@@ -100,10 +126,27 @@ func (s ovf) Explain(svc *Service, p *Packet, d *Decision) {
 	d.Dest = s.Schedule(svc, p)
 }
 
-// Explain implements Explainer.
+// Explain implements Explainer. The note names the dests whose
+// weight·overhead products wrap in the kernel's 32-bit ints now (a kernel
+// quirk twos reproduces: past the wrap a loaded server can win).
 func (s *Twos) Explain(svc *Service, _ *Packet, d *Decision) {
 	fillDests(d, s.Name(), svc.Dests, false)
-	d.Note = "random: two weighted draws, the lower overhead/weight wins"
+	d.Note = "random: two weighted draws, the lower overhead/weight wins; weight*overhead is a 32-bit int, as in the kernel"
+	var maxW int64
+	for _, x := range svc.Dests {
+		if w := int64(x.Weight()); w > maxW && !overloaded(x) {
+			maxW = w
+		}
+	}
+	var wrap []string
+	for _, x := range svc.Dests {
+		if x.Weight() > 0 && !overloaded(x) && maxW*int64(int32(x.Overhead())) > 1<<31-1 {
+			wrap = append(wrap, x.Addr.String())
+		}
+	}
+	if len(wrap) > 0 {
+		d.Note += "; it wraps past 2^31 (a kernel quirk golvs keeps: the more loaded server can win) for " + strings.Join(wrap, " ")
+	}
 }
 
 // Explain implements Explainer.

@@ -19,19 +19,35 @@ type harness struct {
 	s     Scheduler
 	svc   *Service
 	names map[*ipvs.Dest]string
+	sem   ipvs.Semantics // of the dests mk makes
 }
 
 func newHarness(t testing.TB, name string) *harness {
 	t.Helper()
-	s, err := New(name)
+	return newHarnessSem(t, name, ipvs.Current)
+}
+
+// newHarnessSem is newHarness for a director of semantics sem.
+func newHarnessSem(t testing.TB, name string, sem ipvs.Semantics) *harness {
+	t.Helper()
+	s, err := NewFor(name, sem)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return withSched(t, s)
+	h := withSched(t, s)
+	h.sem = sem
+	return h
 }
 
 func withSched(t testing.TB, s Scheduler) *harness {
 	return &harness{t: t, s: s, svc: &Service{Key: testKey}, names: map[*ipvs.Dest]string{}}
+}
+
+// bothSemantics runs f once per semantics, as a subtest named after it.
+func bothSemantics(t *testing.T, f func(t *testing.T, sem ipvs.Semantics)) {
+	for _, sem := range []ipvs.Semantics{ipvs.Current, ipvs.Classic} {
+		t.Run(sem.String(), func(t *testing.T) { f(t, sem) })
+	}
 }
 
 func (h *harness) snapshot(dests []*ipvs.Dest) {
@@ -41,7 +57,7 @@ func (h *harness) snapshot(dests []*ipvs.Dest) {
 // mk creates a dest named n with address 192.168.0.<i>:80.
 func (h *harness) mk(n string, w int32) *ipvs.Dest {
 	addr := netip.AddrFrom4([4]byte{192, 168, 0, byte(len(h.names) + 2)})
-	d := ipvs.NewDest(testKey, ipvs.DestConfig{Addr: addr, Port: 80, Weight: w})
+	d := h.sem.NewDest(testKey, ipvs.DestConfig{Addr: addr, Port: 80, Weight: w})
 	h.names[d] = n
 	return d
 }
@@ -131,7 +147,9 @@ func ipN(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 }
 
-func destN(i int, w int32) *ipvs.Dest {
+func destN(i int, w int32) *ipvs.Dest { return destNSem(i, w, ipvs.Current) }
+
+func destNSem(i int, w int32, sem ipvs.Semantics) *ipvs.Dest {
 	a := netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)})
-	return ipvs.NewDest(testKey, ipvs.DestConfig{Addr: a, Port: 8080, Weight: w})
+	return sem.NewDest(testKey, ipvs.DestConfig{Addr: a, Port: 8080, Weight: w})
 }

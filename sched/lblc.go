@@ -3,6 +3,7 @@ package sched
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golvs/golvs/ipvs"
@@ -13,8 +14,19 @@ const (
 	lblcTabBits = 10 // CONFIG_IP_VS_LBLC_TAB_BITS, CONFIG_IP_VS_LBLCR_TAB_BITS
 	lblcTabSize = 1 << lblcTabBits
 	lblcTabMask = lblcTabSize - 1
-	// LBLCMaxEntries is the table's max_size, IP_VS_LBLC_TAB_SIZE·16.
+	// LBLCMaxEntries is the table's max_size, IP_VS_LBLC_TAB_SIZE·16:
+	// the size the GC timer trims the cache toward (never a limit).
 	LBLCMaxEntries = lblcTabSize * 16
+	// LBLCCurrentCap is where current kernels (6.1.191+) stop adding
+	// entries: max_size·3/2.
+	LBLCCurrentCap = LBLCMaxEntries * 3 / 2
+	// LBLCMemoryBound is where a classic cache stops adding entries.
+	// Classic kernels have no cap: they stop only when memory runs out
+	// (the GFP_ATOMIC allocation fails, and the pick is still served).
+	// golvs bounds what a stream of new destination addresses can grow
+	// the same way, at a fixed budget (about 100 MB per service), far
+	// above anything the GC lets a sane workload reach.
+	LBLCMemoryBound = 1 << 20
 	// LBLCCheckInterval is CHECK_EXPIRE_INTERVAL, the GC timer's period.
 	LBLCCheckInterval = 60 * time.Second
 	// LBLCEntryTimeout is ENTRY_TIMEOUT, the idle time after which the
@@ -27,23 +39,31 @@ const (
 )
 
 func init() {
-	Register("lblc", func() Scheduler { return NewLBLC(CacheOptions{}) })
-	Register("lblcr", func() Scheduler { return NewLBLCR(CacheOptions{}) })
+	Register("lblc", func(s ipvs.Semantics) Scheduler { return NewLBLC(CacheOptions{Semantics: s}) })
+	Register("lblcr", func(s ipvs.Semantics) Scheduler { return NewLBLCR(CacheOptions{Semantics: s}) })
 }
 
-// CacheOptions configure lblc and lblcr. The zero value is the kernel's
-// defaults.
+// CacheOptions configure lblc and lblcr. The zero value is the current
+// kernel's defaults.
 type CacheOptions struct {
+	// Semantics selects the cache rules (spec §2.12, §2.13): current
+	// stops adding entries at LBLCCurrentCap and counts lblc entries
+	// exactly; classic has no cap and counts each lblc replacement as
+	// one more entry (the kernel bug 6.1.191 fixed), which the GC reads.
+	Semantics ipvs.Semantics
 	// Now is the clock (nil: time.Now). Tests inject a fake one, so the
 	// expiry rules run without sleeping.
 	Now func() time.Time
 	// Expiration is the lblc_expiration / lblcr_expiration sysctl
 	// (0: 24 h).
 	Expiration time.Duration
-	// MaxEntries caps the number of cache entries: beyond it a miss
+	// MaxEntries caps the number of cache entries: at the cap a miss
 	// still uses the dest it picked but creates no entry (spec §2.12).
-	// 0 means LBLCMaxEntries; a negative value means no cap, as in
-	// kernels that only trim the table from the GC timer.
+	// 0 means the semantics' rule (current: LBLCCurrentCap, classic:
+	// none but LBLCMemoryBound); a negative value means no cap at all,
+	// as in kernels before 6.1.191 (6.1.183-6.1.190 pair it with the
+	// current overhead). Entries not made for the cap are counted
+	// (NotCached).
 	MaxEntries int
 }
 
@@ -79,12 +99,21 @@ func (c *cacheClock) ticks() int64 { return int64(c.now().Sub(c.base)) }
 
 func maxEntries(o CacheOptions) int {
 	switch {
+	case o.MaxEntries == 0 && o.Semantics == ipvs.Current:
+		return LBLCCurrentCap
 	case o.MaxEntries == 0:
-		return LBLCMaxEntries
+		return LBLCMemoryBound
 	case o.MaxEntries < 0:
 		return int(^uint(0) >> 1)
 	}
 	return o.MaxEntries
+}
+
+// CacheCounter is implemented by lblc and lblcr: NotCached counts the
+// picks that created no cache entry because the cache was at its cap
+// (the pick itself was served).
+type CacheCounter interface {
+	NotCached() uint64
 }
 
 func lblcHash(a netip.Addr) uint32 { return hash32(fold(a), lblcTabBits) }
@@ -120,10 +149,15 @@ type cacheEntry struct {
 type cacheTable struct {
 	clk     cacheClock
 	max     int
+	phantom bool // classic lblc: a replacement counts as one more entry
 	buckets [lblcTabSize]int32
 	entries []cacheEntry
 	free    int32
-	n       int
+	n       int // the kernel's tbl->entries, which the GC reads
+	live    int // entries in the table
+	// notCached counts entries not made at the cap (read by exporters
+	// without the scheduler's lock).
+	notCached atomic.Uint64
 }
 
 func (t *cacheTable) init(o CacheOptions) {
@@ -134,26 +168,83 @@ func (t *cacheTable) init(o CacheOptions) {
 
 func (t *cacheTable) reset() {
 	t.buckets = [lblcTabSize]int32{}
-	t.entries, t.free, t.n = t.entries[:0], 0, 0
+	t.entries, t.free, t.n, t.live = t.entries[:0], 0, 0, 0
 }
 
 // tick returns now, first running the GC timer for every period that
-// has ended, each with the time it would have run at. More than an hour
-// behind, the older runs are skipped: they would find the same entries.
+// has ended, each with the time it would have run at.
 func (t *cacheTable) tick() int64 {
 	now := t.clk.ticks()
-	c := &t.clk
-	if now >= c.nextCheck {
-		const keep = 2 * countForFullExpiration
-		if behind := (now-c.nextCheck)/int64(LBLCCheckInterval) + 1; behind > keep {
-			c.nextCheck += (behind - keep) * int64(LBLCCheckInterval)
-		}
-		for c.nextCheck <= now {
-			t.checkExpire(c.nextCheck)
-			c.nextCheck += int64(LBLCCheckInterval)
-		}
+	if now >= t.clk.nextCheck {
+		t.catchUp(now)
 	}
 	return now
+}
+
+// catchUp does the work of every timer run due by now, with the counter
+// arithmetic of each (spec §2.12, Expiry), and the same results as
+// running them one by one: a run that would remove nothing changes only
+// the counter (a whole-table sweep brings the rover back to where it
+// was), so runs of those are skipped in O(1); only runs that remove
+// entries sweep. After a long idle time this costs a few sweeps, not one
+// per minute.
+func (t *cacheTable) catchUp(now int64) {
+	c := &t.clk
+	const period = int64(LBLCCheckInterval)
+	oldest, known := int64(0), false // the least lastuse, if live > 0
+	for c.nextCheck <= now {
+		at := c.nextCheck
+		left := (now-at)/period + 1 // runs due, this one included
+		if !known {
+			oldest, known = t.oldest(), true
+		}
+		switch {
+		case t.live == 0 && t.n <= LBLCMaxEntries:
+			// An empty table: every run is counter arithmetic, 1..30
+			// then the (empty) full check back to 1.
+			c.counter = (c.counter-1+int(left%countForFullExpiration))%countForFullExpiration + 1
+			c.nextCheck += left * period
+		case c.counter%countForFullExpiration == 0:
+			if t.live > 0 && at >= oldest+c.expire {
+				t.checkExpire(at)
+				known = false
+			} else {
+				c.counter = 1 // the full check finds nothing to drop
+			}
+			c.nextCheck += period
+		case t.n <= LBLCMaxEntries:
+			// counter++ on each run up to the next full check
+			k := int64(countForFullExpiration - c.counter%countForFullExpiration)
+			k = min(k, left)
+			c.counter += int(k)
+			c.nextCheck += k * period
+		case t.live > 0 && at >= oldest+int64(LBLCEntryTimeout):
+			t.checkExpire(at) // a partial GC that removes entries
+			known = false
+			c.nextCheck += period
+		default:
+			// Partial GCs that find nothing idle for 6 minutes; the
+			// counter stays, so skip to the first run that can remove
+			// an entry (none, with no live entries).
+			k := left
+			if t.live > 0 {
+				k = min(k, (oldest+int64(LBLCEntryTimeout)-at+period-1)/period)
+			}
+			c.nextCheck += k * period
+		}
+	}
+}
+
+// oldest returns the least lastuse of the live entries (0 when none).
+func (t *cacheTable) oldest() int64 {
+	var m int64
+	first := true
+	for i := range t.entries {
+		if e := &t.entries[i]; e.addr.IsValid() && (first || e.lastuse < m) {
+			m, first = e.lastuse, false
+		}
+	}
+	return m
 }
 
 func (t *cacheTable) get(a netip.Addr) *cacheEntry {
@@ -166,9 +257,10 @@ func (t *cacheTable) get(a netip.Addr) *cacheEntry {
 }
 
 // add links a new entry for a at the head of its bucket, or returns nil
-// when the cache is full.
+// when the cache is at its cap (current kernels: entries >= 24576).
 func (t *cacheTable) add(a netip.Addr, now int64) *cacheEntry {
 	if t.n >= t.max {
+		t.notCached.Add(1)
 		return nil
 	}
 	var i int32
@@ -184,6 +276,7 @@ func (t *cacheTable) add(a netip.Addr, now int64) *cacheEntry {
 	*e = cacheEntry{addr: a, set: e.set[:0], lastuse: now, lastmod: now, next: t.buckets[h]}
 	t.buckets[h] = i
 	t.n++
+	t.live++
 	return e
 }
 
@@ -201,6 +294,7 @@ func (t *cacheTable) sweep(j int, now, idle int64) int {
 			*e = cacheEntry{set: e.set[:0], next: t.free}
 			t.free = i
 			t.n--
+			t.live--
 			removed++
 		} else {
 			link = &e.next
@@ -262,6 +356,7 @@ type LBLC struct {
 func NewLBLC(o CacheOptions) *LBLC {
 	s := &LBLC{}
 	s.t.init(o)
+	s.t.phantom = o.Semantics == ipvs.Classic
 	return s
 }
 
@@ -298,6 +393,18 @@ func (s *LBLC) UpdDest(svc *Service, _ *ipvs.Dest) error { s.relist(svc); return
 func (s *LBLC) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.t.live
+}
+
+// NotCached implements CacheCounter.
+func (s *LBLC) NotCached() uint64 { return s.t.notCached.Load() }
+
+// Counter returns the kernel's entry counter (tbl->entries), which the GC
+// reads: Len in current kernels; in classic ones also one per
+// replacement since the table was made.
+func (s *LBLC) Counter() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.t.n
 }
 
@@ -318,11 +425,18 @@ func (s *LBLC) Schedule(_ *Service, p *Packet) *ipvs.Dest {
 	if d == nil {
 		return nil
 	}
-	// ip_vs_lblc_new: keep an entry that points at d, repoint one that
+	// ip_vs_lblc_new: keep an entry that points at d; repoint one that
 	// points elsewhere (the kernel frees it and adds a new one with
-	// lastuse = now), else create one unless the cache is full.
+	// lastuse = now: classic kernels forgot to decrement the counter
+	// for the freed one, and at the current cap the delete makes room
+	// for the new one); else create one unless the cache is at its cap.
 	if e != nil {
-		e.dest = d
+		if e.dest != d {
+			e.dest = d
+			if s.t.phantom {
+				s.t.n++
+			}
+		}
 	} else if e = s.t.add(p.Dst, now); e != nil {
 		e.dest = d
 	}

@@ -58,8 +58,11 @@ func (s *LBLCR) UpdDest(svc *Service, _ *ipvs.Dest) error { s.relist(svc); retur
 func (s *LBLCR) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.t.n
+	return s.t.live
 }
+
+// NotCached implements CacheCounter.
+func (s *LBLCR) NotCached() uint64 { return s.t.notCached.Load() }
 
 // setMin is ip_vs_dest_set_min.
 func setMin(set []*ipvs.Dest) *ipvs.Dest {
@@ -72,7 +75,7 @@ func setMin(set []*ipvs.Dest) *ipvs.Dest {
 			continue
 		}
 		if d.Weight() > 0 && d.Available() {
-			least, loh, lw = d, int64(d.Overhead()), int64(d.Weight())
+			least, loh, lw = d, overhead(d), int64(d.Weight())
 			break
 		}
 	}
@@ -84,7 +87,7 @@ func setMin(set []*ipvs.Dest) *ipvs.Dest {
 		if overloaded(d) {
 			continue
 		}
-		doh, w := int64(d.Overhead()), int64(d.Weight())
+		doh, w := overhead(d), int64(d.Weight())
 		if loh*w > doh*lw && d.Available() {
 			least, loh, lw = d, doh, w
 		}
@@ -99,7 +102,7 @@ func setMax(set []*ipvs.Dest) int {
 	i := 0
 	for ; i < len(set); i++ {
 		if w := set[i].Weight(); w > 0 {
-			most, moh, mw = i, int64(set[i].Overhead()), int64(w)
+			most, moh, mw = i, overhead(set[i]), int64(w)
 			break
 		}
 	}
@@ -108,7 +111,7 @@ func setMax(set []*ipvs.Dest) int {
 	}
 	for i++; i < len(set); i++ {
 		d := set[i]
-		doh, w := int64(d.Overhead()), int64(d.Weight())
+		doh, w := overhead(d), int64(d.Weight())
 		if moh*w < doh*mw && w > 0 {
 			most, moh, mw = i, doh, w
 		}

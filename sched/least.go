@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"math"
 	"math/rand/v2"
 	"sync"
 
@@ -10,20 +9,22 @@ import (
 
 // The schedulers in this file keep no state and walk the whole dest list
 // on every pick, O(n) in the number of dests, exactly as their kernel
-// counterparts do (ip_vs_{lc,wlc,sed,nq,fo,ovf,twos}.c). Products of
-// overheads and weights are computed in 64 bits, as the kernel does for
-// wlc, sed and nq ((__s64) casts); for twos, whose kernel code multiplies
-// ints, 64 bits avoid an overflow the kernel would have at absurd counts.
+// counterparts do (ip_vs_{lc,wlc,sed,nq,fo,ovf,twos}.c). The overhead is
+// the dest's (ipvs.Dest.Overhead: 256 or 257 per active conn, by the
+// director's semantics), an int in the kernel; products of overheads and
+// weights are computed in 64 bits where the kernel casts to __s64 (wlc,
+// sed, nq, lblc, lblcr) and in wrapping 32-bit ints where it does not
+// (twos: a kernel quirk, reproduced on purpose).
 
 func init() {
-	Register("none", func() Scheduler { return none{} })
-	Register("lc", func() Scheduler { return lc{} })
-	Register("wlc", func() Scheduler { return wlc{} })
-	Register("sed", func() Scheduler { return sed{} })
-	Register("nq", func() Scheduler { return nq{} })
-	Register("fo", func() Scheduler { return fo{} })
-	Register("ovf", func() Scheduler { return ovf{} })
-	Register("twos", func() Scheduler { return NewTwos(nil) })
+	Register("none", func(ipvs.Semantics) Scheduler { return none{} })
+	Register("lc", func(ipvs.Semantics) Scheduler { return lc{} })
+	Register("wlc", func(ipvs.Semantics) Scheduler { return wlc{} })
+	Register("sed", func(ipvs.Semantics) Scheduler { return sed{} })
+	Register("nq", func(ipvs.Semantics) Scheduler { return nq{} })
+	Register("fo", func(ipvs.Semantics) Scheduler { return fo{} })
+	Register("ovf", func(ipvs.Semantics) Scheduler { return ovf{} })
+	Register("twos", func(ipvs.Semantics) Scheduler { return NewTwos(nil) })
 }
 
 // none is the kernel's "no scheduler" (spec §1.5): the name is accepted,
@@ -70,7 +71,7 @@ func wlcPick(dests []*ipvs.Dest) *ipvs.Dest {
 	for ; i < len(dests); i++ {
 		d := dests[i]
 		if !overloaded(d) && d.Weight() > 0 {
-			least, loh = d, int64(d.Overhead())
+			least, loh = d, overhead(d)
 			break
 		}
 	}
@@ -83,7 +84,7 @@ func wlcPick(dests []*ipvs.Dest) *ipvs.Dest {
 		if overloaded(d) {
 			continue
 		}
-		doh := int64(d.Overhead())
+		doh := overhead(d)
 		w := int64(d.Weight())
 		if loh*w > doh*lw {
 			least, loh, lw = d, doh, w
@@ -91,6 +92,10 @@ func wlcPick(dests []*ipvs.Dest) *ipvs.Dest {
 	}
 	return least
 }
+
+// overhead is ip_vs_dest_conn_overhead as the kernel's int, widened the
+// way its (__s64) casts widen it.
+func overhead(d *ipvs.Dest) int64 { return int64(int32(d.Overhead())) }
 
 // sedOverhead is ip_vs_sed_dest_overhead (and nq's): active + 1.
 func sedOverhead(d *ipvs.Dest) int64 { return int64(d.ActiveConns()) + 1 }
@@ -229,14 +234,18 @@ func NewTwosSeeded(seed uint64) *Twos {
 func (*Twos) Name() string { return "twos" }
 
 // Schedule implements Scheduler: two weighted draws from [0, T], the one
-// with the lower overhead/weight wins, choice1 on ties.
+// with the lower overhead/weight wins, choice1 on ties. The arithmetic is
+// the kernel's: ints that wrap at 32 bits. In particular weight·overhead
+// wraps once it reaches 2^31 (weight 65535 with about 128 active conns),
+// and then the more loaded server can win: a kernel quirk that golvs
+// reproduces because it promises the kernel's choices.
 func (t *Twos) Schedule(svc *Service, _ *Packet) *ipvs.Dest {
 	var choice1, choice2 *ipvs.Dest
-	var total int64
+	var total int32
 	for _, d := range svc.Dests {
 		if !overloaded(d) {
 			if w := d.Weight(); w > 0 {
-				total += int64(w)
+				total += w
 				choice1 = d
 			}
 		}
@@ -244,28 +253,29 @@ func (t *Twos) Schedule(svc *Service, _ *Packet) *ipvs.Dest {
 	if choice1 == nil {
 		return nil
 	}
-	n := uint32(math.MaxUint32)
-	if total < math.MaxUint32 {
-		n = uint32(total + 1) // inclusive of T, as the kernel's total_weight + 1
+	// get_random_u32_below(total_weight + 1); a sum that wrapped to
+	// -1 would ask for a draw below 0, which no source can give: draw 0.
+	var r1, r2 int32
+	if n := uint32(total + 1); n != 0 {
+		r1, r2 = int32(t.below(n)), int32(t.below(n))
 	}
-	r1, r2 := int64(t.below(n)), int64(t.below(n))
-	var w1, w2 int64 = -1, -1
-	var oh1, oh2 int64
+	var w1, w2 int32 = -1, -1
+	var oh1, oh2 int32
 	for _, d := range svc.Dests {
 		if overloaded(d) {
 			continue
 		}
-		w := int64(d.Weight())
+		w := d.Weight()
 		if w <= 0 {
 			continue
 		}
 		r1 -= w
 		r2 -= w
 		if r1 <= 0 && w1 == -1 {
-			choice1, w1, oh1 = d, w, int64(d.Overhead())
+			choice1, w1, oh1 = d, w, int32(d.Overhead())
 		}
 		if r2 <= 0 && w2 == -1 {
-			choice2, w2, oh2 = d, w, int64(d.Overhead())
+			choice2, w2, oh2 = d, w, int32(d.Overhead())
 		}
 		if w1 != -1 && w2 != -1 {
 			break

@@ -25,7 +25,7 @@ const (
 )
 
 func init() {
-	Register("mh", func() Scheduler {
+	Register("mh", func(ipvs.Semantics) Scheduler {
 		s, _ := NewMH(MHDefaultIndex)
 		return s
 	})

@@ -125,8 +125,14 @@ func firstBest(cs []cand, eligible func(c cand) bool, better func(a, b cand) boo
 	return nil
 }
 
-func oracle(name string, cs []cand) *ipvs.Dest {
-	oh := func(c cand) int64 { return c.act*256 + c.inact }
+// oracle is the brute-force pick; the overhead is spec §1.3's for the
+// semantics: act·256 + inact (classic) or act·257 + inact (current).
+func oracle(name string, sem ipvs.Semantics, cs []cand) *ipvs.Dest {
+	perActive := int64(257)
+	if sem == ipvs.Classic {
+		perActive = 256
+	}
+	oh := func(c cand) int64 { return c.act*perActive + c.inact }
 	sedoh := func(c cand) int64 { return c.act + 1 }
 	live := func(c cand) bool { return !c.ovl && c.w > 0 }
 	switch name {
@@ -152,15 +158,19 @@ func oracle(name string, cs []cand) *ipvs.Dest {
 }
 
 func TestLeastFamilyOracle(t *testing.T) {
+	bothSemantics(t, func(t *testing.T, sem ipvs.Semantics) { leastFamilyOracle(t, sem) })
+}
+
+func leastFamilyOracle(t *testing.T, sem ipvs.Semantics) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, name := range []string{"lc", "wlc", "sed", "nq", "fo", "ovf"} {
 		t.Run(name, func(t *testing.T) {
-			s, _ := New(name)
+			s, _ := NewFor(name, sem)
 			for iter := 0; iter < 3000; iter++ {
 				n := 1 + r.IntN(10)
 				var ds []*ipvs.Dest
 				for i := 0; i < n; i++ {
-					d := destN(i, int32(r.IntN(5)))
+					d := destNSem(i, int32(r.IntN(5)), sem)
 					if r.IntN(8) == 0 {
 						d.SetOverloaded(true)
 					}
@@ -170,7 +180,7 @@ func TestLeastFamilyOracle(t *testing.T) {
 				}
 				svc := &Service{Key: testKey, Dests: ds}
 				got := s.Schedule(svc, nil)
-				want := oracle(name, snapshotCands(ds))
+				want := oracle(name, sem, snapshotCands(ds))
 				if got != want {
 					t.Fatalf("iter %d: got %v, want %v\n%+v", iter, got, want, snapshotCands(ds))
 				}
@@ -295,4 +305,90 @@ func TestMHBalanceAndDisruption(t *testing.T) {
 		}
 	}
 	t.Logf("for comparison, slot mod n moves %.2f%% when n goes 100 -> 99", 100*float64(moved)/65521)
+}
+
+// TestTwosOracle: for random lists (weights up to 65535, counters large
+// enough for weight·overhead to pass 2^31) and random draws, twos picks
+// what a brute-force reading of ip_vs_twos.c picks: choice k is the first
+// eligible dest whose running weight sum reaches r_k; choice2 wins if
+// w2·oh1 > w1·oh2 with both products cut to 32-bit ints, as the kernel's
+// int arithmetic wraps them. Both semantics (the overhead differs).
+func TestTwosOracle(t *testing.T) {
+	bothSemantics(t, func(t *testing.T, sem ipvs.Semantics) {
+		r := rand.New(rand.NewPCG(7, uint64(sem)))
+		per := int64(257)
+		if sem == ipvs.Classic {
+			per = 256
+		}
+		wraps := 0
+		for iter := 0; iter < 5000; iter++ {
+			n := 1 + r.IntN(6)
+			var ds []*ipvs.Dest
+			for i := 0; i < n; i++ {
+				w := int32(r.IntN(4)) // some quiesced
+				if r.IntN(2) == 0 {
+					w = int32(r.IntN(65536))
+				}
+				d := destNSem(i, w, sem)
+				d.SetCounters(int32(r.IntN(300)), int32(r.IntN(600)), 0)
+				d.SetOverloaded(r.IntN(6) == 0)
+				ds = append(ds, d)
+			}
+			var total int64
+			for _, d := range ds {
+				if !d.Overloaded() && d.Weight() > 0 {
+					total += int64(d.Weight())
+				}
+			}
+			r1, r2 := uint32(0), uint32(0)
+			if total > 0 {
+				r1, r2 = uint32(r.Int64N(total+1)), uint32(r.Int64N(total+1))
+			}
+			draws := []uint32{r1, r2}
+			k := 0
+			s := NewTwos(func(n uint32) uint32 {
+				if int64(n) != total+1 {
+					t.Fatalf("iter %d: draw below %d, want %d", iter, n, total+1)
+				}
+				v := draws[k]
+				k++
+				return v
+			})
+			got := s.Schedule(&Service{Key: testKey, Dests: ds}, nil)
+			// the oracle
+			choose := func(rk uint32) *ipvs.Dest {
+				var sum int64
+				for _, d := range ds {
+					if d.Overloaded() || d.Weight() <= 0 {
+						continue
+					}
+					sum += int64(d.Weight())
+					if sum >= int64(rk) {
+						return d
+					}
+				}
+				return nil
+			}
+			var want *ipvs.Dest
+			if total > 0 {
+				c1, c2 := choose(r1), choose(r2)
+				oh := func(d *ipvs.Dest) int64 { return int64(d.ActiveConns())*per + int64(d.InactConns()) }
+				p2 := int32(int64(c2.Weight()) * oh(c1)) // wraps, as the kernel's int
+				p1 := int32(int64(c1.Weight()) * oh(c2))
+				if int64(c2.Weight())*oh(c1) != int64(p2) || int64(c1.Weight())*oh(c2) != int64(p1) {
+					wraps++
+				}
+				want = c1
+				if p2 > p1 {
+					want = c2
+				}
+			}
+			if got != want {
+				t.Fatalf("iter %d: got %v, want %v (draws %d %d)\n%+v", iter, got, want, r1, r2, snapshotCands(ds))
+			}
+		}
+		if wraps < 100 {
+			t.Errorf("only %d cases wrapped; the test does not reach the quirk", wraps)
+		}
+	})
 }

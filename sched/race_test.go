@@ -10,9 +10,13 @@ import (
 // TestConcurrent runs Schedule on several goroutines while the control
 // plane adds, updates and deletes dests; run with -race.
 func TestConcurrent(t *testing.T) {
+	bothSemantics(t, concurrent)
+}
+
+func concurrent(t *testing.T, sem ipvs.Semantics) {
 	for _, name := range allNames {
 		t.Run(name, func(t *testing.T) {
-			s, err := New(name)
+			s, err := NewFor(name, sem)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -20,7 +24,7 @@ func TestConcurrent(t *testing.T) {
 			svc := &Service{Key: testKey, Flags: ipvs.SvcSched1}
 			var ds []*ipvs.Dest
 			for i := 0; i < 8; i++ {
-				ds = append(ds, destN(i, int32(1+i%3)))
+				ds = append(ds, destNSem(i, int32(1+i%3), sem))
 			}
 			svc.Dests = ds
 			s.Init(svc)
@@ -43,8 +47,8 @@ func TestConcurrent(t *testing.T) {
 					}
 				}(g)
 			}
-			for i := 0; i < 200; i++ {
-				d := destN(100+i, int32(i%4))
+			for i := 0; i < 100; i++ { // per semantics
+				d := destNSem(100+i, int32(i%4), sem)
 				mu.Lock()
 				svc = &Service{Key: testKey, Flags: svc.Flags, Dests: append([]*ipvs.Dest{d}, svc.Dests...)}
 				cur := svc

@@ -7,8 +7,8 @@ import (
 )
 
 func init() {
-	Register("rr", func() Scheduler { return &RR{cur: -1} })
-	Register("wrr", func() Scheduler { return &WRR{cl: -1} })
+	Register("rr", func(ipvs.Semantics) Scheduler { return &RR{cur: -1} })
+	Register("wrr", func(ipvs.Semantics) Scheduler { return &WRR{cl: -1} })
 }
 
 // RR is round robin (spec §2.1, ip_vs_rr.c). It keeps its own copy of the

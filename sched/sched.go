@@ -58,8 +58,10 @@ type Scheduler interface {
 	Schedule(svc *Service, p *Packet) *ipvs.Dest
 }
 
-// Factory creates a scheduler instance.
-type Factory func() Scheduler
+// Factory creates a scheduler instance for a director of the given kernel
+// semantics (only lblc and lblcr have rules of their own that depend on
+// it; the overhead and OVERLOAD rules live with ipvs.Dest).
+type Factory func(ipvs.Semantics) Scheduler
 
 var registry = map[string]Factory{}
 
@@ -84,11 +86,14 @@ func Names() []string {
 	return n
 }
 
-// New creates a scheduler by name.
-func New(name string) (Scheduler, error) {
+// New creates a scheduler by name, with the current semantics.
+func New(name string) (Scheduler, error) { return NewFor(name, ipvs.Current) }
+
+// NewFor creates a scheduler by name for a director of semantics sem.
+func NewFor(name string, sem ipvs.Semantics) (Scheduler, error) {
 	f, ok := registry[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknown, name, strings.Join(Names(), ", "))
 	}
-	return f(), nil
+	return f(sem), nil
 }

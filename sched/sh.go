@@ -16,8 +16,8 @@ const (
 )
 
 func init() {
-	Register("sh", func() Scheduler { return &SH{} })
-	Register("dh", func() Scheduler { return &DH{} })
+	Register("sh", func(ipvs.Semantics) Scheduler { return &SH{} })
+	Register("dh", func(ipvs.Semantics) Scheduler { return &DH{} })
 }
 
 // bucketTable is an immutable sh/dh table. A rebuild makes a new one and

@@ -15,7 +15,7 @@ import (
 //	15:09:26.535898 #1 ext0 request TCP 198.18.0.10:40000 > 198.18.0.100:80 (60 bytes)
 //	  service  TCP 198.18.0.100:80 wlc, method Masq
 //	  conn     miss: new connection, state SYN_RECV
-//	  sched    wlc: least overhead / weight, overhead = active*256 + inactive
+//	  sched    wlc (classic): least overhead / weight; overhead = active*256 + inactive
 //	             dest                     weight   active inactive  overhead
 //	           > 198.19.0.12:80                2        1        0       256  chosen
 //	             198.19.0.11:80                1        2        3       515
@@ -249,14 +249,16 @@ func connLine(e *Event) string {
 	return s
 }
 
-// schedRule says in a line how a scheduler picks, so the table reads.
+// schedRule says in a line how a scheduler picks, so the table reads; the
+// overhead formula the scheduler used (SchedInfo.Formula, by the
+// director's semantics) follows it.
 var schedRule = map[string]string{
 	"rr":    "round robin, in list order",
 	"wrr":   "weighted round robin",
-	"lc":    "least overhead, overhead = active*256 + inactive",
-	"wlc":   "least overhead / weight, overhead = active*256 + inactive",
-	"sed":   "least (active+1) / weight",
-	"nq":    "a server with no active connection first, else least (active+1) / weight",
+	"lc":    "least overhead",
+	"wlc":   "least overhead / weight",
+	"sed":   "least overhead / weight",
+	"nq":    "a server with no active connection first, else least overhead / weight",
 	"lblc":  "the address's cached server unless overloaded, else wlc",
 	"lblcr": "least loaded of the address's cached set unless overloaded, else wlc",
 	"fo":    "the available server with the highest weight",
@@ -267,10 +269,27 @@ var schedRule = map[string]string{
 	"mh":    "maglev hash of the source address into the lookup table",
 }
 
+// oldFormula is the formula of events that carry none (from a director
+// that predates the two semantics: classic's).
+var oldFormula = map[string]string{
+	"lc":  "overhead = active*256 + inactive",
+	"wlc": "overhead = active*256 + inactive",
+	"sed": "overhead = active + 1",
+	"nq":  "overhead = active + 1",
+}
+
 func (f *Formatter) sched(b *strings.Builder, s *SchedInfo, before *Headers) {
 	head := s.Name
+	if s.Semantics != "" {
+		head += " (" + s.Semantics + ")"
+	}
 	if r, ok := schedRule[s.Name]; ok {
 		head += ": " + r
+	}
+	if fm := s.Formula; fm != "" {
+		head += "; " + fm
+	} else if fm := oldFormula[s.Name]; fm != "" {
+		head += "; " + fm
 	}
 	row(b, "sched", head)
 	ind := strings.Repeat(" ", 11)

@@ -128,12 +128,13 @@ func ev(t testing.TB, seq uint64, before, after []byte) *Event {
 	return e
 }
 
-// wlcDests is a wlc decision over two real servers: rs1 weight 1 with
-// 2 active and 3 inactive connections (overhead 515, 515/1), rs2 weight
-// 2 with 1 active (overhead 256, 128 per weight): rs2 wins.
+// wlcDests is a wlc decision of a classic director over two real
+// servers: rs1 weight 1 with 2 active and 3 inactive connections
+// (overhead 515, 515/1), rs2 weight 2 with 1 active (overhead 256, 128
+// per weight): rs2 wins.
 func wlcSched(e *Event, rs1, rs2 netip.AddrPort) {
 	s := e.SchedSlot()
-	s.Name = "wlc"
+	s.Name, s.Semantics, s.Formula = "wlc", "classic", "overhead = active*256 + inactive"
 	s.Dests = append(s.Dests,
 		DestInfo{Addr: rs2, Weight: 2, Active: 1, Inactive: 0, Overhead: 256, Available: true},
 		DestInfo{Addr: rs1, Weight: 1, Active: 2, Inactive: 3, Overhead: 515, Available: true},
@@ -219,9 +220,11 @@ func modeEvents(t testing.TB) []struct {
 		e.InIf, e.OutIf, e.Dir, e.Service, e.Method = "ext0", "int0", "request", "TCP 198.18.0.100:80 lblc", "Tunnel"
 		e.Lookup, e.StateNew = "miss", "SYN_RECV"
 		s := e.SchedSlot()
+		// a current director: an active conn weighs 257
 		s.Name, s.Chosen = "lblc", ap(tunRS1, 80)
+		s.Semantics, s.Formula = "current", "overhead = active*257 + inactive (= active*256 + total)"
 		s.Dests = append(s.Dests,
-			DestInfo{Addr: ap(tunRS2, 80), Weight: 1, Active: 1, Overhead: 256, Available: true},
+			DestInfo{Addr: ap(tunRS2, 80), Weight: 1, Active: 1, Overhead: 257, Available: true},
 			DestInfo{Addr: ap(tunRS1, 80), Weight: 1, Available: true})
 		add("tun-first-lblc", e)
 
@@ -239,9 +242,10 @@ func modeEvents(t testing.TB) []struct {
 		e.Lookup, e.StateNew = "miss", "SYN_RECV"
 		s = e.SchedSlot()
 		s.Name, s.Chosen, s.CacheHit, s.Cached = "lblc", ap(tunRS1, 80), true, append(s.Cached, ap(tunRS1, 80).String())
+		s.Semantics, s.Formula = "current", "overhead = active*257 + inactive (= active*256 + total)"
 		s.Dests = append(s.Dests,
-			DestInfo{Addr: ap(tunRS2, 80), Weight: 1, Active: 1, Overhead: 256, Available: true},
-			DestInfo{Addr: ap(tunRS1, 80), Weight: 1, Active: 1, Overhead: 256, Available: true})
+			DestInfo{Addr: ap(tunRS2, 80), Weight: 1, Active: 1, Overhead: 257, Available: true},
+			DestInfo{Addr: ap(tunRS1, 80), Weight: 1, Active: 1, Overhead: 257, Available: true})
 		add("tun-gue-lblc-hit", e)
 	}
 

@@ -32,7 +32,13 @@ type DestInfo struct {
 
 // SchedInfo is a scheduler's decision with its inputs.
 type SchedInfo struct {
-	Name     string         `json:"name"`
+	Name string `json:"name"`
+	// Semantics is the director's kernel semantics: "current" or
+	// "classic" (empty in events from older directors).
+	Semantics string `json:"semantics,omitempty"`
+	// Formula is the overhead formula the scheduler used (lc, wlc, lblc,
+	// lblcr, twos, sed, nq), e.g. "overhead = active*256 + inactive".
+	Formula  string         `json:"formula,omitempty"`
 	Dests    []DestInfo     `json:"dests,omitempty"`
 	Bucket   int            `json:"bucket"` // sh/dh/mh bucket, -1 when none
 	Probes   int            `json:"probes,omitempty"`

@@ -21,11 +21,11 @@ import (
 const usage = `golvs: Linux Virtual Server in userspace (AF_PACKET, no ip_vs module needed)
 
 usage:
-  golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [flags]
-  golvs adm IPVSADM-ARGS...        (also installed as golvsadm)
+  golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [--semantics current|classic] [flags]
+  golvs adm IPVSADM-ARGS...        (also installed as golvsadm; golvs adm --status: semantics and counters)
   golvs trace [tcp|udp] [client ADDR[/LEN]] [service VIP:PORT] [port N]
               [--json] [--pcap FILE] [--sample N] [--rate N] [--count N] [--duration D]
-  golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--keep]
+  golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--semantics current|classic] [--keep]
   golvs lab dr|tun|fullnat [same flags as nat]
   golvs lab request [--requests N] | golvs lab down
   golvs rs-tun -i IFACE --vip VIP[,VIP] [--gue-port N]   (real server end of TUN)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -8,9 +10,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/labcmd"
 	"github.com/golvs/golvs/sched"
 )
 
@@ -290,5 +294,160 @@ func TestLabEveryScheduler(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// golvs lab nat --check: the lab's director health-checks its real
+// servers from a keepalived.conf; golvs lab fail/heal stop and restart a
+// real server's service and print the director's reaction as it happens.
+func TestLabCheckFailHeal(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	for _, c := range []struct {
+		check   string
+		inhibit bool
+	}{{"http", false}, {"tcp", true}} {
+		t.Run(c.check, func(t *testing.T) {
+			suffix := lab.RandomSuffix()
+			dir := labcmd.StateDir + suffix
+			t.Cleanup(func() { cleanupKeptLab(t, dir) })
+			args := []string{"lab", "nat", "--check", c.check, "--keep", "--suffix", suffix, "--requests", "4"}
+			if c.inhibit {
+				args = append(args, "--inhibit")
+			}
+			out, err := exec.Command(bin, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			if got := strings.Join(bodies(string(out)), " "); got != "rs2 rs1 rs2 rs1" {
+				t.Fatalf("responses %q\n%s", got, out)
+			}
+			if !strings.Contains(string(out), "sorry_server 198.19.0.13 80") {
+				t.Fatalf("no sorry server in the configuration:\n%s", out)
+			}
+			out, err = exec.Command(bin, "lab", "fail", "rs1", "--suffix", suffix).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs lab fail: %v\n%s", err, out)
+			}
+			want := "Removing service 198.19.0.11:80 from VS"
+			row := "-> 198.19.0.11:80"
+			if c.inhibit {
+				want = "Disabling service 198.19.0.11:80 of VS"
+			}
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("golvs lab fail: no %q:\n%s", want, out)
+			}
+			if c.inhibit != strings.Contains(string(out), row) {
+				t.Fatalf("golvs lab fail: table (rs1 listed: %v):\n%s", c.inhibit, out)
+			}
+			if c.inhibit && !strings.Contains(string(out), "  -> 198.19.0.11:80               Masq    0") {
+				t.Fatalf("rs1 not at weight 0:\n%s", out)
+			}
+			out, err = exec.Command(bin, "lab", "heal", "rs1", "--suffix", suffix).CombinedOutput()
+			if err != nil {
+				t.Fatalf("golvs lab heal: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), "service 198.19.0.11:80") || !strings.Contains(string(out), "  -> 198.19.0.11:80               Masq    1") {
+				t.Fatalf("golvs lab heal:\n%s", out)
+			}
+		})
+	}
+}
+
+// cleanupKeptLab removes one kept lab by its state file (never `golvs
+// lab down`, which removes every lab).
+func cleanupKeptLab(t *testing.T, dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return
+	}
+	var st labcmd.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Errorf("lab state: %v", err)
+		return
+	}
+	for _, pid := range st.Pids {
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Signal(syscall.SIGKILL)
+		}
+	}
+	lab.DeleteByNames(st.Namespaces)
+	os.RemoveAll(dir)
+}
+
+// SIGHUP re-reads keepalived.conf: a bad file is refused whole with its
+// file:line and the running table stays; a changed weight is applied;
+// an unchanged file changes nothing.
+func TestKeepalivedSIGHUP(t *testing.T) {
+	testutil.RequireNetns(t)
+	bin := buildGolvs(t)
+	suffix := lab.RandomSuffix()
+	dir := labcmd.StateDir + suffix
+	t.Cleanup(func() { cleanupKeptLab(t, dir) })
+	out, err := exec.Command(bin, "lab", "nat", "--check", "tcp", "--keep", "--suffix", suffix, "--requests", "4").CombinedOutput()
+	if err != nil {
+		t.Fatalf("golvs lab nat: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "state.json"))
+	var st labcmd.State
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	director := 0
+	for _, pid := range st.Pids {
+		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if strings.Contains(string(cl), "\x00run\x00") {
+			director = pid
+		}
+	}
+	if director == 0 {
+		t.Fatal("no director process")
+	}
+	conf := filepath.Join(dir, "keepalived.conf")
+	good, _ := os.ReadFile(conf)
+	list := func() string {
+		out, err := exec.Command(bin, "adm", "-S", "-n").CombinedOutput()
+		if err != nil {
+			t.Fatalf("golvs adm: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	os.Setenv("GOLVS_SOCKET", st.Socket)
+	defer os.Unsetenv("GOLVS_SOCKET")
+	before := list()
+	logPath := filepath.Join(dir, "director.log")
+	hup := func(text, wantLog string) {
+		t.Helper()
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(director, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			l, _ := os.ReadFile(logPath)
+			if strings.Count(string(l), wantLog) > 0 {
+				os.WriteFile(logPath, nil, 0o600) // the next wait starts afresh
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the director's log:\n%s", wantLog, l)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	bad := strings.Replace(string(good), "lvs_sched rr", "lvs_sched rr\n    lb_knd NAT", 1)
+	hup(bad, conf+":4: unknown keyword \"lb_knd\" in virtual_server")
+	if got := list(); got != before {
+		t.Fatalf("a refused reload changed the table:\n%s\nwas\n%s", got, before)
+	}
+	hup(string(good), "reloaded")
+	if got := list(); got != before {
+		t.Fatalf("an unchanged reload changed the table:\n%s\nwas\n%s", got, before)
+	}
+	hup(strings.Replace(string(good), "weight 1", "weight 4", 1), "reloaded")
+	if got := list(); !strings.Contains(got, "-r 198.19.0.11:80 -m -w 4") {
+		t.Fatalf("weight change not applied:\n%s", got)
 	}
 }

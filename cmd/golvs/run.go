@@ -15,7 +15,9 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
 )
@@ -55,13 +57,22 @@ func runMain(args []string) int {
 	connMax := fs.Int("conn-max", 1<<20, "maximum connection table entries; new flows beyond it are dropped and counted")
 	fixHost := fs.Bool("fix-host", false, "turn IPv4 forwarding off on the served interfaces (restored at exit) instead of refusing to start")
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
-	ringVersion := fs.Int("ring", 3, "receive ring: 3 (TPACKET_V3, batches by block, up to 1 ms of delay at low rates) or 2 (TPACKET_V2, a slot per frame, lowest latency)")
+	ringVersion := fs.Int("ring", 2, "receive ring: 2 (TPACKET_V2: each frame handed over at once; MTU slots plus 68 KiB slots for GSO/GRO aggregates) or 3 (TPACKET_V3: frames batched in 1 MiB blocks handed over when full or after 1 ms, so up to 1 ms added per crossing below flood rates)")
+	ringFrames := fs.Int("ring-frames", 0, "receive ring 2: MTU slots per worker and interface (0: as many as fit 8 MiB, 4096 at MTU 1500); more absorbs longer bursts, at 2 KiB of locked memory each")
+	spin := fs.Duration("busy-poll", 0, "how long a worker keeps looking for frames after traffic before sleeping in poll() (0: never): saves a wake-up per crossing on a director with CPUs to spare, at the cost of a CPU kept busy that long after every burst (which slows everything else sharing it)")
+	fanout := fs.String("fanout", "cpu", "how frames are spread over workers: cpu (the worker of the CPU that received the frame; pair with RSS/RPS) or hash (by flow hash, whatever CPU received it)")
+	noPin := fs.Bool("no-pin", false, "do not pin worker i to its CPU")
+	noDrop := fs.Bool("no-drop-rule", false, "do not install the nftables netdev ingress rule that keeps the kernel from also running forwarded frames through its IP stack")
 	nodest := fs.Bool("expire-nodest-conn", false, "IPVS's expire_nodest_conn: expire conns of removed real servers (and of quiesced ones on a new SYN) and reschedule, instead of dropping their packets")
 	noPMTU := fs.Bool("no-pmtu", false, "TUN: drop packets too big for the tunnel instead of answering ICMP fragmentation-needed (a classic mistake, for the tun-no-pmtu lab)")
 	quiescentTpl := fs.Bool("expire-quiescent-template", false, "IPVS's expire_quiescent_template: a persistence template on a weight-0 real server is invalid")
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	// Health checks: keepalived.conf as a configuration source.
+	kaConf := fs.String("keepalived-conf", "", "keepalived.conf: its virtual servers, real servers and health checkers (re-read on SIGHUP)")
+	sem := ipvs.Current
+	fs.Var(&sem, "semantics", "kernel behaviour to reproduce: current (Linux 6.1.191+, 7.3+; 6.18.45+ and 7.2+ for the overhead and -x/-y: an active conn weighs 257 in the overhead, edge-triggered -x/-y) or classic (before 6.1.183: active*256 + inactive, the tutorials' formulas)")
 	// Monitoring (issue 14): Prometheus and the kernel's /proc/net/ip_vs files.
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
@@ -88,6 +99,19 @@ func runMain(args []string) int {
 	}
 	if *ringVersion != 2 && *ringVersion != 3 {
 		fmt.Fprintf(os.Stderr, "golvs run: --ring %d: allowed 2 or 3\n", *ringVersion)
+		return 2
+	}
+	if *ringFrames != 0 && (*ringFrames < 16 || *ringFrames > 1<<20) {
+		fmt.Fprintf(os.Stderr, "golvs run: --ring-frames %d out of range (0, or 16..%d)\n", *ringFrames, 1<<20)
+		return 2
+	}
+	if *spin < 0 || *spin > 10*time.Millisecond {
+		fmt.Fprintf(os.Stderr, "golvs run: --busy-poll %s out of range (0..10ms)\n", *spin)
+		return 2
+	}
+	fmode, err := netio.ParseFanoutMode(*fanout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: --fanout: %v\n", err)
 		return 2
 	}
 	if *workers < 0 || *workers > 1024 {
@@ -119,19 +143,33 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: rules rejected, nothing applied: %v\n", err)
 		return 2
 	}
+	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
+	var ka *keepalivedSource
+	var kaCfg *keepalived.Config
+	if *kaConf != "" {
+		var err error
+		if ka, kaCfg, err = newKeepalivedSource(*kaConf, text, logger); err != nil {
+			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected, nothing applied: %v\n", err)
+			return 2
+		}
+	}
 	cfg := director.Config{
-		Workers:   *workers,
-		Conntrack: conntrack.Config{MaxEntries: *connMax},
-		Ring:      netio.RingConfig{Version: *ringVersion},
-		FixHost:   *fixHost,
+		Workers:    *workers,
+		Conntrack:  conntrack.Config{MaxEntries: *connMax},
+		Ring:       netio.RingConfig{Version: *ringVersion, Frames: *ringFrames},
+		Fanout:     fmode,
+		NoPin:      *noPin,
+		Spin:       *spin,
+		NoDropRule: *noDrop,
+		FixHost:    *fixHost,
 
+		Semantics:               sem,
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
 		Sync:                    syncSys,
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
-	logger := log.New(os.Stderr, "golvs: ", log.LstdFlags)
 	if !*quiet {
 		cfg.Logf = logger.Printf
 	}
@@ -163,11 +201,23 @@ func runMain(args []string) int {
 			return 1
 		}
 	}
+	stopHealth := make(chan struct{})
+	defer close(stopHealth)
+	var healthSrc metrics.HealthSource
+	if ka != nil {
+		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: keepalived.conf rejected: %v\n", err)
+			return 2
+		}
+		defer ka.close()
+		healthSrc = healthMetrics{ka.eng}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	if *metricsListen != "" {
-		reg, err := metrics.Registry(metrics.New(srv, nil))
+		reg, err := metrics.Registry(metrics.New(srv, healthSrc))
 		var ms *metrics.Server
 		if err == nil {
 			ms, err = metrics.Listen(*metricsListen, metrics.Handler(reg, logger.Printf), logger.Printf)
@@ -211,7 +261,7 @@ func runMain(args []string) int {
 	for _, l := range d.HostReport() {
 		logger.Printf("relies on: %s", l)
 	}
-	logger.Printf("%d workers, %d services, control socket %s", d.Workers(), len(d.Snapshot().List), *sock)
+	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
 	go srv.Serve(ctx)
 	_ = d.Run(ctx)
 	side.Wait()

@@ -1,0 +1,186 @@
+package netio
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+)
+
+// ipInReceives is the IPv4 stack's InReceives counter of the calling
+// thread's namespace: every IPv4 packet the kernel took past ingress.
+func ipInReceives() (uint64, error) {
+	f, err := os.Open("/proc/thread-self/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	var names []string
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) == 0 || fs[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = fs
+			continue
+		}
+		for i, n := range names {
+			if n == "InReceives" && i < len(fs) {
+				return strconv.ParseUint(fs[i], 10, 64)
+			}
+		}
+	}
+	return 0, errors.New("no Ip: InReceives in snmp")
+}
+
+// frameTo is a TCP (proto 6) or UDP frame from src:sport to dst:dport,
+// to mac, virtio header first.
+func frameTo(mac net.HardwareAddr, proto uint8, src, dst [4]byte, sport, dport uint16) []byte {
+	b := make([]byte, VnetHdrLen+60)
+	copy(b[VnetHdrLen:], ipFrame(proto, src, dst, sport, dport))
+	copy(b[VnetHdrLen:], mac)
+	return b
+}
+
+// TestDropRule installs the drop rule on b0 and sends frames from a0: the
+// packet socket on b0 sees every frame, the kernel's IP stack only those
+// golvs does not forward (other ports, other hosts, and frames to the
+// host's own address even from a real server's service port). A stale
+// table is replaced at open; Close leaves nothing.
+func TestDropRule(t *testing.T) {
+	ns := vethNS(t, 1500)
+	local := [4]byte{198, 19, 0, 1}
+	vip := [4]byte{198, 18, 0, 100}
+	rip := [4]byte{198, 19, 0, 11}
+	cip := [4]byte{198, 18, 0, 10}
+	var ring *Ring
+	var tx *Tx
+	var rule *DropRule
+	var bmac net.HardwareAddr
+	err := ns.Do(func() error {
+		l, err := netlink.LinkByName("b0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(local[:]), Mask: net.CIDRMask(16, 32)}}); err != nil {
+			return err
+		}
+		bmac = l.Attrs().HardwareAddr
+		// A stale table, as a killed golvs would leave: it drops all.
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		st := c.AddTable(&nftables.Table{Name: DropTableName("b0"), Family: nftables.TableFamilyNetdev})
+		ch := c.AddChain(&nftables.Chain{Name: "ingress", Table: st, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookIngress, Priority: nftables.ChainPriorityFilter, Device: "b0"})
+		c.AddRule(&nftables.Rule{Table: st, Chain: ch, Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		if ring, err = OpenRing("b0", RingConfig{Filter: ipv4Only()}); err != nil {
+			return err
+		}
+		if tx, err = OpenTx("a0"); err != nil {
+			return err
+		}
+		rule, err = OpenDropRule([]string{"b0"})
+		return err
+	})
+	if errors.Is(err, ErrNoNftables) {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	defer rule.Close()
+	if len(rule.Stale) != 1 || rule.Stale[0] != "golvs-b0" {
+		t.Fatalf("stale tables removed: %v, want [golvs-b0]", rule.Stale)
+	}
+	err = rule.Set(
+		[]Match{{Proto: 6, Addr: vip, Port: 80}, {Proto: 17, Addr: [4]byte{198, 18, 1, 0}, Bits: 24}, {Proto: 6, Addr: [4]byte{198, 18, 0, 101}}},
+		[]Match{{Proto: 6, Addr: rip, Port: 8080}, {Addr: [4]byte{198, 19, 0, 12}, Port: 53}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		frame []byte
+		drop  bool
+	}{
+		{"to VIP:80", frameTo(bmac, 6, cip, vip, 40000, 80), true},
+		{"to VIP:81", frameTo(bmac, 6, cip, vip, 40000, 81), false},
+		{"udp to VIP:80", frameTo(bmac, 17, cip, vip, 40000, 80), false},
+		{"to a port-zero VIP", frameTo(bmac, 6, cip, [4]byte{198, 18, 0, 101}, 1, 4444), true},
+		{"udp into the /24", frameTo(bmac, 17, cip, [4]byte{198, 18, 1, 77}, 1, 53), true},
+		{"udp next to the /24", frameTo(bmac, 17, cip, [4]byte{198, 18, 2, 77}, 1, 53), false},
+		{"reply from RIP:8080", frameTo(bmac, 6, rip, cip, 8080, 40000), true},
+		{"from RIP:8080 to this host", frameTo(bmac, 6, rip, local, 8080, 40000), false},
+		{"from RIP:22", frameTo(bmac, 6, rip, cip, 22, 40000), false},
+		{"udp from a mark dest :53", frameTo(bmac, 17, [4]byte{198, 19, 0, 12}, cip, 53, 1), true},
+		{"tcp from a mark dest :53", frameTo(bmac, 6, [4]byte{198, 19, 0, 12}, cip, 53, 1), true},
+		{"icmp from RIP", frameTo(bmac, 1, rip, cip, 8080, 40000), false},
+	}
+	const n = 20
+	for _, c := range cases {
+		var before, after uint64
+		err := ns.Do(func() (err error) {
+			before, err = ipInReceives()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			tx.Queue(c.frame)
+		}
+		tx.Flush()
+		if got := drain(t, ring, n, func(*Frame) {}); got != n {
+			t.Fatalf("%s: the packet socket saw %d of %d frames", c.name, got, n)
+		}
+		err = ns.Do(func() (err error) {
+			after, err = ipInReceives()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernel := after - before
+		if c.drop && kernel != 0 || !c.drop && kernel < n {
+			t.Errorf("%s: the kernel's IP stack took %d of %d frames, want drop=%v", c.name, kernel, n, c.drop)
+		}
+	}
+	if err := rule.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = ns.Do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		ts, err := c.ListTablesOfFamily(nftables.TableFamilyNetdev)
+		if err != nil {
+			return err
+		}
+		for _, tb := range ts {
+			if strings.HasPrefix(tb.Name, DropTablePrefix) {
+				return errors.New("table " + tb.Name + " left after Close")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

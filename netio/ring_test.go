@@ -1,0 +1,386 @@
+package netio
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
+
+	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/packet"
+)
+
+// vethNS makes a namespace with a veth pair a0 <-> b0, both up at mtu,
+// removed at cleanup.
+func vethNS(t *testing.T, mtu int) *lab.NS {
+	t.Helper()
+	if err := lab.RequireRoot(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	ns, err := lab.NewNS("netio" + lab.RandomSuffix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Delete)
+	err = ns.Do(func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "a0", MTU: mtu}, PeerName: "b0"}); err != nil {
+			return err
+		}
+		for _, n := range []string{"a0", "b0"} {
+			l, err := netlink.LinkByName(n)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetMTU(l, mtu); err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// ipv4Only is a filter that takes every IPv4 frame (and not the IPv6
+// chatter of a link that just came up).
+func ipv4Only() []bpf.RawInstruction {
+	f, err := BuildFilter([]Match{{Bits: 1}, {Addr: [4]byte{128}, Bits: 1}}, nil, false)
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
+
+// tcpFrame is a virtio header and an Ethernet/IPv4/TCP frame of n bytes
+// (n >= 54) from 198.18.0.10:sport to 198.18.0.100:80, to dst.
+func tcpFrame(n int, dst net.HardwareAddr, sport uint16) []byte {
+	b := make([]byte, VnetHdrLen+n)
+	f := b[VnetHdrLen:]
+	copy(f, ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, sport, 80))
+	copy(f[0:6], dst)
+	binary.BigEndian.PutUint16(f[14+2:], uint16(n-14))
+	return b
+}
+
+// drain reads from ring until want frames arrived or 10 s passed, handing
+// each to fn.
+func drain(t *testing.T, ring *Ring, want int, fn func(f *Frame)) int {
+	t.Helper()
+	var b Block
+	var f Frame
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < want && time.Now().Before(deadline) {
+		ok, err := ring.Next(100*time.Millisecond, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			continue
+		}
+		for b.Frame(&f) {
+			fn(&f)
+			got++
+		}
+		b.Release()
+	}
+	return got
+}
+
+// TestRingAndTx sends frames with a Tx on one end of a veth pair inside a
+// throwaway namespace and reads them from a Ring on the other end, in both
+// ring versions: the filter is applied, frames come whole with their
+// virtio header, headroom and the kernel's packet type.
+func TestRingAndTx(t *testing.T) {
+	for _, v := range []int{3, 2} {
+		t.Run(fmt.Sprintf("tpacket-v%d", v), func(t *testing.T) { ringAndTx(t, v) })
+	}
+}
+
+func ringAndTx(t *testing.T, version int) {
+	ns := vethNS(t, 1500)
+	var ring *Ring
+	var tx *Tx
+	var bmac net.HardwareAddr
+	err := ns.Do(func() error {
+		f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
+		if err != nil {
+			return err
+		}
+		if ring, err = OpenRing("b0", RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4, Version: version, Frames: 128}); err != nil {
+			return err
+		}
+		ifi, err := net.InterfaceByName("b0")
+		if err != nil {
+			return err
+		}
+		bmac = ifi.HardwareAddr
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	const n = 100
+	for i := 0; i < n; i++ {
+		dst := bmac
+		if i%2 == 1 {
+			dst = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99} // another host's
+		}
+		tx.Queue(tcpFrame(60, dst, uint16(1000+i)))
+	}
+	// One frame the filter must drop.
+	other := make([]byte, VnetHdrLen+60)
+	copy(other[VnetHdrLen:], ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, 999, 81))
+	tx.Queue(other)
+	tx.Flush()
+	if st := tx.Stats(); st.Sent != n+1 || st.Errors != 0 || st.Dropped != 0 {
+		t.Fatalf("tx: %+v, want %d sent", st, n+1)
+	}
+	got := map[uint16]bool{}
+	drain(t, ring, n, func(f *Frame) {
+		var p packet.Parsed
+		packet.Decode(f.Data, &p)
+		if p.Kind != packet.KindIPv4 || p.DPort != 80 {
+			t.Fatalf("unexpected frame through the filter: %+v", p)
+		}
+		if len(f.Vnet) != VnetHdrLen || len(f.Buf()) != VnetHdrLen+len(f.Data) {
+			t.Fatalf("bad virtio header view")
+		}
+		wantType := uint8(PacketHost)
+		if (p.SPort-1000)%2 == 1 {
+			wantType = PacketOtherHost
+		}
+		if f.PktType != wantType {
+			t.Fatalf("frame %d: packet type %d, want %d", p.SPort-1000, f.PktType, wantType)
+		}
+		if !f.Grow(20) || len(f.Data) != 60+20 {
+			t.Fatalf("no headroom for a 20-byte outer header (PACKET_RESERVE)")
+		}
+		got[p.SPort] = true
+	})
+	if len(got) != n {
+		t.Fatalf("received %d of %d frames", len(got), n)
+	}
+	st, err := ring.Stats()
+	if err != nil || st.Packets != n || st.Drops != 0 {
+		t.Fatalf("ring stats %+v, %v; want %d packets, 0 drops", st, err, n)
+	}
+}
+
+// TestRingV2Split checks the default ring's three sockets: frames up to
+// 96 bytes come through the tiny ring, up to the MTU slot's size through
+// the MTU ring, longer ones (a GSO aggregate here) whole through the
+// aggregate ring, each exactly once and in the order they were sent.
+func TestRingV2Split(t *testing.T) {
+	ns := vethNS(t, 9000)
+	var ring *Ring
+	var tx *Tx
+	var bmac net.HardwareAddr
+	err := ns.Do(func() error {
+		var err error
+		// MTU slots of 2048 bytes on a 9000-byte link: 1888-byte frames
+		// at most, the rest goes to the aggregate ring.
+		if ring, err = OpenRing("b0", RingConfig{FrameSize: 2048, Frames: 64, Filter: ipv4Only()}); err != nil {
+			return err
+		}
+		ifi, err := net.InterfaceByName("b0")
+		if err != nil {
+			return err
+		}
+		bmac = ifi.HardwareAddr
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	if s := ring.Describe(); s == "" {
+		t.Fatal("no description")
+	}
+	sizes := []int{60, 1514, 96, 97, 2048 - v2MacRoom, 4000, 60, 2048 - v2MacRoom + 1, 9014, 64, 1000}
+	for i, n := range sizes {
+		tx.Queue(tcpFrame(n, bmac, uint16(i)))
+	}
+	tx.Flush()
+	if st := tx.Stats(); st.Sent != uint64(len(sizes)) {
+		t.Fatalf("tx: %+v", st)
+	}
+	seen := map[uint16]int{}
+	var order []uint16
+	drain(t, ring, len(sizes), func(f *Frame) {
+		var p packet.Parsed
+		packet.Decode(f.Data, &p)
+		if p.Kind != packet.KindIPv4 {
+			return
+		}
+		order = append(order, p.SPort)
+		if f.Trunc || len(f.Data) != sizes[p.SPort] {
+			t.Errorf("frame of %d bytes: got %d bytes, truncated %v", sizes[p.SPort], len(f.Data), f.Trunc)
+		}
+		seen[p.SPort]++
+	})
+	for i, n := range sizes {
+		if seen[uint16(i)] != 1 {
+			t.Errorf("frame of %d bytes seen %d times, want once", n, seen[uint16(i)])
+		}
+	}
+	for i, sp := range order {
+		if int(sp) != i {
+			t.Fatalf("frames taken in the order %v, want the order sent", order)
+		}
+	}
+}
+
+// TestRingVLAN: a tagged frame's tag, stripped by the receive path,
+// reaches the Frame.
+func TestRingVLAN(t *testing.T) {
+	ns := vethNS(t, 1500)
+	var ring *Ring
+	var tx *Tx
+	err := ns.Do(func() error {
+		var err error
+		if ring, err = OpenRing("b0", RingConfig{}); err != nil {
+			return err
+		}
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	plain := tcpFrame(64, net.HardwareAddr{2, 0, 0, 0, 0, 1}, 7)
+	tagged := make([]byte, len(plain)+4)
+	copy(tagged, plain[:VnetHdrLen+12])
+	binary.BigEndian.PutUint16(tagged[VnetHdrLen+12:], packet.EtherTypeVLN)
+	binary.BigEndian.PutUint16(tagged[VnetHdrLen+14:], 0x2000|42) // PCP 1, VID 42
+	copy(tagged[VnetHdrLen+16:], plain[VnetHdrLen+12:])
+	tx.Queue(plain)
+	tx.Queue(tagged)
+	tx.Flush()
+	var vlans []uint16
+	ours := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for ours < 2 && time.Now().Before(deadline) {
+		drain(t, ring, 1, func(f *Frame) {
+			typ := packet.Eth(f.Data).Type()
+			if typ == packet.EtherTypeIP6 {
+				return // the link's own IPv6 chatter
+			}
+			ours++
+			if typ != packet.EtherTypeIP4 {
+				t.Errorf("frame not untagged: type %#x", typ)
+			}
+			if f.VLANValid {
+				vlans = append(vlans, f.VLANTCI)
+			}
+		})
+	}
+	if len(vlans) != 1 || vlans[0] != 0x2000|42 {
+		t.Fatalf("VLAN tags seen %#x, want one 0x202a", vlans)
+	}
+}
+
+// TestRingDrops: frames the ring had no room for show in its statistics.
+func TestRingDrops(t *testing.T) {
+	ns := vethNS(t, 1500)
+	var ring *Ring
+	var tx *Tx
+	err := ns.Do(func() error {
+		var err error
+		if ring, err = OpenRing("b0", RingConfig{TinyFrames: 32, Filter: ipv4Only()}); err != nil {
+			return err
+		}
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	const sent = 200
+	for i := 0; i < sent; i++ {
+		tx.Queue(tcpFrame(60, net.HardwareAddr{2, 0, 0, 0, 0, 1}, uint16(i)))
+	}
+	tx.Flush()
+	// Nothing read the ring while the frames were offered; now count
+	// until the kernel has seen them all.
+	var st RingStats
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Packets < sent && time.Now().Before(deadline) {
+		got += drain(t, ring, 1, func(*Frame) {})
+		s, err := ring.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Add(s)
+	}
+	got += drain(t, ring, sent-got-int(st.Drops), func(*Frame) {})
+	if got > 32 {
+		t.Errorf("read %d frames from a ring of 32 that nothing read while they came", got)
+	}
+	if st.Packets != sent || st.Drops == 0 || uint64(got)+st.Drops != sent {
+		t.Fatalf("ring stats %+v with %d frames read, want %d packets, read + dropped = sent", st, got, sent)
+	}
+}
+
+// TestTxFull: when the device takes nothing (its peer is down, so every
+// frame comes back ENOBUFS), a flush does not give up one frame per
+// system call: it tries the rest of the batch once more and counts it as
+// dropped. A frame the kernel refuses outright (longer than the MTU) is
+// counted as an error and the rest of the batch still goes.
+func TestTxFull(t *testing.T) {
+	ns := vethNS(t, 1500)
+	var tx *Tx
+	err := ns.Do(func() error {
+		var err error
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	dst := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	tx.Queue(tcpFrame(60, dst, 1))
+	tx.Queue(tcpFrame(3000, dst, 2)) // over the MTU, no GSO request
+	tx.Queue(tcpFrame(60, dst, 3))
+	tx.Flush()
+	if st := tx.Stats(); st.Sent != 2 || st.Errors != 1 || st.Dropped != 0 || st.LastErr == 0 {
+		t.Fatalf("tx %+v, want 2 sent and 1 refused", st)
+	}
+	err = ns.Do(func() error {
+		l, err := netlink.LinkByName("b0")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetDown(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		tx.Queue(tcpFrame(60, dst, uint16(i)))
+	}
+	tx.Flush()
+	if st := tx.Stats(); st.Sent != 2 || st.Errors != 1 || st.Dropped != 100 || tx.Pending() != 0 {
+		t.Fatalf("tx %+v (pending %d), want the 100 frames dropped and counted", st, tx.Pending())
+	}
+}
