@@ -47,10 +47,18 @@ func (s *Server) Daemons() []ipvsadm.DaemonState {
 }
 
 // syncStatus adds the sync daemon's counters to a status reply, as
-// "sync-<name>".
+// "sync-<name>": what was sent and received always, the rest (drops,
+// skips, outcomes: dozens) once they are not zero. /metrics has them all.
 func (s *Server) syncStatus(rep *Reply) {
 	v := s.D.Sync.Counters()
 	for i, n := range ipvssync.CounterNames {
+		switch n {
+		case "msgs-sent", "conns-sent", "msgs-received", "conns-received":
+		default:
+			if v[i] == 0 {
+				continue
+			}
+		}
 		rep.Counters["sync-"+n] = v[i]
 	}
 }
