@@ -375,6 +375,9 @@ func TestSyncLab(t *testing.T) {
 		t.Fatalf("backup -L -c records (%d):\n%s\nmaster's (%d):\n%s", len(got), strings.Join(got, "\n"), len(want), strings.Join(want, "\n"))
 	}
 	masterConns := master.srv.Conns()
+	if st := backup.adm(t, "--status"); !strings.Contains(st, "sync-conns-received") || !strings.Contains(st, "sync-installed") {
+		t.Errorf("golvs adm --status of the backup lacks its sync counters:\n%s", st)
+	}
 
 	// Wireshark's IPVS dissector on what golvs put on the wire.
 	checkWithTshark(t, cap, masterConns)
