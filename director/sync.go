@@ -36,9 +36,6 @@ import (
 //     from, or else where the routing table and ARP say the client is, as
 //     the kernel routes them.
 
-// SyncDaemon returns the director's sync daemon.
-func (d *Director) SyncDaemon() *ipvssync.Daemon { return d.Sync }
-
 // Standby reports whether the director is standing by (a backup runs with
 // backup_only).
 func (d *Director) Standby() bool { return d.standby.Load() }

@@ -211,8 +211,8 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
-	if v == conntrack.Found && h.ClientIf == 0 {
-		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn (sync.go)
+	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
+		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
 	}
 	// A packet that may open a connection: UDP, or a TCP SYN without RST.
 	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
