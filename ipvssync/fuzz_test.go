@@ -1,6 +1,7 @@
 package ipvssync
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -91,4 +92,27 @@ func TestDecodeAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { d.Decode(msg) }); n != 0 {
 		t.Fatalf("%v allocations per message", n)
 	}
+}
+
+// FuzzParseThreshold: sync_threshold as written to the sysctl. A value it
+// accepts is two integers that print back to the same pair.
+func FuzzParseThreshold(f *testing.F) {
+	for _, s := range []string{"3 50", "0 0", " 3\t50 ", "3", "a b", "1 2 3", "-1 5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		th, p, err := ParseThreshold(s)
+		if err != nil {
+			return
+		}
+		th2, p2, err := ParseThreshold(fmt.Sprintf("%d %d", th, p))
+		if err != nil || th2 != th || p2 != p {
+			t.Fatalf("%q -> %d %d -> %d %d, %v", s, th, p, th2, p2, err)
+		}
+		sys := DefaultSysctls()
+		sys.Threshold, sys.Period = th, p
+		if sys.Check() == nil && (th < 0 || p < 0 || (p != 0 && th >= p)) {
+			t.Fatalf("Check accepted threshold %d period %d", th, p)
+		}
+	})
 }
