@@ -68,10 +68,7 @@ func TestNATEndToEnd(t *testing.T) {
 	nl := startNAT(t, 2, 8080, 53)
 	d := nl.d
 	// Short timeouts so the table drains within the test.
-	for _, st := range []uint8{conntrack.TCPTimeWait, conntrack.TCPClose, conntrack.TCPCloseWait, conntrack.TCPLastAck, conntrack.TCPFinWait, conntrack.TCPSynRecv, conntrack.TCPEstablished} {
-		d.CT.SetStateTimeout(st, 1)
-	}
-	d.CT.SetTimeouts(0, 0, 1)
+	shortTimeouts(d)
 
 	vip := lab.VIP
 	tcpSvc := ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: 80}, Sched: "rr"}
