@@ -45,7 +45,8 @@ type masterThread struct {
 	cur   *Message
 	first time.Duration // the open buffer's creation (firstuse), on the master's clock
 	queue []*Message
-	delay int // sync_queue_delay
+	qbase []*Message // the queue's array from its start, reused once the queue empties
+	delay int        // sync_queue_delay
 	wake  chan struct{}
 	timer *time.Timer
 	out   Sender
@@ -82,7 +83,7 @@ func (m *master) close() {
 	for _, t := range m.ms {
 		t.mu.Lock()
 		t.open = false
-		t.queue, t.cur = nil, nil
+		t.queue, t.qbase, t.cur = nil, nil, nil
 		t.mu.Unlock()
 		t.timer.Stop()
 	}
@@ -285,15 +286,13 @@ func (m *master) add(e *conntrack.Entry) {
 }
 
 func (t *masterThread) newMsgLocked() *Message {
-	var buf []byte
 	if n := len(t.free); n > 0 {
 		msg := t.free[n-1]
 		t.free = t.free[:n-1]
-		buf = msg.b
-	} else {
-		buf = make([]byte, 0, t.m.cfg.MaxLen)
+		msg.Reset(msg.b, t.m.v0, t.m.cfg.SyncID, t.m.cfg.MaxLen)
+		return msg
 	}
-	return NewMessage(buf, t.m.v0, t.m.cfg.SyncID, t.m.cfg.MaxLen)
+	return NewMessage(make([]byte, 0, t.m.cfg.MaxLen), t.m.v0, t.m.cfg.SyncID, t.m.cfg.MaxLen)
 }
 
 // queueLocked is sb_queue_tail: queue a full (or aged) message, wake the
@@ -307,7 +306,11 @@ func (t *masterThread) queueLocked(msg *Message) {
 	if len(t.queue) == 0 {
 		t.timer.Reset(sendDelay)
 	}
+	c := cap(t.queue)
 	t.queue = append(t.queue, msg)
+	if cap(t.queue) != c {
+		t.qbase = t.queue[:0] // a new array: it starts here
+	}
 	t.delay++
 	if t.delay == wakeupRate {
 		t.kick()
@@ -342,7 +345,7 @@ func (t *masterThread) next() *Message {
 		t.queue = t.queue[1:]
 		if len(t.queue) == 0 {
 			t.delay = 0
-			t.queue = t.queue[:0:0]
+			t.queue = t.qbase
 		}
 		return msg
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // The wire format of IPVS sync messages (ip_vs_sync.c, spec §7.2-§7.3).
@@ -193,7 +194,7 @@ func AppendRecord(b []byte, c *Conn) ([]byte, error) {
 		return b, ErrTooLong
 	}
 	off := len(b)
-	b = append(b, make([]byte, n)...)
+	b = extend(b, n)
 	r := b[off:]
 	if c.V6() {
 		r[0] = 1
@@ -242,6 +243,15 @@ func AppendRecord(b []byte, c *Conn) ([]byte, error) {
 	return b, nil
 }
 
+// extend appends n zero bytes to b, allocating only when b lacks the
+// room (append(b, make([]byte, n)...) allocates under the race detector).
+func extend(b []byte, n int) []byte {
+	b = slices.Grow(b, n)
+	b = b[:len(b)+n]
+	clear(b[len(b)-n:])
+	return b
+}
+
 func putSeq(r []byte, p int, s Seq) int {
 	binary.BigEndian.PutUint32(r[p:], s.InitSeq)
 	binary.BigEndian.PutUint32(r[p+4:], s.Delta)
@@ -267,7 +277,7 @@ func AppendRecordV0(b []byte, c *Conn) ([]byte, error) {
 		n += SeqLen
 	}
 	off := len(b)
-	b = append(b, make([]byte, n)...)
+	b = extend(b, n)
 	r := b[off:]
 	r[1] = c.Proto
 	binary.BigEndian.PutUint16(r[2:], c.CPort)
