@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
 )
 
@@ -73,23 +72,8 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		args = []string{"-L"}
 	}
-	if args[0] == "--status" { // golvs's own: the daemon's status
-		if len(args) > 1 {
-			fmt.Fprintf(stderr, "unexpected argument %s\n", args[1])
-			return 2
-		}
-		cl, err := Dial(SocketPath())
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 2
-		}
-		defer cl.Close()
-		rep, err := cl.Do(&Request{Op: "status"})
-		if code := report(rep, err)(stderr); code != 0 {
-			return code
-		}
-		WriteStatus(stdout, rep)
-		return 0
+	if isStatusCommand(args) { // status.go
+		return statusMain(args, stdout, stderr)
 	}
 	if ipvsadm.IsProcCommand(args) {
 		return admProc(args, stdout, stderr)
@@ -212,24 +196,4 @@ func list(cl *Client, cmd *ipvsadm.Command, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// WriteStatus prints a status reply for people: the kernel semantics, the
-// host facts the director relies on, then the counters, sorted by name.
-func WriteStatus(w io.Writer, rep *Reply) {
-	if sem, err := ipvs.ParseSemantics(rep.Semantics); err == nil {
-		fmt.Fprintf(w, "semantics: %s (%s)\n", sem, sem.Kernels())
-	}
-	fmt.Fprintf(w, "real servers resolved: %v\n", rep.Resolved)
-	for _, h := range rep.Host {
-		fmt.Fprintf(w, "relies on: %s\n", h)
-	}
-	names := make([]string, 0, len(rep.Counters))
-	for n := range rep.Counters {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "%-28s %d\n", n, rep.Counters[n])
-	}
 }

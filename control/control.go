@@ -10,7 +10,7 @@
 //	{"v":1,"op":"restore","text":"-A -t ...\n-a -t ...\n"}
 //	{"v":1,"op":"list"}       services, dests, counters, rates, timeouts
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c)
-//	{"v":1,"op":"status"}     kernel semantics, drop counters, what the host check relies on
+//	{"v":1,"op":"status"}     kernel semantics, every counter (drops by cause, events, table, kernel reassembly), what the host check relies on
 //	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //
@@ -225,6 +225,12 @@ func (s *Server) Handle(req *Request) *Reply {
 		rep := &Reply{OK: true, Counters: map[string]uint64{}, Host: s.D.HostReport(), Resolved: s.D.Resolved(), Semantics: s.D.Semantics().String()}
 		for i, v := range s.D.Drops.Get() {
 			rep.Counters[director.CounterNames[i]] = v
+		}
+		for i, v := range s.D.ModeCounters() {
+			rep.Counters[director.ModeCounterNames[i]] = v
+		}
+		for k, v := range s.D.KernelStats() {
+			rep.Counters[k] = v
 		}
 		st := s.D.CT.Stats()
 		rep.Counters["conns"] = uint64(st.Entries)

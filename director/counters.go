@@ -3,21 +3,29 @@ package director
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/golvs/golvs/packet"
 )
 
-// Counter names, in Counters order.
+// Counter names, in Counters order. Each received frame golvs does not
+// forward is counted under exactly one of the drop causes; arp-answered
+// and arp-other count the ARP frames it handled; tx-* and ring-* count
+// what the kernel's sockets report.
 var CounterNames = [NumCounters]string{
 	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
+	"bad-ip-checksum", "bad-ip-options",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
 	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
 	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
+	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
+	"too-big", "arp-other",
 	"standby", "client-unresolved",
 }
 
 // Counter indices.
 const (
-	// 0..6 mirror packet.Reason 1..7
-	CntNoConn = 7 + iota
+	// 0..NumReasons-2 mirror packet.Reason 1..NumReasons-1
+	CntNoConn = int(packet.NumReasons) - 1 + iota
 	CntNoDest
 	CntDestUnavail
 	CntTableFull
@@ -31,6 +39,14 @@ const (
 	CntRingPackets
 	CntRingDrops     // frames the kernel lost because a receive ring was full
 	CntRingFreezes   // times a TPACKET_V3 ring froze its queue
+	CntOtherHost     // addressed to another host's MAC (PACKET_OTHERHOST)
+	CntBroadcast     // IPv4 in an Ethernet broadcast (no router forwards it)
+	CntMulticast     // IPv4 in an Ethernet multicast
+	CntVLAN          // 802.1Q-tagged with a VLAN ID (golvs serves untagged networks)
+	CntMartianSrc    // source address no router accepts
+	CntMartianDst    // destination address no router forwards
+	CntTooBig        // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
+	CntARPOther      // ARP frames needing no answer (senders learnt)
 	CntStandby       // a sync backup with backup_only: nothing forwarded (sync.go)
 	CntClientUnknown // a reply of a synced conn whose client is being resolved (sync.go)
 	NumCounters
@@ -157,17 +173,33 @@ type CounterSet struct {
 func (d *Director) CounterSets() []CounterSet {
 	drops := d.Drops.Get()
 	modes := d.ModeCounters()
-	return append([]CounterSet{
+	sets := []CounterSet{
 		{
 			Name:  "drops",
-			Help:  "Frames golvs did not forward, by cause (arp-answered counts ARP requests for VIPs it answered; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick).",
+			Help:  "Frames golvs did not forward, by cause (arp-answered and arp-other count the ARP frames it handled; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick).",
 			Label: "cause", Names: CounterNames[:], Values: drops[:],
 		},
 		{
 			Name:  "mode_events",
-			Help:  "Events of the DR, TUN and FULLNAT forwarding paths (ICMP sent and relayed, GSO segmentation, TOA, local ports).",
+			Help:  "Events of the forwarding paths (ICMP errors sent, rate-limited and relayed, datagrams fragmented, GSO segmentation, TOA, local ports).",
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
 		d.syncCounterSet(), // sync.go
-	}, append(d.housekeepingSets(), d.schedSets()...)...) // resolve.go, schedcounters.go
+	}
+	sets = append(sets, d.housekeepingSets()...) // resolve.go
+	sets = append(sets, d.schedSets()...)        // schedcounters.go
+	// The kernel's IPv4 reassembly in the director's namespace (it
+	// reassembles fragments for golvs): only where it can be read.
+	if k := d.KernelStats(); len(k) > 0 {
+		ks := CounterSet{Name: "kernel_reasm", Label: "counter",
+			Help: "The kernel's IPv4 reassembly counters of the director's network namespace (/proc/net/snmp Ip Reasm*), golvs's and the host's together."}
+		for _, s := range kernelIPStats {
+			if v, ok := k[s[0]]; ok {
+				ks.Names = append(ks.Names, s[1])
+				ks.Values = append(ks.Values, v)
+			}
+		}
+		sets = append(sets, ks)
+	}
+	return sets
 }

@@ -99,6 +99,12 @@ type Config struct {
 	// SyncTransport carries sync messages; nil: UDP (tests pass an
 	// ipvssync.MemTransport).
 	SyncTransport ipvssync.Transport
+	// ICMPMsgsPerSec and ICMPMsgsBurst bound the ICMP errors golvs
+	// generates (port unreachable, fragmentation needed) with a token
+	// bucket, as the kernel's icmp_msgs_per_sec and icmp_msgs_burst do
+	// (0: their defaults, 1000 and 50; a negative rate sends none).
+	ICMPMsgsPerSec int
+	ICMPMsgsBurst  int
 }
 
 // Director is a running data plane.
@@ -137,6 +143,14 @@ type Director struct {
 	traceDropped uint64 // events dropped by tracers already detached
 
 	est estimators
+
+	icmpLimit icmpLimiter
+	// own holds the director's interface addresses and their links'
+	// broadcast addresses: no packet from the wire may carry one as its
+	// source (martians).
+	own [][4]byte
+
+	snmp kernelSnmp // the namespace's /proc/net/snmp (kstats.go)
 
 	modes modeState // DR, TUN and FULLNAT (modes.go)
 
@@ -179,6 +193,7 @@ func newCore(c Config) *Director {
 	}
 	d.initCounters()
 	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}})
+	d.icmpLimit.init(c.ICMPMsgsPerSec, c.ICMPMsgsBurst)
 	d.initModes()
 	d.syncErr = d.newSync(c.Sync)
 	return d
@@ -213,6 +228,7 @@ func New(c Config) (*Director, error) {
 		nl.Close()
 		return nil, err
 	}
+	d.snmp = openKernelSnmp() // from this thread: its namespace's
 	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU})
 	if err != nil {
 		d.Close()
@@ -221,6 +237,7 @@ func New(c Config) (*Director, error) {
 	d.neigh = neigh
 	for idx, l := range neigh.Links() {
 		d.ifMAC[idx] = l.MAC
+		d.addOwn(l.Addrs)
 	}
 	for _, ifc := range c.Interfaces {
 		for idx, l := range neigh.Links() {
@@ -673,6 +690,7 @@ func (d *Director) Close() {
 		d.nl.Close()
 		d.nl = nil
 	}
+	d.snmp.close()
 	for _, f := range d.restore {
 		f()
 	}

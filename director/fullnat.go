@@ -266,12 +266,16 @@ func (w *Worker) fullnatIn(f *netio.Frame, nh *ipvs.NextHop) bool {
 		w.count(CntTTL)
 		return false
 	}
+	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst, false) // output.go
+	if !ok {
+		return false
+	}
 	cs := csumMode(f)
 	syn := p.Proto == ipvs.ProtoTCP && p.Flags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn
 	forward.FullNATIn(f.Data, p, h.Out.DstIP, h.Out.DstPort, h.Out.SrcIP, h.Out.SrcPort, cs)
 	forward.DecTTL(f.Data, p)
 	if syn && !w.d.modes.noTOA.Load() {
-		if !forward.TOAFits(f.Data, p, w.d.linkMTU(nh.IfIndex)) {
+		if !forward.TOAFits(f.Data, p, mtu) {
 			w.d.mcount(MCntTOASkipped)
 		} else {
 			w.d.mcount(MCntTOA)
@@ -282,14 +286,12 @@ func (w *Worker) fullnatIn(f *netio.Frame, nh *ipvs.NextHop) bool {
 				copy(b[netio.VnetHdrLen+forward.TOALen:], f.Data)
 				forward.InsertTOA(b[netio.VnetHdrLen:], p, h.In.SrcIP, h.In.SrcPort, cs)
 				forward.MAC(b[netio.VnetHdrLen:], nh.SrcMAC, nh.DstMAC)
-				ok := w.send(nh.IfIndex, b[:netio.VnetHdrLen+p.End], true)
-				w.m.release()
-				return ok
+				return w.send(nh.IfIndex, b[:netio.VnetHdrLen+p.End], false)
 			}
 			forward.InsertTOA(f.Data, p, h.In.SrcIP, h.In.SrcPort, cs)
 			f.Data = f.Data[:p.End]
 		}
 	}
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
-	return w.send(nh.IfIndex, f.Buf(), false)
+	return w.emit(nh.IfIndex, f, mtu)
 }

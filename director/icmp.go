@@ -57,6 +57,10 @@ func (w *Worker) icmpToServer(f *netio.Frame) {
 		w.count(CntNoNextHop)
 		return
 	}
+	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst, false)
+	if !ok {
+		return
+	}
 	switch h.Method {
 	case ipvs.MethodMasq:
 		forward.SetOuter(f.Data, p, p.Src, h.Out.SrcIP)
@@ -80,7 +84,7 @@ func (w *Worker) icmpToServer(f *netio.Frame) {
 	}
 	forward.DecTTL(f.Data, p)
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
-	if w.send(nh.IfIndex, f.Buf(), false) {
+	if w.emit(nh.IfIndex, f, mtu) {
 		w.d.mcount(MCntICMPRelayed)
 	}
 }
@@ -89,6 +93,10 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 	p := &w.p
 	e := &w.m.emb
 	h := &w.hit
+	mtu, ok := w.egress(f, int(h.ClientIf), 0, p.Dst, false)
+	if !ok {
+		return
+	}
 	switch h.Method {
 	case ipvs.MethodMasq:
 		forward.SetOuter(f.Data, p, h.In.DstIP, p.Dst)
@@ -109,7 +117,7 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 		return // a synced conn whose client is being resolved (sync.go)
 	}
 	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
-	if w.send(int(h.ClientIf), f.Buf(), false) {
+	if w.emit(int(h.ClientIf), f, mtu) {
 		w.d.mcount(MCntICMPRelayed)
 	}
 }
@@ -117,20 +125,21 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 // rejectNoDest answers a packet for which no real server is available the
 // way IPVS's ip_vs_leave does (spec §1.6): ICMP port unreachable from the
 // VIP back to the client, and the packet dropped. (cache_bypass and the
-// FTP special case do not apply to golvs.)
+// FTP special case do not apply to golvs.) The answer is rate-limited and
+// queued with the batch.
 func (w *Worker) rejectNoDest(f *netio.Frame) {
+	if !w.d.icmpLimit.allow() {
+		w.d.mcount(MCntICMPLimited)
+		return
+	}
 	p := &w.p
 	mac := w.ownMAC(f.IfIndex, f)
 	b := w.m.alloc(w, netio.VnetHdrLen+packet.EthLen+packet.IP4MinLen+8+576)
-	if b == nil {
-		return
-	}
-	for j := 0; j < netio.VnetHdrLen; j++ {
-		b[j] = 0
-	}
+	clear(b[:netio.VnetHdrLen])
 	n := forward.BuildUnreach(b[netio.VnetHdrLen:], f.Data[p.L3:p.End], p.Dst, forward.ICMPPortUnreach, 0, mac, packet.Eth(f.Data).Src())
-	w.send(f.IfIndex, b[:netio.VnetHdrLen+n], true)
-	w.m.release()
+	if w.send(f.IfIndex, b[:netio.VnetHdrLen+n], false) {
+		w.d.mcount(MCntUnreachSent)
+	}
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[CntNoDest] + " (ICMP port unreachable sent)"
 	}

@@ -18,22 +18,27 @@ import (
 // (fullnat.go). DR and TUN conns carry NOOUTPUT: replies go from the real
 // server straight to the client, and the INPUT-ONLY state table applies.
 
-// Mode counters, in ModeCounterNames order.
+// Mode counters (events beside the frames' fates), in ModeCounterNames
+// order.
 const (
-	MCntFragNeeded   = iota // ICMP fragmentation-needed sent to a client (TUN over the path MTU, DF set)
-	MCntTooBig              // over the path MTU without DF: dropped (golvs does not fragment)
+	MCntFragNeeded   = iota // ICMP fragmentation-needed sent (DF set, over the egress MTU, any mode)
 	MCntGSOSegmented        // GSO frames cut into segments to go into a tunnel
 	MCntNoPort              // FULLNAT: no local port left (new conn dropped)
 	MCntTOA                 // FULLNAT: TOA option inserted into a SYN
 	MCntTOASkipped          // FULLNAT: SYN without room for TOA (40 option bytes or MTU)
 	MCntICMPRelayed         // ICMP errors matched to a conn and forwarded
+	MCntUnreachSent         // ICMP port unreachable sent (no real server available)
+	MCntICMPLimited         // ICMP errors not sent: over the rate limit
+	MCntFragmented          // datagrams over the egress MTU, DF clear, sent as fragments
+	MCntFragsSent           // the fragments they were cut into
 	NumModeCounters
 )
 
 // ModeCounterNames names the mode counters.
 var ModeCounterNames = [NumModeCounters]string{
-	"tun-frag-needed-sent", "tun-too-big-dropped", "tun-gso-segmented",
+	"frag-needed-sent", "tun-gso-segmented",
 	"fullnat-no-port", "toa-inserted", "toa-skipped", "icmp-related-relayed",
+	"icmp-unreach-sent", "icmp-ratelimited", "fragmented", "fragments-sent",
 }
 
 // modeState is the director-wide state of the non-NAT methods.
@@ -234,8 +239,12 @@ func (w *Worker) inboundMode(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) {
 	var ok bool
 	switch h.Method {
 	case ipvs.MethodRoute:
+		mtu, fits := w.egress(f, nh.IfIndex, 0, p.Dst, false)
+		if !fits {
+			return
+		}
 		forward.DR(f.Data, nh.SrcMAC, nh.DstMAC)
-		ok = w.send(nh.IfIndex, f.Buf(), false)
+		ok = w.emit(nh.IfIndex, f, mtu)
 	case ipvs.MethodTunnel:
 		ok = w.tunnel(f, dst, nh)
 	case ipvs.MethodFullNAT:
@@ -249,7 +258,7 @@ func (w *Worker) inboundMode(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) {
 	w.st.in(dst, h.SvcStats, n)
 }
 
-// send queues a frame; flush sends at once (frames in the arena).
+// send queues a frame; flush sends at once.
 func (w *Worker) send(ifindex int, buf []byte, flush bool) bool {
 	t := w.txFor(ifindex)
 	if t == nil {
@@ -268,8 +277,10 @@ func (w *Worker) send(ifindex int, buf []byte, flush bool) bool {
 	return true
 }
 
-// alloc takes n bytes of the worker's arena; when it is full, every
-// transmitter is flushed first (the arena's frames are gone then).
+// alloc takes n bytes of the worker's arena, for a frame built outside
+// the ring (fragments, segments, ICMP errors, ARP replies, copies of
+// frames without headroom), queued with the batch; every flush empties
+// the arena, and a full arena is flushed first.
 func (m *modeWorker) alloc(w *Worker, n int) []byte {
 	if m.arena == nil {
 		m.arena = make([]byte, arenaSize)
@@ -279,15 +290,11 @@ func (m *modeWorker) alloc(w *Worker, n int) []byte {
 	}
 	if m.used+n > len(m.arena) {
 		w.flush()
-		m.used = 0
 	}
 	b := m.arena[m.used : m.used+n : m.used+n]
 	m.used += n
 	return b
 }
-
-// release ends a use of the arena: everything in it was flushed.
-func (m *modeWorker) release() { m.used = 0 }
 
 func vnetGSO(f *netio.Frame) (typ uint8, size int) {
 	if len(f.Vnet) < netio.VnetHdrLen {
@@ -324,7 +331,7 @@ func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 	gt, gs := vnetGSO(f)
 	if gt != netio.GSONone {
 		if gt != netio.GSOTCPv4 || p.Proto != 6 {
-			w.d.mcount(MCntTooBig)
+			w.count(CntTooBig) // a GSO kind a tunnel cannot carry
 			return false
 		}
 		hl := p.L4 - p.L3 + int(f.Data[p.L4+12]>>4)*4
@@ -334,7 +341,13 @@ func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 		return w.tunnelSegments(f, nh.IfIndex, gs, oh)
 	}
 	if inner+oh > mtu {
-		return w.tooBig(f, df, mtu-oh)
+		imtu, ok := w.egress(f, nh.IfIndex, oh, p.Dst, false)
+		if !ok {
+			return false
+		}
+		// DF clear: the inner packet is fragmented, each fragment in a
+		// tunnel packet of its own.
+		return w.fragment(nh.IfIndex, f, imtu, t)
 	}
 	t.ID = m.id
 	m.id++
@@ -350,9 +363,7 @@ func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 	copy(b[netio.VnetHdrLen+packet.EthLen+oh:], f.Data[p.L3:p.End])
 	forward.Encap(b[netio.VnetHdrLen:], inner, t)
 	shiftCsumStart(b, oh)
-	ok := w.send(nh.IfIndex, b, true)
-	m.release()
-	return ok
+	return w.send(nh.IfIndex, b, false)
 }
 
 // tunnelSegments cuts a GSO TCP frame into segments and encapsulates each:
@@ -367,7 +378,7 @@ func (w *Worker) tunnelSegments(f *netio.Frame, ifindex, mss, oh int) bool {
 	for i := 0; i < nseg; i++ {
 		b := m.alloc(w, netio.VnetHdrLen+packet.EthLen+oh+hl+mss)
 		if b == nil {
-			w.d.mcount(MCntTooBig)
+			w.count(CntTooBig)
 			return false
 		}
 		for j := 0; j < netio.VnetHdrLen; j++ {
@@ -381,37 +392,18 @@ func (w *Worker) tunnelSegments(f *netio.Frame, ifindex, mss, oh int) bool {
 			return false
 		}
 	}
-	w.flush()
-	m.release()
 	w.d.mcount(MCntGSOSegmented)
 	return true
 }
 
-// tooBig answers a packet that does not fit the path: ICMP
-// fragmentation-needed to the client when DF is set, else a counted drop.
+// tooBig answers a GSO frame whose segments do not fit the tunnel:
+// fragmentation-needed (announcing mtu) when DF is set, else a counted
+// drop (a segment cannot be fragmented before it exists).
 func (w *Worker) tooBig(f *netio.Frame, df bool, mtu int) bool {
-	p := &w.p
-	if !df || w.d.c.NoPMTU {
-		// Without DF (or with path-MTU handling turned off, the
-		// tun-no-pmtu mistake lab) the packet is dropped and counted.
-		w.d.mcount(MCntTooBig)
-		return false
+	w.count(CntTooBig)
+	if df && !w.d.c.NoPMTU {
+		w.fragNeeded(f, w.p.Dst, mtu)
 	}
-	src := p.Dst // the VIP, unless the director has an address on that link
-	if w.d.neigh != nil {
-		if l := w.d.neigh.Link(f.IfIndex); l != nil && len(l.Addrs) > 0 {
-			src = l.Addrs[0].Addr().As4()
-		}
-	}
-	mac := w.ownMAC(f.IfIndex, f)
-	b := w.m.alloc(w, netio.VnetHdrLen+packet.EthLen+packet.IP4MinLen+8+576)
-	for j := 0; j < netio.VnetHdrLen; j++ {
-		b[j] = 0
-	}
-	n := forward.BuildFragNeeded(b[netio.VnetHdrLen:], f.Data[p.L3:p.End], src, uint16(mtu), mac, packet.Eth(f.Data).Src())
-	w.send(f.IfIndex, b[:netio.VnetHdrLen+n], true)
-	w.m.release()
-	w.d.mcount(MCntFragNeeded)
 	return false
 }
 

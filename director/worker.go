@@ -35,7 +35,6 @@ type Worker struct {
 	hit conntrack.Hit
 	nc  conntrack.NewConn
 	sp  sched.Packet
-	arp [netio.VnetHdrLen + 60]byte
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 
 	id      int
@@ -47,6 +46,9 @@ type Worker struct {
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
 	cnt  *workerCounters
+
+	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
+	vipList [][4]byte
 }
 
 type ifaceMAC struct {
@@ -106,12 +108,15 @@ func (w *Worker) closeTx() {
 	w.tx = nil
 }
 
+// flush sends every queued frame; the arena's frames are gone then, and
+// it is reused from the start.
 func (w *Worker) flush() {
 	for _, t := range w.tx {
 		if t != nil {
 			t.Flush()
 		}
 	}
+	w.m.used = 0
 }
 
 // loop takes batches of frames from the worker's rings until stop closes.
@@ -166,6 +171,9 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		w.count(int(packet.ReasonTruncated) - 1)
 		return
 	}
+	if !w.validL2(f) { // validate.go
+		return
+	}
 	p := &w.p
 	packet.Decode(f.Data, p)
 	switch p.Kind {
@@ -177,8 +185,11 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		w.count(int(p.Reason) - 1)
 		return
 	}
+	if !w.validIPv4(f) {
+		return
+	}
 	if w.standby {
-		w.count(CntStandby)
+		w.count(CntStandby) // a sync backup with backup_only forwards nothing (sync.go)
 		return
 	}
 	if p.Proto == 1 {
@@ -209,6 +220,10 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	h := &w.hit
 	if traceCompiled && w.tr != nil {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
+	}
+	if packet.IPv4(f.Data[p.L3:]).TTL() <= 1 && w.ttlDrops(sv, &k) {
+		w.count(CntTTL) // before any state is created or moved
+		return
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
 	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
@@ -269,11 +284,15 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		w.count(CntTTL)
 		return
 	}
+	mtu, ok := w.egress(f, nh.IfIndex, 0, p.Dst, false) // output.go
+	if !ok {
+		return
+	}
 	n := uint64(p.End - p.L3)
 	forward.DNAT(f.Data, p, h.Out.SrcIP, h.Out.SrcPort, csumMode(f))
 	forward.DecTTL(f.Data, p)
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
-	if !w.send(nh.IfIndex, f.Buf(), false) {
+	if !w.emit(nh.IfIndex, f, mtu) {
 		return
 	}
 	w.st.in(dst, h.SvcStats, n)
@@ -367,6 +386,16 @@ func (w *Worker) reply(f *netio.Frame) {
 	p := &w.p
 	k := conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SPort, DstPort: p.DPort, Proto: p.Proto}
 	h := &w.hit
+	if forward.TTLExpired(f.Data, p) {
+		// Replies are forwarded as a router does: TTL <= 1 is dropped
+		// before the conn's state moves.
+		if w.d.CT.Peek(&k, true, h) {
+			w.count(CntTTL)
+		} else {
+			w.count(CntNotOurs)
+		}
+		return
+	}
 	if !w.d.CT.LookupOut(&k, p.Flags, h) {
 		w.count(CntNotOurs)
 		return
@@ -380,8 +409,8 @@ func (w *Worker) reply(f *netio.Frame) {
 			w.traceLookup("hit", h)
 		}
 	}
-	if forward.TTLExpired(f.Data, p) {
-		w.count(CntTTL)
+	mtu, ok := w.egress(f, int(h.ClientIf), 0, h.In.DstIP, true)
+	if !ok {
 		return
 	}
 	n := uint64(p.End - p.L3)
@@ -392,7 +421,7 @@ func (w *Worker) reply(f *netio.Frame) {
 	}
 	forward.DecTTL(f.Data, p)
 	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
-	if !w.send(int(h.ClientIf), f.Buf(), false) {
+	if !w.emit(int(h.ClientIf), f, mtu) {
 		return
 	}
 	w.st.out(h.Dest, h.SvcStats, n)
@@ -403,26 +432,33 @@ func (w *Worker) reply(f *netio.Frame) {
 // sees the same frames (resolve.go).
 func (w *Worker) arpIn(f *netio.Frame) {
 	a := packet.ARP(f.Data[packet.EthLen:])
-	if a.Op() != packet.ARPRequest || w.standby {
-		return // a sync backup with backup_only answers nothing (sync.go)
+	if a.Op() != packet.ARPRequest {
+		w.count(CntARPOther)
+		return
+	}
+	if w.standby {
+		w.count(CntStandby) // a sync backup with backup_only answers nothing (sync.go)
+		return
 	}
 	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) {
+		w.count(CntARPOther)
 		return // FULLNAT local addresses are answered on every interface
 	}
 	mac, ok := w.ifMAC(f.IfIndex)
 	if !ok {
+		w.count(CntARPOther)
 		return
 	}
-	buf := w.arp[:]
-	for i := range buf {
-		buf[i] = 0
+	t := w.txFor(f.IfIndex)
+	if t == nil {
+		w.count(CntARPOther)
+		return
 	}
+	// The reply is built in the arena and queued with the batch: a storm
+	// of requests costs no syscall per answer.
+	buf := w.m.alloc(w, netio.VnetHdrLen+60)
+	clear(buf)
 	packet.BuildARP(buf[netio.VnetHdrLen:], packet.ARPReply, mac, a.SenderMAC(), mac, a.TargetIP(), a.SenderMAC(), a.SenderIP())
-	if t := w.txFor(f.IfIndex); t != nil {
-		// The reply is queued from the worker's own buffer; only one ARP
-		// reply is in flight per batch, so flush now.
-		t.Queue(buf)
-		t.Flush()
-		w.count(CntARPAnswered)
-	}
+	t.Queue(buf)
+	w.count(CntARPAnswered)
 }

@@ -27,6 +27,14 @@ func randomFrame(r *rand.Rand, proto uint8, udpNoCsum bool) []byte {
 	}
 	binary.BigEndian.PutUint16(b[12:], packet.EtherTypeIP4)
 	ip := b[14:]
+	// Options Decode accepts: an unknown 4-byte option (random data)
+	// then NOPs.
+	for i := 20; i < ihl; i++ {
+		ip[i] = 1
+	}
+	if ihl > 20 {
+		ip[20], ip[21] = 30, 4
+	}
 	ip[0] = 0x40 | byte(ihl/4)
 	binary.BigEndian.PutUint16(ip[2:], uint16(ihl+l4h+pay))
 	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF, no fragment

@@ -22,6 +22,7 @@ func ipFrame(proto uint8, src, dst [4]byte, sport, dport uint16) []byte {
 	binary.BigEndian.PutUint16(ip[20:], sport)
 	binary.BigEndian.PutUint16(ip[22:], dport)
 	ip[32] = 5 << 4
+	packet.IPv4(ip).SetChecksum(packet.IPv4(ip).HeaderChecksum())
 	return b
 }
 

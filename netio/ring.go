@@ -177,7 +177,7 @@ type rxSock struct {
 	nframes int // version 2: slots
 	cur     int // version 2: next slot; version 3: next block
 	lo, hi  int // version 2: the filter lets in frames of lo < length <= hi (hi 0: any)
-	tier    int // version 2: 0 tiny, 1 MTU, 2 aggregates (its fanout group)
+	tier    int // version 2: 0 tiny, 1 MTU, 2 aggregates (its index in its worker's share of the fanout group)
 	ifindex int
 }
 
@@ -249,10 +249,11 @@ func OpenRing(ifname string, c RingConfig) (*Ring, error) {
 			return nil, opErr("PACKET_RX_RING", ifname, fmt.Errorf("%d aggregate frames (allowed: 1..4096)", c.BigFrames))
 		}
 		tiny, mtu := tinyFrameSize-v2MacRoom, c.FrameSize-v2MacRoom
+		his := []int{tiny, mtu} // the fanout program's split (fanout.go)
 		for _, sh := range []*sockShape{
-			{v2: true, fsize: tinyFrameSize, bsize: smallBlock, n: c.TinyFrames, lo: 0, hi: tiny, tier: 0},
-			{v2: true, fsize: c.FrameSize, bsize: max(c.FrameSize, smallBlock), n: c.Frames, lo: tiny, hi: mtu, tier: 1},
-			{v2: true, fsize: bigFrameSize, bsize: bigBlock, n: c.BigFrames, lo: mtu, hi: 0, tier: 2},
+			{v2: true, fsize: tinyFrameSize, bsize: smallBlock, n: c.TinyFrames, lo: 0, hi: tiny, tier: 0, his: his},
+			{v2: true, fsize: c.FrameSize, bsize: max(c.FrameSize, smallBlock), n: c.Frames, lo: tiny, hi: mtu, tier: 1, his: his},
+			{v2: true, fsize: bigFrameSize, bsize: bigBlock, n: c.BigFrames, lo: mtu, hi: 0, tier: 2, his: his},
 		} {
 			sk, err := openSock(ifname, ifi.Index, c, sh)
 			if err != nil {
@@ -291,6 +292,7 @@ type sockShape struct {
 	n      int // version 2: frames; version 3: blocks
 	lo, hi int
 	tier   int
+	his    []int // every version 2 kind's upper bound but the last
 }
 
 func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock, error) {
@@ -368,7 +370,7 @@ func openSock(ifname string, ifindex int, c RingConfig, sh *sockShape) (*rxSock,
 		return fail("bind", err)
 	}
 	if c.Fanout != nil {
-		if err := c.Fanout.join(fd, ifindex, sh.tier); err != nil {
+		if err := c.Fanout.join(fd, ifindex, sh.tier, sh.his); err != nil {
 			return fail("PACKET_FANOUT", err)
 		}
 	}

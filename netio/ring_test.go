@@ -68,6 +68,9 @@ func tcpFrame(n int, dst net.HardwareAddr, sport uint16) []byte {
 	copy(f, ipFrame(6, [4]byte{198, 18, 0, 10}, [4]byte{198, 18, 0, 100}, sport, 80))
 	copy(f[0:6], dst)
 	binary.BigEndian.PutUint16(f[14+2:], uint16(n-14))
+	h := packet.IPv4(f[14:34])
+	h.SetChecksum(0)
+	h.SetChecksum(h.HeaderChecksum())
 	return b
 }
 

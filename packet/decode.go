@@ -23,10 +23,12 @@ const (
 	ReasonProto            // an IP protocol golvs does not balance
 	ReasonBadL4            // bad TCP data offset or UDP length
 	ReasonBadARP           // not Ethernet/IPv4 ARP
+	ReasonBadIPCsum        // the IPv4 header checksum is wrong
+	ReasonBadIPOpts        // malformed IPv4 options, or a source route
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"ok", "truncated", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp"}
+var reasonNames = [NumReasons]string{"ok", "truncated", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp", "bad-ip-checksum", "bad-ip-options"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -99,6 +101,16 @@ func Decode(frame []byte, p *Parsed) {
 		p.Reason = ReasonTruncated
 		return
 	}
+	// The kernel's ip_rcv_core drops a header whose checksum is wrong
+	// (a rewrite would otherwise forward it still wrong, or fix it).
+	if Fold(Sum(ip[:ihl], 0)) != 0xffff {
+		p.Reason = ReasonBadIPCsum
+		return
+	}
+	if ihl > IP4MinLen && !validOptions(ip[IP4MinLen:ihl]) {
+		p.Reason = ReasonBadIPOpts
+		return
+	}
 	if binary.BigEndian.Uint16(ip[ip4Frag:])&(ip4FlagMF|ip4FragOff) != 0 {
 		p.Reason = ReasonFragment
 		return
@@ -149,4 +161,78 @@ func Decode(frame []byte, p *Parsed) {
 	p.SPort = binary.BigEndian.Uint16(l4[0:])
 	p.DPort = binary.BigEndian.Uint16(l4[2:])
 	p.Kind = KindIPv4
+}
+
+// IPv4 option types (RFC 791) that the input path checks.
+const (
+	optEnd  = 0
+	optNoop = 1
+	optRR   = 7
+	optTS   = 68
+	optLSRR = 131
+	optSSRR = 137
+	optRA   = 148
+)
+
+// validOptions checks IPv4 options as the kernel's ip_options_compile
+// does before a packet is routed: every option's length fits, record
+// route and timestamp pointers are sane, and there is no source route
+// (the kernel drops those unless accept_source_route is set, which it is
+// not by default; forwarding one unchanged would let a client steer the
+// real server's reply).
+func validOptions(o []byte) bool {
+	for len(o) > 0 {
+		switch o[0] {
+		case optEnd:
+			return true
+		case optNoop:
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 {
+			return false
+		}
+		n := int(o[1])
+		if n < 2 || n > len(o) {
+			return false
+		}
+		switch o[0] {
+		case optLSRR, optSSRR:
+			return false
+		case optRR:
+			if n < 3 || o[2] < 4 {
+				return false
+			}
+		case optTS:
+			if n < 4 || o[2] < 5 {
+				return false
+			}
+		case optRA:
+			if n < 4 {
+				return false
+			}
+		}
+		o = o[n:]
+	}
+	return true
+}
+
+// OptionCopied reports whether an IPv4 option type must be copied into
+// every fragment (its high bit); the others go into the first only.
+func OptionCopied(typ byte) bool { return typ&0x80 != 0 }
+
+// MartianSource reports a source address no router accepts from the wire,
+// whatever its configuration (the kernel's ip_route_input_slow): 0.0.0.0/8,
+// loopback 127.0.0.0/8, multicast 224.0.0.0/4 and the limited broadcast
+// 255.255.255.255. The director adds its own addresses (a VIP, a local or
+// broadcast address of its links) to these.
+func MartianSource(a [4]byte) bool {
+	return a[0] == 0 || a[0] == 127 || a[0]&0xf0 == 0xe0 || a == [4]byte{255, 255, 255, 255}
+}
+
+// MartianDest reports a destination no router forwards: 0.0.0.0/8,
+// loopback, multicast (golvs balances unicast only) and the limited
+// broadcast.
+func MartianDest(a [4]byte) bool {
+	return MartianSource(a)
 }

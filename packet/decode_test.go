@@ -59,25 +59,97 @@ func TestDecode(t *testing.T) {
 			return b2
 		}, KindIPv4, ReasonNone},
 		{"ethernet padding", func(b []byte) []byte { return append(b, 0, 0, 0, 0) }, KindIPv4, ReasonNone},
+		{"bad header checksum", func(b []byte) []byte { fixIPCsum(b); b[14+10] ^= 1; return b }, KindUnknown, ReasonBadIPCsum},
+		{"checksum of a changed ttl", func(b []byte) []byte { fixIPCsum(b); b[14+8]--; return b }, KindUnknown, ReasonBadIPCsum},
+		{"options: nop nop nop end", withOpts(1, 1, 1, 0), KindIPv4, ReasonNone},
+		{"options: router alert", withOpts(148, 4, 0, 0), KindIPv4, ReasonNone},
+		{"options: record route", withOpts(7, 7, 4, 0, 0, 0, 0, 0), KindIPv4, ReasonNone},
+		{"options: timestamp", withOpts(68, 8, 5, 0, 0, 0, 0, 0), KindIPv4, ReasonNone},
+		{"options: unknown type kept", withOpts(30, 4, 1, 2), KindIPv4, ReasonNone},
+		{"options: end then garbage", withOpts(0, 9, 9, 9), KindIPv4, ReasonNone},
+		{"options: length 1", withOpts(148, 1, 0, 0), KindUnknown, ReasonBadIPOpts},
+		{"options: length past header", withOpts(148, 5, 0, 0), KindUnknown, ReasonBadIPOpts},
+		{"options: type with no length", withOpts(1, 1, 1, 148), KindUnknown, ReasonBadIPOpts},
+		{"options: loose source route", withOpts(131, 3, 4, 0), KindUnknown, ReasonBadIPOpts},
+		{"options: strict source route", withOpts(137, 7, 4, 1, 2, 3, 4, 0), KindUnknown, ReasonBadIPOpts},
+		{"options: record route pointer 3", withOpts(7, 3, 3, 0), KindUnknown, ReasonBadIPOpts},
+		{"options: timestamp length 3", withOpts(68, 3, 5, 0), KindUnknown, ReasonBadIPOpts},
+		{"options: router alert length 3", withOpts(148, 3, 0, 0), KindUnknown, ReasonBadIPOpts},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var p Parsed
-			Decode(c.mut(tcpFrame()), &p)
+			b := c.mut(tcpFrame())
+			if c.reason != ReasonBadIPCsum {
+				fixIPCsum(b)
+			}
+			Decode(b, &p)
 			if p.Kind != c.kind || p.Reason != c.reason {
 				t.Fatalf("got kind %d reason %s, want kind %d reason %s", p.Kind, p.Reason, c.kind, c.reason)
 			}
 		})
 	}
 	var p Parsed
-	Decode(tcpFrame(), &p)
+	b := tcpFrame()
+	fixIPCsum(b)
+	Decode(b, &p)
 	if p.SPort != 40000 || p.DPort != 80 || p.Flags != TCPSyn || p.Src != [4]byte{198, 18, 0, 10} || p.End != 14+44 {
 		t.Fatalf("decoded %+v", p)
 	}
 }
 
+// fixIPCsum sets the IPv4 header checksum of a frame whose header is
+// whole (what a sender does; the cases then break one thing each).
+func fixIPCsum(b []byte) {
+	if len(b) < 14+20 {
+		return
+	}
+	ihl := int(b[14]&0xf) * 4
+	if ihl < 20 || len(b) < 14+ihl {
+		return
+	}
+	h := IPv4(b[14 : 14+ihl])
+	h.SetChecksum(0)
+	h.SetChecksum(h.HeaderChecksum())
+}
+
+// withOpts inserts IPv4 options (padded to 4 bytes with END) after the
+// fixed header.
+func withOpts(opts ...byte) func(b []byte) []byte {
+	return func(b []byte) []byte {
+		o := append([]byte(nil), opts...)
+		for len(o)%4 != 0 {
+			o = append(o, 0)
+		}
+		b2 := make([]byte, len(b)+len(o))
+		copy(b2, b[:34])
+		copy(b2[34:], o)
+		copy(b2[34+len(o):], b[34:])
+		b2[14] = 0x45 + byte(len(o)/4)
+		binary.BigEndian.PutUint16(b2[16:], uint16(len(b2)-14))
+		return b2
+	}
+}
+
+func TestMartians(t *testing.T) {
+	for _, c := range []struct {
+		a    [4]byte
+		want bool
+	}{
+		{[4]byte{0, 0, 0, 0}, true}, {[4]byte{0, 1, 2, 3}, true}, {[4]byte{127, 0, 0, 1}, true}, {[4]byte{127, 255, 0, 9}, true},
+		{[4]byte{224, 0, 0, 1}, true}, {[4]byte{239, 255, 255, 250}, true}, {[4]byte{255, 255, 255, 255}, true},
+		{[4]byte{198, 18, 0, 10}, false}, {[4]byte{1, 0, 0, 0}, false}, {[4]byte{223, 255, 255, 255}, false},
+		{[4]byte{240, 0, 0, 1}, false}, {[4]byte{128, 0, 0, 1}, false},
+	} {
+		if got := MartianSource(c.a); got != c.want {
+			t.Errorf("MartianSource(%v) = %v, want %v", c.a, got, c.want)
+		}
+	}
+}
+
 func TestDecodeDoesNotAllocate(t *testing.T) {
 	b := tcpFrame()
+	fixIPCsum(b)
 	var p Parsed
 	if n := testing.AllocsPerRun(1000, func() { Decode(b, &p) }); n != 0 {
 		t.Fatalf("Decode allocates %.1f times", n)
@@ -97,9 +169,15 @@ func TestChecksumVectors(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(tcpFrame())
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
+	b := tcpFrame()
+	fixIPCsum(b)
+	f.Add(b, false)
+	f.Add(withOpts(7, 7, 4, 0, 0, 0, 0, 0)(tcpFrame()), true)
+	f.Add([]byte{}, false)
+	f.Fuzz(func(t *testing.T, b []byte, fix bool) {
+		if fix { // reach past the checksum gate as often as not
+			fixIPCsum(b)
+		}
 		var p Parsed
 		Decode(b, &p)
 		if p.Kind == KindIPv4 {

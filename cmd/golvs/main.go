@@ -22,7 +22,8 @@ const usage = `golvs: Linux Virtual Server in userspace (AF_PACKET, no ip_vs mod
 
 usage:
   golvs run -i IFACE[:arp] [-i IFACE ...] [--rules FILE] [--rule 'ipvsadm args'] [--semantics current|classic] [flags]
-  golvs adm IPVSADM-ARGS...        (also installed as golvsadm; golvs adm --status: semantics and counters)
+  golvs adm IPVSADM-ARGS...        (also installed as golvsadm)
+  golvs adm --status [--json]      semantics and every counter of the running director
   golvs trace [tcp|udp] [client ADDR[/LEN]] [service VIP:PORT] [port N]
               [--json] [--pcap FILE] [--sample N] [--rate N] [--count N] [--duration D]
   golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--semantics current|classic] [--keep]

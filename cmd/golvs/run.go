@@ -69,6 +69,8 @@ func runMain(args []string) int {
 	laddr := fs.String("laddr", "", "FULLNAT local addresses (LIPs), comma-separated: on the real servers' network, owned by no host (golvs answers ARP for them)")
 	lports := fs.String("lport-range", "5000-65535", "FULLNAT local port range")
 	noTOA := fs.Bool("no-toa", false, "FULLNAT: do not insert the TOA option (client address) into SYNs")
+	icmpRate := fs.Int("icmp-msgs-per-sec", director.DefaultICMPMsgsPerSec, "ICMP errors golvs generates (port unreachable, fragmentation needed) per second at most, as net.ipv4.icmp_msgs_per_sec; 0: none")
+	icmpBurst := fs.Int("icmp-msgs-burst", director.DefaultICMPMsgsBurst, "ICMP errors golvs may send at once before the rate applies, as net.ipv4.icmp_msgs_burst")
 	// Health checks: keepalived.conf as a configuration source.
 	kaConf := fs.String("keepalived-conf", "", "keepalived.conf: its virtual servers, real servers and health checkers (re-read on SIGHUP)")
 	sem := ipvs.Current
@@ -116,6 +118,14 @@ func runMain(args []string) int {
 	}
 	if *workers < 0 || *workers > 1024 {
 		fmt.Fprintf(os.Stderr, "golvs run: --workers %d out of range (0..1024)\n", *workers)
+		return 2
+	}
+	if *icmpRate < 0 || *icmpRate > 1<<24 {
+		fmt.Fprintf(os.Stderr, "golvs run: --icmp-msgs-per-sec %d out of range (0..%d)\n", *icmpRate, 1<<24)
+		return 2
+	}
+	if *icmpBurst < 1 || *icmpBurst > 1<<24 {
+		fmt.Fprintf(os.Stderr, "golvs run: --icmp-msgs-burst %d out of range (1..%d)\n", *icmpBurst, 1<<24)
 		return 2
 	}
 	if *procEvery < 100*time.Millisecond || *procEvery > time.Hour {
@@ -168,6 +178,11 @@ func runMain(args []string) int {
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
 		Sync:                    syncSys,
+		ICMPMsgsPerSec:          *icmpRate,
+		ICMPMsgsBurst:           *icmpBurst,
+	}
+	if *icmpRate == 0 {
+		cfg.ICMPMsgsPerSec = -1 // none
 	}
 	cfg.LocalAddrs, cfg.LocalPortMin, cfg.LocalPortMax, cfg.NoTOA = fn.addrs, fn.min, fn.max, fn.noTOA
 	if !*quiet {
