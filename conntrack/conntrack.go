@@ -65,6 +65,7 @@ const (
 	FlagDead                 // unlinked; waits in the wheel to be freed
 	FlagOnePacket
 	FlagNoCPort // a template: matches any client port
+	FlagSync    // created by a sync backup from a master's message (sync.go)
 )
 
 // Entry is one connection (or template). Fields set at creation are read
@@ -95,6 +96,11 @@ type Entry struct {
 	id   uint32 // within the home shard, 1-based
 	next uint32 // wheel list / free list
 	prev uint32 // wheel list
+
+	// The sync master's per-conn state (sync.go), touched only while a
+	// master runs: in_pkts<<8 | old_state, and sync_endtime.
+	syncPS  atomic.Uint32
+	syncEnd atomic.Uint32
 
 	// The client side's layer 2, learnt from the frame that created the
 	// conn, so replies go back the way the request came.
@@ -168,6 +174,8 @@ type Table struct {
 	// OnExpire, if set, is called (without locks held) for every entry
 	// that expires or is dropped, after it left the indices.
 	OnExpire func(e *Entry)
+
+	syncHook atomic.Pointer[SyncHook] // the sync master's (sync.go)
 }
 
 // chunkBits sizes the chunks entries are allocated in.
@@ -534,6 +542,9 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 	t.transition(e, dir, tcpFlags, h)
 	s.refileIfSooner(e, t)
 	fill(e, h)
+	if hp := t.syncHook.Load(); hp != nil {
+		(*hp)(e, true)
+	}
 	s.mu.Unlock()
 	return Found
 }
@@ -724,6 +735,9 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (*Entry, error) {
 	ref := s.ref(e)
 	t.insert(&s.in, hk, ref, false)
 	s.file(e, t)
+	if hp := t.syncHook.Load(); hp != nil && !c.Template {
+		(*hp)(e, true)
+	}
 	s.mu.Unlock()
 	t.created.Add(1)
 	if !c.Template && c.Out != (Key{}) {
@@ -944,6 +958,9 @@ func (t *Table) Advance(now time.Time) {
 					e.timeout.Store(60)
 					e.expires.Store(int32(s.done + t.ticks(60)))
 					s.file(e, t)
+					if hp := t.syncHook.Load(); hp != nil {
+						(*hp)(e, false) // IPVS syncs a template re-armed this way
+					}
 				default:
 					t.unlinkLocked(s, e, t.hash(&e.In))
 					expired = append(expired, e)

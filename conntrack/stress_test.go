@@ -71,10 +71,11 @@ func TestRandomOpsMatchModel(t *testing.T) {
 }
 
 // TestEntrySize keeps the entry small: the budget is 128 bytes per conn
-// including both index slots.
+// including both index slots (104 bytes, plus 8 for the sync master's
+// per-conn state: in_pkts/old_state and sync_endtime).
 func TestEntrySize(t *testing.T) {
-	if n := unsafe.Sizeof(Entry{}); n > 104 {
-		t.Fatalf("Entry is %d bytes, budget 104 (plus ~16 for the index slots)", n)
+	if n := unsafe.Sizeof(Entry{}); n > 112 {
+		t.Fatalf("Entry is %d bytes, budget 112 (plus ~16 for the index slots)", n)
 	}
 	t.Logf("Entry: %d bytes", unsafe.Sizeof(Entry{}))
 }

@@ -98,8 +98,9 @@ type Reply struct {
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
-	Text     string                `json:"text,omitempty"` // proc op
-	VRRP     *vrrp.Status          `json:"vrrp,omitempty"` // status and vrrp ops (vrrp.go)
+	Text     string                `json:"text,omitempty"`    // proc op
+	Daemons  []ipvsadm.DaemonState `json:"daemons,omitempty"` // list: the running sync daemons (-L --daemon)
+	VRRP     *vrrp.Status          `json:"vrrp,omitempty"`    // status and vrrp ops (vrrp.go)
 	// Semantics is the kernel semantics the director reproduces
 	// ("current" or "classic"), in status replies.
 	Semantics string `json:"semantics,omitempty"`
@@ -243,6 +244,7 @@ func (s *Server) Handle(req *Request) *Reply {
 		for _, c := range s.D.HousekeepingCounters() {
 			rep.Counters[c.Name] = c.Value
 		}
+		s.syncStatus(rep)
 		if s.vr != nil {
 			st := s.vr.Status()
 			rep.VRRP = &st
@@ -279,6 +281,8 @@ func (s *Server) Exec(args []string) error {
 	switch cmd.Cmd {
 	case ipvsadm.CmdList, ipvsadm.CmdSave, ipvsadm.CmdRestore, ipvsadm.CmdHelp, ipvsadm.CmdVersion:
 		return fmt.Errorf("control: %s is answered by the client, not the daemon", cmd.Cmd)
+	case ipvsadm.CmdStartDaemon, ipvsadm.CmdStopDaemon:
+		return s.daemon(cmd) // sync.go
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -424,7 +428,7 @@ func (s *Server) list() *Reply {
 	tcp, fin, udp := s.D.CT.Timeouts()
 	marks := s.marks // Restore replaces the slice under mu
 	s.mu.Unlock()
-	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: marks}
+	rep := &Reply{OK: true, Timeouts: &ipvsadm.Timeouts{TCP: tcp, TCPFin: fin, UDP: udp}, Size: 4096, Marks: marks, Daemons: s.Daemons()}
 	for _, sv := range s.D.Snapshot().List {
 		ls := ipvsadm.ListService{Config: sv.Config, Stats: sv.Stats.Snapshot(), Rate: rate(s.D.Rates(sv.Stats))}
 		ls.Config.Dests = nil

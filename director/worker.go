@@ -37,19 +37,18 @@ type Worker struct {
 	sp  sched.Packet
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 
-	id  int
-	tr  *trace.Tracer  // the attached tracer, loaded once per batch
-	ev  *trace.Event   // the current frame's event, when traced
-	dec sched.Decision // scratch for traced scheduler decisions
-	st  statCache      // packet and byte counts, added up once per batch
+	id      int
+	standby bool           // a VRRP backup (serving.go) or a sync backup with backup_only (sync.go): serve nothing; loaded once per batch
+	tr      *trace.Tracer  // the attached tracer, loaded once per batch
+	ev      *trace.Event   // the current frame's event, when traced
+	dec     sched.Decision // scratch for traced scheduler decisions
+	st      statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
 	cnt  *workerCounters
 
 	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
 	vipList [][4]byte
-
-	standby bool // a VRRP backup: serve nothing (serving.go), loaded once per batch
 }
 
 type ifaceMAC struct {
@@ -151,7 +150,7 @@ func (w *Worker) loop(stop chan struct{}) {
 // switch and the tracer, each loaded once.
 func (w *Worker) load() {
 	w.snap = w.d.snap.Load()
-	w.standby = w.d.srv.standby.Load()
+	w.standby = w.d.srv.standby.Load() || w.d.standby.Load()
 	if traceCompiled {
 		w.tr = w.d.tracer.Load()
 	}
@@ -178,10 +177,6 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		w.count(int(packet.ReasonTruncated) - 1)
 		return
 	}
-	if w.standby { // a VRRP backup (serving.go)
-		w.count(CntStandby)
-		return
-	}
 	if !w.validL2(f) { // validate.go
 		return
 	}
@@ -197,6 +192,12 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		return
 	}
 	if !w.validIPv4(f) {
+		return
+	}
+	if w.standby {
+		// A VRRP backup (serving.go), or a sync backup with backup_only
+		// (sync.go), forwards nothing.
+		w.count(CntStandby)
 		return
 	}
 	if p.Proto == 1 {
@@ -233,6 +234,9 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		return
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
+	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
+		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
+	}
 	// A packet that may open a connection: UDP, or a TCP SYN without RST.
 	opens := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
 	if traceCompiled && w.ev != nil {
@@ -404,6 +408,9 @@ func (w *Worker) reply(f *netio.Frame) {
 		w.count(CntNotOurs)
 		return
 	}
+	if h.ClientIf == 0 && !w.clientHop(h) {
+		return // a synced conn whose client is being resolved (sync.go)
+	}
 	if traceCompiled && w.tr != nil {
 		w.traceStart(f, "reply", nil, h.In.SrcIP, h.In.DstIP, h.In.SrcPort, h.In.DstPort)
 		if w.ev != nil {
@@ -435,6 +442,10 @@ func (w *Worker) arpIn(f *netio.Frame) {
 	a := packet.ARP(f.Data[packet.EthLen:])
 	if a.Op() != packet.ARPRequest {
 		w.count(CntARPOther)
+		return
+	}
+	if w.standby {
+		w.count(CntStandby) // a VRRP backup, or a sync backup with backup_only, answers nothing
 		return
 	}
 	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) && !w.d.isFloating(a.TargetIP(), f.IfIndex) {

@@ -192,6 +192,8 @@ func (s *haSession) directorArgs(n int, startMaster, returning bool) []string {
 	if o.version == 2 {
 		a = append(a, "--vrrp-auth-pass", haVRRPPass)
 	}
+	// Connection sync on the servers' side, its role following VRRP's.
+	a = append(a, "--start-daemon", "backup", "--mcast-interface", lab.DirInt, "--syncid", strconv.Itoa(o.vrid))
 	if startMaster {
 		a = append(a, "--vrrp-state", "master")
 	}
@@ -495,9 +497,8 @@ func (s *haSession) returnVictim(ctx context.Context, cl *lab.HAClient, victim, 
 	return rr, nil
 }
 
-// startSync starts IPVS connection sync between the directors where this
-// build has it (golvs adm --start-daemon), each daemon following its
-// director's VRRP role. It reports whether sync runs, and why not.
+// startSync reports whether both directors run their sync daemon (started
+// by --start-daemon, its role following VRRP), and why not.
 func (s *haSession) startSync() (bool, string) {
 	for n := range s.socks {
 		if note := s.sync(n); note != "" {
@@ -507,19 +508,19 @@ func (s *haSession) startSync() (bool, string) {
 	return true, ""
 }
 
-// sync asks director n to run its sync daemon ("" when it does).
+// sync checks that director n runs a sync daemon ("" when it does).
 func (s *haSession) sync(n int) string {
 	cl, err := control.Dial(s.socks[n])
 	if err != nil {
 		return err.Error()
 	}
 	defer cl.Close()
-	rep, err := cl.Do(&control.Request{Op: "exec", Args: []string{"--start-daemon", "backup", "--mcast-interface", lab.DirInt, "--syncid", "1"}})
+	rep, err := cl.Do(&control.Request{Op: "list"})
 	if err != nil {
 		return err.Error()
 	}
-	if !rep.OK {
-		return "golvs adm --start-daemon: " + strings.TrimSpace(rep.Error) + "; established connections cannot survive a failover without it"
+	if !rep.OK || len(rep.Daemons) == 0 {
+		return fmt.Sprintf("director%d runs no connection sync daemon; established connections cannot survive a failover without it", n+1)
 	}
 	return ""
 }

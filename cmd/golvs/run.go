@@ -17,6 +17,7 @@ import (
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
@@ -79,10 +80,18 @@ func runMain(args []string) int {
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (node_exporter's node_ipvs_* series and golvs_*), e.g. :9120 or 198.18.0.1:9120")
 	procDir := fs.String("proc-dir", "", "keep DIR/net/ip_vs, ip_vs_stats and ip_vs_conn in the kernel's format (for node_exporter --path.procfs=DIR and other /proc readers)")
 	procEvery := fs.Duration("proc-interval", 2*time.Second, "how often --proc-dir files are rewritten (ip_vs_conn less often when the table is large)")
-	// High availability (issue 15): VRRP flags, in vrrp.go.
+	// High availability (issue 15): connection sync (sync.go) and VRRP
+	// (vrrp.go) flags.
+	var sf syncFlags
+	sf.register(fs)
 	var vf vrrpFlags
 	vf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	syncSys, daemons, err := sf.build()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 2
 	}
 	vc, err := vf.config()
@@ -172,7 +181,13 @@ func runMain(args []string) int {
 		vc = kaCfg.VRRP
 	}
 	if kaCfg != nil && kaCfg.SyncDaemon != nil {
-		logger.Printf("keepalived.conf: warning: %s: lvs_sync_daemon: this build has no connection sync daemon; ignored", kaCfg.SyncDaemon.Pos)
+		// lvs_sync_daemon: a sync daemon whose role follows VRRP.
+		if len(daemons) > 0 {
+			fmt.Fprintln(os.Stderr, "golvs run: the sync daemon is configured both by --start-daemon and by keepalived.conf's lvs_sync_daemon: configure it one way")
+			return 2
+		}
+		sd := kaCfg.SyncDaemon
+		daemons = []ipvssync.Config{{Role: ipvssync.Backup, Ifname: sd.Interface, SyncID: sd.SyncID, MaxLen: sd.MaxLen, Port: sd.Port, TTL: sd.TTL, Group: sd.Group}}
 	}
 	cfg := director.Config{
 		Workers:    *workers,
@@ -188,6 +203,7 @@ func runMain(args []string) int {
 		ExpireNodestConn:        *nodest,
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
+		Sync:                    syncSys,
 		ICMPMsgsPerSec:          *icmpRate,
 		ICMPMsgsBurst:           *icmpBurst,
 	}
@@ -219,6 +235,13 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	for _, c := range daemons {
+		if err := d.Sync.Start(c); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: --start-daemon %s: %v\n", c.Role, err)
+			return 1
+		}
+	}
 	stopHealth := make(chan struct{})
 	defer close(stopHealth)
 	var healthSrc metrics.HealthSource
@@ -236,9 +259,9 @@ func runMain(args []string) int {
 	var side sync.WaitGroup // monitoring goroutines, waited for at exit
 	if vc != nil {
 		// VRRP: the director serves nothing until the speaker makes it
-		// master; a stopping master resigns (priority 0) before exit.
-		d.SetServing(false)
-		sp, err := startVRRP(ctx, vc, d, srv, logger.Printf, &side)
+		// master, and the sync daemon (--start-daemon, lvs_sync_daemon)
+		// follows its role; a stopping master resigns (priority 0).
+		sp, err := startVRRP(ctx, vc, d, srv, daemons, logger.Printf, &side)
 		if err != nil {
 			stop()
 			d.Close()

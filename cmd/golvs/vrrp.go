@@ -11,6 +11,7 @@ import (
 
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/director"
+	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/vrrp"
 )
 
@@ -120,10 +121,50 @@ func floating(c *vrrp.Config) []director.FloatingAddr {
 	return out
 }
 
+// haFollower is what follows the VRRP role: the director's serving
+// switch and, as keepalived's lvs_sync_daemon, the connection sync
+// daemon (master sends, backup receives). Becoming master, the daemon
+// turns master first (its backup stops installing), then the director
+// serves; becoming backup, the director stops serving first.
+type haFollower struct {
+	d    *director.Director
+	sync *ipvssync.Config // the daemon to switch: --start-daemon's; nil: whichever runs
+	logf func(string, ...any)
+}
+
+func (f *haFollower) SetRole(master bool) {
+	if master {
+		f.syncRole(ipvssync.Master)
+		f.d.SetServing(true)
+		return
+	}
+	f.d.SetServing(false)
+	f.syncRole(ipvssync.Backup)
+}
+
+func (f *haFollower) syncRole(r ipvssync.Role) {
+	var c ipvssync.Config
+	switch {
+	case f.sync != nil:
+		c = *f.sync
+	default:
+		// A daemon started at run time (golvs adm --start-daemon)
+		// follows too, with its own settings.
+		running := f.d.Sync.Status()
+		if len(running) == 0 {
+			return
+		}
+		c = running[0]
+	}
+	if err := f.d.Sync.SetRole(r, c); err != nil {
+		f.logf("vrrp: switching the sync daemon to %s: %v", r, err)
+	}
+}
+
 // startVRRP opens the speaker in this process's namespace, makes the
-// director (and the control plane's view) follow it and runs it until
-// ctx is done.
-func startVRRP(ctx context.Context, c *vrrp.Config, d *director.Director, srv *control.Server, logf func(string, ...any), wg *sync.WaitGroup) (*vrrp.Speaker, error) {
+// director, the sync daemon and the control plane follow it, and runs it
+// until ctx is done.
+func startVRRP(ctx context.Context, c *vrrp.Config, d *director.Director, srv *control.Server, daemons []ipvssync.Config, logf func(string, ...any), wg *sync.WaitGroup) (*vrrp.Speaker, error) {
 	if err := d.SetFloatingAddrs(floating(c)); err != nil {
 		return nil, err
 	}
@@ -131,7 +172,12 @@ func startVRRP(ctx context.Context, c *vrrp.Config, d *director.Director, srv *c
 	if err != nil {
 		return nil, err
 	}
-	sp.AddFollower(d)
+	f := &haFollower{d: d, logf: logf}
+	if len(daemons) > 0 {
+		f.sync = &daemons[0]
+	}
+	f.SetRole(false) // the speaker starts as backup: so do the director and the daemon
+	sp.AddFollower(f)
 	if err := sp.Open(); err != nil {
 		return nil, err
 	}
