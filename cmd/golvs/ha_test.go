@@ -676,3 +676,52 @@ func readRawIP(pc net.PacketConn, timeout time.Duration) ([]byte, error) {
 	}
 	return buf[:n], nil
 }
+
+// TestSyncDaemonFollowsVRRP: keepalived.conf's lvs_sync_daemon gives each
+// director a sync daemon whose role follows VRRP, as keepalived's does:
+// the master's sends, the backup's receives, and they swap on failover.
+func TestSyncDaemonFollowsVRRP(t *testing.T) {
+	testutil.RequireNetns(t)
+	t.Parallel()
+	topo, err := lab.BuildHA(lab.Options{Suffix: lab.RandomSuffix(), RealServers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(topo.Close)
+	dir := t.TempDir()
+	conf := func(prio int) string {
+		path := filepath.Join(dir, fmt.Sprintf("k%d.conf", prio))
+		text := strings.Replace(keepalivedConf(2, prio, "sync"), "global_defs {", "global_defs {\n    lvs_sync_daemon int0 VI_1 id 9", 1)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	daemons := func(sock string) string {
+		c := exec.Command(haGolvs(t), "adm", "-L", "--daemon")
+		c.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("golvs adm -L --daemon: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	d1, sock1 := haDirector(t, topo, dir, 1, "--keepalived-conf", conf(150))
+	waitFor(t, "director1 MASTER", 10*time.Second, func() bool { return stateOf(sock1) == "MASTER" })
+	_, sock2 := haDirector(t, topo, dir, 2, "--keepalived-conf", conf(100))
+	waitFor(t, "director2 BACKUP", 10*time.Second, func() bool { return stateOf(sock2) == "BACKUP" })
+	role := func(sock string) string {
+		out := daemons(sock)
+		switch {
+		case strings.Contains(out, "master sync daemon (mcast=int0, syncid=9") && !strings.Contains(out, "backup sync daemon"):
+			return "master"
+		case strings.Contains(out, "backup sync daemon (mcast=int0, syncid=9") && !strings.Contains(out, "master sync daemon"):
+			return "backup"
+		}
+		return out
+	}
+	waitFor(t, "sync roles master/backup", 5*time.Second, func() bool { return role(sock1) == "master" && role(sock2) == "backup" })
+	d1.kill()
+	waitFor(t, "director2 MASTER", 6*time.Second, func() bool { return stateOf(sock2) == "MASTER" })
+	waitFor(t, "director2's daemon turns master", 3*time.Second, func() bool { return role(sock2) == "master" })
+}
