@@ -39,12 +39,12 @@ type Worker struct {
 	sp  sched.Packet
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 
-	id      int
-	backup  bool           // a VRRP backup (serving.go) or a sync backup with backup_only (sync.go): serve nothing; loaded once per batch
-	tr      *trace.Tracer  // the attached tracer, loaded once per batch
-	ev      *trace.Event   // the current frame's event, when traced
-	dec     sched.Decision // scratch for traced scheduler decisions
-	st      statCache      // packet and byte counts, added up once per batch
+	id     int
+	backup bool           // a VRRP backup (serving.go) or a sync backup with backup_only (sync.go): serve nothing; loaded once per batch
+	tr     *trace.Tracer  // the attached tracer, loaded once per batch
+	ev     *trace.Event   // the current frame's event, when traced
+	dec    sched.Decision // scratch for traced scheduler decisions
+	st     statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
 	cnt  *workerCounters

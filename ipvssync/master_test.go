@@ -121,7 +121,7 @@ func (r *rig) take() string {
 func TestSendRulesDefaults(t *testing.T) {
 	r := newRig(t, DefaultSysctls(), ipvs.MethodMasq)
 	r.open(1000, conntrack.Ref{}) // pkt 1: SYN_RECV
-	r.in(1000, fACK)  // pkt 2: ESTABLISHED (2 % 50 != 3)
+	r.in(1000, fACK)              // pkt 2: ESTABLISHED (2 % 50 != 3)
 	if got := r.take(); got != "" {
 		t.Fatalf("after 2 packets: %q, want nothing", got)
 	}
