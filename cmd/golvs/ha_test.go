@@ -725,3 +725,111 @@ func TestSyncDaemonFollowsVRRP(t *testing.T) {
 	waitFor(t, "director2 MASTER", 6*time.Second, func() bool { return stateOf(sock2) == "MASTER" })
 	waitFor(t, "director2's daemon turns master", 3*time.Second, func() bool { return role(sock2) == "master" })
 }
+
+// TestTakeoverKeepsVRRPAndSync: a graceful restart (SIGUSR2) of the VRRP
+// master of a pair running connection sync does not fight either: the
+// old daemon stops without resigning and hands its sync daemon and its
+// MASTER state to the new one, which resumes as master at once with the
+// sync master running; the backup never takes over (no priority 0, no
+// Master_Down_Interval expiry) and keeps its backup daemon; requests
+// through the VIP carry on.
+func TestTakeoverKeepsVRRPAndSync(t *testing.T) {
+	testutil.RequireNetns(t)
+	t.Parallel()
+	topo, err := lab.BuildHA(lab.Options{Suffix: lab.RandomSuffix(), RealServers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(topo.Close)
+	dir := t.TempDir()
+	ctx, cancel := contextWithCancel()
+	defer cancel()
+	for i, rs := range topo.RS {
+		if _, err := lab.Serve(ctx, rs, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := func(prio int) string {
+		path := filepath.Join(dir, fmt.Sprintf("k%d.conf", prio))
+		text := strings.Replace(keepalivedConf(2, prio, "tk"), "global_defs {", "global_defs {\n    lvs_sync_daemon int0 VI_1 id 9", 1)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	role := func(sock string) string {
+		c := exec.Command(haGolvs(t), "adm", "-L", "--daemon")
+		c.Env = append(os.Environ(), "GOLVS_SOCKET="+sock)
+		out, _ := c.CombinedOutput()
+		switch s := string(out); {
+		case strings.Contains(s, "master sync daemon (mcast=int0, syncid=9") && !strings.Contains(s, "backup sync daemon"):
+			return "master"
+		case strings.Contains(s, "backup sync daemon (mcast=int0, syncid=9") && !strings.Contains(s, "master sync daemon"):
+			return "backup"
+		default:
+			return s
+		}
+	}
+	pidOf := func(sock string) int {
+		cl, err := control.Dial(sock)
+		if err != nil {
+			return 0
+		}
+		defer cl.Close()
+		rep, err := cl.Do(&control.Request{Op: "status"})
+		if err != nil || !rep.OK {
+			return 0
+		}
+		return rep.PID
+	}
+	d1, sock1 := haDirector(t, topo, dir, 1, "--keepalived-conf", conf(150))
+	waitFor(t, "director1 MASTER", 10*time.Second, func() bool { return stateOf(sock1) == "MASTER" })
+	_, sock2 := haDirector(t, topo, dir, 2, "--keepalived-conf", conf(100))
+	waitFor(t, "director2 BACKUP", 10*time.Second, func() bool { return stateOf(sock2) == "BACKUP" })
+	waitFor(t, "sync roles master/backup", 5*time.Second, func() bool { return role(sock1) == "master" && role(sock2) == "backup" })
+	loop := testutil.StartRequests(topo.Client, netip.AddrPortFrom(lab.VIP, 80), 2)
+	loop.WaitOK(20)
+
+	old := d1.cmd.Process.Pid
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	// The successor answers (same socket, another pid) as master with
+	// its sync master running; meanwhile, and for longer than the
+	// backup's Master_Down_Interval (3 x 1 s + skew) after, the backup
+	// stays backup.
+	deadline := time.Now().Add(30 * time.Second)
+	var resumed time.Time
+	for resumed.IsZero() || time.Since(resumed) < 4*time.Second {
+		if s := stateOf(sock2); s != "BACKUP" {
+			t.Fatalf("director2 went %s during director1's graceful restart; director1's log:\n%s", s, d1.logText())
+		}
+		if resumed.IsZero() {
+			if p := pidOf(sock1); p != 0 && p != old && stateOf(sock1) == "MASTER" && role(sock1) == "master" {
+				resumed = time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("director1's successor not master with a sync master after 30 s; log:\n%s", d1.logText())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := role(sock2); r != "backup" {
+		t.Fatalf("director2's sync daemon: %s", r)
+	}
+	st, err := haStatus(sock2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := st.Instances[0]; in.BecameMaster != 0 || in.PrioZeroRecv != 0 {
+		t.Fatalf("director2 saw %d priority-0 adverts and became master %d times", in.PrioZeroRecv, in.BecameMaster)
+	}
+	loop.WaitOK(loop.OK.Load() + 20)
+	loop.End(t)
+	log := d1.logText()
+	for _, want := range []string{"took over from pid", "no priority 0", "resuming as MASTER", "sync daemons stopped for the new process"} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("director1's log does not say %q:\n%s", want, log)
+		}
+	}
+}

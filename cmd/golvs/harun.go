@@ -49,10 +49,10 @@ func newHA(vc *vrrp.Config, daemons []ipvssync.Config, sys *ipvssync.Sysctls, lo
 func (h *haRun) adopt(tk *control.Takeover, vc *vrrp.Config) {
 	switch {
 	case len(h.daemons) == 0 && len(tk.Sync) > 0:
-		h.daemons = tk.Sync
+		h.daemons = slices.Clone(tk.Sync)
 		h.logf("takeover: starting the sync daemons the old daemon ran: %s", daemonList(tk.Sync))
 	case len(tk.Sync) > 0:
-		h.logf("takeover: this daemon's sync flags (%s) replace the sync daemons the old daemon ran (%s)", daemonList(h.daemons), daemonList(tk.Sync))
+		h.logf("takeover: the old daemon ran sync daemons (%s); this one runs its own configuration (%s)", daemonList(tk.Sync), daemonList(h.daemons))
 	}
 	if vc == nil {
 		if len(tk.VRRPMaster) > 0 {
@@ -69,6 +69,14 @@ func (h *haRun) adopt(tk *control.Takeover, vc *vrrp.Config) {
 		h.logf("takeover: VRRP instance(s) %s were master in the old daemon: they resume as master here at once", strings.Join(h.resume, ", "))
 	} else {
 		h.logf("takeover: no VRRP instance was master in the old daemon: they start as backup")
+	}
+	if len(h.daemons) == 1 {
+		// The daemon VRRP drives starts in the role it will have, rather
+		// than as configured and then switched.
+		h.daemons[0].Role = ipvssync.Backup
+		if len(h.resume) > 0 {
+			h.daemons[0].Role = ipvssync.Master
+		}
 	}
 }
 

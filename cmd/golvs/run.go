@@ -452,6 +452,31 @@ func runMain(args []string) int {
 	return 0
 }
 
+// takeoverArgs are a daemon's flags for its successor: without
+// --takeover (added back) and without --rules and --rule, since the
+// successor runs the configuration it takes over (and refuses them).
+func takeoverArgs(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			out = append(out, a)
+			continue
+		}
+		switch name {
+		case "takeover":
+		case "rules", "rule":
+			if !hasValue {
+				i++ // its value
+			}
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // restartOnSIGUSR2 starts this daemon's own binary (as it is on disk now,
 // so an upgraded one) with the same flags and --takeover on SIGUSR2; the
 // new process takes over and this one stops.
@@ -464,13 +489,7 @@ func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR2)
 	defer signal.Stop(ch)
-	var next []string
-	for _, a := range args {
-		if a != "--takeover" && a != "-takeover" {
-			next = append(next, a)
-		}
-	}
-	next = append([]string{"run"}, append(next, "--takeover")...)
+	next := append([]string{"run"}, append(takeoverArgs(args), "--takeover")...)
 	for {
 		select {
 		case <-ctx.Done():
