@@ -260,6 +260,96 @@ func TestSendRulesRefresh(t *testing.T) {
 	})
 }
 
+// A template's resends with sync_refresh_period: sent with the first
+// packet of a conn it controls, then held back (every packet would send
+// it otherwise, templates skipping the packet count) until its expiry
+// moved by the period; with sync_threshold "3 0" and no refresh period
+// it is sent once, at its 3rd count.
+func TestSendRulesTemplateRefresh(t *testing.T) {
+	mk := func(sys Sysctls) (*rig, conntrack.Ref) {
+		r := newRig(t, sys, ipvs.MethodMasq)
+		tk := conntrack.Key{SrcIP: [4]byte{198, 18, 0, 0}, DstIP: [4]byte{198, 18, 0, 100}, DstPort: 80, Proto: 6, Kind: conntrack.KindTemplate}
+		tpl, err := r.ct.Create(&conntrack.NewConn{In: tk, Dest: r.dest, Method: r.dest.Method(), Template: true, Timeout: 360}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, tpl
+	}
+	t.Run("refresh", func(t *testing.T) {
+		sys := DefaultSysctls()
+		sys.RefreshPeriod = 20 * time.Second
+		r, tpl := mk(sys)
+		r.open(7000, tpl)
+		for i := 2; i <= 10; i++ {
+			r.in(7000, fACK)
+		}
+		if got := r.take(); got != "T:0 C7000:ESTABLISHED" {
+			t.Fatalf("10 packets at once: %q, want the template once", got)
+		}
+		r.now += 10 * time.Second
+		r.in(7000, fACK)
+		if got := r.take(); got != "" {
+			t.Fatalf("10 s later: %q, want nothing", got)
+		}
+		r.now += 15 * time.Second
+		r.in(7000, fACK)
+		if got := r.take(); got != "T:1" {
+			t.Fatalf("25 s later: %q, want the template", got)
+		}
+	})
+	t.Run("once", func(t *testing.T) {
+		sys := DefaultSysctls()
+		sys.Period = 0
+		r, tpl := mk(sys)
+		r.open(7001, tpl)
+		for i := 2; i <= 10; i++ {
+			r.in(7001, fACK)
+		}
+		if got := r.take(); got != "C7001:ESTABLISHED T:1" {
+			t.Fatalf("%q", got)
+		}
+	})
+}
+
+// The sync mark keeps sync_endtime modulo its width (28 bits of the
+// master's clock for a conn, 16 bits of seconds for a template): read
+// back near the new value it is exact (a template's to the second) for
+// any earlier value within half that range, whatever the clock, and a
+// mark never written reads as long ago. A conn's mark also carries
+// old_state, which the table keeps beside it.
+func TestSyncEndEncoding(t *testing.T) {
+	perSec := uint32(time.Second / clockUnit)
+	for i, ref := range []uint32{0, 1 << 20, 1<<28 - 7, 1 << 31, 1<<32 - 1000} {
+		for _, back := range []uint32{0, 4, 100, 900 * perSec, 9 * 3600 * perSec, 15 * 86400 * perSec} {
+			for _, retries := range []uint32{0, 2} {
+				v := (ref-back)&^3 | retries
+				if v&(1<<28-1) == 0 || v/perSec&0xffff == 0 {
+					continue // 0 means never: such a value is stored one step on
+				}
+				if back < 1<<27 {
+					if got := expandEnd(false, encodeEnd(false, v), ref); got != v {
+						t.Fatalf("%d: conn %#x stored, read back near %#x as %#x", i, v, ref, got)
+					}
+				}
+				if back < 9*3600*perSec && back <= ref { // (the clock's 32-bit wrap, 497 days on, cuts a second)
+					want := v/perSec*perSec | retries
+					if got := expandEnd(true, encodeEnd(true, v), ref); got != want {
+						t.Fatalf("%d: template %#x stored, read back near %#x as %#x, want %#x", i, v, ref, got, want)
+					}
+				}
+			}
+		}
+		for _, tpl := range []bool{false, true} {
+			if encodeEnd(tpl, 0) == 0 {
+				t.Fatalf("a sync_endtime of 0 is stored as never")
+			}
+			if got := expandEnd(tpl, 0, ref); ref-got < 1<<29 {
+				t.Fatalf("never synced reads %#x near %#x, not long ago", got, ref)
+			}
+		}
+	}
+}
+
 // Version 0 sends a conn's template only after the conn itself.
 func TestSendRulesV0(t *testing.T) {
 	sys := DefaultSysctls()
