@@ -47,8 +47,8 @@ const (
 //	bits  0..7   protocol state (a template: 0 NONE, 1 ASSURED)
 //	bits  8..11  inbound packets seen, saturating at 15 (IPVS's in_pkts,
 //	             read by drop_entry's todrop_entry)
-//	bits 12..17  flags
-//	bits 18..31  the sync master's packet count (sync.go)
+//	bits 12..19  flags (12..17 used)
+//	bits 20..31  the sync master's packet count (sync.go)
 const (
 	wStateMask = 0xff
 	wPktShift  = 8

@@ -19,14 +19,15 @@ import (
 // The per-entry state costs no memory: it lives in bits the entry does
 // not otherwise use (the size test holds the entry at 104 bytes).
 //
-//   - the packet count, in the word's bits 18..31 (SyncCount): 14 bits,
+//   - the packet count, in the word's bits 20..31 (SyncCount): 12 bits,
 //     counted modulo sync_period, or saturating when the period is 0
-//     (ipvssync refuses periods and thresholds beyond it);
+//     (ipvssync refuses periods and thresholds beyond it); bits 18 and 19
+//     are left to flags to come;
 //   - a conn's sync mark (its sync_endtime and old_state), in nControl,
 //     which only templates use: 28 bits of sync_endtime and 4 of state;
-//   - a template's sync mark (its sync_endtime), in 18 bits of its word
+//   - a template's sync mark (its sync_endtime), in 16 bits of its word
 //     that only conns use (the inbound packet count, bits 8..11, and the
-//     packet count's bits 18..31): a template keeps either its packet
+//     packet count's bits 20..31): a template keeps either its packet
 //     count or its mark, and the master uses its count only with
 //     sync_period and sync_refresh_period both 0, when it needs no mark.
 //
@@ -39,16 +40,16 @@ import (
 // The word's sync bits.
 const (
 	wSync        = FlagSync << wFlagShift
-	wFlagBits    = 0x3f << wFlagShift // the flags: bits 12..17
-	wCountShift  = 18
-	wCountMask   = 0x3fff << wCountShift
+	wFlagBits    = 0xff << wFlagShift // the flags: bits 12..19
+	wCountShift  = 20
+	wCountMask   = MaxSyncCount << wCountShift
 	tplMarkLoMax = 0xf // a template's mark: 4 bits in 8..11 ...
 )
 
 // MaxSyncCount is the largest packet count an entry keeps for the sync
-// master (14 bits): sync_period is at most MaxSyncCount+1, and with
+// master (12 bits): sync_period is at most MaxSyncCount+1, and with
 // period 0 the threshold at most MaxSyncCount-1.
-const MaxSyncCount = 1<<14 - 1
+const MaxSyncCount = 1<<12 - 1
 
 // SyncHook is called with an entry under the lock of its home shard:
 // packet is true after an inbound packet was applied to a conn (created
@@ -106,24 +107,24 @@ func (e *Entry) SyncCount(period uint32) uint32 {
 }
 
 // SyncEndBits is how many low bits of sync_endtime an entry's sync mark
-// keeps: 28 for a conn, 18 for a template. The master stores its clock
+// keeps: 28 for a conn, 16 for a template. The master stores its clock
 // modulo that and finds the full value back from the current time.
 func (e *Entry) SyncEndBits() uint {
 	if e.Template() {
-		return 18
+		return 16
 	}
 	return 28
 }
 
-// tplMark extracts a template's 18-bit mark from its word.
+// tplMark extracts a template's 16-bit mark from its word.
 func tplMark(w uint32) uint32 {
 	return (w&wPktMask)>>wPktShift | (w&wCountMask)>>wCountShift<<4
 }
 
-// withTplMark stores an 18-bit mark into a template's word.
+// withTplMark stores a 16-bit mark into a template's word.
 func withTplMark(w, m uint32) uint32 {
 	w &^= wPktMask | wCountMask
-	return w | (m&tplMarkLoMax)<<wPktShift | (m>>4&0x3fff)<<wCountShift
+	return w | (m&tplMarkLoMax)<<wPktShift | (m>>4&MaxSyncCount)<<wCountShift
 }
 
 // SyncMark returns what the sync master stored at the entry's last sync:
@@ -149,7 +150,7 @@ func (e *Entry) CASSyncMark(oldEnd, end uint32, st uint8) bool {
 	for {
 		w := e.word.Load()
 		if w&wTemplate != 0 {
-			if tplMark(w) != oldEnd&(1<<18-1) {
+			if tplMark(w) != oldEnd&(1<<16-1) {
 				return false
 			}
 			if e.word.CompareAndSwap(w, withTplMark(w, end)) {

@@ -128,7 +128,7 @@ func (s *Sysctls) Check() error {
 	case s.Threshold < 0 || s.Period < 0 || (s.Period != 0 && s.Threshold >= s.Period):
 		return fmt.Errorf("%w: sync_threshold \"%d %d\" (threshold below period, unless period is 0)", ErrSysctl, s.Threshold, s.Period)
 	case s.Period > conntrack.MaxSyncCount+1 || (s.Period == 0 && s.Threshold >= conntrack.MaxSyncCount):
-		// The kernel takes any int; golvs keeps the count in 14 bits of
+		// The kernel takes any int; golvs keeps the count in 12 bits of
 		// the connection entry (conntrack/sync.go).
 		return fmt.Errorf("%w: sync_threshold \"%d %d\" (golvs counts up to %d: a period of at most %d, or with period 0 a threshold below %d)", ErrSysctl, s.Threshold, s.Period, conntrack.MaxSyncCount, conntrack.MaxSyncCount+1, conntrack.MaxSyncCount)
 	case s.RefreshPeriod < 0:

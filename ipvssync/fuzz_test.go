@@ -2,7 +2,10 @@ package ipvssync
 
 import (
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/golvs/golvs/conntrack"
 )
 
 // FuzzDecode feeds arbitrary datagrams to the backup's decoder. It must
@@ -114,5 +117,26 @@ func FuzzParseThreshold(f *testing.F) {
 		if sys.Check() == nil && (th < 0 || p < 0 || (p != 0 && th >= p)) {
 			t.Fatalf("Check accepted threshold %d period %d", th, p)
 		}
+		// golvs counts in 12 bits of the entry (conntrack.SyncCount).
+		if sys.Check() == nil && (p > conntrack.MaxSyncCount+1 || p == 0 && th >= conntrack.MaxSyncCount) {
+			t.Fatalf("Check accepted threshold %d period %d, beyond the entry's count", th, p)
+		}
 	})
+}
+
+// The kernel's largest useful values are golvs's limits: a period of
+// 4096 and, with period 0, a threshold of 4094; beyond them Check says
+// why.
+func TestSysctlsCountLimits(t *testing.T) {
+	for _, c := range []struct {
+		th, p int
+		ok    bool
+	}{{3, 50, true}, {4095, 4096, true}, {0, 4097, false}, {4094, 0, true}, {4095, 0, false}, {100000, 0, false}} {
+		sys := DefaultSysctls()
+		sys.Threshold, sys.Period = c.th, c.p
+		err := sys.Check()
+		if (err == nil) != c.ok || err != nil && !strings.Contains(err.Error(), "golvs counts up to 4095") {
+			t.Fatalf("threshold %d period %d: %v", c.th, c.p, err)
+		}
+	}
 }

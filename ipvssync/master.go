@@ -141,13 +141,13 @@ func (m *master) markOf(e *conntrack.Entry, tpl bool) (stored uint32, old uint8,
 
 // encodeEnd is sync_endtime n (the master's clock, retries in the low two
 // bits) as an entry keeps it: a conn the low 28 bits of n, a template
-// the low 16 bits of its second and the retries. 0 means never synced,
+// the low 14 bits of its second and the retries. 0 means never synced,
 // so a value that would be 0 moves on by one step.
 func encodeEnd(tpl bool, n uint32) uint32 {
 	var v uint32
 	if tpl {
 		sec := n / uint32(time.Second/clockUnit)
-		v = (sec&0xffff)<<2 | n&3
+		v = (sec&0x3fff)<<2 | n&3
 		if v == 0 {
 			v = 1 << 2
 		}
@@ -163,7 +163,7 @@ func encodeEnd(tpl bool, n uint32) uint32 {
 // expandEnd finds the full sync_endtime an entry's stored value stands
 // for: the value with those low bits nearest ref (the new sync_endtime,
 // now + timeout), exact while the last sync's was within half the kept
-// range of it (15 days for a conn, 9 hours for a template; further off,
+// range of it (15 days for a conn, 2 hours for a template; further off,
 // the rules may see it nearer than it is and skip one resend). A conn
 // never synced reads as long ago, as a new conn's creation time does in
 // the kernel.
@@ -174,7 +174,7 @@ func expandEnd(tpl bool, stored, ref uint32) uint32 {
 	if tpl {
 		per := uint32(time.Second / clockUnit)
 		refSec := ref / per
-		d := int32((stored>>2-refSec)&0xffff) << 16 >> 16
+		d := int32((stored>>2-refSec)&0x3fff) << 18 >> 18
 		return (refSec+uint32(d))*per | stored&3
 	}
 	d := int32((stored-ref)&(1<<28-1)) << 4 >> 4

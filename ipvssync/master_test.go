@@ -312,7 +312,7 @@ func TestSendRulesTemplateRefresh(t *testing.T) {
 }
 
 // The sync mark keeps sync_endtime modulo its width (28 bits of the
-// master's clock for a conn, 16 bits of seconds for a template): read
+// master's clock for a conn, 14 bits of seconds for a template): read
 // back near the new value it is exact (a template's to the second) for
 // any earlier value within half that range, whatever the clock, and a
 // mark never written reads as long ago. A conn's mark also carries
@@ -320,10 +320,10 @@ func TestSendRulesTemplateRefresh(t *testing.T) {
 func TestSyncEndEncoding(t *testing.T) {
 	perSec := uint32(time.Second / clockUnit)
 	for i, ref := range []uint32{0, 1 << 20, 1<<28 - 7, 1 << 31, 1<<32 - 1000} {
-		for _, back := range []uint32{0, 4, 100, 900 * perSec, 9 * 3600 * perSec, 15 * 86400 * perSec} {
+		for _, back := range []uint32{0, 4, 100, 900 * perSec, 2 * 3600 * perSec, 9 * 3600 * perSec, 15 * 86400 * perSec} {
 			for _, retries := range []uint32{0, 2} {
 				v := (ref-back)&^3 | retries
-				if v&(1<<28-1) == 0 || v/perSec&0xffff == 0 {
+				if v&(1<<28-1) == 0 || v/perSec&0x3fff == 0 {
 					continue // 0 means never: such a value is stored one step on
 				}
 				if back < 1<<27 {
@@ -331,7 +331,7 @@ func TestSyncEndEncoding(t *testing.T) {
 						t.Fatalf("%d: conn %#x stored, read back near %#x as %#x", i, v, ref, got)
 					}
 				}
-				if back < 9*3600*perSec && back <= ref { // (the clock's 32-bit wrap, 497 days on, cuts a second)
+				if back < 8192*perSec && back <= ref { // (the clock's 32-bit wrap, 497 days on, cuts a second)
 					want := v/perSec*perSec | retries
 					if got := expandEnd(true, encodeEnd(true, v), ref); got != want {
 						t.Fatalf("%d: template %#x stored, read back near %#x as %#x, want %#x", i, v, ref, got, want)
