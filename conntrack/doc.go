@@ -27,9 +27,11 @@
 //     dest's active/inactive counters, templates, per-state timeouts.
 //
 // plus hash.go (the keyed hash that picks shard, slot and tag: a client
-// cannot aim its flows at one shard without the table's secret key) and
+// cannot aim its flows at one shard without the table's secret key),
 // defense.go (IPVS's drop_entry, drop_packet and secure_tcp defenses, and
-// eviction at the limit).
+// eviction at the limit) and sync.go (IPVS connection sync: the master's
+// hook and per-entry state, in bits the entry does not otherwise use, and
+// the backup's Install).
 //
 // Locking: each shard has a spin lock; a goroutine holds at most one at a
 // time. An entry's end runs in three steps under one lock each (see
