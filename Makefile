@@ -32,7 +32,7 @@ unit:
 
 # The concurrent packages again under the race detector.
 race:
-	$(GO) test -count=1 -race -timeout 20m ./conntrack ./director ./control ./trace ./sched ./ipvs ./metrics ./netio ./internal/ratelog ./health ./bgp ./bgp/speaker
+	$(GO) test -count=1 -race -timeout 20m ./conntrack ./director ./control ./trace ./sched ./ipvs ./metrics ./netio ./internal/ratelog ./health ./bgp ./bgp/speaker ./ipvssync ./vrrp
 
 bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...

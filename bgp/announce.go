@@ -12,7 +12,8 @@
 // imports no BGP implementation, so the control plane and the metrics
 // can show the status without linking one. Nothing here is on the packet
 // path: the announcer reads the director's snapshot and heartbeats a few
-// times a second.
+// times a second. It must never announce a VIP the director cannot serve,
+// and a peer's failure must never stop or slow the data path.
 package bgp
 
 import (

@@ -26,7 +26,11 @@ import (
 //   - every live template's control count equals its live conns;
 //   - no lookup ever returns an entry other than the one it asked for;
 //   - every conn created was torn down exactly once, when it left the
-//     table (counted by OnExpire), nothing more.
+//     table (counted by OnExpire), nothing more;
+//   - with a sync master's hook counting packets and setting sync marks
+//     (on conns and, without their lock, on their templates) and a sync
+//     backup installing, updating and replacing conns and templates
+//     (sync.go), live entries keep only their own flags and states.
 //
 // Each case runs for 1 s (0.5 s with -short) and at least 20 checks and 2000
 // conns, at most 20 s, and checks invariants, not timing: load only
@@ -82,6 +86,8 @@ func runCModel(t *testing.T, c Config) {
 		wg.Add(1)
 		go worker(uint64(i+1), m.packetOp)
 	}
+	wg.Add(1)
+	go worker(10, m.installOp)
 	wg.Add(1)
 	go worker(11, m.expireOp)
 	wg.Add(1)
@@ -159,7 +165,41 @@ func newCModel(t *testing.T, c Config) *cModel {
 		m.dests = append(m.dests, ipvs.NewDest(ipvs.ServiceKey{Proto: 6}, ipvs.DestConfig{Addr: netip.AddrFrom4([4]byte{198, 19, 0, byte(11 + i)}), Port: 80, Weight: 1, Method: ipvs.MethodMasq}))
 	}
 	m.tb.OnExpire = func(e *Entry) { m.torn.Add(1) }
+	// A sync master's hook, as ipvssync's reads and writes the entries:
+	// the packet count, then the sync mark of the conn and its template
+	// (the template's without its lock).
+	m.tb.SetSyncHook(func(e *Entry, packet bool) {
+		for cp := e; cp != nil; cp = cp.Tpl {
+			if packet {
+				cp.SyncCount(5)
+			}
+			end, _ := cp.SyncMark()
+			cp.CASSyncMark(end, end+4, cp.State())
+		}
+	})
 	return m
+}
+
+// installOp is a sync backup: it installs a conn or a template received
+// from a master, bound to some dest, in some state; an existing entry is
+// updated, or replaced when bound elsewhere.
+func (m *cModel) installOp(r *rand.Rand) error {
+	m.ops.Add(1)
+	c := r.IntN(2) // IPv4 clients
+	d := m.dests[r.IntN(len(m.dests))]
+	sc := SyncedConn{Dest: d, DPort: d.Port, Method: ipvs.MethodMasq, Inactive: r.IntN(3) == 0, InPkts: 3}
+	if r.IntN(4) == 0 {
+		sc.In, _ = m.tplKey(c)
+		sc.Template, sc.State, sc.Timeout = true, uint8(r.IntN(2)), 2
+	} else {
+		sc.In, _ = m.inKey(c, r.IntN(10), 6)
+		sc.Out, _ = m.outKey(sc.In, nil, d)
+		sc.State = uint8(r.IntN(int(NumTCPStates)))
+	}
+	if _, err := m.tb.Install(&sc); err != nil && err != ErrFull && err != ErrExists {
+		return fmt.Errorf("Install(%v): %v", sc.In, err)
+	}
+	return nil
 }
 
 // cAddr6 is client c's IPv6 address (the VIP's and the dests' are
@@ -358,6 +398,12 @@ func (m *cModel) check() error {
 				return fmt.Errorf("%v indexed twice", e.In)
 			}
 			live[e] = true
+			if fl := e.Flags(); fl&^(FlagTemplate|FlagNoOutput|FlagSync) != 0 {
+				return fmt.Errorf("live entry %v has flags %#x", e.In, fl)
+			}
+			if st := e.State(); e.Template() && st > TplAssured || st >= NumTCPStates {
+				return fmt.Errorf("live entry %v (template %v) is in state %d", e.In, e.Template(), st)
+			}
 			c := counts[e.Dest]
 			if c == nil {
 				return fmt.Errorf("entry %v has dest %v", e.In, e.Dest)

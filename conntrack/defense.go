@@ -233,7 +233,7 @@ func (t *Table) randomDropEntry() {
 // todrop says whether drop_entry drops e (its shard's lock held).
 func (t *Table) todrop(e *Entry) bool {
 	w := e.word.Load()
-	if w&wTemplate != 0 || e.nControl.Load() > 0 {
+	if w&wTemplate != 0 { // a conn's nControl is its sync mark (sync.go)
 		return false
 	}
 	if e.In.Proto == 6 {

@@ -39,6 +39,7 @@ const (
 	FlagDead                 // left the in index: being torn down, unreachable by new lookups
 	FlagDone                 // torn down (out index, counters); freed once no conn controls it
 	flagDropped              // dropped by the drop_entry defense (expire its template too)
+	FlagSync                 // created by a sync backup from a master's message (sync.go)
 )
 
 // The entry word packs what changes per packet into one atomic, so that
@@ -49,7 +50,8 @@ const (
 //	bits  0..7   protocol state (a template: 0 NONE, 1 ASSURED)
 //	bits  8..11  inbound packets seen, saturating at 15 (IPVS's in_pkts,
 //	             read by drop_entry's todrop_entry)
-//	bits 12..    flags
+//	bits 12..19  flags (12..17 used)
+//	bits 20..31  the sync master's packet count (sync.go)
 const (
 	wStateMask = 0xff
 	wPktShift  = 8
@@ -108,7 +110,7 @@ type Entry struct {
 func (e *Entry) State() uint8 { return uint8(e.word.Load() & wStateMask) }
 
 // Flags returns the entry flags.
-func (e *Entry) Flags() uint32 { return e.word.Load() >> wFlagShift }
+func (e *Entry) Flags() uint32 { return e.word.Load() & wFlagBits >> wFlagShift }
 
 // Template reports whether e is a persistence template.
 func (e *Entry) Template() bool { return e.word.Load()&wTemplate != 0 }

@@ -51,7 +51,7 @@ func (t *Table) Export(buf []Record, want func(flags uint32) bool, fn func([]Rec
 			}
 			e := t.entryRef(ref)
 			w := e.word.Load()
-			fl := w >> wFlagShift
+			fl := w & wFlagBits >> wFlagShift
 			if want != nil && !want(fl) {
 				continue
 			}

@@ -75,8 +75,9 @@ type Table struct {
 	dropEntry atomic.Uint64
 	_         [64]byte
 
-	tmo timeouts // ipvsglue.go
-	def defense  // defense.go
+	tmo      timeouts                 // ipvsglue.go
+	def      defense                  // defense.go
+	syncHook atomic.Pointer[SyncHook] // the sync master's (sync.go)
 
 	advMu sync.Mutex // one Advance at a time
 	batch []*Entry   // Advance's scratch
@@ -367,6 +368,7 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 	t.step(e, false, tcpFlags, h)
 	s.refileIfSooner(e, t)
 	fill(e, h)
+	t.syncNotify(e, true)
 	s.mu.Unlock()
 	return Found
 }
@@ -516,6 +518,9 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 	ref := s.ref(e)
 	s.in.insert(hk, ref) // room checked above
 	s.file(e, t)
+	if !c.Template {
+		t.syncNotify(e, true)
+	}
 	gen := e.gen.Load()
 	s.mu.Unlock()
 	t.created.Add(1)

@@ -113,6 +113,7 @@ func (s *shard) expireSlot(t *Table, out []*Entry) []*Entry {
 			e.timeout.Store(60)
 			e.expires.Store(int32(s.done + t.tmo.ticks(60)))
 			s.file(e, t)
+			t.syncNotify(e, false) // IPVS syncs a template re-armed this way
 		default:
 			// Already out of the wheel: step 1 is the index and the flag.
 			t.removeIn(s, t.hk.sum(&e.In), s.ref(e))

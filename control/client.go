@@ -142,6 +142,9 @@ func AdmMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if ipvsadm.IsProcCommand(args) {
 		return admProc(args, stdout, stderr)
 	}
+	if IsVRRPCommand(args) {
+		return admVRRP(args, stdout, stderr)
+	}
 	if ipvsadm.IsMarkCommand(args) {
 		mc, err := ipvsadm.ParseMark(args)
 		if err != nil {
@@ -248,7 +251,7 @@ func list(cl *Client, cmd *ipvsadm.Command, stdout, stderr io.Writer) int {
 	case cmd.ListMode() == ipvsadm.ListModeTimeout:
 		werr = ipvsadm.WriteTimeout(stdout, *rep.Timeouts)
 	case cmd.ListMode() == ipvsadm.ListModeDaemon:
-		werr = ipvsadm.WriteDaemon(stdout, nil)
+		werr = ipvsadm.WriteDaemon(stdout, rep.Daemons)
 	case cmd.ListMode() == ipvsadm.ListModeService:
 		k := ipvsadm.NormKey(cmd.Service.ServiceKey)
 		i := slices.IndexFunc(rep.Services, func(s ipvsadm.ListService) bool { return ipvsadm.NormKey(s.Config.ServiceKey) == k })

@@ -20,6 +20,7 @@
 //	{"v":1,"op":"conns"}      the connection table (ipvsadm -L -c), streamed
 //	{"v":1,"op":"status"}     kernel semantics, every counter (drops by cause, events, table, kernel reassembly), what the host check relies on
 //	{"v":1,"op":"proc","args":["ip_vs"]}  /proc/net/ip_vs or ip_vs_stats as text (control/proc.go)
+//	{"v":1,"op":"vrrp"}       the VRRP speaker's state; "args":["priority","N"] changes it (control/vrrp.go)
 //	{"v":1,"op":"trace","text":"tcp client 198.18.0.10","args":["--sample","100","--rate","1000"]}
 //	{"v":1,"op":"takeover"}   a new golvs taking over (takeover.go)
 //
@@ -82,6 +83,7 @@ import (
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/vrrp"
 )
 
 // Version is the protocol version.
@@ -138,9 +140,11 @@ type Reply struct {
 	Host     []string              `json:"host,omitempty"`
 	Resolved bool                  `json:"resolved,omitempty"` // every real server has a next hop
 	Marks    []ipvs.MarkRule       `json:"marks,omitempty"`
-	PID      int                   `json:"pid,omitempty"`  // status: the daemon's process id
-	Busy     bool                  `json:"busy,omitempty"` // refused: too many connections; retry
-	Text     string                `json:"text,omitempty"` // proc op
+	PID      int                   `json:"pid,omitempty"`     // status: the daemon's process id
+	Busy     bool                  `json:"busy,omitempty"`    // refused: too many connections; retry
+	Text     string                `json:"text,omitempty"`    // proc op
+	Daemons  []ipvsadm.DaemonState `json:"daemons,omitempty"` // list: the running sync daemons (-L --daemon)
+	VRRP     *vrrp.Status          `json:"vrrp,omitempty"`    // status and vrrp ops (vrrp.go)
 	// Semantics is the kernel semantics the director reproduces
 	// ("current" or "classic"), in status replies.
 	Semantics string `json:"semantics,omitempty"`
@@ -172,6 +176,8 @@ type Server struct {
 	handedOver atomic.Bool // the socket belongs to the next process now
 	onHandover func()
 	takeMu     sync.Mutex // one takeover at a time
+
+	vr VRRP // nil: no VRRP (vrrp.go); set before Serve
 }
 
 // Socket counters, reported by status.
@@ -470,6 +476,8 @@ func (s *Server) Handle(req *Request) *Reply {
 		return s.proc(req)
 	case "status":
 		return s.status()
+	case "vrrp":
+		return s.vrrpOp(req)
 	}
 	return fail(fmt.Errorf("control: unknown operation %q", req.Op), 255)
 }
@@ -510,6 +518,11 @@ func (s *Server) status() *Reply {
 	}
 	if s.BGPStatus != nil {
 		rep.BGP = s.BGPStatus()
+	}
+	s.syncStatus(rep)
+	if s.vr != nil {
+		st := s.vr.Status()
+		rep.VRRP = &st
 	}
 	return rep
 }
@@ -559,6 +572,8 @@ func (s *Server) Exec(args []string) error {
 	switch cmd.Cmd {
 	case ipvsadm.CmdList, ipvsadm.CmdSave, ipvsadm.CmdRestore, ipvsadm.CmdHelp, ipvsadm.CmdVersion:
 		return fmt.Errorf("control: %s is answered by the client, not the daemon", cmd.Cmd)
+	case ipvsadm.CmdStartDaemon, ipvsadm.CmdStopDaemon:
+		return s.daemon(cmd) // sync.go
 	}
 	var zero []*ipvsadm.Command
 	err = s.D.Update(func(m *director.Model) error {
@@ -739,7 +754,7 @@ func (s *Server) precheck(t *ipvsadm.Table, c *ipvsadm.Command) error {
 func (s *Server) List() *Reply {
 	snap := s.D.Snapshot()
 	to := ipvsadm.Timeouts(snap.Model.Timeouts)
-	rep := &Reply{OK: true, Timeouts: &to, Size: 4096, Marks: snap.Model.Marks}
+	rep := &Reply{OK: true, Timeouts: &to, Size: 4096, Marks: snap.Model.Marks, Daemons: s.Daemons()}
 	for _, sv := range snap.List {
 		ls := ipvsadm.ListService{Config: sv.Config, Stats: sv.Stats.Snapshot(), Rate: rate(s.D.Rates(sv.Stats))}
 		ls.Config.Dests = nil

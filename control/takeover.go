@@ -16,6 +16,7 @@ import (
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/ipvssync"
 )
 
 // A graceful restart (golvs run --takeover, or SIGUSR2 to the running
@@ -34,9 +35,13 @@ import (
 //	            binary records (templates first), then {"end":true}
 //	new -> old  {"done":true}           every conn imported
 //	            the old one closes and removes its socket, forgets its
-//	            host settings, and stops
-//	old -> new  {"bye":true}
-//	            the new one leaves standby (forwards) and listens
+//	            host settings, stops its VRRP speaker without resigning
+//	            and its sync daemons, and stops
+//	old -> new  {"bye":true} with the sync daemons it ran and its VRRP
+//	            instances in MASTER state
+//	            the new one leaves standby (forwards) and listens; its
+//	            sync daemons and VRRP speaker start from what bye says
+//	            (cmd/golvs/harun.go)
 //
 // Frames go unforwarded only between the old one parking and the new one
 // leaving standby: the copy of the table (milliseconds for thousands of
@@ -61,6 +66,10 @@ type takeoverMsg struct {
 	Count int                           `json:"count,omitempty"`
 	Done  bool                          `json:"done,omitempty"`
 	Bye   bool                          `json:"bye,omitempty"`
+	// With bye: the sync daemons the old process ran, and its VRRP
+	// instances that were master.
+	Sync       []ipvssync.Config `json:"sync,omitempty"`
+	VRRPMaster []string          `json:"vrrp_master,omitempty"`
 }
 
 // Takeover timing: how long the old process waits for the new one to be
@@ -166,11 +175,42 @@ func (s *Server) serveTakeover(c net.Conn, r *bufio.Reader) {
 	s.ln.Close()
 	os.Remove(s.path)
 	s.D.ForgetHost()
+	bye := s.handHA()
 	s.logf("control: handed over %d connections to the new process", n)
-	_ = writeMsg(c, &takeoverMsg{Bye: true})
+	_ = writeMsg(c, bye)
 	if s.onHandover != nil {
 		s.onHandover()
 	}
+}
+
+// handHA stops what high availability runs here for the successor to
+// start: the VRRP speaker first (told to stop without resigning, and to
+// tell its followers nothing more, so no role change restarts a sync
+// daemon), then the sync daemons, whose sockets the successor binds. The
+// bye message carries both.
+func (s *Server) handHA() *takeoverMsg {
+	bye := &takeoverMsg{Bye: true}
+	if s.vr != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), takeoverStepTimeout)
+		names, err := s.vr.Handover(ctx)
+		cancel()
+		if err != nil {
+			s.logf("control: takeover: VRRP: %v", err)
+		}
+		bye.VRRPMaster = names
+	}
+	if sd := s.D.Sync; sd != nil {
+		bye.Sync = sd.Status()
+		for _, c := range bye.Sync {
+			if err := sd.Stop(c.Role); err != nil {
+				s.logf("control: takeover: stopping the sync %s: %v", c.Role, err)
+			}
+		}
+		if len(bye.Sync) > 0 {
+			s.logf("control: takeover: sync daemons stopped for the new process to run")
+		}
+	}
+	return bye
 }
 
 // sendTable sends the dests, the services' counters and the table:
@@ -296,6 +336,10 @@ type Takeover struct {
 	Model director.Model
 	Host  []director.HostSetting
 	PID   int // the old daemon's process id
+	// Set by Finish: the sync daemons the old daemon ran and its VRRP
+	// instances in MASTER state, which it stopped for this one to start.
+	Sync       []ipvssync.Config
+	VRRPMaster []string
 }
 
 // TakeoverResult says what Finish moved.
@@ -403,6 +447,8 @@ func (t *Takeover) Finish(d *director.Director) (TakeoverResult, error) {
 	switch {
 	case err == nil && !m.Bye:
 		return res, errors.New("control: takeover: the old daemon did not say bye")
+	case err == nil:
+		t.Sync, t.VRRPMaster = m.Sync, m.VRRPMaster
 	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET):
 		return res, fmt.Errorf("control: takeover: waiting for the old daemon to stop: %w", err)
 	}

@@ -19,7 +19,7 @@ var CounterNames = [NumCounters]string{
 	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
 	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
 	"too-big", "arp-other",
-	"standby", "drop-packet",
+	"standby", "drop-packet", "backup", "client-unresolved",
 	"nd-answered", "nd-other", "ip6-fragment-held", "ip6-fragment-dropped",
 }
 
@@ -38,22 +38,24 @@ const (
 	CntTxErrors  // frames the kernel refused to send (bad virtio header, over the MTU)
 	CntTxDropped // frames not sent because the socket or device queue was full
 	CntRingPackets
-	CntRingDrops   // frames the kernel lost because a receive ring was full
-	CntRingFreezes // times a TPACKET_V3 ring froze its queue
-	CntOtherHost   // addressed to another host's MAC (PACKET_OTHERHOST)
-	CntBroadcast   // IPv4 in an Ethernet broadcast (no router forwards it)
-	CntMulticast   // IPv4 in an Ethernet multicast
-	CntVLAN        // 802.1Q-tagged with a VLAN ID (golvs serves untagged networks)
-	CntMartianSrc  // source address no router accepts
-	CntMartianDst  // destination address no router forwards
-	CntTooBig      // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
-	CntARPOther    // ARP frames needing no answer (senders learnt)
-	CntStandby     // frames dropped while parked for a graceful restart (takeover.go)
-	CntDropPacket  // new conns dropped by the drop_packet defense (ip_vs_todrop)
-	CntNDAnswered  // Neighbor Solicitations for a VIP or local address, answered
-	CntNDOther     // Neighbour Discovery and MLD frames needing no answer
-	CntFrag6Held   // IPv6 fragments taken for reassembly (their datagram is counted once whole)
-	CntFrag6Drop   // IPv6 fragments refused: bad, overlapping, too many, no room (frag6.go)
+	CntRingDrops     // frames the kernel lost because a receive ring was full
+	CntRingFreezes   // times a TPACKET_V3 ring froze its queue
+	CntOtherHost     // addressed to another host's MAC (PACKET_OTHERHOST)
+	CntBroadcast     // IPv4 in an Ethernet broadcast (no router forwards it)
+	CntMulticast     // IPv4 in an Ethernet multicast
+	CntVLAN          // 802.1Q-tagged with a VLAN ID (golvs serves untagged networks)
+	CntMartianSrc    // source address no router accepts
+	CntMartianDst    // destination address no router forwards
+	CntTooBig        // over the egress MTU with DF set (or unsendable): ICMP fragmentation-needed
+	CntARPOther      // ARP frames needing no answer (senders learnt)
+	CntStandby       // frames dropped while parked for a graceful restart (takeover.go)
+	CntDropPacket    // new conns dropped by the drop_packet defense (ip_vs_todrop)
+	CntBackup        // a VRRP backup, or a sync backup with backup_only: nothing served (serving.go, sync.go)
+	CntClientUnknown // a reply of a synced conn whose client is being resolved (sync.go)
+	CntNDAnswered    // Neighbor Solicitations for a VIP or local address, answered
+	CntNDOther       // Neighbour Discovery and MLD frames needing no answer
+	CntFrag6Held     // IPv6 fragments taken for reassembly (their datagram is counted once whole)
+	CntFrag6Drop     // IPv6 fragments refused: bad, overlapping, too many, no room (frag6.go)
 	NumCounters
 )
 
@@ -181,7 +183,7 @@ func (d *Director) CounterSets() []CounterSet {
 	sets := []CounterSet{
 		{
 			Name:  "drops",
-			Help:  "Frames golvs did not forward, by cause (arp-answered and arp-other count the ARP frames it handled; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick).",
+			Help:  "Frames golvs did not forward, by cause (arp-answered and arp-other count the ARP frames it handled; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick; standby counts frames dropped while parked for a graceful restart, backup those a VRRP backup or a sync backup with backup_only left alone).",
 			Label: "cause", Names: CounterNames[:], Values: drops[:],
 		},
 		{
@@ -189,6 +191,7 @@ func (d *Director) CounterSets() []CounterSet {
 			Help:  "Events of the forwarding paths (ICMP errors sent, rate-limited and relayed, datagrams fragmented, GSO segmentation, TOA, local ports).",
 			Label: "event", Names: ModeCounterNames[:], Values: modes[:],
 		},
+		d.syncCounterSet(), // sync.go
 	}
 	sets = append(sets, d.housekeepingSets()...) // resolve.go
 	sets = append(sets, d.schedSets()...)        // schedcounters.go

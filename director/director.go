@@ -36,6 +36,7 @@ import (
 	"github.com/golvs/golvs/forward"
 	"github.com/golvs/golvs/internal/ratelog"
 	"github.com/golvs/golvs/ipvs"
+	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/packet"
 	"github.com/golvs/golvs/trace"
@@ -113,6 +114,12 @@ type Config struct {
 	LocalPortMax uint16
 	NoTOA        bool
 
+	// Sync is the connection sync daemon's sysctls (sync_threshold,
+	// backup_only, ...); nil: the defaults (ipvssync.DefaultSysctls).
+	Sync *ipvssync.Sysctls
+	// SyncTransport carries sync messages; nil: UDP (tests pass an
+	// ipvssync.MemTransport).
+	SyncTransport ipvssync.Transport
 	// ICMPMsgsPerSec and ICMPMsgsBurst bound the ICMP errors golvs
 	// generates (port unreachable, fragmentation needed) with a token
 	// bucket, as the kernel's icmp_msgs_per_sec and icmp_msgs_burst do
@@ -177,11 +184,19 @@ type Director struct {
 	tracer  atomic.Pointer[trace.Tracer]
 	ifNames map[int]string // names of fake interfaces in tests
 
+	srv  serving          // VRRP master or backup (serving.go)
 	res  resolver         // next hops (resolve.go)
 	logs *ratelog.Limiter // every log line goes through it
 
 	handover handover  // standby and host settings (takeover.go)
 	hb       heartbeat // is the data path running (heartbeat.go)
+
+	// Sync is the connection sync daemon (sync.go): master, backup, both
+	// or none, started and stopped at run time.
+	Sync       *ipvssync.Daemon
+	syncErr    error
+	syncBackup atomic.Bool // a backup daemon runs with backup_only: serve nothing (sync.go)
+	clients    clientL2    // where synced conns' clients are
 }
 
 // Semantics returns the kernel semantics the director reproduces.
@@ -216,6 +231,7 @@ func newCore(c Config) *Director {
 	d.handover.standby.Store(c.Standby)
 	d.icmpLimit.init(c.ICMPMsgsPerSec, c.ICMPMsgsBurst)
 	d.initModes()
+	d.syncErr = d.newSync(c.Sync)
 	return d
 }
 
@@ -232,6 +248,10 @@ func New(c Config) (*Director, error) {
 		return nil, errors.New("director: no interfaces given")
 	}
 	d := newCore(c)
+	if d.syncErr != nil {
+		d.Close()
+		return nil, d.syncErr
+	}
 	nl, err := netlink.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("director: netlink: %w", err)
@@ -713,6 +733,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 			return
 		}
 		d.resolve(false)
+		d.resolveClients() // sync.go
 		lastPass = time.Now()
 	}
 	for {
@@ -742,6 +763,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 				lastFull = now
 			}
 			d.resolve(full)
+			d.resolveClients() // sync.go
 			lastPass = now
 			d.logs.Flush()
 		}
@@ -751,6 +773,9 @@ func (d *Director) housekeeping(stop chan struct{}) {
 // Close stops nothing (Run does that) but releases the sockets and puts
 // back any host setting golvs changed.
 func (d *Director) Close() {
+	if d.Sync != nil {
+		d.Sync.Close()
+	}
 	if len(d.rings) > 0 {
 		d.readRingStats()
 	}

@@ -113,6 +113,9 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 		return
 	}
 	forward.DecTTL(f.Data, p)
+	if h.ClientIf == 0 && !w.clientHop(h) {
+		return // a synced conn whose client is being resolved (sync.go)
+	}
 	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
 	if w.emit(int(h.ClientIf), f, mtu) {
 		w.d.mcount(MCntICMPRelayed)

@@ -172,9 +172,11 @@ func synFlood(t *testing.T, ct conntrack.Config, nDuring, nAfter int, timeout ti
 	}
 	defer stopFlood()
 
-	// Measure once the table is full.
+	// Measure once the table is full: a flood SYN found no free entry
+	// (it was refused, or replaced a half-open conn), so no free entry is
+	// left for a legitimate SYN to take however slowly the flood runs.
 	deadline := time.Now().Add(30 * time.Second)
-	for d.CT.Len() < tableSize-100 {
+	for st := d.CT.Stats(); st.Dropped+st.Evicted == 0; st = d.CT.Stats() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the flood did not fill the table in 30 s: %d entries after %d SYNs (drops %v)", d.CT.Len(), sent.Load(), d.Drops.Get())
 		}

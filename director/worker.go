@@ -39,11 +39,12 @@ type Worker struct {
 	sp  sched.Packet
 	m   modeWorker // DR, TUN, FULLNAT scratch (modes.go)
 
-	id  int
-	tr  *trace.Tracer  // the attached tracer, loaded once per batch
-	ev  *trace.Event   // the current frame's event, when traced
-	dec sched.Decision // scratch for traced scheduler decisions
-	st  statCache      // packet and byte counts, added up once per batch
+	id     int
+	backup bool           // a VRRP backup (serving.go) or a sync backup with backup_only (sync.go): serve nothing; loaded once per batch
+	tr     *trace.Tracer  // the attached tracer, loaded once per batch
+	ev     *trace.Event   // the current frame's event, when traced
+	dec    sched.Decision // scratch for traced scheduler decisions
+	st     statCache      // packet and byte counts, added up once per batch
 
 	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
 	cnt  *workerCounters
@@ -154,10 +155,7 @@ func (w *Worker) loop(stop chan struct{}) {
 			// One batch from each of the ring's sockets at most, so no
 			// interface waits behind a busy one.
 			for k := r.Sockets(); k > 0 && r.TryNext(&b); k-- {
-				w.snap = w.d.snap.Load()
-				if traceCompiled {
-					w.tr = w.d.tracer.Load()
-				}
+				w.load()
 				for b.Frame(&f) {
 					if standby {
 						w.standbyFrame(&f)
@@ -170,6 +168,16 @@ func (w *Worker) loop(stop chan struct{}) {
 				w.st.flush()
 			}
 		}
+	}
+}
+
+// load takes what a batch runs under: the service snapshot, the serving
+// switch and the tracer, each loaded once.
+func (w *Worker) load() {
+	w.snap = w.d.snap.Load()
+	w.backup = w.d.srv.backup.Load() || w.d.syncBackup.Load()
+	if traceCompiled {
+		w.tr = w.d.tracer.Load()
 	}
 }
 
@@ -218,6 +226,12 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 	if !w.validIPv4(f) {
 		return
 	}
+	if w.backup {
+		// A VRRP backup (serving.go), or a sync backup with backup_only
+		// (sync.go), forwards nothing.
+		w.count(CntBackup)
+		return
+	}
 	if p.Proto == 1 {
 		// ICMP errors about a conn are relayed; the rest is the kernel's.
 		w.icmp(f)
@@ -252,6 +266,9 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 		return
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
+	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
+		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
+	}
 	// A packet that starts a connection: UDP, or a TCP SYN without RST.
 	// One that may create a conn: the same, or with sloppy_tcp any TCP
 	// packet without RST (spec §3.8).
@@ -432,6 +449,9 @@ func (w *Worker) reply(f *netio.Frame) {
 		w.count(CntNotOurs)
 		return
 	}
+	if h.ClientIf == 0 && !w.clientHop(h) {
+		return // a synced conn whose client is being resolved (sync.go)
+	}
 	if traceCompiled && w.tr != nil {
 		w.traceStart(f, "reply", nil, h.In.SrcIP, h.In.DstIP, h.In.SrcPort, h.In.DstPort)
 		if w.ev != nil {
@@ -465,7 +485,11 @@ func (w *Worker) arpIn(f *netio.Frame) {
 		w.count(CntARPOther)
 		return
 	}
-	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) {
+	if w.backup {
+		w.count(CntBackup) // a VRRP backup, or a sync backup with backup_only, answers nothing
+		return
+	}
+	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP(a.TargetIP())) && !w.d.isLocalAddr(a.TargetIP()) && !w.d.isFloating(a.TargetIP(), f.IfIndex) {
 		w.count(CntARPOther)
 		return // FULLNAT local addresses are answered on every interface
 	}

@@ -237,7 +237,7 @@ func (t *Table) Apply(c *Command) error {
 	case CmdList, CmdSave, CmdHelp, CmdVersion, CmdNone:
 		return nil
 	case CmdStartDaemon, CmdStopDaemon:
-		return &Error{Status: StatusKernel, Msg: "Operation not supported: golvs has no sync daemon", Err: ErrUnsupported}
+		return &Error{Status: StatusKernel, Msg: "Operation not supported: the sync daemon is not part of a rules file (golvs adm --start-daemon, or golvs run --start-daemon at boot)", Err: ErrUnsupported}
 	}
 	return &Error{Status: StatusKernel, Msg: fmt.Sprintf("ipvsadm: %s does not apply to a table", c.Cmd), Err: ErrNotTable}
 }

@@ -55,7 +55,7 @@ func TestApplyErrors(t *testing.T) {
 		{"-a -t 10.0.0.1:80 -r 224.0.0.1", einvalText + " (real server address 224.0.0.1 is not unicast)", 255, ipvs.ErrInvalid},
 		{"-a -t 10.0.0.1:80 -r 0.0.0.7", einvalText + " (real server address 0.0.0.7 is not unicast)", 255, ipvs.ErrInvalid},
 		{"-a -t 10.0.0.1:80 -r 255.255.255.255", einvalText + " (real server address 255.255.255.255 is not unicast)", 255, ipvs.ErrInvalid},
-		{"--start-daemon master", "Operation not supported: golvs has no sync daemon", 255, ErrUnsupported},
+		{"--start-daemon master", "Operation not supported: the sync daemon is not part of a rules file (golvs adm --start-daemon, or golvs run --start-daemon at boot)", 255, ErrUnsupported},
 		{"-R", "ipvsadm: restore does not apply to a table", 255, ErrNotTable},
 	}
 	for _, tt := range tests {

@@ -18,11 +18,17 @@ import (
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/sched"
+	"github.com/golvs/golvs/vrrp"
 )
 
 // Config is what golvs takes from a keepalived.conf.
 type Config struct {
 	Services []health.Service
+	// VRRP is the vrrp_instance and vrrp_sync_group blocks, with
+	// global_defs' vrrp_* defaults (nil: none): golvs's VRRP speaker.
+	VRRP *vrrp.Config
+	// SyncDaemon is global_defs' lvs_sync_daemon (nil: none).
+	SyncDaemon *SyncDaemon
 	// Warnings name, once each, what the file holds that golvs does not
 	// act on (VRRP, global_defs, SMTP alerts, ...), with where it is.
 	Warnings []string
@@ -96,7 +102,7 @@ func (m memFS) Glob(pattern string) ([]string, error) {
 // Top-level keywords of keepalived that golvs does not act on: named in a
 // warning. Anything else unknown at the top is an error.
 var ignoredTop = map[string]bool{
-	"global_defs": true, "vrrp_instance": true, "vrrp_sync_group": true, "vrrp_script": true,
+	"vrrp_script":        true,
 	"vrrp_track_process": true, "static_ipaddress": true, "static_routes": true, "static_rules": true,
 	"linkbeat_interfaces": true, "bfd_instance": true, "track_file": true, "garp_group": true,
 	"vrrp_track_file": true, "track_bfd": true, "net_namespace": true, "net_namespace_ipvs": true,
@@ -131,10 +137,17 @@ func (t *translator) warn(p Pos, format string, args ...any) {
 
 func translate(tree []*node) (*Config, error) {
 	t := &translator{warned: map[string]bool{}, groups: map[string]*vsgDef{}}
-	// First pass: groups and the SSL block, which virtual servers use
-	// wherever they are in the file.
+	var vg vrrpGlobals
+	var vrrpAt Pos
+	var groupAt []Pos
+	// First pass: groups, the SSL block and global_defs, which other
+	// blocks use wherever they are in the file.
 	for _, n := range tree {
 		switch n.key.s {
+		case "global_defs":
+			if err := t.vrrpGlobalsOf(n, &vg); err != nil {
+				return nil, err
+			}
 		case "virtual_server_group":
 			g, err := t.group(n)
 			if err != nil {
@@ -172,7 +185,26 @@ func translate(tree []*node) (*Config, error) {
 				seen[key] = n.pos()
 			}
 			cfg.Services = append(cfg.Services, s)
-		case k == "virtual_server_group" || k == "SSL":
+		case k == "virtual_server_group" || k == "SSL" || k == "global_defs":
+		case k == "vrrp_instance":
+			in, err := t.vrrpInstance(n, &vg)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.VRRP == nil {
+				cfg.VRRP, vrrpAt = &vrrp.Config{}, n.pos()
+			}
+			cfg.VRRP.Instances = append(cfg.VRRP.Instances, in)
+		case k == "vrrp_sync_group":
+			g, err := t.vrrpSyncGroup(n)
+			if err != nil {
+				return nil, err
+			}
+			if cfg.VRRP == nil {
+				cfg.VRRP, vrrpAt = &vrrp.Config{}, n.pos()
+			}
+			cfg.VRRP.Groups = append(cfg.VRRP.Groups, g)
+			groupAt = append(groupAt, n.pos())
 		case ignoredTop[k]:
 			name := k
 			if len(n.args) > 0 {
@@ -182,6 +214,36 @@ func translate(tree []*node) (*Config, error) {
 		default:
 			return nil, errorf(n.pos(), "unknown keyword %q at the top level", k)
 		}
+	}
+	if cfg.VRRP != nil {
+		names := map[string]bool{}
+		for _, in := range cfg.VRRP.Instances {
+			names[in.Name] = true
+		}
+		for i, g := range cfg.VRRP.Groups {
+			for _, m := range g.Members {
+				if !names[m] {
+					return nil, errorf(groupAt[i], "sync group %s: no instance %s", g.Name, m)
+				}
+			}
+		}
+		checked, err := cfg.VRRP.Check()
+		if err != nil {
+			return nil, errorf(vrrpAt, "%v", err)
+		}
+		cfg.VRRP = checked
+	}
+	if sd := vg.sync; sd != nil {
+		found := false
+		if cfg.VRRP != nil {
+			for _, in := range cfg.VRRP.Instances {
+				found = found || in.Name == sd.Instance
+			}
+		}
+		if !found {
+			return nil, errorf(sd.Pos, "lvs_sync_daemon follows vrrp_instance %s, which is not defined", sd.Instance)
+		}
+		cfg.SyncDaemon = sd
 	}
 	// Every group must be used or it is a likely mistake: warn.
 	cfg.Warnings = t.warnings

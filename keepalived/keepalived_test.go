@@ -153,13 +153,17 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
-// Blocks golvs does not act on are named once each in a warning.
+// Blocks and keywords golvs does not act on are named once each in a
+// warning; VRRP blocks configure the VRRP speaker (vrrp_test.go).
 func TestWarnings(t *testing.T) {
 	src := `global_defs {
     router_id X
 }
 vrrp_instance VI_1 {
     state MASTER
+    interface ext0
+    virtual_router_id 51
+    notify_master /bin/true
     virtual_ipaddress {
         198.18.0.100
     }
@@ -181,7 +185,7 @@ virtual_server 198.18.0.100 80 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"k.conf:1: global_defs", "k.conf:4: vrrp_instance VI_1", "k.conf:10: vrrp_sync_group G", "k.conf:18: smtp_alert: ignored"}
+	want := []string{"k.conf:1: global_defs", "k.conf:8: notify_master: ignored", "k.conf:21: smtp_alert: ignored"}
 	if len(cfg.Warnings) != len(want) {
 		t.Fatalf("warnings %q, want %d", cfg.Warnings, len(want))
 	}
@@ -189,6 +193,9 @@ virtual_server 198.18.0.100 80 {
 		if !strings.HasPrefix(cfg.Warnings[i], w) {
 			t.Errorf("warning %d: %q, want it to start with %q", i, cfg.Warnings[i], w)
 		}
+	}
+	if cfg.VRRP == nil || len(cfg.VRRP.Instances) != 1 || cfg.VRRP.Instances[0].Name != "VI_1" || len(cfg.VRRP.Groups) != 1 {
+		t.Fatalf("VRRP not configured: %+v", cfg.VRRP)
 	}
 }
 

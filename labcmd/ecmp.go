@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/lab"
 )
 
@@ -302,14 +303,16 @@ func directorTables(l *lab.ECMPLab) (map[netip.Addr]map[netip.AddrPort]bool, err
 		if err != nil {
 			return nil, err
 		}
-		rep, err := cl.Do(&control.Request{Op: "conns"})
+		m := map[netip.AddrPort]bool{}
+		err = cl.Conns(func(cs []ipvsadm.Conn) error {
+			for _, c := range cs {
+				m[netip.AddrPortFrom(c.Client.Addr().Unmap(), c.Client.Port())] = true
+			}
+			return nil
+		})
 		cl.Close()
 		if err != nil {
 			return nil, err
-		}
-		m := map[netip.AddrPort]bool{}
-		for _, c := range rep.Conns {
-			m[netip.AddrPortFrom(c.Client.Addr().Unmap(), c.Client.Port())] = true
 		}
 		tables[lab.ECMPDirectorIP(i)] = m
 	}

@@ -53,6 +53,8 @@ const usage = `usage:
   golvs lab nat --check tcp|http|misc [--inhibit] [--keep]
                                      health-check the real servers (keepalived.conf), with a sorry server
   golvs lab fail rs1 | heal rs1      stop or restart a kept lab's real server service and watch the director react
+  golvs lab ha [--fail master|backup] [--conns 500] [--return] [--nopreempt] [--json]
+                                     two directors (VRRP): kill one under load, report the failover
   golvs lab request [--requests N]   send N more requests from a kept lab's client
   golvs lab down                     remove a kept lab
   golvs lab ecmp [--directors 3] [--connections 300] [--fail director2 [--no-readd] [--json]]
@@ -69,6 +71,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "nat", "dr", "tun", "fullnat":
 		err = runLab(args[0], "", args[1:], stdout, stderr) // modes.go
+	case "ha":
+		err = haLab(args[1:], stdout, stderr) // ha.go
 	case "nat-wrong-gateway", "dr-no-arp-ignore", "tun-no-pmtu":
 		m := mistakeLabs[args[0]]
 		err = runLab(m[0], m[1], args[1:], stdout, stderr)
@@ -274,6 +278,7 @@ func serve(args []string) error {
 	udp := fs.String("udp", "53", "UDP ports, comma-separated")
 	sinkPort := fs.Int("sink", 0, "a TCP port that counts uploaded bytes (0: none)")
 	v6 := fs.Bool("ipv6", false, "serve IPv6 too")
+	echoPort := fs.Int("echo", 0, "a TCP port answering every line with the name, on long-lived connections (0: none; the HA lab)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -316,6 +321,14 @@ func serve(args []string) error {
 	}
 	if *sinkPort != 0 {
 		if err := lab.Sink(ctx, nil, *sinkPort); err != nil {
+			return err
+		}
+	}
+	if *echoPort < 0 || *echoPort > 65535 {
+		return fmt.Errorf("--echo %d out of range (1..65535)", *echoPort)
+	}
+	if *echoPort != 0 {
+		if _, err := lab.LineEcho(ctx, nil, *echoPort, *name); err != nil {
 			return err
 		}
 	}

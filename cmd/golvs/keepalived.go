@@ -5,6 +5,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"syscall"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/golvs/golvs/ipvsadm"
 	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/metrics"
+	"github.com/golvs/golvs/vrrp"
 )
 
 // keepalivedSource is `golvs run --keepalived-conf FILE`: the file's
@@ -26,6 +28,7 @@ type keepalivedSource struct {
 	rules  map[ipvs.ServiceKey]bool // services the ipvsadm rules configure
 	logger *log.Logger
 	eng    *health.Engine
+	vrrp   *vrrp.Config // the VRRP configuration the daemon started with
 }
 
 // newKeepalivedSource reads the file once, before anything opens, so a
@@ -45,6 +48,7 @@ func newKeepalivedSource(path, rulesText string, logger *log.Logger) (*keepalive
 	if err != nil {
 		return nil, nil, err
 	}
+	k.vrrp = cfg.VRRP
 	return k, cfg, nil
 }
 
@@ -103,6 +107,9 @@ func (k *keepalivedSource) reload() {
 		return
 	}
 	k.logger.Printf("SIGHUP: keepalived.conf %s reloaded: %d virtual servers", k.path, len(cfg.Services))
+	if !reflect.DeepEqual(cfg.VRRP, k.vrrp) {
+		k.logger.Printf("SIGHUP: the vrrp_instance / vrrp_sync_group blocks changed: VRRP changes take a restart; the running VRRP instances stay as they were")
+	}
 }
 
 func (k *keepalivedSource) close() {

@@ -29,6 +29,7 @@ usage:
               [--json] [--pcap FILE] [--sample N] [--rate N] [--count N] [--duration D]
   golvs lab nat [--scheduler S] [--weights 2,1] [--requests N] [--semantics current|classic] [--keep]
   golvs lab dr|tun|fullnat [same flags as nat]
+  golvs lab ha [--fail master|backup] [--conns 500] [--return] [--nopreempt] [--json]
   golvs lab request [--requests N] | golvs lab down
   golvs lab ecmp [--directors N] [--fail directorN [--json]]   (N directors behind a bird2 router, BGP + ECMP)
   golvs rs-tun -i IFACE --vip VIP[,VIP] [--gue-port N]   (real server end of TUN)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -467,5 +468,15 @@ func TestKeepalivedSIGHUP(t *testing.T) {
 	hup(strings.Replace(string(good), "weight 1", "weight 4", 1), "reloaded")
 	if got := list(); !strings.Contains(got, "-r 198.19.0.11:80 -m -w 4") {
 		t.Fatalf("weight change not applied:\n%s", got)
+	}
+}
+
+// A SIGUSR2 successor gets the daemon's flags less --rules and --rule (it
+// runs the configuration it takes over, and refuses them) and --takeover.
+func TestTakeoverArgs(t *testing.T) {
+	in := []string{"-i", "eth0:arp", "--rules", "/etc/r", "--rule=-A -t 1.2.3.4:80", "-rule", "-a x", "--takeover", "--rules=/x", "-q", "--vrrp-vip", "198.18.0.100"}
+	want := []string{"-i", "eth0:arp", "-q", "--vrrp-vip", "198.18.0.100"}
+	if got := takeoverArgs(in); !slices.Equal(got, want) {
+		t.Fatalf("takeoverArgs(%q) = %q, want %q", in, got, want)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvsadm"
+	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/keepalived"
 	"github.com/golvs/golvs/metrics"
 	"github.com/golvs/golvs/netio"
@@ -95,7 +96,23 @@ func runMain(args []string) int {
 	takeover := fs.Bool("takeover", false, "take over from the golvs daemon on --control: its configuration and connection table move here, then it stops (a graceful restart or binary upgrade; SIGUSR2 to a running daemon starts its own binary this way)")
 	// Scale-out (issue 17): the VIPs announced over BGP (bgp.go).
 	bgpf := addBGPFlags(fs)
+	// High availability (issue 15): connection sync (sync.go) and VRRP
+	// (vrrp.go) flags.
+	var sf syncFlags
+	sf.register(fs)
+	var vf vrrpFlags
+	vf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	syncSys, daemons, err := sf.build()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+		return 2
+	}
+	vc, err := vf.config()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 		return 2
 	}
 	if *sloppySCTP {
@@ -204,6 +221,23 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	if kaCfg != nil && kaCfg.VRRP != nil {
+		// keepalived.conf's vrrp_instance blocks (vrrp.go).
+		if vc != nil {
+			fmt.Fprintln(os.Stderr, "golvs run: VRRP is configured both by --vrrp-* flags and by keepalived.conf's vrrp_instance blocks: configure it one way")
+			return 2
+		}
+		vc = kaCfg.VRRP
+	}
+	if kaCfg != nil && kaCfg.SyncDaemon != nil {
+		// lvs_sync_daemon: a sync daemon whose role follows VRRP.
+		if len(daemons) > 0 {
+			fmt.Fprintln(os.Stderr, "golvs run: the sync daemon is configured both by --start-daemon and by keepalived.conf's lvs_sync_daemon: configure it one way")
+			return 2
+		}
+		sd := kaCfg.SyncDaemon
+		daemons = []ipvssync.Config{{Role: ipvssync.Backup, Ifname: sd.Interface, SyncID: sd.SyncID, MaxLen: sd.MaxLen, Port: sd.Port, TTL: sd.TTL, Group: sd.Group}}
+	}
 	cfg := director.Config{
 		Workers:    *workers,
 		Conntrack:  ctc,
@@ -220,6 +254,7 @@ func runMain(args []string) int {
 		ExpireQuiescentTemplate: *quiescentTpl,
 		NoPMTU:                  *noPMTU,
 		SloppyTCP:               *sloppyTCP,
+		Sync:                    syncSys,
 		ICMPMsgsPerSec:          *icmpRate,
 		ICMPMsgsBurst:           *icmpBurst,
 	}
@@ -273,6 +308,20 @@ func runMain(args []string) int {
 			return 2
 		}
 	}
+	// High availability: nothing is served before VRRP says master (or,
+	// taking over, as the old daemon's instances were), and a backup
+	// daemon with backup_only stands by from the start (sync.go).
+	ha := newHA(vc, daemons, syncSys, logger.Printf)
+	ha.prepare(d)
+	if tk == nil {
+		// The sync daemons start now; taking over, once the old daemon
+		// has let go of theirs (below).
+		if err := ha.startSync(d); err != nil {
+			d.Close()
+			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
+			return 1
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// The data path runs until life (below) ends: with BGP, after the
@@ -309,6 +358,21 @@ func runMain(args []string) int {
 		if res.Failed > 0 {
 			logger.Printf("takeover: %d entries not imported (last: %v)", res.Failed, res.LastErr)
 		}
+		ha.adopt(tk, vc)
+		if err := ha.startSync(d); err != nil {
+			logger.Printf("takeover: %v (no connection sync)", err)
+		}
+	}
+	if vc != nil {
+		// VRRP: the director serves only while the speaker is master,
+		// and the sync daemon (--start-daemon, lvs_sync_daemon) follows
+		// its role; a stopping master resigns (priority 0), one handing
+		// over to a successor does not.
+		sp, err := startVRRP(ctx, vc, d, srv, ha, logger.Printf, &side)
+		if err != nil {
+			return fatal(1, "%v", err)
+		}
+		logger.Printf("VRRP: %s", vrrpSummary(sp))
 	}
 	stopHealth := make(chan struct{})
 	defer close(stopHealth)
@@ -388,6 +452,31 @@ func runMain(args []string) int {
 	return 0
 }
 
+// takeoverArgs are a daemon's flags for its successor: without
+// --takeover (added back) and without --rules and --rule, since the
+// successor runs the configuration it takes over (and refuses them).
+func takeoverArgs(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			out = append(out, a)
+			continue
+		}
+		switch name {
+		case "takeover":
+		case "rules", "rule":
+			if !hasValue {
+				i++ // its value
+			}
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // restartOnSIGUSR2 starts this daemon's own binary (as it is on disk now,
 // so an upgraded one) with the same flags and --takeover on SIGUSR2; the
 // new process takes over and this one stops.
@@ -400,13 +489,7 @@ func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR2)
 	defer signal.Stop(ch)
-	var next []string
-	for _, a := range args {
-		if a != "--takeover" && a != "-takeover" {
-			next = append(next, a)
-		}
-	}
-	next = append([]string{"run"}, append(next, "--takeover")...)
+	next := append([]string{"run"}, append(takeoverArgs(args), "--takeover")...)
 	for {
 		select {
 		case <-ctx.Done():
