@@ -185,16 +185,24 @@ func newCModel(t *testing.T, c Config) *cModel {
 // updated, or replaced when bound elsewhere.
 func (m *cModel) installOp(r *rand.Rand) error {
 	m.ops.Add(1)
-	c := r.IntN(2) // IPv4 clients
+	c := r.IntN(4) // clients 2 and 3 are IPv6
 	d := m.dests[r.IntN(len(m.dests))]
 	sc := SyncedConn{Dest: d, DPort: d.Port, Method: ipvs.MethodMasq, Inactive: r.IntN(3) == 0, InPkts: 3}
+	var in6 *Pair6
 	if r.IntN(4) == 0 {
-		sc.In, _ = m.tplKey(c)
+		sc.In, in6 = m.tplKey(c)
 		sc.Template, sc.State, sc.Timeout = true, uint8(r.IntN(2)), 2
 	} else {
-		sc.In, _ = m.inKey(c, r.IntN(10), 6)
-		sc.Out, _ = m.outKey(sc.In, nil, d)
+		sc.In, in6 = m.inKey(c, r.IntN(10), 6)
+		var out6 *Pair6
+		sc.Out, out6 = m.outKey(sc.In, in6, d)
+		if out6 != nil {
+			sc.A6.Out = *out6
+		}
 		sc.State = uint8(r.IntN(int(NumTCPStates)))
+	}
+	if in6 != nil {
+		sc.A6.In = *in6
 	}
 	if _, err := m.tb.Install(&sc); err != nil && err != ErrFull && err != ErrExists {
 		return fmt.Errorf("Install(%v): %v", sc.In, err)

@@ -234,3 +234,92 @@ func TestV6ExportImport(t *testing.T) {
 		t.Fatalf("imported conn not found")
 	}
 }
+
+// TestV6Install: a sync backup installs IPv6 conns and templates (sync.go)
+// as Create makes them: found both ways by their full addresses only (two
+// records whose digests collide are two conns), updated in place by a
+// record for the same real server, replaced by an active record for
+// another, and a template keyed by the client's network.
+func TestV6Install(t *testing.T) {
+	tb := New(Config{Shards: 4, Seed: 7})
+	seen := map[[4]byte]uint64{}
+	var a, b uint64
+	for i := uint64(1); a == 0; i++ {
+		x := addr6(i)
+		dg := tb.hk.digest(&x)
+		if j, ok := seen[dg]; ok {
+			a, b = j, i
+		}
+		seen[dg] = i
+	}
+	d := testDest6()
+	sync := func(i uint64, d *ipvs.Dest, st uint8) *SyncedConn {
+		nc := nat6(tb, d, i, 40000)
+		nc.Out.SrcPort, nc.Out = d.Port, tb.Key6(&Pair6{Src: d.Addr.As16(), Dst: addr6(i)}, d.Port, 40000, 6, KindConn)
+		nc.A6.Out.Src = d.Addr.As16()
+		return &SyncedConn{In: nc.In, Out: nc.Out, A6: nc.A6, Dest: d, DPort: d.Port, Method: ipvs.MethodMasq, State: st, Timeout: 100}
+	}
+	ca, cb := sync(a, d, TCPEstablished), sync(b, d, TCPTimeWait)
+	if ca.In != cb.In {
+		t.Fatal("not a collision")
+	}
+	for _, c := range []*SyncedConn{ca, cb} {
+		if res, err := tb.Install(c); err != nil || res != Installed {
+			t.Fatalf("install %x: %v %v", c.A6.In.Src, res, err)
+		}
+	}
+	var h Hit
+	for _, c := range []*SyncedConn{ca, cb} {
+		if !tb.Peek6(&c.In, &c.A6.In, false, &h) || h.A6 != c.A6 || h.NewState != c.State {
+			t.Fatalf("in lookup of %x: %+v", c.A6.In.Src, h)
+		}
+		if !tb.LookupOut6(&c.Out, &c.A6.Out, ack, &h) || h.A6 != c.A6 {
+			t.Fatalf("out lookup of %x found %x", c.A6.Out.Dst, h.A6.Out.Dst)
+		}
+	}
+	if tb.Len() != 2 || d.ActiveConns() != 1 || d.InactConns() != 1 {
+		t.Fatalf("%d entries, dest active %d inactive %d", tb.Len(), d.ActiveConns(), d.InactConns())
+	}
+	// The same real server: updated (TIME_WAIT -> ESTABLISHED moves the
+	// dest's counters).
+	if res, err := tb.Install(sync(b, d, TCPEstablished)); err != nil || res != Updated || d.ActiveConns() != 2 {
+		t.Fatalf("update: %v %v, active %d", res, err, d.ActiveConns())
+	}
+	// Another real server: the conn is replaced; an inactive record for
+	// the old one afterwards is ignored.
+	d2 := ipvs.NewDest(d.Svc, ipvs.DestConfig{Addr: netip.MustParseAddr("2001:db8:19::12"), Port: 8080, Weight: 1, Method: ipvs.MethodMasq})
+	if res, err := tb.Install(sync(a, d2, TCPEstablished)); err != nil || res != Replaced {
+		t.Fatalf("replace: %v %v", res, err)
+	}
+	old := sync(a, d, TCPEstablished)
+	old.Inactive = true
+	if res, _ := tb.Install(old); res != IgnoredInactive {
+		t.Fatalf("stale inactive record: %v", res)
+	}
+	if !tb.Peek6(&ca.In, &ca.A6.In, false, &h) || h.Dest != d2 || !tb.Peek6(&cb.In, &cb.A6.In, false, &h) || h.Dest != d {
+		t.Fatal("the replace touched the colliding conn, or missed its own")
+	}
+	// A template: the client's /64 and the VIP, no ports.
+	tp := Pair6{Src: addr6(0), Dst: vip6}
+	tc := &SyncedConn{In: tb.Key6(&tp, 0, 80, 6, KindTemplate), A6: Addrs6{In: tp, Out: Pair6{Src: vip6}}, Dest: d, DPort: d.Port, Method: ipvs.MethodMasq, Template: true, Timeout: 300}
+	if res, err := tb.Install(tc); err != nil || res != Installed {
+		t.Fatalf("template: %v %v", res, err)
+	}
+	if ref, td := tb.LookupTemplate6(&tc.In, &tp); ref.IsZero() || td != d {
+		t.Fatal("installed template not found")
+	}
+	if a6 := tb.EntryAddrs6(tb.mustFindIn6(t, &tc.In, &tp)); a6.Out != (Pair6{}) {
+		t.Fatalf("a template keeps out addresses %x", a6.Out)
+	}
+}
+
+func (t *Table) mustFindIn6(tt *testing.T, k *Key, a *Pair6) *Entry {
+	hk, s := t.locate(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := t.findIn6(s, hk, k, a)
+	if e == nil {
+		tt.Fatal("not found")
+	}
+	return e
+}
