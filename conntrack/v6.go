@@ -123,6 +123,7 @@ func (t *Table) LookupIn6(k *Key, a *Pair6, tcpFlags uint8, h *Hit) Verdict {
 	t.step(e, false, tcpFlags, h)
 	s.refileIfSooner(e, t)
 	t.fill6(e, h)
+	t.syncNotify(e, true)
 	s.mu.Unlock()
 	return Found
 }

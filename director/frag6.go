@@ -35,6 +35,10 @@ func (w *Worker) frag6(f *netio.Frame) {
 	if !w.validIPv6(f) {
 		return
 	}
+	if w.backup {
+		w.count(CntBackup) // nothing is forwarded: nothing is held either
+		return
+	}
 	g, st := w.d.reasm.Add(f.Data, p, f.IfIndex, time.Now())
 	switch st {
 	case forward.ReasmHeld, forward.ReasmDup:

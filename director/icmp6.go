@@ -110,6 +110,9 @@ func (w *Worker) icmp6ToClient(f *netio.Frame) {
 		w.count(CntICMP)
 		return
 	}
+	if h.ClientIf == 0 && !w.clientHop(h) {
+		return // a synced conn whose client is being resolved (sync.go)
+	}
 	mtu, ok := w.egress6(f, int(h.ClientIf), 0, &p.Dst6, false)
 	if !ok {
 		return

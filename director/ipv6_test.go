@@ -247,7 +247,9 @@ func nsFrame(t testing.TB, src, target netip.Addr) *netio.Frame {
 
 // TestNDForVIP: a Neighbor Solicitation for the VIP is answered with a
 // Neighbor Advertisement from the director's MAC (a DAD probe too, to all
-// nodes); one for another address is not; a parked director answers none.
+// nodes); one for another address is not; a director parked for a
+// graceful restart still answers (as it answers ARP), a VRRP backup
+// answers nothing and forwards nothing.
 func TestNDForVIP(t *testing.T) {
 	d, w, ext, _ := testDirector6(t, true)
 	w.handle(nsFrame(t, cip6, vip6))
@@ -276,10 +278,24 @@ func TestNDForVIP(t *testing.T) {
 	if len(ext.frames) != 2 || d.Drops[CntNDOther].Load() != 1 {
 		t.Fatalf("answered NS for a non-VIP")
 	}
+	// Parked for a graceful restart: NS still answered, as ARP is.
 	d.handover.standby.Store(true)
 	w.standbyFrame(nsFrame(t, cip6, vip6))
-	if len(ext.frames) != 2 {
-		t.Fatalf("a parked director answered an NS")
+	if len(ext.frames) != 3 || d.Drops[CntStandby].Load() != 0 {
+		t.Fatalf("a parked director did not answer an NS")
+	}
+	w.standbyFrame(frame6(t, ifExt, cliMAC, extMAC, cip6, vip6, 6, 40000, 80, 0x02, nil, false))
+	if d.Drops[CntStandby].Load() != 1 {
+		t.Fatal("a parked director did not drop a SYN")
+	}
+	d.handover.standby.Store(false)
+	// A VRRP backup answers nothing and forwards nothing.
+	d.SetServing(false)
+	w.load()
+	w.handle(nsFrame(t, cip6, vip6))
+	w.handle(frame6(t, ifExt, cliMAC, extMAC, cip6, vip6, 6, 40000, 80, 0x02, nil, false))
+	if len(ext.frames) != 3 || d.Drops[CntBackup].Load() != 2 || d.CT.Len() != 0 {
+		t.Fatalf("a backup answered or forwarded: %d frames, backup %d, %d conns", len(ext.frames), d.Drops[CntBackup].Load(), d.CT.Len())
 	}
 }
 

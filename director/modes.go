@@ -172,6 +172,13 @@ func methodFlag(m ipvs.Method) string {
 // traffic flows: DR needs the real server on a directly connected
 // network, TUN a route to it, FULLNAT a local address pool.
 func (dr *Director) checkDestHost(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+	// The kernel refuses a mixed-family dest while a sync daemon runs:
+	// the sync protocol cannot carry such a conn (ip_vs_ctl.c).
+	if d.Addr.Is6() != svc.IsV6() && dr.Sync != nil {
+		if m, b := dr.Sync.Running(); m || b {
+			return fmt.Errorf("director: real server %s: %s (a real server of another address family than its service while a sync daemon runs: the sync protocol cannot carry its connections)", d.AddrPort(), ipvs.EINVALText)
+		}
+	}
 	switch d.Method {
 	case ipvs.MethodRoute:
 		if dr.neigh != nil && !dr.neigh.OnLink(d.Addr) {

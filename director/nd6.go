@@ -8,10 +8,12 @@ import (
 // Neighbour Discovery for the VIPs: golvs answers Neighbor Solicitations
 // for its IPv6 VIPs on interfaces configured to answer ARP (and for its
 // FULLNAT IPv6 local addresses on every interface), as it answers ARP for
-// IPv4 ones, and only while it serves: a parked director (standby) drops
-// them with every other IP frame, so that clients' caches follow the
-// director that forwards. It learns nothing: next hops follow the
-// kernel's neighbour table (resolve.go), which sees the same frames.
+// IPv4 ones, and only while it serves: a VRRP backup, or a sync backup
+// with backup_only, answers none (counted as backup), so that clients'
+// caches follow the director that forwards; a director parked for a
+// graceful restart (standby) still answers, as it answers ARP. It learns
+// nothing: next hops follow the kernel's neighbour table (resolve.go),
+// which sees the same frames.
 //
 // The answer is the kernel's ndisc_send_na for an address of its own:
 // from the target, hop limit 255, override set, the target link-layer
@@ -34,6 +36,10 @@ func (w *Worker) nd6(f *netio.Frame) bool {
 	var ns packet.NS
 	if typ != packet.ICMPv6NS || !packet.ParseNS(f.Data, p, &ns) {
 		w.count(CntNDOther)
+		return true
+	}
+	if w.backup {
+		w.count(CntBackup) // a VRRP backup, or a sync backup with backup_only, answers nothing
 		return true
 	}
 	if !(w.d.ifARP[f.IfIndex] && w.snap.IsVIP6(&ns.Target)) && !w.d.isLocalAddr6(&ns.Target) {

@@ -91,8 +91,9 @@ func (d *Director) WaitParked(ctx context.Context) error {
 	}
 }
 
-// standbyFrame is what a parked worker does with a frame: ARP is served
-// (so neighbours and VIP answers stay fresh), the rest dropped.
+// standbyFrame is what a parked worker does with a frame: ARP and
+// Neighbour Discovery are served (so neighbours and VIP answers stay
+// fresh), the rest dropped.
 func (w *Worker) standbyFrame(f *netio.Frame) {
 	if f.Trunc {
 		return
@@ -100,6 +101,9 @@ func (w *Worker) standbyFrame(f *netio.Frame) {
 	packet.Decode(f.Data, &w.p)
 	if w.p.Kind == packet.KindARP {
 		w.arpIn(f)
+		return
+	}
+	if w.p.Kind == packet.KindIPv6 && w.p.Proto == packet.NHICMPv6 && f.PktType != netio.PacketOtherHost && !(f.VLANValid && f.VLANTCI&0xfff != 0) && w.nd6(f) {
 		return
 	}
 	w.cnt.inc(CntStandby)

@@ -267,7 +267,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
 	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
-		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
+		w.d.clients.learn(netip.AddrFrom4(p.Src).As16(), f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
 	}
 	// A packet that starts a connection: UDP, or a TCP SYN without RST.
 	// One that may create a conn: the same, or with sloppy_tcp any TCP

@@ -36,6 +36,12 @@ func (w *Worker) handle6(f *netio.Frame) {
 	if !w.validIPv6(f) { // validate6.go
 		return
 	}
+	if w.backup {
+		// A VRRP backup (serving.go), or a sync backup with backup_only
+		// (sync.go), forwards nothing.
+		w.count(CntBackup)
+		return
+	}
 	if p.Proto == packet.NHICMPv6 {
 		// ICMPv6 errors about a conn are relayed; the rest is the kernel's.
 		w.icmp6(f)
@@ -70,6 +76,9 @@ func (w *Worker) inbound6(f *netio.Frame, sv *Service) {
 		return
 	}
 	v := w.d.CT.LookupIn6(&k, a, p.Flags, h)
+	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
+		w.d.clients.learn(p.Src6, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
+	}
 	syn := p.Proto != ipvs.ProtoTCP || p.Flags&(packet.TCPSyn|packet.TCPRst) == packet.TCPSyn
 	opens := syn || w.d.c.SloppyTCP && p.Flags&packet.TCPRst == 0
 	if traceCompiled && w.ev != nil {
@@ -233,6 +242,9 @@ func (w *Worker) reply6(f *netio.Frame) {
 	if !w.d.CT.LookupOut6(&k, a, p.Flags, h) {
 		w.count(CntNotOurs)
 		return
+	}
+	if h.ClientIf == 0 && !w.clientHop(h) {
+		return // a synced conn whose client is being resolved (sync.go)
 	}
 	if traceCompiled && w.tr != nil {
 		w.traceStart6(f, "reply", nil, &h.A6.In.Src, &h.A6.In.Dst, h.In.SrcPort, h.In.DstPort)
