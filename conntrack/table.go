@@ -504,11 +504,10 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 				h.A6 = c.A6
 			}
 		}
+	} else if h == nil {
+		var tmp Hit // only here: a Hit is zeroed where it is declared
+		t.step(e, false, tcpFlags, &tmp)
 	} else {
-		var tmp Hit
-		if h == nil {
-			h = &tmp
-		}
 		t.step(e, false, tcpFlags, h)
 		fill(e, h)
 		if v6 {

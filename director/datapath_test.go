@@ -515,7 +515,7 @@ func BenchmarkNewConn(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		copy(buf, orig)
 		// a new client address and port per SYN
-		packet.IPv4(f.Data[14:]).SetSrcWithChecksum([4]byte{198, 18, byte(i >> 16), byte(i >> 8)})
+		packet.IPv4(f.Data[14:]).SetSrcWithChecksum([4]byte{198, 18, 2 + byte(i>>16), byte(i >> 8)}) // not 198.18.0.0/24: the director and VIP are there
 		f.Data[14+20], f.Data[14+20+1] = byte(i>>8), byte(i)
 		w.handle(f)
 	}

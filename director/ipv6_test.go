@@ -71,7 +71,11 @@ func frame6(t testing.TB, ifindex int, src, dst [6]byte, sip, dip netip.Addr, pr
 	}
 	switch proto {
 	case 6:
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1000, Window: 65535,
+		seq := uint32(1000)
+		if ext {
+			seq = 0x00100000 // spec 2026 D10's: a fixed 40-byte offset reads its 0x10 as the flags (ACK)
+		}
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: seq, Window: 65535,
 			SYN: flags&0x02 != 0, ACK: flags&0x10 != 0, FIN: flags&0x01 != 0, RST: flags&0x04 != 0}
 		_ = tcp.SetNetworkLayerForChecksum(ip)
 		ls = append(ls, tcp)
@@ -129,6 +133,14 @@ func TestNAT6RewriteBothWays(t *testing.T) {
 	if len(in.frames) != 1 {
 		t.Fatalf("SYN: %d frames towards the real server (drops %v)", len(in.frames), d.Drops.Get())
 	}
+	// D10: the SYN's flags are read at the parsed offset, past the
+	// options: SYN_RECV (classic's fixed offset read an ACK: ESTABLISHED).
+	in6 := conntrack.Pair6{Src: cip6.As16(), Dst: vip6.As16()}
+	k6 := d.CT.Key6(&in6, 40000, 80, 6, conntrack.KindConn)
+	var h6 conntrack.Hit
+	if !d.CT.Peek6(&k6, &in6, false, &h6) || h6.NewState != conntrack.TCPSynRecv {
+		t.Fatalf("state after the SYN: %d, want SYN_RECV", h6.NewState)
+	}
 	p := checkChecksums6(t, in.frames[0])
 	ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
 	tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
@@ -149,7 +161,9 @@ func TestNAT6RewriteBothWays(t *testing.T) {
 	if !ip.SrcIP.Equal(vip6.AsSlice()) || tcp.SrcPort != 80 || !ip.DstIP.Equal(cip6.AsSlice()) || tcp.DstPort != 40000 {
 		t.Fatalf("reply rewritten to %s:%d -> %s:%d", ip.SrcIP, tcp.SrcPort, ip.DstIP, tcp.DstPort)
 	}
-	// D10: the SYN's flags were read at the parsed offset: SYN_RECV, active.
+	// D10: the SYN's flags were read at the parsed offset: SYN_RECV (the
+	// SYN+ACK then moved it on), active; classic's fixed offset would
+	// have read an ACK.
 	dd := d.Snapshot().List[0].Dests[0]
 	if dd.ActiveConns() != 1 {
 		t.Fatalf("active %d, want 1 (the SYN read as a SYN past the options)", dd.ActiveConns())
@@ -478,4 +492,77 @@ func FuzzHandle6(f *testing.F) {
 			}
 		}
 	})
+}
+
+// icmp6Frame is an ICMPv6 error from src to dst with its 4-byte
+// parameter (the MTU of a Packet Too Big) and quote, checksum computed
+// by gopacket.
+func icmp6Frame(t *testing.T, ifindex int, smac, dmac [6]byte, src, dst netip.Addr, typ uint8, param uint32, quote []byte) *netio.Frame {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(smac[:]), DstMAC: net.HardwareAddr(dmac[:]), EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
+	_ = ic.SetNetworkLayerForChecksum(ip)
+	body := binary.BigEndian.AppendUint32(nil, param)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, ic, gopacket.Payload(append(body, quote...))); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, netio.VnetHdrLen+len(buf.Bytes()))
+	copy(raw[netio.VnetHdrLen:], buf.Bytes())
+	return &netio.Frame{Data: raw[netio.VnetHdrLen:], Vnet: raw[:netio.VnetHdrLen], IfIndex: ifindex}
+}
+
+// TestICMPv6Relay: ICMPv6 errors about a NAT conn are relayed with its
+// rewrite, the quoted packet included, the ICMPv6 checksum right over the
+// new pseudo-header (checked by gopacket); one with a bad checksum is
+// dropped (spec 2026 D11: current kernels drop NAT-related ICMPv6 with a
+// bad checksum), and so is one quoting a later fragment (D12).
+func TestICMPv6Relay(t *testing.T) {
+	d, w, ext, in := testDirector6(t, true)
+	w.handle(frame6(t, ifExt, cliMAC, extMAC, cip6, vip6, 6, 40000, 80, 0x02, nil, false))
+	w.handle(frame6(t, ifInt, rsMAC, intMAC, rip6, cip6, 6, 8080, 40000, 0x12, nil, false))
+	if len(in.frames) != 1 || len(ext.frames) != 1 {
+		t.Fatalf("handshake: %d in, %d out", len(in.frames), len(ext.frames))
+	}
+	// The client's router: Packet Too Big about the reply it got from
+	// the VIP (its first 48 bytes).
+	reply := ext.frames[0][netio.VnetHdrLen+14:]
+	ptb := icmp6Frame(t, ifExt, cliMAC, extMAC, netip.MustParseAddr("2001:db8:18::fe"), vip6, 2, 1280, reply[:60])
+	bad := icmp6Frame(t, ifExt, cliMAC, extMAC, netip.MustParseAddr("2001:db8:18::fe"), vip6, 2, 1280, reply[:60])
+	bad.Data[14+40+2] ^= 0xff
+	w.handle(bad)
+	if len(in.frames) != 1 || d.Drops[CntICMP].Load() != 1 {
+		t.Fatalf("a bad checksum was relayed (icmp-ignored %d)", d.Drops[CntICMP].Load())
+	}
+	w.handle(ptb)
+	if len(in.frames) != 2 {
+		t.Fatalf("Packet Too Big not relayed (drops %v)", d.Drops.Get())
+	}
+	p := gopacket.NewPacket(in.frames[1][netio.VnetHdrLen:], layers.LayerTypeEthernet, gopacket.Default)
+	ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	ic, ok := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+	if !ok || !ip.DstIP.Equal(rip6.AsSlice()) {
+		t.Fatalf("relayed as %v", p)
+	}
+	c := *ic
+	_ = c.SetNetworkLayerForChecksum(ip)
+	if err := gopacket.SerializeLayers(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}, &c, gopacket.Payload(ic.Payload)); err != nil || c.Checksum != ic.Checksum {
+		t.Fatalf("ICMPv6 checksum %#04x, recomputed %#04x", ic.Checksum, c.Checksum)
+	}
+	q := gopacket.NewPacket(ic.Payload[4:], layers.LayerTypeIPv6, gopacket.Default)
+	qip, _ := q.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	qtcp, _ := q.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if qip == nil || qtcp == nil || !qip.SrcIP.Equal(rip6.AsSlice()) || qtcp.SrcPort != 8080 || !qip.DstIP.Equal(cip6.AsSlice()) || qtcp.DstPort != 40000 {
+		t.Fatalf("quoted packet %v", q)
+	}
+	// A quote of a later fragment: not related (its "ports" are data).
+	frag := append([]byte(nil), reply[:40]...)
+	frag[6] = 44
+	frag = append(frag, 6, 0, 0, 8, 0, 0, 0, 1) // offset 8, the same TCP "ports" follow
+	frag = append(frag, reply[40:60]...)
+	binary.BigEndian.PutUint16(frag[4:], uint16(len(frag)-40))
+	w.handle(icmp6Frame(t, ifExt, cliMAC, extMAC, netip.MustParseAddr("2001:db8:18::fe"), vip6, 2, 1280, frag))
+	if len(in.frames) != 2 || d.Drops[CntICMP].Load() != 2 {
+		t.Fatalf("a later fragment's quote was related to a conn (icmp-ignored %d)", d.Drops[CntICMP].Load())
+	}
 }
