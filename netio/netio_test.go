@@ -48,11 +48,6 @@ func TestFilter(t *testing.T) {
 	cip := [4]byte{198, 18, 0, 10}
 	dst := []Match{{Proto: 6, Addr: vip, Port: 80}, {Proto: 17, Addr: [4]byte{198, 18, 1, 0}, Bits: 24}}
 	src := []Match{{Proto: 6, Addr: rip, Port: 8080}}
-	prog := build(dst, src, true, true)[3:]
-	vm, err := bpf.NewVM(prog)
-	if err != nil {
-		t.Fatal(err)
-	}
 	arp := make([]byte, 42)
 	binary.BigEndian.PutUint16(arp[12:], packet.EtherTypeARP)
 	v6 := ipFrame(6, cip, vip, 1, 80)
@@ -62,8 +57,8 @@ func TestFilter(t *testing.T) {
 	rip6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 15: 0x11}
 	dst = append(dst, Match{V6: true, Proto: 6, Addr6: vip6, Port: 80})
 	src = append(src, Match{V6: true, Proto: 6, Addr6: rip6, Port: 8080})
-	prog = build(dst, src, true, true)[3:]
-	vm, err = bpf.NewVM(prog)
+	prog := build(dst, src, true, true)[3:]
+	vm, err := bpf.NewVM(prog)
 	if err != nil {
 		t.Fatal(err)
 	}
