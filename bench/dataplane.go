@@ -72,8 +72,13 @@ type DataplaneConfig struct {
 	TxRingRow   bool          // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
 	Refs        []string      // packet-rate references to measure (nil: all the host has)
 	NoSearch    bool          // skip the lossless-rate search
-	CPUProfile  string
-	Progress    func(done, total int, what string)
+	// IPv6 adds a golvs row per mode forwarding IPv6 frames (named
+	// ...-ipv6) to the IPv6 VIP of a dual-stack lab, beside the IPv4 rows
+	// (the references stay IPv4): the ratio of each row to its -ipv6
+	// variant is IPv6's cost.
+	IPv6       bool
+	CPUProfile string
+	Progress   func(done, total int, what string)
 }
 
 // Validate checks every limit and names the one that is broken.
@@ -262,6 +267,7 @@ type DPPlacement struct {
 
 // dpRun is the state of a run: the lab and the instruments in it.
 type dpRun struct {
+	v6       bool // the cells now measured send IPv6 frames (golvsRun.v6)
 	c        DataplaneConfig
 	rep      *DataplaneReport
 	topo     *lab.Topology
@@ -345,7 +351,7 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	}
 	r := &dpRun{c: c, rep: rep}
 	places := r.planCPUs()
-	topo, err := lab.BuildNAT(lab.Options{Suffix: lab.RandomSuffix(), RealServers: c.RealServers})
+	topo, err := lab.BuildNAT(lab.Options{Suffix: lab.RandomSuffix(), RealServers: c.RealServers, IPv6: c.IPv6})
 	if err != nil {
 		return nil, fmt.Errorf("bench dataplane: %w", err)
 	}
@@ -458,6 +464,7 @@ type golvsRun struct {
 	ring    int
 	noDrop  bool
 	txRing  bool
+	v6      bool // IPv6 frames to the IPv6 VIP
 }
 
 func (g golvsRun) name() string {
@@ -470,6 +477,9 @@ func (g golvsRun) name() string {
 	}
 	if g.txRing {
 		n += "-txring"
+	}
+	if g.v6 {
+		n += "-ipv6"
 	}
 	return n
 }
@@ -495,6 +505,11 @@ func (r *dpRun) golvsRuns() []golvsRun {
 		}
 		if r.c.TxRingRow {
 			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], txRing: true})
+		}
+	}
+	if r.c.IPv6 {
+		for _, mode := range r.c.Modes {
+			out = append(out, golvsRun{mode: mode, workers: r.c.Workers[0], ring: r.c.Rings[0], v6: true})
 		}
 	}
 	return out
@@ -642,6 +657,9 @@ func (r *dpRun) setupPPS() error {
 	for i, rs := range t.RS {
 		n := i + 1
 		err := lab.StaticNeigh(t.Director, lab.DirInt, lab.RIP(n), lab.BenchMAC(n))
+		if err == nil && r.c.IPv6 {
+			err = lab.StaticNeigh(t.Director, lab.DirInt, lab.RIP6(n), lab.BenchMAC(n))
+		}
 		if err == nil {
 			err = lab.StaticFDB(t.Switch, fmt.Sprintf("p-rs%d", n), lab.BenchMAC(n))
 		}
@@ -745,6 +763,9 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	r.progress(name + " " + string(mix))
 	r.pinDirector()
 	plan := &flowPlan{mix: mix, flows: c.Flows, targets: r.targets(direct), next: r.synNext}
+	if r.v6 {
+		plan.v6, plan.targets6 = true, [][16]byte{lab.VIP6.As16()}
+	}
 	if mix == MixEst && !noOpen {
 		// Open the set first: a SYN per flow, twice, at a pace the
 		// slowest forwarder keeps up with.
@@ -1158,6 +1179,10 @@ type golvsDir struct {
 // hops.
 func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 	method := dpModes[g.mode]
+	vip, rip := lab.VIP, lab.RIP
+	if g.v6 {
+		vip, rip = lab.VIP6, lab.RIP6
+	}
 	cfg := director.Config{
 		Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}},
 		Workers:    g.workers,
@@ -1170,6 +1195,9 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 	if method == ipvs.MethodFullNAT {
 		for i := 0; i < 4; i++ {
 			cfg.LocalAddrs = append(cfg.LocalAddrs, lab.LIP(i))
+			if g.v6 {
+				cfg.LocalAddrs = append(cfg.LocalAddrs, lab.LIP6(i))
+			}
 		}
 	}
 	var d *director.Director
@@ -1190,8 +1218,8 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 		return nil, err
 	}
 	svcs := []ipvs.ServiceConfig{
-		{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: 80}, Sched: "rr"},
-		{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoUDP, Addr: lab.VIP, Port: 53}, Sched: "rr"},
+		{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: 80}, Sched: "rr"},
+		{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoUDP, Addr: vip, Port: 53}, Sched: "rr"},
 	}
 	for _, s := range svcs {
 		err := d.AddService(s)
@@ -1199,7 +1227,7 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 			if err != nil {
 				break
 			}
-			err = d.AddDest(s.ServiceKey, ipvs.DestConfig{Addr: lab.RIP(i + 1), Port: s.Port, Method: method, Weight: 1})
+			err = d.AddDest(s.ServiceKey, ipvs.DestConfig{Addr: rip(i + 1), Port: s.Port, Method: method, Weight: 1})
 		}
 		if err != nil {
 			d.Close()
@@ -1245,6 +1273,8 @@ func (r *dpRun) golvsCells(gr golvsRun) error {
 		return nil
 	}
 	defer g.stop()
+	r.v6 = gr.v6
+	defer func() { r.v6 = false }()
 	for _, mix := range r.c.Mixes {
 		before := g.d.Drops.Get()
 		cl := r.cell(name, mix, false, false)

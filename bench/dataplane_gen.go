@@ -21,13 +21,18 @@ import (
 // names the measurement (cell) the frame belongs to, so stragglers of one
 // cell never count in the next. With 64-byte frames (the kernel's length:
 // no FCS) a TCP frame has exactly the 10 payload bytes the stamp needs.
+//
+// With --ipv6 the same frames over IPv6 (a 40-byte header, no header
+// checksum): at least MinFrame6 bytes.
 const (
 	ethLen     = 14
 	ip4Len     = 20
+	ip6Len     = 40
 	tcpLen     = 20
 	udpLen     = 8
 	stampLen   = 10
 	MinFrame   = ethLen + ip4Len + tcpLen + stampLen // 64
+	MinFrame6  = ethLen + ip6Len + tcpLen + stampLen // 84
 	MaxFrame   = 1514
 	tcpFlagSYN = 0x02
 	tcpFlagACK = 0x10
@@ -47,6 +52,8 @@ const (
 type frameSpec struct {
 	srcMAC, dstMAC [6]byte
 	src, dst       [4]byte
+	v6             bool // an IPv6 frame: src6 and dst6 instead
+	src6, dst6     [16]byte
 	proto          uint8
 	sport, dport   uint16
 	flags          uint8 // TCP
@@ -63,18 +70,30 @@ func buildFrame(b []byte, s *frameSpec) int {
 	b = b[:n]
 	copy(b[0:6], s.dstMAC[:])
 	copy(b[6:12], s.srcMAC[:])
-	binary.BigEndian.PutUint16(b[12:], 0x0800)
-	ip := b[ethLen : ethLen+ip4Len]
-	ip[0], ip[1] = 0x45, 0
-	binary.BigEndian.PutUint16(ip[2:], uint16(n-ethLen))
-	binary.BigEndian.PutUint16(ip[4:], uint16(s.seq))
-	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
-	ip[8], ip[9] = 64, s.proto
-	ip[10], ip[11] = 0, 0
-	copy(ip[12:16], s.src[:])
-	copy(ip[16:20], s.dst[:])
-	packet.IPv4(ip).SetChecksum(packet.IPv4(ip).HeaderChecksum())
-	l4 := b[ethLen+ip4Len:]
+	var l4 []byte
+	if s.v6 {
+		binary.BigEndian.PutUint16(b[12:], 0x86dd)
+		ip := b[ethLen : ethLen+ip6Len]
+		binary.BigEndian.PutUint32(ip[0:], 6<<28)
+		binary.BigEndian.PutUint16(ip[4:], uint16(n-ethLen-ip6Len))
+		ip[6], ip[7] = s.proto, 64
+		copy(ip[8:24], s.src6[:])
+		copy(ip[24:40], s.dst6[:])
+		l4 = b[ethLen+ip6Len:]
+	} else {
+		binary.BigEndian.PutUint16(b[12:], 0x0800)
+		ip := b[ethLen : ethLen+ip4Len]
+		ip[0], ip[1] = 0x45, 0
+		binary.BigEndian.PutUint16(ip[2:], uint16(n-ethLen))
+		binary.BigEndian.PutUint16(ip[4:], uint16(s.seq))
+		binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+		ip[8], ip[9] = 64, s.proto
+		ip[10], ip[11] = 0, 0
+		copy(ip[12:16], s.src[:])
+		copy(ip[16:20], s.dst[:])
+		packet.IPv4(ip).SetChecksum(packet.IPv4(ip).HeaderChecksum())
+		l4 = b[ethLen+ip4Len:]
+	}
 	hl := udpLen
 	if s.proto == 6 {
 		hl = tcpLen
@@ -99,7 +118,12 @@ func buildFrame(b []byte, s *frameSpec) int {
 	binary.BigEndian.PutUint64(pl[0:], s.ts)
 	binary.BigEndian.PutUint16(pl[8:], s.tag)
 	clear(pl[stampLen:])
-	c := packet.L4Checksum(s.src, s.dst, s.proto, l4)
+	var c uint16
+	if s.v6 {
+		c = packet.L4Checksum6(&s.src6, &s.dst6, s.proto, l4)
+	} else {
+		c = packet.L4Checksum(s.src, s.dst, s.proto, l4)
+	}
 	if s.proto == 6 {
 		binary.BigEndian.PutUint16(l4[16:], c)
 	} else {
@@ -112,18 +136,24 @@ func buildFrame(b []byte, s *frameSpec) int {
 // is not one. It looks through one IPIP header (TUN) and past TCP options
 // (FULLNAT's TOA), so every forwarding method's output is counted.
 func stampOf(b []byte) (ts uint64, tag uint16, ok bool) {
-	if len(b) < ethLen+ip4Len || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
+	if len(b) < ethLen+ip4Len || binary.BigEndian.Uint16(b[12:]) != 0x0800 && binary.BigEndian.Uint16(b[12:]) != 0x86dd {
 		return 0, 0, false
 	}
 	off := ethLen
 	for range 2 {
-		if len(b) < off+ip4Len || b[off]>>4 != 4 {
+		var proto uint8
+		switch {
+		case len(b) >= off+ip4Len && b[off]>>4 == 4:
+			proto = b[off+9]
+			off += int(b[off]&0xf) * 4
+		case len(b) >= off+ip6Len && b[off]>>4 == 6:
+			proto = b[off+6]
+			off += ip6Len
+		default:
 			return 0, 0, false
 		}
-		proto := b[off+9]
-		off += int(b[off]&0xf) * 4
 		switch proto {
-		case 4: // IP in IP: the inner header follows
+		case 4, 41: // IP in IP (either family): the inner header follows
 			continue
 		case 6:
 			if len(b) < off+tcpLen {
@@ -163,11 +193,13 @@ func (m *monoClock) now() uint64 { return uint64(m.base + int64(time.Since(m.t0)
 // the client's /24 (198.18.0.0/15, lab-plan.md), destination chosen by the
 // caller's targets.
 type flowPlan struct {
-	mix     Mix
-	flows   int       // est, udp: the set's size
-	targets [][4]byte // destination addresses, picked by flow
-	next    uint64    // syn: next new flow
-	open    bool      // est: SYNs on the set's flows, to open them
+	mix      Mix
+	flows    int       // est, udp: the set's size
+	targets  [][4]byte // destination addresses, picked by flow
+	v6       bool      // IPv6 frames: sources from 2001:db8:18::/64, targets6
+	targets6 [][16]byte
+	next     uint64 // syn: next new flow
+	open     bool   // est: SYNs on the set's flows, to open them
 }
 
 // SYN flows use sources 198.18.0.10-.99, the fixed sets .150-.249, so the
@@ -198,8 +230,14 @@ func (p *flowPlan) flow(k uint64, s *frameSpec) {
 			s.flags = tcpFlagSYN
 		}
 	}
-	s.src = [4]byte{198, 18, 0, host}
-	s.dst = p.targets[i%uint64(len(p.targets))]
+	if p.v6 {
+		s.v6 = true
+		s.src6 = [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 15: host}
+		s.dst6 = p.targets6[i%uint64(len(p.targets6))]
+	} else {
+		s.src = [4]byte{198, 18, 0, host}
+		s.dst = p.targets[i%uint64(len(p.targets))]
+	}
 	if p.mix == MixUDP {
 		s.proto, s.dport, s.flags = 17, 53, 0
 	} else {
@@ -216,6 +254,7 @@ func (p *flowPlan) flow(k uint64, s *frameSpec) {
 type frameTmpl struct {
 	b     [MaxFrame]byte
 	n     int
+	v6    bool
 	proto uint8
 	ipSum uint32 // IPv4 header, id, addresses and checksum taken as zero
 	l4Sum uint32 // pseudo header's protocol and length, L4 header and payload, varying fields taken as zero
@@ -224,13 +263,19 @@ type frameTmpl struct {
 // newTmpl builds the template of frames like s (its MACs, size, protocol
 // and flags; the varying fields are ignored).
 func newTmpl(s frameSpec) *frameTmpl {
-	t := &frameTmpl{n: s.size, proto: s.proto}
+	t := &frameTmpl{n: s.size, proto: s.proto, v6: s.v6}
 	s.src, s.dst, s.sport, s.seq, s.ts, s.tag = [4]byte{}, [4]byte{}, 0, 0, 0, 0
+	s.src6, s.dst6 = [16]byte{}, [16]byte{}
 	buildFrame(t.b[:], &s)
-	ip := t.b[ethLen : ethLen+ip4Len]
-	ip[10], ip[11] = 0, 0
-	t.ipSum = packet.Sum(ip, 0)
-	l4 := t.b[ethLen+ip4Len : t.n]
+	hl := ip4Len
+	if s.v6 {
+		hl = ip6Len // no header checksum
+	} else {
+		ip := t.b[ethLen : ethLen+ip4Len]
+		ip[10], ip[11] = 0, 0
+		t.ipSum = packet.Sum(ip, 0)
+	}
+	l4 := t.b[ethLen+hl : t.n]
 	off := 16
 	if s.proto == 17 {
 		off = 6
@@ -247,15 +292,25 @@ func sum16(v uint32) uint32 { return v>>16 + v&0xffff }
 func (t *frameTmpl) fill(b []byte, s *frameSpec) int {
 	b = b[:t.n]
 	copy(b, t.b[:t.n])
-	ip := b[ethLen : ethLen+ip4Len]
-	id := uint16(s.seq)
-	binary.BigEndian.PutUint16(ip[4:], id)
-	copy(ip[12:16], s.src[:])
-	copy(ip[16:20], s.dst[:])
-	src, dst := binary.BigEndian.Uint32(s.src[:]), binary.BigEndian.Uint32(s.dst[:])
-	addrs := sum16(src) + sum16(dst)
-	binary.BigEndian.PutUint16(ip[10:], ^packet.Fold(t.ipSum+addrs+uint32(id)))
-	l4 := b[ethLen+ip4Len:]
+	var l4 []byte
+	var addrs uint32
+	if t.v6 {
+		ip := b[ethLen : ethLen+ip6Len]
+		copy(ip[8:24], s.src6[:])
+		copy(ip[24:40], s.dst6[:])
+		addrs = packet.Sum(ip[8:40], 0)
+		l4 = b[ethLen+ip6Len:]
+	} else {
+		ip := b[ethLen : ethLen+ip4Len]
+		id := uint16(s.seq)
+		binary.BigEndian.PutUint16(ip[4:], id)
+		copy(ip[12:16], s.src[:])
+		copy(ip[16:20], s.dst[:])
+		src, dst := binary.BigEndian.Uint32(s.src[:]), binary.BigEndian.Uint32(s.dst[:])
+		addrs = sum16(src) + sum16(dst)
+		binary.BigEndian.PutUint16(ip[10:], ^packet.Fold(t.ipSum+addrs+uint32(id)))
+		l4 = b[ethLen+ip4Len:]
+	}
 	binary.BigEndian.PutUint16(l4[0:], s.sport)
 	v := t.l4Sum + addrs + uint32(s.sport)
 	pl := l4[udpLen:]
@@ -296,12 +351,13 @@ const genBatch = 256
 type generator struct {
 	tx    *netio.TxRing
 	spec  frameSpec
+	size  int // the frames' length (IPv6 ones at least MinFrame6)
 	clock monoClock
 	tid   atomic.Int32
 }
 
 func newGenerator(tx *netio.TxRing, srcMAC, dstMAC [6]byte, size int, clock monoClock) *generator {
-	return &generator{tx: tx, clock: clock, spec: frameSpec{srcMAC: srcMAC, dstMAC: dstMAC, size: size}}
+	return &generator{tx: tx, clock: clock, size: size, spec: frameSpec{srcMAC: srcMAC, dstMAC: dstMAC, size: size}}
 }
 
 // run sends plan's frames with tag for at most d and at most max frames,
@@ -313,6 +369,10 @@ func (g *generator) run(plan *flowPlan, tag uint16, rate float64, d time.Duratio
 	// The template of this plan's frames: protocol and flags from its
 	// first flow.
 	g.spec.tag = tag
+	g.spec.v6, g.spec.size = plan.v6, g.size
+	if plan.v6 && g.size < MinFrame6 {
+		g.spec.size = MinFrame6
+	}
 	first := *plan
 	first.flow(0, &g.spec)
 	tmpl := newTmpl(g.spec)

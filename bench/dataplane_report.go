@@ -45,6 +45,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&refs, "refs", strings.Join(allRefs, ","), "packet-rate references to measure, comma-separated (those the host lacks are skipped)")
 	fs.BoolVar(&c.TxRingRow, "tx-ring-row", true, "add a golvs NAT row whose workers send through PACKET_TX_RINGs (golvs run --tx ring) instead of sendmmsg")
 	fs.BoolVar(&c.NoSearch, "no-search", false, "skip the search for each forwarder's lossless rate (highest offered rate forwarded with at most 1% lost; first placement)")
+	fs.BoolVar(&c.IPv6, "ipv6", false, "also measure golvs over IPv6: a row per mode (named ...-ipv6) forwarding IPv6 frames (at least 84 bytes) to the IPv6 VIP of a dual-stack lab; the ratio of a row to its -ipv6 variant is IPv6's cost (the references stay IPv4)")
 	fs.BoolVar(&c.NoDropRow, "no-drop-row", false, "skip the golvs NAT row without the drop rule (--no-drop-rule), whose gap to the default row is the rule's gain")
 	fs.IntVar(&c.RealServers, "rs", 2, fmt.Sprintf("real servers (1..%d)", MaxDPServers))
 	fs.StringVar(&conc, "concurrency", "1,10,50", fmt.Sprintf("request loops: connections at once, comma-separated (each 1..%d; empty: no request loops)", MaxDPConc))

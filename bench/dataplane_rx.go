@@ -27,7 +27,7 @@ type rxRing struct {
 const rxSnap = 128
 
 // openRxRing opens a ring on ifname in the calling thread's namespace,
-// taking only incoming IPv4 frames, cut to rxSnap bytes. Reads never wait
+// taking only incoming IPv4 and IPv6 frames, cut to rxSnap bytes. Reads never wait
 // (the receiver polls its rings in turn).
 func openRxRing(ifname string) (*rxRing, error) {
 	tp, err := afpacket.NewTPacket(afpacket.OptInterface(ifname), afpacket.OptTPacketVersion(afpacket.TPacketVersion3),
@@ -36,12 +36,13 @@ func openRxRing(ifname string) (*rxRing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: capture on %s: %w", ifname, err)
 	}
-	// Outgoing frames (PACKET_OUTGOING) and non-IPv4 ones are not taken.
+	// Outgoing frames (PACKET_OUTGOING) and non-IP ones are not taken.
 	prog, err := bpf.Assemble([]bpf.Instruction{
 		bpf.LoadExtension{Num: bpf.ExtType},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4, SkipTrue: 3},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4, SkipTrue: 4},
 		bpf.LoadAbsolute{Off: 12, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipFalse: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x86dd, SkipFalse: 1},
 		bpf.RetConstant{Val: rxSnap},
 		bpf.RetConstant{Val: 0},
 	})

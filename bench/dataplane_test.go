@@ -135,6 +135,69 @@ func TestGeneratorFrames(t *testing.T) {
 	}
 }
 
+// TestGeneratorFrames6: IPv6 frames, pre-built or not, the same bytes,
+// decoding with gopacket with their checksums right, and their stamps found
+// through an ip6ip6 header and TOA's IPv6 form.
+func TestGeneratorFrames6(t *testing.T) {
+	src := [6]byte{0x02, 0, 0x5e, 0, 0x0c, 10}
+	dst := [6]byte{0x02, 0, 0x5e, 0, 0xd1, 1}
+	vip := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 14: 1}
+	for _, mix := range []Mix{MixSYN, MixEst, MixUDP} {
+		plan := &flowPlan{mix: mix, flows: 100, v6: true, targets6: [][16]byte{vip}}
+		spec := frameSpec{srcMAC: src, dstMAC: dst, size: MinFrame6}
+		buf, pre := make([]byte, MaxFrame), make([]byte, MaxFrame)
+		var tm *frameTmpl
+		for k := uint64(0); k < 500; k++ {
+			plan.flow(k, &spec)
+			spec.ts, spec.tag = 1e12+k*977, 9
+			n := buildFrame(buf, &spec)
+			if tm == nil {
+				tm = newTmpl(spec)
+			}
+			if m := tm.fill(pre, &spec); m != n || !bytes.Equal(pre[:m], buf[:n]) {
+				t.Fatalf("%s frame %d: pre-built frame differs", mix, k)
+			}
+			p := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
+			ip, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			if !ok || p.TransportLayer() == nil || !ip.DstIP.Equal(net.IP(vip[:])) || int(ip.Length) != n-54 {
+				t.Fatalf("%s frame %d: %v", mix, k, p)
+			}
+			var got, want uint16
+			switch l := p.TransportLayer().(type) {
+			case *layers.TCP:
+				c := *l
+				_ = c.SetNetworkLayerForChecksum(ip)
+				_ = gopacket.SerializeLayers(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}, &c, gopacket.Payload(l.Payload))
+				got, want = l.Checksum, c.Checksum
+			case *layers.UDP:
+				c := *l
+				_ = c.SetNetworkLayerForChecksum(ip)
+				_ = gopacket.SerializeLayers(gopacket.NewSerializeBuffer(), gopacket.SerializeOptions{ComputeChecksums: true}, &c, gopacket.Payload(l.Payload))
+				got, want = l.Checksum, c.Checksum
+			}
+			if got != want {
+				t.Fatalf("%s frame %d: checksum %#04x, recomputed %#04x", mix, k, got, want)
+			}
+			if ts, tag, ok := stampOf(buf[:n]); !ok || ts != spec.ts || tag != 9 {
+				t.Fatalf("%s frame %d: stamp %d %d %v", mix, k, ts, tag, ok)
+			}
+		}
+	}
+	spec := frameSpec{srcMAC: src, dstMAC: dst, size: MinFrame6, v6: true, src6: [16]byte{0x20, 1}, dst6: vip, proto: 6, flags: tcpFlagSYN, ts: 42, tag: 3}
+	b := make([]byte, 200)
+	n := buildFrame(b, &spec)
+	outer := make([]byte, 40)
+	outer[0], outer[6] = 0x60, 41
+	tun := append(append(append([]byte{}, b[:14]...), outer...), b[14:n]...)
+	toa := append(append(append([]byte{}, b[:74]...), 253, 20, 0, 80, 0x20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10), b[74:n]...)
+	toa[14+40+12] = 10 << 4
+	for name, f := range map[string][]byte{"ip6ip6": tun, "toa6": toa} {
+		if ts, tag, ok := stampOf(f); !ok || ts != 42 || tag != 3 {
+			t.Fatalf("%s: stamp %d %d %v", name, ts, tag, ok)
+		}
+	}
+}
+
 // TestTmplChecksumEdges fills frames whose checksums come out 0 and
 // 0xffff (and everything between, over random fields) against buildFrame.
 func TestTmplChecksumEdges(t *testing.T) {
@@ -291,7 +354,8 @@ func TestDataplaneSmoke(t *testing.T) {
 	c := DataplaneConfig{Duration: 100 * time.Millisecond, Size: 64, Flows: 64, MaxPackets: 1_000_000, RealServers: 2,
 		Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
 		StreamBytes: 256 << 10, LatRate: 0, Rings: []int{2}, Placements: []string{placeSplit}, NoDropRow: true,
-		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}} // the peers' floods are the slow part
+		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}, // the peers' floods are the slow part
+		IPv6: true}
 	start := time.Now()
 	rep, err := RunDataplane(c)
 	if err != nil {
@@ -314,13 +378,20 @@ func TestDataplaneSmoke(t *testing.T) {
 			t.Errorf("%s/%s: percentiles %v %v %v", cl.Forwarder, cl.Mix, cl.P50us, cl.P90us, cl.P99us)
 		}
 	}
-	for _, f := range []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1"} {
+	for _, f := range []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1", "golvs-nat-w1-ipv6"} {
 		if !got[f] {
 			t.Errorf("no cell for %s (have %v)", f, got)
 		}
 	}
 	if len(rep.Ratios) == 0 {
 		t.Errorf("no ratios")
+	}
+	v6ratio := false
+	for _, q := range rep.Ratios {
+		v6ratio = v6ratio || q.Golvs == "golvs-nat-w1" && q.Reference == "golvs-nat-w1-ipv6"
+	}
+	if !v6ratio {
+		t.Errorf("no IPv4/IPv6 ratio: %+v", rep.Ratios)
 	}
 	paths := map[string]bool{}
 	for _, q := range rep.Requests {

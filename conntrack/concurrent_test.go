@@ -143,7 +143,8 @@ func runCModel(t *testing.T, c Config) {
 // cModel is the concurrent test's world: a 4-shard table (200 or 30
 // entries) whose clock is driven by advanceOp, three NAT dests, 40 client
 // ports on 4 client addresses (so tuples are reused all the time) and a
-// persistence template per client address.
+// persistence template per client address. Clients 2 and 3 are IPv6
+// (their entries in IPv6 chunks, their full addresses beside them).
 type cModel struct {
 	t     *testing.T
 	tb    *Table
@@ -184,15 +185,24 @@ func newCModel(t *testing.T, c Config) *cModel {
 // updated, or replaced when bound elsewhere.
 func (m *cModel) installOp(r *rand.Rand) error {
 	m.ops.Add(1)
-	c := r.IntN(4)
+	c := r.IntN(4) // clients 2 and 3 are IPv6
 	d := m.dests[r.IntN(len(m.dests))]
 	sc := SyncedConn{Dest: d, DPort: d.Port, Method: ipvs.MethodMasq, Inactive: r.IntN(3) == 0, InPkts: 3}
+	var in6 *Pair6
 	if r.IntN(4) == 0 {
-		sc.In, sc.Template, sc.State, sc.Timeout = m.tplKey(c), true, uint8(r.IntN(2)), 2
+		sc.In, in6 = m.tplKey(c)
+		sc.Template, sc.State, sc.Timeout = true, uint8(r.IntN(2)), 2
 	} else {
-		sc.In = m.inKey(c, r.IntN(10), 6)
-		sc.Out = outKey(sc.In, d)
+		sc.In, in6 = m.inKey(c, r.IntN(10), 6)
+		var out6 *Pair6
+		sc.Out, out6 = m.outKey(sc.In, in6, d)
+		if out6 != nil {
+			sc.A6.Out = *out6
+		}
 		sc.State = uint8(r.IntN(int(NumTCPStates)))
+	}
+	if in6 != nil {
+		sc.A6.In = *in6
 	}
 	if _, err := m.tb.Install(&sc); err != nil && err != ErrFull && err != ErrExists {
 		return fmt.Errorf("Install(%v): %v", sc.In, err)
@@ -200,16 +210,38 @@ func (m *cModel) installOp(r *rand.Rand) error {
 	return nil
 }
 
-func (m *cModel) inKey(c, p int, proto uint8) Key {
-	return Key{SrcIP: [4]byte{198, 18, 1, byte(c)}, DstIP: [4]byte{198, 18, 0, 100}, SrcPort: uint16(1000 + p), DstPort: 80, Proto: proto}
+// cAddr6 is client c's IPv6 address (the VIP's and the dests' are
+// derived the same way).
+func cAddr6(b byte) [16]byte { return [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 15: b} }
+
+func (m *cModel) v6(c int) bool { return c >= 2 }
+
+// flow is client c's flow from port p: its in key and, for IPv6, its
+// addresses (nil for IPv4).
+func (m *cModel) inKey(c, p int, proto uint8) (Key, *Pair6) {
+	if m.v6(c) {
+		a := &Pair6{Src: cAddr6(byte(c)), Dst: cAddr6(100)}
+		return m.tb.Key6(a, uint16(1000+p), 80, proto, KindConn), a
+	}
+	return Key{SrcIP: [4]byte{198, 18, 1, byte(c)}, DstIP: [4]byte{198, 18, 0, 100}, SrcPort: uint16(1000 + p), DstPort: 80, Proto: proto}, nil
 }
 
-func (m *cModel) tplKey(c int) Key {
-	return Key{SrcIP: [4]byte{198, 18, 1, byte(c)}, DstIP: [4]byte{198, 18, 0, 100}, DstPort: 80, Proto: 6, Kind: KindTemplate}
+func (m *cModel) tplKey(c int) (Key, *Pair6) {
+	if m.v6(c) {
+		a := &Pair6{Src: cAddr6(byte(c)), Dst: cAddr6(100)}
+		return m.tb.Key6(a, 0, 80, 6, KindTemplate), a
+	}
+	return Key{SrcIP: [4]byte{198, 18, 1, byte(c)}, DstIP: [4]byte{198, 18, 0, 100}, DstPort: 80, Proto: 6, Kind: KindTemplate}, nil
 }
 
-func outKey(in Key, d *ipvs.Dest) Key {
-	return Key{SrcIP: d.Addr.As4(), DstIP: in.SrcIP, SrcPort: d.Port, DstPort: in.SrcPort, Proto: in.Proto}
+// outKey is the out key of an in key on dest d (a6 the in addresses of
+// an IPv6 flow, whose out addresses it returns).
+func (m *cModel) outKey(in Key, a6 *Pair6, d *ipvs.Dest) (Key, *Pair6) {
+	if a6 != nil {
+		o := &Pair6{Src: cAddr6(d.Addr.As4()[3]), Dst: a6.Src}
+		return m.tb.Key6(o, d.Port, in.SrcPort, in.Proto, KindConn), o
+	}
+	return Key{SrcIP: d.Addr.As4(), DstIP: in.SrcIP, SrcPort: d.Port, DstPort: in.SrcPort, Proto: in.Proto}, nil
 }
 
 var cFlags = []uint8{syn, syn, ack, ack, ack, fin | ack, rst, syn | ack}
@@ -223,7 +255,7 @@ func (m *cModel) packetOp(r *rand.Rand) error {
 	if r.IntN(8) == 0 {
 		proto = 17
 	}
-	k := m.inKey(c, p, proto)
+	k, a6 := m.inKey(c, p, proto)
 	fl := cFlags[r.IntN(len(cFlags))]
 	if proto == 17 {
 		fl = 0
@@ -232,15 +264,27 @@ func (m *cModel) packetOp(r *rand.Rand) error {
 	if r.IntN(3) == 0 {
 		// A reply, from whichever dest the conn may be on.
 		d := m.dests[r.IntN(len(m.dests))]
-		out := outKey(k, d)
-		if m.tb.LookupOut(&out, fl, &h) && (h.Out != out || h.In != k || h.Dest != d) {
+		out, o6 := m.outKey(k, a6, d)
+		var found bool
+		if a6 != nil {
+			found = m.tb.LookupOut6(&out, o6, fl, &h) && (h.A6.Out != *o6 || h.A6.In != *a6)
+		} else {
+			found = m.tb.LookupOut(&out, fl, &h)
+		}
+		if found && (h.Out != out || h.In != k || h.Dest != d) {
 			return fmt.Errorf("LookupOut(%v) returned the conn %v -> %v on %v", out, h.In, h.Out, h.Dest.Addr)
 		}
 		return nil
 	}
-	v := m.tb.LookupIn(&k, fl, &h)
+	var v Verdict
+	if a6 != nil {
+		v = m.tb.LookupIn6(&k, a6, fl, &h)
+	} else {
+		v = m.tb.LookupIn(&k, fl, &h)
+	}
 	if v == Found {
-		if h.In != k || h.Out != outKey(k, h.Dest) {
+		out, o6 := m.outKey(k, a6, h.Dest)
+		if h.In != k || h.Out != out || a6 != nil && (h.A6.In != *a6 || h.A6.Out != *o6) {
 			return fmt.Errorf("LookupIn(%v) returned the conn %v -> %v", k, h.In, h.Out)
 		}
 		return nil
@@ -248,15 +292,25 @@ func (m *cModel) packetOp(r *rand.Rand) error {
 	if proto == 6 && fl&(syn|rst) != syn {
 		return nil
 	}
-	return m.create(r, k, fl)
+	return m.create(r, c, k, a6, fl)
 }
 
-func (m *cModel) create(r *rand.Rand, k Key, fl uint8) error {
+func (m *cModel) lookupTemplate(k *Key, a6 *Pair6) (Ref, *ipvs.Dest) {
+	if a6 != nil {
+		return m.tb.LookupTemplate6(k, a6)
+	}
+	return m.tb.LookupTemplate(k)
+}
+
+func (m *cModel) create(r *rand.Rand, c int, k Key, a6 *Pair6, fl uint8) error {
 	var h Hit
 	nc := NewConn{In: k, Method: ipvs.MethodMasq}
+	if a6 != nil {
+		nc.A6.In = *a6
+	}
 	if r.IntN(2) == 0 {
-		tk := m.tplKey(int(k.SrcIP[3]))
-		tpl, dest := m.tb.LookupTemplate(&tk)
+		tk, t6 := m.tplKey(c)
+		tpl, dest := m.lookupTemplate(&tk, t6)
 		if !tpl.IsZero() && r.IntN(4) == 0 {
 			m.tb.Invalidate(tpl) // as persistence does when the dest went away
 			tpl = Ref{}
@@ -264,9 +318,13 @@ func (m *cModel) create(r *rand.Rand, k Key, fl uint8) error {
 		if tpl.IsZero() {
 			dest = m.dests[r.IntN(len(m.dests))]
 			var err error
-			tpl, err = m.tb.Create(&NewConn{In: tk, Dest: dest, Method: ipvs.MethodMasq, Template: true, Timeout: 2}, 0, nil)
+			tc := NewConn{In: tk, Dest: dest, Method: ipvs.MethodMasq, Template: true, Timeout: 2}
+			if t6 != nil {
+				tc.A6.In = *t6
+			}
+			tpl, err = m.tb.Create(&tc, 0, nil)
 			if err == ErrExists {
-				tpl, dest = m.tb.LookupTemplate(&tk)
+				tpl, dest = m.lookupTemplate(&tk, t6)
 			}
 			if tpl.IsZero() {
 				return nil
@@ -280,17 +338,25 @@ func (m *cModel) create(r *rand.Rand, k Key, fl uint8) error {
 	} else {
 		nc.Dest = m.dests[r.IntN(len(m.dests))]
 	}
-	nc.Out = outKey(k, nc.Dest)
+	var o6 *Pair6
+	nc.Out, o6 = m.outKey(k, a6, nc.Dest)
+	if o6 != nil {
+		nc.A6.Out = *o6
+	}
 	_, err := m.tb.Create(&nc, fl, &h)
-	if err == nil && (h.In != k || h.Out != nc.Out) {
+	if err == nil && (h.In != k || h.Out != nc.Out || a6 != nil && h.A6 != nc.A6) {
 		return fmt.Errorf("Create(%v) filled the conn %v -> %v", k, h.In, h.Out)
 	}
 	return nil
 }
 
 func (m *cModel) expireOp(r *rand.Rand) error {
-	k := m.inKey(r.IntN(4), r.IntN(10), 6)
-	m.tb.Expire(&k)
+	k, a6 := m.inKey(r.IntN(4), r.IntN(10), 6)
+	if a6 != nil {
+		m.tb.Expire6(&k, a6)
+	} else {
+		m.tb.Expire(&k)
+	}
 	return nil
 }
 
@@ -361,9 +427,25 @@ func (m *cModel) check() error {
 			if e.Tpl != nil {
 				ctl[e.Tpl]++
 			}
+			v6 := e.In.Kind&KindV6 != 0
+			if v6 != (tb.shards[e.home].slab.side[(e.id-1)>>chunkBits] != nil) {
+				return fmt.Errorf("entry %v (IPv6 %v) in a chunk of the other family", e.In, v6)
+			}
+			if v6 {
+				a := tb.side(e)
+				if k := tb.Key6(&a.In, e.In.SrcPort, e.In.DstPort, e.In.Proto, e.In.Kind&^KindV6); k != e.In {
+					return fmt.Errorf("IPv6 entry %v holds addresses %x whose key is %v", e.In, a.In, k)
+				}
+			}
 			if !e.Template() {
 				o := tb.shardOf(&e.Out)
-				if got := tb.findOut(o, tb.hk.sum(&e.Out), &e.Out); got != e {
+				var got *Entry
+				if v6 {
+					got = tb.findOut6(o, tb.hk.sum(&e.Out), &e.Out, &tb.side(e).Out)
+				} else {
+					got = tb.findOut(o, tb.hk.sum(&e.Out), &e.Out)
+				}
+				if got != e {
 					return fmt.Errorf("live NAT conn %v -> %v is not in the out index (found %p, want %p)", e.In, e.Out, got, e)
 				}
 			}

@@ -26,8 +26,12 @@
 //   - ipvsglue.go: IPVS's semantics: TCP state steps (state.go), the
 //     dest's active/inactive counters, templates, per-state timeouts.
 //
-// plus hash.go (the keyed hash that picks shard, slot and tag: a client
-// cannot aim its flows at one shard without the table's secret key),
+// plus v6.go (IPv6 flows: keys holding keyed 32-bit digests of their
+// addresses, the full addresses beside each entry in IPv6 chunks of its
+// own, checked on every match, so IPv4's 16-byte key, 104-byte entry and
+// lookup are untouched), hash.go (the keyed hash that picks shard, slot
+// and tag: a client cannot aim its flows at one shard without the table's
+// secret key),
 // defense.go (IPVS's drop_entry, drop_packet and secure_tcp defenses, and
 // eviction at the limit) and sync.go (IPVS connection sync: the master's
 // hook and per-entry state, in bits the entry does not otherwise use, and

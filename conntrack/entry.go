@@ -7,9 +7,11 @@ import (
 )
 
 // Key is a packed flow key: source and destination address and port and
-// the protocol. Addresses are IPv4 for now. It is 16 bytes, comparable,
-// pointer-free and 8-byte aligned, so it compares as two words, hashes as
-// two words (hash.go) and keeps the table free of GC scanning.
+// the protocol. It is 16 bytes, comparable, pointer-free and 8-byte
+// aligned, so it compares as two words, hashes as two words (hash.go) and
+// keeps the table free of GC scanning. An IPv4 key holds the addresses; an
+// IPv6 key (Kind has KindV6) holds a keyed 32-bit digest of each, and the
+// entry's full addresses live beside it (v6.go).
 type Key struct {
 	_       [0]uint64 // alignment only: the hash reads the key as two uint64
 	SrcIP   [4]byte
@@ -23,10 +25,11 @@ type Key struct {
 	_    [2]byte // explicit padding, always zero
 }
 
-// Key kinds.
+// Key kinds: KindV6 is a flag on either.
 const (
 	KindConn     = 0
 	KindTemplate = 1
+	KindV6       = 2
 )
 
 // Entry flags, as Flags returns them.
@@ -145,6 +148,9 @@ type Hit struct {
 	Aux       uint64
 	OldState  uint8
 	NewState  uint8
+	// A6 is an IPv6 entry's full addresses (filled by the IPv6 lookups
+	// only; an IPv4 lookup leaves it as it was).
+	A6 Addrs6
 }
 
 func fill(e *Entry, h *Hit) {
@@ -169,4 +175,7 @@ type NewConn struct {
 	Template  bool
 	Timeout   uint32 // templates: the persistence timeout in seconds
 	NoOutput  bool
+	// A6 is an IPv6 conn's (or template's) full addresses, whose digests
+	// its keys hold (In has KindV6); ignored for IPv4.
+	A6 Addrs6
 }

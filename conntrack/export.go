@@ -21,7 +21,14 @@ type Record struct {
 	Flags   uint32
 	Timeout uint32        // seconds, as listings show the state's timeout
 	Expires time.Duration // time left
+	// An IPv6 entry (In has KindV6): its full addresses, and those of its
+	// template's in key.
+	A6    Addrs6
+	TplA6 Pair6
 }
+
+// V6 reports an IPv6 entry.
+func (r *Record) V6() bool { return r.In.Kind&KindV6 != 0 }
 
 // Template reports whether the record is a persistence template.
 func (r *Record) Template() bool { return r.Flags&FlagTemplate != 0 }
@@ -55,6 +62,12 @@ func (t *Table) Export(buf []Record, want func(flags uint32) bool, fn func([]Rec
 			}
 			if e.Tpl != nil {
 				r.Tpl = e.Tpl.In
+				if r.Tpl.Kind&KindV6 != 0 {
+					r.TplA6 = t.side(e.Tpl).In
+				}
+			}
+			if e.In.Kind&KindV6 != 0 {
+				r.A6 = *t.side(e)
 			}
 			if left := int64(e.expires.Load()) - now; left > 0 {
 				r.Expires = time.Duration(left) * t.tick
@@ -84,9 +97,10 @@ func (t *Table) Import(r *Record, tpl Ref) (Ref, error) {
 		In: r.In, Out: r.Out, Dest: r.Dest, Tpl: tpl, Method: r.Method,
 		ClientIf: r.ClientIf, ClientMAC: r.ClientMAC, Aux: r.Aux,
 		Template: r.Template(), Timeout: r.Timeout, NoOutput: r.Flags&FlagNoOutput != 0,
+		A6: r.A6,
 	}
 	if r.Template() {
-		nc.Out = Key{}
+		nc.Out, nc.A6.Out = Key{}, Pair6{}
 	}
 	// No TCP flags: the first transition leaves a conn inactive, and the
 	// recorded state is set below.

@@ -13,7 +13,7 @@ func TestSlabAllocRelease(t *testing.T) {
 	var es []*Entry
 	seen := map[uint32]bool{}
 	for range 3 * chunkSize {
-		e := s.alloc()
+		e := s.alloc(false)
 		if e == nil {
 			t.Fatalf("alloc %d of %d failed", len(es), 3*chunkSize)
 		}
@@ -23,7 +23,7 @@ func TestSlabAllocRelease(t *testing.T) {
 		seen[e.id] = true
 		es = append(es, e)
 	}
-	if s.alloc() != nil || s.inUse != 3 {
+	if s.alloc(false) != nil || s.inUse != 3 {
 		t.Fatalf("allocated past capacity (%d chunks)", s.inUse)
 	}
 	// Free chunk 2 entirely and half of chunk 0: chunk 2 goes back (as the
@@ -38,14 +38,14 @@ func TestSlabAllocRelease(t *testing.T) {
 		t.Fatalf("%d chunks in use, spare %v: want 2 and a spare", s.inUse, s.spare != nil)
 	}
 	for range chunkSize / 2 {
-		if e := s.alloc(); (e.id-1)>>chunkBits != 0 {
+		if e := s.alloc(false); (e.id-1)>>chunkBits != 0 {
 			t.Fatalf("allocated from chunk %d while chunk 0 had room", (e.id-1)>>chunkBits)
 		}
 	}
 	// The next one needs chunk 2 again: the spare is reused, with the
 	// generations its entries had, so a Ref of their former life stays
 	// stale.
-	e := s.alloc()
+	e := s.alloc(false)
 	if (e.id-1)>>chunkBits != 2 || s.spare != nil || e.gen.Load() != 1 {
 		t.Fatalf("entry %d gen %d, spare %v: want chunk 2 reused, gen 1", e.id, e.gen.Load(), s.spare != nil)
 	}

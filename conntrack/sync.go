@@ -182,6 +182,9 @@ type SyncedConn struct {
 	State    uint8  // as received (range-checked by the decoder)
 	Timeout  uint32 // seconds; 0 (version 0 messages): the protocol's timeout for the state, 180 s for a template
 	InPkts   uint32 // where in_pkts restarts: sync_threshold
+	// A6 is an IPv6 conn's addresses (In has KindV6, its keys from
+	// Table.Key6): the in key's and, for NAT and FULLNAT, the out key's.
+	A6 Addrs6
 }
 
 // maxSyncedTimeout caps a received timeout (the kernel caps it at
@@ -259,10 +262,19 @@ func (t *Table) Install(c *SyncedConn) (InstallResult, error) {
 	c.Timeout = min(c.Timeout, maxSyncedTimeout)
 	c.InPkts = min(c.InPkts, MaxSyncCount)
 	res := Installed
+	v6 := c.In.Kind&KindV6 != 0
+	if v6 && (c.Template || c.Out == (Key{})) {
+		c.A6.Out = Pair6{}
+	}
 	hk, s := t.locate(&c.In)
 	s.mu.Lock()
 	for tries := 0; ; tries++ {
-		e := t.findIn(s, hk, &c.In)
+		var e *Entry
+		if v6 {
+			e = t.findIn6(s, hk, &c.In, &c.A6.In)
+		} else {
+			e = t.findIn(s, hk, &c.In)
+		}
 		if e == nil {
 			break
 		}
@@ -302,7 +314,7 @@ func (t *Table) Install(c *SyncedConn) (InstallResult, error) {
 		t.dropped.Add(1)
 		return Refused, ErrFull
 	}
-	e := s.slab.alloc()
+	e := s.slab.alloc(v6)
 	if e == nil {
 		s.mu.Unlock()
 		t.count.Add(-1)
@@ -315,6 +327,9 @@ func (t *Table) Install(c *SyncedConn) (InstallResult, error) {
 	}
 	e.Dest, e.Tpl, e.Method = c.Dest, nil, c.Method
 	e.ClientIf, e.ClientMAC, e.Aux = 0, [6]byte{}, c.Aux // the client's layer 2 is learnt later (director)
+	if v6 {
+		*s.slab.side6(e.id) = c.A6
+	}
 	w := wSync | uint32(c.State)
 	if c.Template {
 		w |= wTemplate
@@ -345,7 +360,7 @@ func (t *Table) Install(c *SyncedConn) (InstallResult, error) {
 		// down meanwhile (or its slot reused) is not indexed.
 		ho, o := t.locate(&c.Out)
 		o.mu.Lock()
-		if e.word.Load()&wDead == 0 && e.gen.Load() == gen && t.findOut(o, ho, &c.Out) == nil {
+		if e.word.Load()&wDead == 0 && e.gen.Load() == gen && (v6 && t.findOut6(o, ho, &c.Out, &c.A6.Out) == nil || !v6 && t.findOut(o, ho, &c.Out) == nil) {
 			o.out.insert(ho, ref)
 		}
 		o.mu.Unlock()

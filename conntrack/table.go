@@ -444,9 +444,10 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		tpl = c.Tpl.e
 	}
 	full := t.count.Add(1) > t.max
+	v6 := c.In.Kind&KindV6 != 0
 	hk, s := t.locate(&c.In)
 	s.mu.Lock()
-	if t.findIn(s, hk, &c.In) != nil {
+	if v6 && t.findIn6(s, hk, &c.In, &c.A6.In) != nil || !v6 && t.findIn(s, hk, &c.In) != nil {
 		s.mu.Unlock()
 		t.count.Add(-1)
 		t.releaseControl(tpl)
@@ -465,7 +466,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 			return Ref{}, ErrFull
 		}
 	}
-	e := s.slab.alloc()
+	e := s.slab.alloc(v6)
 	if e == nil {
 		s.mu.Unlock()
 		t.count.Add(-1)
@@ -480,6 +481,9 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 	e.In, e.Out = c.In, c.Out
 	e.Dest, e.Tpl, e.Method = c.Dest, tpl, c.Method
 	e.ClientIf, e.ClientMAC, e.Aux = c.ClientIf, c.ClientMAC, c.Aux
+	if v6 {
+		*s.slab.side6(e.id) = c.A6
+	}
 	var w uint32
 	if c.Template {
 		w |= wTemplate
@@ -496,14 +500,19 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		e.expires.Store(int32(t.now.Load() + t.tmo.ticks(c.Timeout)))
 		if h != nil {
 			fill(e, h)
+			if v6 {
+				h.A6 = c.A6
+			}
 		}
+	} else if h == nil {
+		var tmp Hit // only here: a Hit is zeroed where it is declared
+		t.step(e, false, tcpFlags, &tmp)
 	} else {
-		var tmp Hit
-		if h == nil {
-			h = &tmp
-		}
 		t.step(e, false, tcpFlags, h)
 		fill(e, h)
+		if v6 {
+			h.A6 = c.A6
+		}
 	}
 	ref := s.ref(e)
 	s.in.insert(hk, ref) // room checked above
@@ -526,7 +535,7 @@ func (t *Table) Create(c *NewConn, tcpFlags uint8, h *Hit) (Ref, error) {
 		// seen as a generation change.
 		ho, o := t.locate(&c.Out)
 		o.mu.Lock()
-		if e.word.Load()&wDead == 0 && e.gen.Load() == gen && t.findOut(o, ho, &c.Out) == nil {
+		if e.word.Load()&wDead == 0 && e.gen.Load() == gen && (v6 && t.findOut6(o, ho, &c.Out, &c.A6.Out) == nil || !v6 && t.findOut(o, ho, &c.Out) == nil) {
 			o.out.insert(ho, ref)
 		}
 		o.mu.Unlock()

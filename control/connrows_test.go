@@ -103,3 +103,29 @@ func FuzzTakeoverRecord(f *testing.F) {
 		}
 	})
 }
+
+// An IPv6 record carries its full addresses and its template's across
+// the wire.
+func TestTakeoverRecord6(t *testing.T) {
+	a := func(s string) [16]byte { return netip.MustParseAddr(s).As16() }
+	r := conntrack.Record{
+		In:     conntrack.Key{SrcIP: [4]byte{1, 2, 3, 4}, DstIP: [4]byte{5, 6, 7, 8}, SrcPort: 40000, DstPort: 80, Proto: 6, Kind: conntrack.KindV6},
+		Out:    conntrack.Key{SrcIP: [4]byte{9, 9, 9, 9}, DstIP: [4]byte{1, 2, 3, 4}, SrcPort: 8080, DstPort: 40000, Proto: 6, Kind: conntrack.KindV6},
+		Tpl:    conntrack.Key{SrcIP: [4]byte{7, 7, 7, 7}, DstIP: [4]byte{5, 6, 7, 8}, DstPort: 80, Proto: 6, Kind: conntrack.KindTemplate | conntrack.KindV6},
+		Method: ipvs.MethodMasq, State: conntrack.TCPEstablished, Timeout: 900, Expires: 899_000_000_000,
+		A6:    conntrack.Addrs6{In: conntrack.Pair6{Src: a("2001:db8:18::10"), Dst: a("2001:db8:18::100")}, Out: conntrack.Pair6{Src: a("2001:db8:19::11"), Dst: a("2001:db8:18::10")}},
+		TplA6: conntrack.Pair6{Src: a("2001:db8:18::"), Dst: a("2001:db8:18::100")},
+	}
+	b := appendRecord(nil, &r, 3)
+	if len(b) != recSize6 || recordLen(b) != recSize6 {
+		t.Fatalf("IPv6 record of %d bytes (recordLen %d), want %d", len(b), recordLen(b), recSize6)
+	}
+	back, di := decodeRecord(b)
+	if back != r || di != 3 {
+		t.Fatalf("round trip: %+v, want %+v", back, r)
+	}
+	c := connOf(&back)
+	if c.Client != netip.MustParseAddrPort("[2001:db8:18::10]:40000") || c.Virtual != netip.MustParseAddrPort("[2001:db8:18::100]:80") || c.Dest != netip.MustParseAddrPort("[2001:db8:19::11]:8080") {
+		t.Fatalf("listed as %+v", c)
+	}
+}

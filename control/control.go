@@ -810,8 +810,15 @@ func connOf(e *conntrack.Record) ipvsadm.Conn {
 		State:   conntrack.StateName(e.In.Proto, e.Template(), e.State),
 		Expires: uint32(e.Expires.Seconds()),
 	}
+	if e.V6() { // the keys hold digests: the addresses are beside them
+		c.Client = netip.AddrPortFrom(netip.AddrFrom16(e.A6.In.Src), e.In.SrcPort)
+		c.Virtual = netip.AddrPortFrom(netip.AddrFrom16(e.A6.In.Dst), e.In.DstPort)
+	}
 	if e.Out != (conntrack.Key{}) {
 		c.Dest = ap(e.Out.SrcIP, e.Out.SrcPort)
+		if e.V6() {
+			c.Dest = netip.AddrPortFrom(netip.AddrFrom16(e.A6.Out.Src), e.Out.SrcPort)
+		}
 	} else if e.Dest != nil {
 		port := e.Dest.Port
 		if port == 0 {

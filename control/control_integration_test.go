@@ -318,3 +318,85 @@ func TestFWMarkService(t *testing.T) {
 		t.Fatalf("-R round trip:\n%s\nwant\n%s", got, saved)
 	}
 }
+
+// The tutorial sequence over IPv6 (a dual-stack lab): the listing and
+// save formats of IPv6 services as ipvsadm prints them (spec §6.5, §6.6:
+// [addr]:port, -M as a prefix length, a mask shown only when not 128, an
+// IPv6 fwmark service with -6), a restore, and persistent traffic: one
+// client network, one real server.
+func TestTutorialSequence6(t *testing.T) {
+	testutil.RequireNetns(t)
+	topo, err := lab.BuildNAT(lab.Options{Suffix: lab.RandomSuffix(), RealServers: 2, IPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(topo.Close)
+	dm := startDaemonOn(t, topo, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i, ns := range topo.RS {
+		if _, err := lab.Serve6(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vip := "[2001:db8:18::100]:80"
+	adm(t, "", "-A", "-t", vip, "-s", "wrr", "-p", "300", "-M", "64")
+	adm(t, "", "-a", "-t", vip, "-r", "[2001:db8:19::11]:80", "-m", "-w", "2")
+	adm(t, "", "-a", "-t", vip, "-r", "[2001:db8:19::12]:80", "-m")
+	adm(t, "", "-A", "-f", "7", "-6", "-s", "rr")
+	adm(t, "", "--add-mark", "-f", "7", "--mark-proto", "tcp", "--mark-dst", "2001:db8:18::200/128", "--mark-ports", "80")
+	adm(t, "", "-a", "-f", "7", "-6", "-r", "[2001:db8:19::11]:0", "-m")
+	want := "IP Virtual Server version 1.2.1 (size=4096)\n" +
+		"Prot LocalAddress:Port Scheduler Flags\n" +
+		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n" +
+		"TCP  [2001:db8:18::100]:80 wrr persistent 300 mask 64\n" +
+		"  -> [2001:db8:19::11]:80         Masq    2      0          0         \n" +
+		"  -> [2001:db8:19::12]:80         Masq    1      0          0         \n" +
+		"FWM  7 IPv6 rr\n" +
+		"  -> [2001:db8:19::11]:0          Masq    1      0          0         \n"
+	if got := adm(t, "", "-L", "-n"); got != want {
+		t.Fatalf("-L -n:\n%q\nwant\n%q", got, want)
+	}
+	saved := adm(t, "", "-S", "-n")
+	for _, line := range []string{
+		"-A -t [2001:db8:18::100]:80 -s wrr -p 300 -M 64\n",
+		"-a -t [2001:db8:18::100]:80 -r [2001:db8:19::11]:80 -m -w 2\n",
+		"-A -f 7 -6 -s rr\n",
+		"--add-mark -f 7 --mark-proto tcp --mark-dst 2001:db8:18::200/128 --mark-ports 80\n",
+	} {
+		if !strings.Contains(saved, line) {
+			t.Fatalf("-S -n lacks %q:\n%s", line, saved)
+		}
+	}
+	before := adm(t, "", "-L", "-n")
+	adm(t, "", "-C")
+	adm(t, saved, "-R")
+	if after := adm(t, "", "-L", "-n"); after != before {
+		t.Fatalf("after -R:\n%s\nwant\n%s", after, before)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	if err := dm.d.WaitResolved(wctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := lab.Get(dm.topo.Client, netip.MustParseAddrPort(vip), 6, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := ""
+	for _, r := range resp {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		if first == "" {
+			first = r.Body
+		}
+		if r.Body != first {
+			t.Fatalf("persistence: the client's /64 went to %s and %s", first, r.Body)
+		}
+	}
+	conns := adm(t, "", "-L", "-n", "-c")
+	if !strings.Contains(conns, "[2001:db8:18::10]:") || !strings.Contains(conns, "[2001:db8:18::100]:80") || !strings.Contains(conns, "[2001:db8:18::]:0") {
+		t.Fatalf("-L -n -c does not list the IPv6 connections and their template:\n%s", conns)
+	}
+}

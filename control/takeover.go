@@ -61,7 +61,7 @@ type takeoverMsg struct {
 	Abort string                        `json:"abort,omitempty"`
 	Dests []director.HandedDest         `json:"dests,omitempty"`
 	Svcs  []director.HandedServiceStats `json:"svcs,omitempty"`
-	Batch []byte                        `json:"batch,omitempty"` // records, recSize bytes each
+	Batch []byte                        `json:"batch,omitempty"` // records, recSize bytes each (recSize6 for IPv6)
 	End   bool                          `json:"end,omitempty"`
 	Count int                           `json:"count,omitempty"`
 	Done  bool                          `json:"done,omitempty"`
@@ -248,7 +248,21 @@ func (s *Server) sendTable(c net.Conn) (int, error) {
 
 // recSize is the size of one record on the wire: three keys, the dest's
 // index, method, state, flags, client link, aux, timeout and time left.
-const recSize = 88
+// An IPv6 record (its in key's kind has KindV6) carries its full
+// addresses and its template's after them: recSize6.
+const (
+	recSize  = 88
+	recSize6 = recSize + 64 + 32
+)
+
+// recordLen is the length of the record that starts x (at least 14
+// bytes: its in key's kind byte decides).
+func recordLen(x []byte) int {
+	if len(x) >= 14 && x[13]&conntrack.KindV6 != 0 {
+		return recSize6
+	}
+	return recSize
+}
 
 func putKey(b []byte, k *conntrack.Key) {
 	copy(b[0:4], k.SrcIP[:])
@@ -281,7 +295,13 @@ func appendRecord(b []byte, r *conntrack.Record, dest int) []byte {
 	binary.LittleEndian.PutUint64(x[72:], r.Aux)
 	binary.LittleEndian.PutUint32(x[80:], r.Timeout)
 	binary.LittleEndian.PutUint32(x[84:], uint32(min(r.Expires.Milliseconds(), 1<<32-1)))
-	return append(b, x[:]...)
+	b = append(b, x[:]...)
+	if r.V6() {
+		for _, a := range [][16]byte{r.A6.In.Src, r.A6.In.Dst, r.A6.Out.Src, r.A6.Out.Dst, r.TplA6.Src, r.TplA6.Dst} {
+			b = append(b, a[:]...)
+		}
+	}
+	return b
 }
 
 func decodeRecord(x []byte) (conntrack.Record, int) {
@@ -295,6 +315,11 @@ func decodeRecord(x []byte) (conntrack.Record, int) {
 		Expires:  time.Duration(binary.LittleEndian.Uint32(x[84:])) * time.Millisecond,
 	}
 	copy(r.ClientMAC[:], x[64:70])
+	if r.V6() && len(x) >= recSize6 {
+		for i, a := range []*[16]byte{&r.A6.In.Src, &r.A6.In.Dst, &r.A6.Out.Src, &r.A6.Out.Dst, &r.TplA6.Src, &r.TplA6.Dst} {
+			copy(a[:], x[recSize+16*i:])
+		}
+	}
 	return r, int(int32(binary.LittleEndian.Uint32(x[48:])))
 }
 
@@ -383,11 +408,13 @@ func (t *Takeover) Finish(d *director.Director) (TakeoverResult, error) {
 		if m.End {
 			break
 		}
-		if len(m.Batch)%recSize != 0 {
-			return res, fmt.Errorf("control: takeover: a batch of %d bytes is not whole records", len(m.Batch))
-		}
-		for off := 0; off < len(m.Batch); off += recSize {
-			r, di := decodeRecord(m.Batch[off : off+recSize])
+		for off := 0; off < len(m.Batch); {
+			n := recordLen(m.Batch[off:])
+			if off+n > len(m.Batch) {
+				return res, fmt.Errorf("control: takeover: a batch of %d bytes is not whole records", len(m.Batch))
+			}
+			r, di := decodeRecord(m.Batch[off : off+n])
+			off += n
 			if di >= len(bound) || di < -1 || di >= 0 && bound[di] == nil {
 				res.Failed++
 				res.LastErr = fmt.Errorf("control: takeover: conn %v names dest %d of %d", r.In, di, len(bound))

@@ -157,7 +157,7 @@ func TestTraceErrors(t *testing.T) {
 		want   string
 		status int
 	}{
-		{"bad-filter", `{"v":1,"op":"trace","text":"tcp client nowhere"}`, `client "nowhere" is not an IPv4 address or prefix`, 2},
+		{"bad-filter", `{"v":1,"op":"trace","text":"tcp client nowhere"}`, `client "nowhere" is not an IPv4 or IPv6 address or prefix`, 2},
 		{"bad-word", `{"v":1,"op":"trace","text":"sctp"}`, `unknown word "sctp"`, 2},
 		{"bad-arg", `{"v":1,"op":"trace","args":["--sample","x"]}`, `--sample "x" is not a number`, 2},
 		{"unknown-arg", `{"v":1,"op":"trace","args":["--fast","1"]}`, `unknown argument "--fast"`, 2},

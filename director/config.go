@@ -170,8 +170,8 @@ func (s *svcRT) peekTrashed(a netip.Addr, port uint16) *ipvs.Dest {
 // checkService validates what the data path relies on.
 func checkService(c *ipvs.ServiceConfig) error {
 	if c.FWMark == 0 {
-		if !c.Addr.Is4() {
-			return fmt.Errorf("director: service %s: only IPv4 services are supported so far", c.ServiceKey)
+		if !c.Addr.Is4() && !c.Addr.Is6() || c.Addr.Is4In6() || c.Addr.Zone() != "" {
+			return fmt.Errorf("director: service %s: the VIP must be an IPv4 or IPv6 address (not v4-mapped, without a zone)", c.ServiceKey)
 		}
 		if c.Proto != ipvs.ProtoTCP && c.Proto != ipvs.ProtoUDP {
 			return fmt.Errorf("director: service %s: protocol %s is not supported (TCP and UDP are)", c.ServiceKey, ipvs.ProtoName(c.Proto))
@@ -180,6 +180,11 @@ func checkService(c *ipvs.ServiceConfig) error {
 			return fmt.Errorf("director: service %s: Zero port specified for non-persistent service", c.ServiceKey)
 		}
 	}
+	// -M for IPv6 is a prefix length, 1..128 (0: 128, ipvsadm's default);
+	// the kernel refuses the rest with EINVAL (spec §4.1).
+	if c.IsV6() && c.Persistent() && c.Netmask > 128 {
+		return fmt.Errorf("director: service %s: %s (IPv6 prefix length %d outside 1..128)", c.ServiceKey, ipvs.EINVALText, c.Netmask)
+	}
 	if c.Sched == "" {
 		c.Sched = ipvs.DefaultScheduler
 	}
@@ -187,13 +192,28 @@ func checkService(c *ipvs.ServiceConfig) error {
 }
 
 func checkDest(sem ipvs.Semantics, svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
-	if !d.Addr.Is4() {
-		return fmt.Errorf("director: real server %s: only IPv4 real servers are supported so far", d.Addr)
+	if d.Addr.Is6() {
+		// The kernel's ip_vs_new_dest: ::, multicast, v4-mapped and
+		// link-local are refused (EINVAL); so is loopback here, as for
+		// IPv4 (golvs forwards on the wire only).
+		if err := ipvs.CheckDestAddr(d.Addr, nil); err != nil {
+			return fmt.Errorf("director: real server %s: %w", d.Addr, err)
+		}
+		if d.Addr.IsLoopback() || d.Addr.Zone() != "" {
+			return fmt.Errorf("director: real server %s: %s (golvs forwards only to unicast addresses on the wire)", d.Addr, ipvs.EINVALText)
+		}
+	} else if !d.Addr.Is4() {
+		return fmt.Errorf("director: real server %s: %s (no address)", d.Addr, ipvs.EINVALText)
 	}
-	if !d.Addr.IsGlobalUnicast() && !d.Addr.IsPrivate() {
+	if !d.Addr.IsGlobalUnicast() && !d.Addr.IsPrivate() && d.Addr.Is4() {
 		if d.Addr.IsUnspecified() || d.Addr.IsMulticast() || d.Addr.IsLoopback() {
 			return fmt.Errorf("director: real server %s: Invalid operation.  Possibly wrong module version, address not unicast, ...", d.Addr)
 		}
+	}
+	// Only a tunnel dest may be of another family than its service (the
+	// kernel's ip_vs_add_dest: EINVAL otherwise; spec §5.3, §6.8).
+	if d.Addr.Is6() != svc.IsV6() && d.Method != ipvs.MethodTunnel {
+		return fmt.Errorf("director: real server %s: %s (a real server of another address family than its service %s needs the tunnel method, -i)", d.AddrPort(), ipvs.EINVALText, svc.ServiceKey)
 	}
 	if err := ipvs.CheckWeight(int64(d.Weight), ipvs.MaxWeight); err != nil {
 		return err
@@ -805,12 +825,28 @@ func (dr *Director) publishLocked() {
 		Marks: marks,
 		Model: dr.cfg.model,
 	}
+	s.vips6, s.fwm6, s.marks6 = map[[16]byte]bool{}, map[uint32]*Service{}, compileMarks6(marks)
 	services, port0 := map[svcKey]*Service{}, map[svcKey]*Service{}
+	services6, port06 := map[svcKey6]*Service{}, map[svcKey6]*Service{}
 	for _, rt := range dr.cfg.svcs {
 		sv := &Service{Name: rt.cfg.ServiceKey.String() + " " + rt.cfg.Sched, Config: rt.cfg, Sched: rt.sched, View: rt.view(), Stats: rt.stats, Dests: append([]*ipvs.Dest(nil), rt.dests...)}
 		s.List = append(s.List, sv)
 		if rt.cfg.FWMark != 0 {
-			s.fwm[rt.cfg.FWMark] = sv
+			if rt.cfg.V6 {
+				s.fwm6[rt.cfg.FWMark] = sv
+			} else {
+				s.fwm[rt.cfg.FWMark] = sv
+			}
+			continue
+		}
+		if rt.cfg.Addr.Is6() {
+			k := svcKey6{rt.cfg.Addr.As16(), rt.cfg.Port, rt.cfg.Proto}
+			if rt.cfg.Port == 0 {
+				port06[k] = sv
+			} else {
+				services6[k] = sv
+			}
+			s.vips6[k.addr] = true
 			continue
 		}
 		k := svcKey{rt.cfg.Addr.As4(), rt.cfg.Port, rt.cfg.Proto}
@@ -822,6 +858,7 @@ func (dr *Director) publishLocked() {
 		s.vips[k.addr] = true
 	}
 	s.services, s.port0 = newSvcTable(services), newSvcTable(port0)
+	s.services6, s.port0_6 = newSvcTable6(services6), newSvcTable6(port06)
 	dr.snap.Store(s)
 	dr.refilter(s)
 }

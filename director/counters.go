@@ -13,13 +13,14 @@ import (
 // what the kernel's sockets report.
 var CounterNames = [NumCounters]string{
 	"truncated-frame", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp",
-	"bad-ip-checksum", "bad-ip-options",
+	"bad-ip-checksum", "bad-ip-options", "bad-ip6-ext",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
 	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
 	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
 	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
 	"too-big", "arp-other",
 	"standby", "drop-packet", "backup", "client-unresolved",
+	"nd-answered", "nd-other", "ip6-fragment-held", "ip6-fragment-dropped",
 }
 
 // Counter indices.
@@ -51,6 +52,10 @@ const (
 	CntDropPacket    // new conns dropped by the drop_packet defense (ip_vs_todrop)
 	CntBackup        // a VRRP backup, or a sync backup with backup_only: nothing served (serving.go, sync.go)
 	CntClientUnknown // a reply of a synced conn whose client is being resolved (sync.go)
+	CntNDAnswered    // Neighbor Solicitations for a VIP or local address, answered
+	CntNDOther       // Neighbour Discovery and MLD frames needing no answer
+	CntFrag6Held     // IPv6 fragments taken for reassembly (their datagram is counted once whole)
+	CntFrag6Drop     // IPv6 fragments refused: bad, overlapping, too many, no room (frag6.go)
 	NumCounters
 )
 

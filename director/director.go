@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
@@ -32,10 +33,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/conntrack"
+	"github.com/golvs/golvs/forward"
 	"github.com/golvs/golvs/internal/ratelog"
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/ipvssync"
 	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/packet"
 	"github.com/golvs/golvs/trace"
 )
 
@@ -165,8 +168,14 @@ type Director struct {
 	icmpLimit icmpLimiter
 	// own holds the director's interface addresses and their links'
 	// broadcast addresses: no packet from the wire may carry one as its
-	// source (martians).
-	own [][4]byte
+	// source (martians). own6: its IPv6 addresses.
+	own  [][4]byte
+	own6 [][16]byte
+
+	// IPv6 fragments: golvs's defragmenter, and the identification of
+	// the fragments it sends (frag6.go).
+	reasm   *forward.Reassembler6
+	fragID6 atomic.Uint32
 
 	snmp kernelSnmp // the namespace's /proc/net/snmp (kstats.go)
 
@@ -214,9 +223,11 @@ func newCore(c Config) *Director {
 		logs:  ratelog.New(c.Logf, ratelog.Config{}),
 	}
 	d.initCounters()
+	d.reasm = forward.NewReassembler6(forward.ReasmConfig{})
+	d.fragID6.Store(rand.Uint32())
 	tcp, fin, udp := d.CT.Timeouts()
 	d.cfg.model.Timeouts = Timeouts{tcp, fin, udp}
-	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}, Model: d.cfg.model})
+	d.snap.Store(&Snapshot{vips: map[[4]byte]bool{}, Model: d.cfg.model, snap6: snap6{vips6: map[[16]byte]bool{}}})
 	d.handover.standby.Store(c.Standby)
 	d.icmpLimit.init(c.ICMPMsgsPerSec, c.ICMPMsgsBurst)
 	d.initModes()
@@ -268,6 +279,7 @@ func New(c Config) (*Director, error) {
 	for idx, l := range neigh.Links() {
 		d.ifMAC[idx] = l.MAC
 		d.addOwn(l.Addrs)
+		d.addOwn6(l.Addrs6)
 	}
 	for _, ifc := range c.Interfaces {
 		for idx, l := range neigh.Links() {
@@ -462,6 +474,20 @@ func (d *Director) checkHost(names []string) error {
 	if len(bad) > 0 {
 		return fmt.Errorf("%w: IPv4 forwarding is on for %s, so the kernel would route VIP traffic and NAT replies un-rewritten; set net.ipv4.conf.<if>.forwarding=0 or run with --fix-host", ErrHostLeak, strings.Join(bad, ", "))
 	}
+	// IPv6 forwarding is one switch for the whole host (the per-interface
+	// ones say whether it acts as a router towards that link). Without
+	// IPv6 in the namespace there is no file and nothing to check.
+	const p6 = "/proc/sys/net/ipv6/conf/all/forwarding"
+	if b, err := os.ReadFile(p6); err == nil && strings.TrimSpace(string(b)) != "0" {
+		if !d.c.FixHost {
+			return fmt.Errorf("%w: IPv6 forwarding is on (net.ipv6.conf.all.forwarding), so the kernel would route IPv6 VIP traffic and NAT replies un-rewritten; set it to 0 or run with --fix-host", ErrHostLeak)
+		}
+		if err := os.WriteFile(p6, []byte("0"), 0o644); err != nil {
+			return fmt.Errorf("director: turning IPv6 forwarding off: %w", err)
+		}
+		d.logf("host: set net.ipv6.conf.all.forwarding=0 (restored on exit)")
+		d.recordHost(p6, string(b))
+	}
 	return nil
 }
 
@@ -469,8 +495,9 @@ func (d *Director) checkHost(names []string) error {
 func (d *Director) HostReport() []string {
 	var out []string
 	for _, ifc := range d.c.Interfaces {
-		out = append(out, fmt.Sprintf("%s: IPv4 forwarding off (the kernel drops VIP traffic and replies silently; golvs forwards them), ARP for VIPs answered by golvs: %v", ifc.Name, ifc.ARP))
+		out = append(out, fmt.Sprintf("%s: IPv4 forwarding off (the kernel drops VIP traffic and replies silently; golvs forwards them), ARP and Neighbor Solicitations for VIPs answered by golvs: %v", ifc.Name, ifc.ARP))
 	}
+	out = append(out, "IPv6 forwarding off (net.ipv6.conf.all.forwarding=0); IPv6 fragments reassembled by golvs (the kernel's fanout reassembles IPv4 only)")
 	out = append(out, "VIPs are not assigned to the kernel: it never answers or resets VIP connections")
 	if d.drop != nil {
 		out = append(out, d.drop.Describe())
@@ -503,17 +530,25 @@ func (d *Director) checkVIPNotLocal(a netip.Addr) error {
 	if d.nl == nil {
 		return nil
 	}
-	addrs, err := d.nl.AddrList(nil, netlink.FAMILY_V4)
+	fam := netlink.FAMILY_V4
+	if a.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := d.nl.AddrList(nil, fam)
 	if err != nil {
 		return nil
 	}
 	for _, x := range addrs {
-		if ip, ok := netip.AddrFromSlice(x.IP.To4()); ok && ip == a {
+		ip, ok := netip.AddrFromSlice(x.IP.To4())
+		if a.Is6() {
+			ip, ok = netip.AddrFromSlice(x.IP.To16())
+		}
+		if ok && ip == a {
 			name := "?"
 			if l, err := d.nl.LinkByIndex(x.LinkIndex); err == nil {
 				name = l.Attrs().Name
 			}
-			return fmt.Errorf("%w: VIP %s is assigned to %s on this host, so the kernel would answer (or reset) its connections itself; remove it (golvs answers ARP for VIPs)", ErrHostLeak, a, name)
+			return fmt.Errorf("%w: VIP %s is assigned to %s on this host, so the kernel would answer (or reset) its connections itself; remove it (golvs answers ARP and Neighbor Solicitations for VIPs)", ErrHostLeak, a, name)
 		}
 	}
 	return nil
@@ -539,6 +574,7 @@ func (d *Director) refilter(s *Snapshot) error {
 		d.logf("filter: %v", err)
 		return err
 	}
+	mc := d.ndGroups(s)
 	d.filter.Lock()
 	defer d.filter.Unlock()
 	for _, rs := range d.rings {
@@ -547,9 +583,45 @@ func (d *Director) refilter(s *Snapshot) error {
 				d.logf("filter: %v", err)
 				return err
 			}
+			if err := r.SetMulticast(mc[r.IfIndex()]); err != nil {
+				d.logf("filter: %v", err)
+			}
 		}
 	}
 	return nil
+}
+
+// ndGroups lists, per interface, the Ethernet multicast addresses of the
+// solicited-node groups golvs answers Neighbor Solicitations in: its IPv6
+// VIPs' on the interfaces that answer for VIPs, its IPv6 local
+// addresses' on every interface (nd6.go).
+func (d *Director) ndGroups(s *Snapshot) map[int][][6]byte {
+	out := map[int][][6]byte{}
+	var lips [][16]byte
+	if pl := d.modes.pool6.Load(); pl != nil {
+		for _, l := range pl.lips {
+			lips = append(lips, l.a16)
+		}
+	}
+	for idx := range d.ifMAC {
+		seen := map[[6]byte]bool{}
+		add := func(a [16]byte) {
+			m := packet.MulticastMAC(packet.SolicitedNode(a))
+			if !seen[m] {
+				seen[m] = true
+				out[idx] = append(out[idx], m)
+			}
+		}
+		if d.ifARP[idx] {
+			for v := range s.vips6 {
+				add(v)
+			}
+		}
+		for _, a := range lips {
+			add(a)
+		}
+	}
+	return out
 }
 
 // redrop sets the drop rule to the frames golvs forwards under s: TCP
@@ -563,13 +635,13 @@ func (d *Director) redrop(s *Snapshot) error {
 	}
 	var dst, src []netio.Match
 	for _, r := range s.Marks {
-		if s.fwm[r.Mark] != nil {
+		if r.Dst.Addr().Is4() && s.fwm[r.Mark] != nil || r.Dst.Addr().Is6() && s.fwm6[r.Mark] != nil {
 			dst = append(dst, markMatches([]ipvs.MarkRule{r})...)
 		}
 	}
 	for _, sv := range s.List {
 		if sv.Config.FWMark == 0 {
-			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
+			dst = append(dst, addrMatch(sv.Config.Proto, sv.Config.Addr, sv.Config.Port))
 		}
 		for _, dd := range sv.Dests {
 			if m := dd.Method(); m != ipvs.MethodMasq && m != ipvs.MethodFullNAT {
@@ -583,7 +655,7 @@ func (d *Director) redrop(s *Snapshot) error {
 			if sv.Config.FWMark != 0 {
 				proto = 0
 			}
-			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
+			src = append(src, addrMatch(proto, dd.Addr, port))
 		}
 	}
 	if err := d.drop.Set(dst, src); err != nil {
@@ -675,6 +747,7 @@ func (d *Director) housekeeping(stop chan struct{}) {
 		case now := <-t.C:
 			d.CT.Advance(now)
 			d.readRingStats()
+			d.reasm.Expire(now)
 		case <-d.kick:
 			resolveNow()
 		case <-changes:

@@ -1,6 +1,10 @@
 package director
 
-import "github.com/golvs/golvs/netio"
+import (
+	"net/netip"
+
+	"github.com/golvs/golvs/netio"
+)
 
 // filterMatches lists what the kernel filter must pass for a snapshot:
 // traffic to each service and to the mark rules' destinations, replies
@@ -12,7 +16,7 @@ func (d *Director) filterMatches(s *Snapshot) (dst, src []netio.Match) {
 	dst = markMatches(s.Marks)
 	for _, sv := range s.List {
 		if sv.Config.FWMark == 0 {
-			dst = append(dst, netio.Match{Proto: sv.Config.Proto, Addr: sv.Config.Addr.As4(), Port: sv.Config.Port})
+			dst = append(dst, addrMatch(sv.Config.Proto, sv.Config.Addr, sv.Config.Port))
 		}
 		for _, dd := range sv.Dests {
 			port := dd.Port
@@ -23,9 +27,17 @@ func (d *Director) filterMatches(s *Snapshot) (dst, src []netio.Match) {
 			if sv.Config.FWMark != 0 {
 				proto = 0 // a mark may cover TCP and UDP
 			}
-			src = append(src, netio.Match{Proto: proto, Addr: dd.Addr.As4(), Port: port})
+			src = append(src, addrMatch(proto, dd.Addr, port))
 		}
 	}
 	mdst, msrc := d.modeFilter(s)
 	return append(dst, mdst...), append(src, msrc...)
+}
+
+// addrMatch is a filter entry for one address of either family.
+func addrMatch(proto uint8, a netip.Addr, port uint16) netio.Match {
+	if a.Is6() {
+		return netio.Match{Proto: proto, V6: true, Addr6: a.As16(), Port: port}
+	}
+	return netio.Match{Proto: proto, Addr: a.As4(), Port: port}
 }

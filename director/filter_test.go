@@ -54,13 +54,20 @@ func randomWorld(t *testing.T, r *rand.Rand, nsvc int) *filterWorld {
 	// A small address pool, so VIPs, real servers and local addresses
 	// overlap: a real server on a VIP's address, on another service's
 	// real server's address, inside a mark's prefix.
-	var pool []netip.Addr
+	// IPv6 services take addresses from an IPv6 pool (a third of them).
+	var pool, pool6 []netip.Addr
 	for i := 0; i < 4+nsvc; i++ {
 		pool = append(pool, netip.AddrFrom4([4]byte{198, 18 + byte(r.IntN(2)), byte(r.IntN(2)), byte(1 + r.IntN(250))}))
+		pool6 = append(pool6, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18 + byte(r.IntN(2)), 14: byte(r.IntN(2)), 15: byte(1 + r.IntN(250))}))
 	}
-	pick := func() netip.Addr { return pool[r.IntN(len(pool))] }
+	pickOf := func(v6 bool) netip.Addr {
+		if v6 {
+			return pool6[r.IntN(len(pool6))]
+		}
+		return pool[r.IntN(len(pool))]
+	}
 	if r.IntN(2) == 0 {
-		w.lips = []netip.Addr{netip.AddrFrom4([4]byte{198, 19, 3, byte(200 + r.IntN(4))})}
+		w.lips = []netip.Addr{netip.AddrFrom4([4]byte{198, 19, 3, byte(200 + r.IntN(4))}), netip.MustParseAddr("2001:db8:19:3::200")}
 		if err := d.SetLocalAddrs(w.lips, 0, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -69,9 +76,12 @@ func randomWorld(t *testing.T, r *rand.Rand, nsvc int) *filterWorld {
 	nmarks := 0
 	for i := 0; i < nsvc; i++ {
 		c := ipvs.ServiceConfig{Sched: "rr"}
+		v6 := r.IntN(3) == 0
+		pick := func() netip.Addr { return pickOf(v6) }
 		if r.IntN(5) == 0 {
 			nmarks++
 			c.FWMark = uint32(nmarks)
+			c.V6 = v6
 		} else {
 			c.Proto = []uint8{ipvs.ProtoTCP, ipvs.ProtoUDP}[r.IntN(2)]
 			c.Addr = pick()
@@ -89,6 +99,9 @@ func randomWorld(t *testing.T, r *rand.Rand, nsvc int) *filterWorld {
 		for j := 0; j < 1+r.IntN(3); j++ {
 			dc := ipvs.DestConfig{Addr: pick(), Weight: 1}
 			dc.Method = []ipvs.Method{ipvs.MethodMasq, ipvs.MethodRoute, ipvs.MethodTunnel, ipvs.MethodFullNAT}[r.IntN(4)]
+			if dc.Method == ipvs.MethodTunnel && r.IntN(3) == 0 {
+				dc.Addr = pickOf(!v6) // a tunnel to the other family
+			}
 			switch {
 			case dc.Method == ipvs.MethodMasq || dc.Method == ipvs.MethodFullNAT:
 				if r.IntN(3) > 0 {
@@ -110,7 +123,11 @@ func randomWorld(t *testing.T, r *rand.Rand, nsvc int) *filterWorld {
 	for m := 1; m <= nmarks+1; m++ { // the last mark has no service
 		rule := ipvs.MarkRule{Mark: uint32(m), Proto: []uint8{0, ipvs.ProtoTCP, ipvs.ProtoUDP}[r.IntN(3)]}
 		bits := []int{32, 32, 24, 16, 31, 0}[r.IntN(6)]
-		rule.Dst = netip.PrefixFrom(pick(), bits).Masked()
+		v6 := w.markV6(uint32(m))
+		if v6 {
+			bits = []int{128, 128, 120, 64, 127, 0}[r.IntN(6)]
+		}
+		rule.Dst = netip.PrefixFrom(pickOf(v6), bits).Masked()
 		if rule.Proto != 0 && r.IntN(2) == 0 {
 			lo := ports[r.IntN(len(ports))]
 			rule.Ports = []ipvs.PortRange{{Lo: lo, Hi: lo}}
@@ -122,13 +139,33 @@ func randomWorld(t *testing.T, r *rand.Rand, nsvc int) *filterWorld {
 	}
 	d.SetMarks(w.marks)
 	w.addrs = append(w.addrs, pool...)
+	w.addrs = append(w.addrs, pool6...)
 	w.addrs = append(w.addrs, w.lips...)
 	return w
 }
 
-func (w *filterWorld) hasMark(m uint32) bool {
+// markV6 says whether mark m feeds an IPv6 fwmark service (its rules then
+// take IPv6 destinations; a mark with no service, either).
+func (w *filterWorld) markV6(m uint32) bool {
 	for _, c := range w.svcs {
 		if c.FWMark == m {
+			return c.V6
+		}
+	}
+	return m%2 == 0
+}
+
+// icmpOf is the ICMP protocol of an address's family.
+func icmpOf(a netip.Addr) uint8 {
+	if a.Is6() {
+		return 58
+	}
+	return 1
+}
+
+func (w *filterWorld) hasMark(m uint32, v6 bool) bool {
+	for _, c := range w.svcs {
+		if c.FWMark == m && c.V6 == v6 {
 			return true
 		}
 	}
@@ -141,24 +178,28 @@ func (w *filterWorld) hasMark(m uint32) bool {
 // and anything from a real server on the port it serves (replies) or ICMP
 // from it, whatever its service.
 func (w *filterWorld) mustSee(proto uint8, src, dst netip.Addr, sport, dport uint16) bool {
+	icmp := icmpOf(dst)
 	for _, c := range w.svcs {
 		if c.FWMark != 0 {
 			continue
 		}
-		if dst == c.Addr && (proto == 1 || proto == c.Proto && (c.Port == 0 || dport == c.Port)) {
+		if dst == c.Addr && (proto == icmp || proto == c.Proto && (c.Port == 0 || dport == c.Port)) {
 			return true
 		}
 	}
 	for _, r := range w.marks {
+		if r.Dst.Addr().Is6() != dst.Is6() {
+			continue // a rule matches its family's packets only
+		}
 		if r.Matches(proto, dst, dport) {
-			if w.hasMark(r.Mark) {
+			if w.hasMark(r.Mark, dst.Is6()) {
 				return true
 			}
 			break // the first matching rule sets the mark
 		}
 	}
 	for _, l := range w.lips {
-		if dst == l && proto == 1 {
+		if dst == l && proto == icmp {
 			return true
 		}
 	}
@@ -167,7 +208,7 @@ func (w *filterWorld) mustSee(proto uint8, src, dst netip.Addr, sport, dport uin
 			if src != dc.Addr {
 				continue
 			}
-			if proto == 1 {
+			if proto == icmp {
 				return true
 			}
 			port := dc.Port
@@ -200,6 +241,24 @@ func (w *filterWorld) related(src, dst netip.Addr) bool {
 }
 
 func l4Frame(proto uint8, src, dst netip.Addr, sport, dport uint16) []byte {
+	if src.Is6() || dst.Is6() {
+		b := make([]byte, 14+40+20)
+		binary.BigEndian.PutUint16(b[12:], packet.EtherTypeIP6)
+		ip := b[14:]
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], 20)
+		ip[6], ip[7] = proto, 64
+		s, d := src.As16(), dst.As16()
+		copy(ip[8:], s[:])
+		copy(ip[24:], d[:])
+		if proto == 58 {
+			ip[40] = 1 // destination unreachable
+			return b
+		}
+		binary.BigEndian.PutUint16(ip[40:], sport)
+		binary.BigEndian.PutUint16(ip[42:], dport)
+		return b
+	}
 	b := make([]byte, 14+20+20)
 	binary.BigEndian.PutUint16(b[12:], packet.EtherTypeIP4)
 	ip := b[14:]
@@ -244,11 +303,18 @@ func TestKernelFilterCoversConfig(t *testing.T) {
 		add := func(proto uint8, s, d netip.Addr, sp, dp uint16) {
 			frames = append(frames, tuple{proto, s, d, sp, dp})
 		}
-		client := netip.AddrFrom4([4]byte{203, 0, 113, 7})
+		client4, client6 := netip.AddrFrom4([4]byte{203, 0, 113, 7}), netip.MustParseAddr("2001:db8:ff::7")
+		clientOf := func(a netip.Addr) netip.Addr {
+			if a.Is6() {
+				return client6
+			}
+			return client4
+		}
 		for _, c := range w.svcs {
 			if c.FWMark == 0 {
+				client := clientOf(c.Addr)
 				add(c.Proto, client, c.Addr, 40000, c.Port)
-				add(1, client, c.Addr, 0, 0)
+				add(icmpOf(c.Addr), client, c.Addr, 0, 0)
 			}
 			for _, dc := range w.dests[c.ServiceKey] {
 				port := dc.Port
@@ -259,16 +325,27 @@ func TestKernelFilterCoversConfig(t *testing.T) {
 				if proto == 0 {
 					proto = ipvs.ProtoTCP
 				}
+				client := clientOf(dc.Addr)
 				add(proto, dc.Addr, client, port, 40000)
 				for _, l := range w.lips {
-					add(proto, dc.Addr, l, port, 5000)
+					if l.Is6() == dc.Addr.Is6() {
+						add(proto, dc.Addr, l, port, 5000)
+					}
 				}
-				add(1, dc.Addr, client, 0, 0)
+				add(icmpOf(dc.Addr), dc.Addr, client, 0, 0)
 			}
 		}
 		for _, m := range w.marks {
-			a := m.Dst.Addr().As4()
-			a[3] |= byte(r.IntN(256) >> min(m.Dst.Bits(), 32) % 8)
+			a := m.Dst.Addr().As16()
+			if m.Dst.Addr().Is4() {
+				a4 := m.Dst.Addr().As4()
+				copy(a[12:], a4[:])
+			}
+			a[15] |= byte(r.IntN(256) >> (m.Dst.Bits() % 8))
+			da := netip.AddrFrom16(a)
+			if m.Dst.Addr().Is4() {
+				da = da.Unmap()
+			}
 			port := uint16(r.IntN(65536))
 			if len(m.Ports) > 0 {
 				port = m.Ports[0].Lo
@@ -277,23 +354,35 @@ func TestKernelFilterCoversConfig(t *testing.T) {
 			if proto == 0 {
 				proto = ipvs.ProtoUDP
 			}
-			add(proto, client, netip.AddrFrom4(a), 40000, port)
-			add(1, client, netip.AddrFrom4(a), 0, 0)
+			add(proto, clientOf(da), da, 40000, port)
+			add(icmpOf(da), clientOf(da), da, 0, 0)
 		}
-		pickAddr := func() netip.Addr {
+		pickAddr := func(v6 bool) netip.Addr {
 			if r.IntN(4) == 0 {
+				if v6 {
+					return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18 + byte(r.IntN(2)), 14: byte(r.IntN(4)), 15: byte(r.IntN(256))})
+				}
 				return netip.AddrFrom4([4]byte{198, 18 + byte(r.IntN(2)), byte(r.IntN(4)), byte(r.IntN(256))})
 			}
-			return w.addrs[r.IntN(len(w.addrs))]
+			for {
+				if a := w.addrs[r.IntN(len(w.addrs))]; a.Is6() == v6 {
+					return a
+				}
+			}
 		}
 		for i := 0; i < 1500; i++ {
 			ports := []uint16{80, 443, 53, 8080, 5000, uint16(r.IntN(65536))}
-			add([]uint8{1, 6, 17, 47}[r.IntN(4)], pickAddr(), pickAddr(), ports[r.IntN(len(ports))], ports[r.IntN(len(ports))])
+			v6 := r.IntN(3) == 0
+			proto := []uint8{1, 6, 17, 47}[r.IntN(4)]
+			if v6 && proto == 1 {
+				proto = 58
+			}
+			add(proto, pickAddr(v6), pickAddr(v6), ports[r.IntN(len(ports))], ports[r.IntN(len(ports))])
 		}
 		missed, loose := 0, 0
 		for _, f := range frames {
 			proto, s, d, sp, dp := f.proto, f.s, f.d, f.sp, f.dp
-			if proto == 1 || proto == 47 {
+			if proto == 1 || proto == 58 || proto == 47 {
 				sp, dp = 0, 0
 			}
 			n, err := vm.Run(l4Frame(proto, s, d, sp, dp))

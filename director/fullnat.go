@@ -37,6 +37,8 @@ var (
 	ErrNoLocalPort      = errors.New("director: FULLNAT: no local port available (every LIP:port of the pool is in use); new connections are dropped until some expire: add local addresses (--laddr) or widen the port range")
 )
 
+// lipPool is one family's local addresses (an IPv4 conn takes an IPv4
+// LIP, an IPv6 conn an IPv6 one: modes.pool and modes.pool6).
 type lipPool struct {
 	min, max uint16
 	lips     []*lip
@@ -44,7 +46,9 @@ type lipPool struct {
 }
 
 type lip struct {
-	addr   [4]byte
+	addr   netip.Addr
+	a4     [4]byte  // IPv4: the address
+	a16    [16]byte // IPv6: the address
 	mu     sync.Mutex
 	used   [2][]uint64 // TCP, UDP: bit i is port min+i
 	free   [2]int
@@ -62,6 +66,24 @@ func protoIndex(proto uint8) int {
 
 func (pl *lipPool) has(a [4]byte) bool {
 	for _, l := range pl.lips {
+		if l.a4 == a && l.addr.Is4() {
+			return true
+		}
+	}
+	return false
+}
+
+func (pl *lipPool) has6(a *[16]byte) bool {
+	for _, l := range pl.lips {
+		if l.a16 == *a && l.addr.Is6() {
+			return true
+		}
+	}
+	return false
+}
+
+func (pl *lipPool) hasAddr(a netip.Addr) bool {
+	for _, l := range pl.lips {
 		if l.addr == a {
 			return true
 		}
@@ -69,7 +91,7 @@ func (pl *lipPool) has(a [4]byte) bool {
 	return false
 }
 
-func (pl *lipPool) find(a [4]byte) *lip {
+func (pl *lipPool) find(a netip.Addr) *lip {
 	for _, l := range pl.lips {
 		if l.addr == a {
 			return l
@@ -79,10 +101,10 @@ func (pl *lipPool) find(a [4]byte) *lip {
 }
 
 // alloc takes a free (LIP, port) for proto.
-func (pl *lipPool) alloc(proto uint8) (addr [4]byte, port uint16, ok bool) {
+func (pl *lipPool) alloc(proto uint8) (l *lip, port uint16, ok bool) {
 	n := uint32(len(pl.lips))
 	if n == 0 {
-		return addr, 0, false
+		return nil, 0, false
 	}
 	pi := protoIndex(proto)
 	span := uint32(pl.max) - uint32(pl.min) + 1
@@ -104,15 +126,15 @@ func (pl *lipPool) alloc(proto uint8) (addr [4]byte, port uint16, ok bool) {
 				l.free[pi]--
 				l.mu.Unlock()
 				l.conns.Add(1)
-				return l.addr, pl.min + uint16(idx), true
+				return l, pl.min + uint16(idx), true
 			}
 		}
 		l.mu.Unlock()
 	}
-	return addr, 0, false
+	return nil, 0, false
 }
 
-func (pl *lipPool) release(addr [4]byte, proto uint8, port uint16) {
+func (pl *lipPool) release(addr netip.Addr, proto uint8, port uint16) {
 	l := pl.find(addr)
 	if l == nil || port < pl.min || port > pl.max {
 		return
@@ -160,22 +182,36 @@ func (d *Director) SetLocalAddrs(addrs []netip.Addr, portMin, portMax uint16) er
 		}
 	}
 	span := int(portMax) - int(portMin) + 1
-	pl := &lipPool{min: portMin, max: portMax}
+	pl, pl6 := &lipPool{min: portMin, max: portMax}, &lipPool{min: portMin, max: portMax}
 	for _, a := range addrs {
-		l := &lip{addr: a.As4()}
+		l := &lip{addr: a}
+		if a.Is4() {
+			l.a4 = a.As4()
+		} else {
+			l.a16 = a.As16()
+		}
 		for i := range l.used {
 			l.used[i] = make([]uint64, (span+63)/64)
 			l.free[i] = span
 		}
-		pl.lips = append(pl.lips, l)
+		if a.Is4() {
+			pl.lips = append(pl.lips, l)
+		} else {
+			pl6.lips = append(pl6.lips, l)
+		}
 	}
 	d.cfg.mu.Lock()
 	if d.CT.OnExpire == nil || !d.modes.hooked {
 		prev := d.CT.OnExpire
+		ct := d.CT
 		d.CT.OnExpire = func(e *conntrack.Entry) {
 			if e.Method == ipvs.MethodFullNAT {
-				if p := d.modes.pool.Load(); p != nil {
-					p.release(e.Out.DstIP, e.Out.Proto, e.Out.DstPort)
+				if a6 := ct.EntryAddrs6(e); a6 != nil {
+					if p := d.modes.pool6.Load(); p != nil {
+						p.release(netip.AddrFrom16(a6.Out.Dst), e.Out.Proto, e.Out.DstPort)
+					}
+				} else if p := d.modes.pool.Load(); p != nil {
+					p.release(netip.AddrFrom4(e.Out.DstIP), e.Out.Proto, e.Out.DstPort)
 				}
 			}
 			if prev != nil {
@@ -185,6 +221,7 @@ func (d *Director) SetLocalAddrs(addrs []netip.Addr, portMin, portMax uint16) er
 		d.modes.hooked = true
 	}
 	d.modes.pool.Store(pl)
+	d.modes.pool6.Store(pl6)
 	d.publishLocked()
 	d.cfg.mu.Unlock()
 	return nil
@@ -202,13 +239,14 @@ type LocalAddrStat struct {
 
 // LocalAddrs returns the pool's use.
 func (d *Director) LocalAddrs() []LocalAddrStat {
-	pl := d.modes.pool.Load()
-	if pl == nil {
-		return nil
-	}
 	var out []LocalAddrStat
-	for _, l := range pl.lips {
-		out = append(out, LocalAddrStat{Addr: netip.AddrFrom4(l.addr), Conns: l.conns.Load(), NoPort: l.noPort.Load()})
+	for _, pl := range []*lipPool{d.modes.pool.Load(), d.modes.pool6.Load()} {
+		if pl == nil {
+			continue
+		}
+		for _, l := range pl.lips {
+			out = append(out, LocalAddrStat{Addr: l.addr, Conns: l.conns.Load(), NoPort: l.noPort.Load()})
+		}
 	}
 	return out
 }
@@ -228,11 +266,11 @@ func (w *Worker) createFullNAT(sv *Service, dest *ipvs.Dest, dport uint16) bool 
 	p := &w.p
 	nc := &w.nc
 	pl := w.d.modes.pool.Load()
-	var lipA [4]byte
+	var l *lip
 	var lport uint16
 	ok := false
 	if pl != nil {
-		lipA, lport, ok = pl.alloc(p.Proto)
+		l, lport, ok = pl.alloc(p.Proto)
 	}
 	if !ok {
 		w.d.mcount(MCntNoPort)
@@ -241,10 +279,10 @@ func (w *Worker) createFullNAT(sv *Service, dest *ipvs.Dest, dport uint16) bool 
 		}
 		return false
 	}
-	nc.Out = conntrack.Key{SrcIP: dest.Addr.As4(), DstIP: lipA, SrcPort: dport, DstPort: lport, Proto: p.Proto}
+	nc.Out = conntrack.Key{SrcIP: dest.Addr.As4(), DstIP: l.a4, SrcPort: dport, DstPort: lport, Proto: p.Proto}
 	_, err := w.d.CT.Create(nc, p.Flags, &w.hit)
 	if err != nil {
-		pl.release(lipA, p.Proto, lport)
+		pl.release(l.addr, p.Proto, lport)
 		if err == conntrack.ErrExists {
 			return w.d.CT.LookupIn(&nc.In, p.Flags, &w.hit) == conntrack.Found
 		}

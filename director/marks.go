@@ -7,9 +7,14 @@ import (
 	"github.com/golvs/golvs/netio"
 )
 
+// compileMarks compiles the rules with IPv4 destinations (compileMarks6
+// the others).
 func compileMarks(rules []ipvs.MarkRule) []markRule {
 	out := make([]markRule, 0, len(rules))
 	for _, r := range rules {
+		if !r.Dst.Addr().Is4() {
+			continue
+		}
 		bits := r.Dst.Bits()
 		mask := uint32(0)
 		if bits > 0 {
@@ -28,14 +33,19 @@ func markMatches(rules []ipvs.MarkRule) []netio.Match {
 		if r.Dst.Bits() == 0 {
 			// A Match with no prefix length is one address: cover every
 			// address with its two halves.
-			for _, half := range []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")} {
+			halves := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/1"), netip.MustParsePrefix("128.0.0.0/1")}
+			if r.Dst.Addr().Is6() {
+				halves = []netip.Prefix{netip.MustParsePrefix("::/1"), netip.MustParsePrefix("8000::/1")}
+			}
+			for _, half := range halves {
 				r2 := r
 				r2.Dst = half
 				m = append(m, markMatches([]ipvs.MarkRule{r2})...)
 			}
 			continue
 		}
-		base := netio.Match{Proto: r.Proto, Addr: r.Dst.Addr().As4(), Bits: uint8(r.Dst.Bits())}
+		base := addrMatch(r.Proto, r.Dst.Addr(), 0)
+		base.Bits = uint8(r.Dst.Bits())
 		single := true
 		for _, p := range r.Ports {
 			if p.Lo != p.Hi {

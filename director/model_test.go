@@ -174,7 +174,7 @@ func TestApplyAllOrNothing(t *testing.T) {
 	}{
 		{"IPv6 real server", func(m *Model) {
 			m.Services[0].Dests = append(m.Services[0].Dests, ipvs.DestConfig{Addr: netip.MustParseAddr("2001:db8::1"), Port: 80, Method: ipvs.MethodMasq})
-		}, "only IPv4 real servers"},
+		}, "another address family"},
 		{"unknown scheduler", func(m *Model) { m.Services[1].Sched = "fastest" }, "Scheduler or persistence engine not found"},
 		{"SCTP service", func(m *Model) {
 			m.Services = append(m.Services, ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoSCTP, Addr: vip, Port: 9}})

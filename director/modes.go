@@ -31,6 +31,10 @@ const (
 	MCntICMPLimited         // ICMP errors not sent: over the rate limit
 	MCntFragmented          // datagrams over the egress MTU, DF clear, sent as fragments
 	MCntFragsSent           // the fragments they were cut into
+	MCntPacketTooBig        // ICMPv6 packet too big sent (IPv6 over the egress MTU)
+	MCntReassembled         // IPv6 datagrams reassembled from fragments (frag6.go)
+	MCntReasmTimeout        // IPv6 datagrams dropped for not being whole in time
+	MCntReasmEvicted        // IPv6 datagrams dropped to make room (reassembly memory full)
 	NumModeCounters
 )
 
@@ -39,6 +43,7 @@ var ModeCounterNames = [NumModeCounters]string{
 	"frag-needed-sent", "tun-gso-segmented",
 	"fullnat-no-port", "toa-inserted", "toa-skipped", "icmp-related-relayed",
 	"icmp-unreach-sent", "icmp-ratelimited", "fragmented", "fragments-sent",
+	"packet-too-big-sent", "ip6-reassembled", "ip6-reasm-timeout", "ip6-reasm-evicted",
 }
 
 // modeState is the director-wide state of the non-NAT methods.
@@ -49,8 +54,9 @@ type modeState struct {
 	// swapped whole; a link not in it counts as 1500. The kernel's link
 	// notifications keep it current (netio.NeighConfig.OnLink).
 	mtu   atomic.Pointer[map[int]uint32]
-	mtuMu sync.Mutex // serialises writers
-	pool  atomic.Pointer[lipPool]
+	mtuMu sync.Mutex              // serialises writers
+	pool  atomic.Pointer[lipPool] // IPv4 local addresses
+	pool6 atomic.Pointer[lipPool] // IPv6 local addresses
 	noTOA atomic.Bool
 	// lastNoPort is the coarse-clock tick of the last exhaustion log line.
 	lastNoPort atomic.Int64
@@ -75,6 +81,8 @@ func (d *Director) ModeCounters() (out [NumModeCounters]uint64) {
 	for i := range d.modes.cnt {
 		out[i] = d.modes.cnt[i].Load()
 	}
+	st := d.reasm.Stats() // the reassembler keeps its own
+	out[MCntReassembled], out[MCntReasmTimeout], out[MCntReasmEvicted] = st.Reassembled, st.Timeouts, st.Evicted
 	return
 }
 
@@ -164,6 +172,13 @@ func methodFlag(m ipvs.Method) string {
 // traffic flows: DR needs the real server on a directly connected
 // network, TUN a route to it, FULLNAT a local address pool.
 func (dr *Director) checkDestHost(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) error {
+	// The kernel refuses a mixed-family dest while a sync daemon runs:
+	// the sync protocol cannot carry such a conn (ip_vs_ctl.c).
+	if d.Addr.Is6() != svc.IsV6() && dr.Sync != nil {
+		if m, b := dr.Sync.Running(); m || b {
+			return fmt.Errorf("director: real server %s: %s (a real server of another address family than its service while a sync daemon runs: the sync protocol cannot carry its connections)", d.AddrPort(), ipvs.EINVALText)
+		}
+	}
 	switch d.Method {
 	case ipvs.MethodRoute:
 		if dr.neigh != nil && !dr.neigh.OnLink(d.Addr) {
@@ -177,13 +192,20 @@ func (dr *Director) checkDestHost(svc *ipvs.ServiceConfig, d *ipvs.DestConfig) e
 		}
 	case ipvs.MethodFullNAT:
 		pl := dr.modes.pool.Load()
-		if pl == nil || len(pl.lips) == 0 {
-			return fmt.Errorf("%w (real server %s)", ErrNoLocalAddrs, d.AddrPort())
+		if svc.IsV6() {
+			pl = dr.modes.pool6.Load()
 		}
-		if pl.has(d.Addr.As4()) {
+		if pl == nil || len(pl.lips) == 0 {
+			fam := "IPv4"
+			if svc.IsV6() {
+				fam = "IPv6"
+			}
+			return fmt.Errorf("%w (real server %s: an %s service needs %s local addresses)", ErrNoLocalAddrs, d.AddrPort(), fam, fam)
+		}
+		if pl.hasAddr(d.Addr) {
 			return fmt.Errorf("%w: real server %s is in the local address pool", ErrLocalAddrOverlap, d.Addr)
 		}
-		if svc.FWMark == 0 && pl.has(svc.Addr.As4()) {
+		if svc.FWMark == 0 && pl.hasAddr(svc.Addr) {
 			return fmt.Errorf("%w: VIP %s is in the local address pool", ErrLocalAddrOverlap, svc.Addr)
 		}
 	}
@@ -209,18 +231,35 @@ func (dr *Director) linkNets() string {
 func (d *Director) modeFilter(s *Snapshot) (dst, src []netio.Match) {
 	for _, sv := range s.List {
 		if sv.Config.FWMark == 0 {
-			dst = append(dst, netio.Match{Proto: 1, Addr: sv.Config.Addr.As4()})
+			dst = append(dst, icmpMatch(sv.Config.Addr))
 		}
 		for _, dd := range sv.Dests { // fwmark services' real servers too
-			src = append(src, netio.Match{Proto: 1, Addr: dd.Addr.As4()})
+			src = append(src, icmpMatch(dd.Addr))
 		}
 	}
-	if pl := d.modes.pool.Load(); pl != nil {
+	for _, pl := range []*lipPool{d.modes.pool.Load(), d.modes.pool6.Load()} {
+		if pl == nil {
+			continue
+		}
 		for _, l := range pl.lips {
-			dst = append(dst, netio.Match{Proto: 1, Addr: l.addr})
+			dst = append(dst, icmpMatch(l.addr))
 		}
 	}
 	return dst, src
+}
+
+// icmpMatch is a filter entry for ICMP (ICMPv6) to or from an address.
+func icmpMatch(a netip.Addr) netio.Match {
+	if a.Is6() {
+		return netio.Match{Proto: 58, V6: true, Addr6: a.As16()}
+	}
+	return netio.Match{Proto: 1, Addr: a.As4()}
+}
+
+// isLocalAddr6 reports a FULLNAT IPv6 local address.
+func (d *Director) isLocalAddr6(a *[16]byte) bool {
+	pl := d.modes.pool6.Load()
+	return pl != nil && pl.has6(a)
 }
 
 // isLocalAddr reports a FULLNAT local address (golvs answers ARP for it:
@@ -317,13 +356,7 @@ func shiftCsumStart(vnet []byte, n int) {
 // carrying the MTU minus the tunnel overhead.
 func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 	p := &w.p
-	m := &w.m
-	t := &m.tun
-	cfg := dst.Config()
-	*t = forward.Tunnel{Src: nh.SrcIP.As4(), Dst: dst.Addr.As4(), SrcMAC: nh.SrcMAC, DstMAC: nh.DstMAC}
-	if cfg.TunType == ipvs.TunGUE {
-		t.GUE, t.DPort, t.SPort = true, cfg.TunPort, forward.GUESourcePort(p)
-	}
+	t := w.setTunnel(dst, nh) // an IPv6 outer header for an IPv6 real server (modes6.go)
 	oh := t.Overhead()
 	inner := p.End - p.L3
 	mtu := w.d.linkMTU(nh.IfIndex)
@@ -349,13 +382,23 @@ func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 		// tunnel packet of its own.
 		return w.fragment(nh.IfIndex, f, imtu, t)
 	}
+	return w.encapWhole(f, nh.IfIndex, t)
+}
+
+// encapWhole puts the frame p describes, whole, into tunnel t and sends
+// it: in place when the frame has headroom, else as a copy in the arena.
+func (w *Worker) encapWhole(f *netio.Frame, ifindex int, t *forward.Tunnel) bool {
+	p := &w.p
+	m := &w.m
+	oh := t.Overhead()
+	inner := p.End - p.L3
 	t.ID = m.id
 	m.id++
 	f.Data = f.Data[:p.End]
 	if f.Grow(oh) {
 		forward.Encap(f.Data, inner, t)
 		shiftCsumStart(f.Vnet, oh)
-		return w.send(nh.IfIndex, f.Buf(), false)
+		return w.send(ifindex, f.Buf(), false)
 	}
 	// No headroom (a frame that did not come from a ring): build a copy.
 	b := m.alloc(w, netio.VnetHdrLen+packet.EthLen+oh+inner)
@@ -363,7 +406,7 @@ func (w *Worker) tunnel(f *netio.Frame, dst *ipvs.Dest, nh *ipvs.NextHop) bool {
 	copy(b[netio.VnetHdrLen+packet.EthLen+oh:], f.Data[p.L3:p.End])
 	forward.Encap(b[netio.VnetHdrLen:], inner, t)
 	shiftCsumStart(b, oh)
-	return w.send(nh.IfIndex, b, false)
+	return w.send(ifindex, b, false)
 }
 
 // tunnelSegments cuts a GSO TCP frame into segments and encapsulates each:
@@ -407,12 +450,13 @@ func (w *Worker) tooBig(f *netio.Frame, df bool, mtu int) bool {
 	return false
 }
 
-// ValidateLocalAddrs checks a FULLNAT local address pool.
+// ValidateLocalAddrs checks a FULLNAT local address pool: IPv4 and IPv6
+// unicast addresses (IPv6 ones of global scope), each once.
 func validateLocalAddrs(addrs []netip.Addr) error {
 	seen := map[netip.Addr]bool{}
 	for _, a := range addrs {
-		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
-			return fmt.Errorf("%w: %s is not a unicast IPv4 address", ErrLocalAddrOverlap, a)
+		if !a.Is4() && !a.Is6() || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+			return fmt.Errorf("%w: %s is not a unicast IPv4 or global IPv6 address", ErrLocalAddrOverlap, a)
 		}
 		if seen[a] {
 			return fmt.Errorf("%w: %s is listed twice", ErrLocalAddrOverlap, a)

@@ -34,11 +34,24 @@ type modeLab struct {
 
 func startMode(t *testing.T, mode string, rs int, ifaces []Interface, tcpPorts, udpPorts []int) *modeLab {
 	t.Helper()
+	return startModeLab(t, mode, rs, ifaces, tcpPorts, udpPorts, false)
+}
+
+// startModeLab is startMode for any mode (nat too), in a dual-stack lab
+// with v6: the real servers serve both families (DR and TUN: UDP from the
+// IPv6 VIP), rs-tun takes both VIPs.
+func startModeLab(t *testing.T, mode string, rs int, ifaces []Interface, tcpPorts, udpPorts []int, v6 bool) *modeLab {
+	t.Helper()
 	testutil.RequireNetns(t)
-	o := lab.Options{Suffix: lab.RandomSuffix(), RealServers: rs}
+	o := lab.Options{Suffix: lab.RandomSuffix(), RealServers: rs, IPv6: v6}
 	var mt *lab.ModeTopology
 	var err error
 	switch mode {
+	case "nat":
+		var topo *lab.Topology
+		if topo, err = lab.BuildNAT(o); err == nil {
+			mt = &lab.ModeTopology{Topology: topo}
+		}
 	case "dr":
 		mt, err = lab.BuildDR(o)
 	case "tun":
@@ -62,9 +75,14 @@ func startMode(t *testing.T, mode string, rs int, ifaces []Interface, tcpPorts, 
 	}
 	for i, ns := range mt.RS {
 		var s *lab.Server
-		if mode == "fullnat" {
+		switch {
+		case (mode == "fullnat" || mode == "nat") && v6:
+			s, err = lab.Serve6(ctx, ns, nameOf(i), tcpPorts, udpPorts)
+		case mode == "fullnat" || mode == "nat":
 			s, err = lab.Serve(ctx, ns, nameOf(i), tcpPorts, udpPorts)
-		} else { // the VIP is local there: answer UDP from it
+		case v6: // the VIP is local there: answer UDP from it
+			s, err = lab.ServeAt(ctx, ns, nameOf(i), lab.VIP6, tcpPorts, udpPorts)
+		default:
 			s, err = lab.ServeAt(ctx, ns, nameOf(i), lab.VIP, tcpPorts, udpPorts)
 		}
 		if err != nil {
@@ -111,8 +129,14 @@ func shortTimeouts(d *Director) {
 
 func (ml *modeLab) addServices(t *testing.T, port uint16, dest func(i int) ipvs.DestConfig) (tcp, udp ipvs.ServiceKey) {
 	t.Helper()
-	tcp = ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: port}
-	udp = ipvs.ServiceKey{Proto: ipvs.ProtoUDP, Addr: lab.VIP, Port: 53}
+	return ml.addServicesAt(t, lab.VIP, port, dest)
+}
+
+// addServicesAt is addServices for the VIP vip (lab.VIP6 for IPv6).
+func (ml *modeLab) addServicesAt(t *testing.T, vip netip.Addr, port uint16, dest func(i int) ipvs.DestConfig) (tcp, udp ipvs.ServiceKey) {
+	t.Helper()
+	tcp = ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: port}
+	udp = ipvs.ServiceKey{Proto: ipvs.ProtoUDP, Addr: vip, Port: 53}
 	for _, k := range []ipvs.ServiceKey{tcp, udp} {
 		if err := ml.d.AddService(ipvs.ServiceConfig{ServiceKey: k, Sched: "rr"}); err != nil {
 			t.Fatal(err)
@@ -201,8 +225,14 @@ func fromVIP(f []byte) bool {
 // (want), and the scheduler's counters.
 func (ml *modeLab) checkTraffic(t *testing.T, n int, port uint16, want func(netip.Addr) bool) {
 	t.Helper()
+	ml.checkTrafficAt(t, lab.VIP, n, port, want)
+}
+
+// checkTrafficAt is checkTraffic through the VIP vipA (lab.VIP6 for IPv6).
+func (ml *modeLab) checkTrafficAt(t *testing.T, vipA netip.Addr, n int, port uint16, want func(netip.Addr) bool) {
+	t.Helper()
 	d := ml.d
-	vip := netip.AddrPortFrom(lab.VIP, port)
+	vip := netip.AddrPortFrom(vipA, port)
 	resp, err := lab.GetParallel(ml.mt.Client, vip, n, 8, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +263,7 @@ func (ml *modeLab) checkTraffic(t *testing.T, n int, port uint16, want func(neti
 	// without a new pick, exactly as IPVS does (conn_reuse_mode 1), so the
 	// answers may differ from n/2 each by those conns.
 	for _, sv := range d.Snapshot().List {
-		if sv.Config.Proto != ipvs.ProtoTCP || sv.Config.Port != port {
+		if sv.Config.Proto != ipvs.ProtoTCP || sv.Config.Port != port || sv.Config.Addr != vipA {
 			continue
 		}
 		var sum, lo, hi uint64 = 0, ^uint64(0), 0
@@ -257,11 +287,11 @@ func (ml *modeLab) checkTraffic(t *testing.T, n int, port uint16, want func(neti
 		}
 	}
 	for i := 0; i < 4; i++ {
-		body, from, err := lab.UDPAsk(ml.mt.Client, netip.AddrPortFrom(lab.VIP, 53), 5*time.Second)
+		body, from, err := lab.UDPAsk(ml.mt.Client, netip.AddrPortFrom(vipA, 53), 5*time.Second)
 		if err != nil {
 			t.Fatalf("UDP %d: %v (drops %v, modes %v)", i, err, d.Drops.Get(), d.ModeCounters())
 		}
-		if from != netip.AddrPortFrom(lab.VIP, 53) || (body != "rs1" && body != "rs2") {
+		if from != netip.AddrPortFrom(vipA, 53) || (body != "rs1" && body != "rs2") {
 			t.Fatalf("UDP answer %q from %s", body, from)
 		}
 	}
@@ -316,7 +346,11 @@ func startRSTun(t *testing.T, ml *modeLab, guePort uint16) []*rstun.Endpoint {
 		var ep *rstun.Endpoint
 		err := ns.Do(func() error {
 			var err error
-			ep, err = rstun.Open(rstun.Config{Interface: "eth0", VIPs: []netip.Addr{lab.VIP}, GUEPort: guePort})
+			vips := []netip.Addr{lab.VIP}
+			if ml.mt.IPv6 {
+				vips = append(vips, lab.VIP6)
+			}
+			ep, err = rstun.Open(rstun.Config{Interface: "eth0", VIPs: vips, GUEPort: guePort})
 			return err
 		})
 		if err != nil {

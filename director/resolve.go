@@ -168,9 +168,6 @@ func (d *Director) resolveNew(addrs []netip.Addr) []*ipvs.NextHop {
 	routes := make([]*destRoute, len(addrs))
 	now := time.Now()
 	for i, a := range addrs {
-		if !a.Is4() {
-			continue
-		}
 		st := routeDest(n, a, now)
 		if st.err != nil {
 			continue
@@ -246,7 +243,7 @@ func (d *Director) WaitResolved(ctx context.Context) error {
 		d.kickResolver()
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("director: no next hop for real server %s (does it answer ARP on a directly connected network?)", missing)
+			return fmt.Errorf("director: no next hop for real server %s (does it answer ARP, or IPv6 neighbour solicitations, on a directly connected network?)", missing)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -38,6 +38,7 @@ type Snapshot struct {
 	// Model is the configuration this snapshot was built from (read
 	// only: Director.Model returns a copy to edit).
 	Model Model
+	snap6 // IPv6 services, VIPs and mark rules (snapshot6.go)
 }
 
 // markRule is a MarkRule compiled for the packet path.

@@ -99,19 +99,32 @@ func inNetNS(h netns.NsHandle, fn func() error) error {
 }
 
 // findDest is ip_vs_find_dest: the service by fwmark, else by protocol,
-// VIP and port (then the port-zero service), then the dest by address
-// and port; for a fwmark service's non-NAT conn the port is matched as
-// 0 first. It returns nil when this director has no such real server.
-func (s *Snapshot) findDest(fwmark uint32, proto uint8, vaddr [4]byte, vport uint16, daddr netip.Addr, dport uint16, masq bool) *ipvs.Dest {
+// VIP and port (then the port-zero service), of the VIP's family; then
+// the dest by address and port; for a fwmark service's non-NAT conn the
+// port is matched as 0 first. It returns nil when this director has no
+// such real server.
+func (s *Snapshot) findDest(fwmark uint32, proto uint8, vaddr netip.Addr, vport uint16, daddr netip.Addr, dport uint16, masq bool) *ipvs.Dest {
 	var sv *Service
+	v6 := vaddr.Is6()
 	if fwmark != 0 {
-		sv = s.fwm[fwmark]
+		if v6 {
+			sv = s.fwm6[fwmark]
+		} else {
+			sv = s.fwm[fwmark]
+		}
 	}
-	if sv == nil {
-		sv = s.services.get(packSvc(vaddr, vport, proto))
+	if sv == nil && v6 {
+		a := vaddr.As16()
+		sv = s.services6.get(svcKey6{a, vport, proto})
+		if sv == nil && s.port0_6.n != 0 {
+			sv = s.port0_6.get(svcKey6{a, 0, proto})
+		}
 	}
-	if sv == nil && s.port0.n != 0 {
-		sv = s.port0.get(packSvc(vaddr, 0, proto))
+	if sv == nil && !v6 {
+		sv = s.services.get(packSvc(vaddr.As4(), vport, proto))
+		if sv == nil && s.port0.n != 0 {
+			sv = s.port0.get(packSvc(vaddr.As4(), 0, proto))
+		}
 	}
 	if sv == nil {
 		return nil
@@ -131,20 +144,21 @@ func (s *Snapshot) findDest(fwmark uint32, proto uint8, vaddr [4]byte, vport uin
 }
 
 // installSynced binds a received record to a local real server and
-// installs it (ip_vs_proc_conn).
+// installs it (ip_vs_proc_conn). An IPv6 record's keys are the table's
+// IPv6 keys (their addresses' digests, the addresses beside them).
 func (d *Director) installSynced(c *ipvssync.Conn, inPkts uint32) ipvssync.Outcome {
-	if !c.CAddr.Is4() || !c.VAddr.Is4() || !c.DAddr.Is4() {
-		return ipvssync.NoDest // the decoder skips IPv6 records; never reached
+	v6 := c.V6()
+	if c.VAddr.Is6() != v6 || c.DAddr.Is6() != v6 {
+		return ipvssync.NoDest // the decoder keeps a record's addresses of one family
 	}
 	tpl := c.Flags&ipvssync.FlagTemplate != 0
 	masq := ipvs.Method(c.Flags&ipvssync.FlagFwdMask) == ipvs.MethodMasq
-	dest := d.snap.Load().findDest(c.FWMark, c.Proto, c.VAddr.As4(), c.VPort, c.DAddr, c.DPort, masq)
+	dest := d.snap.Load().findDest(c.FWMark, c.Proto, c.VAddr, c.VPort, c.DAddr, c.DPort, masq)
 	if dest == nil {
 		return ipvssync.NoDest
 	}
 	method := dest.Method()
 	sc := conntrack.SyncedConn{
-		In:       conntrack.Key{SrcIP: c.CAddr.As4(), DstIP: c.VAddr.As4(), SrcPort: c.CPort, DstPort: c.VPort, Proto: c.Proto},
 		Dest:     dest,
 		DPort:    c.DPort,
 		Method:   method,
@@ -155,29 +169,48 @@ func (d *Director) installSynced(c *ipvssync.Conn, inPkts uint32) ipvssync.Outco
 		Timeout:  c.Timeout,
 		InPkts:   inPkts,
 	}
+	cport, kind := c.CPort, uint8(conntrack.KindConn)
 	if tpl {
-		sc.In.Kind = conntrack.KindTemplate
-		sc.In.SrcPort = 0
+		cport, kind = 0, conntrack.KindTemplate
 		sc.NoOutput = false
 	}
+	// key makes a key of the record's family (a6: its addresses).
+	key := func(a6 *conntrack.Pair6, src, dst netip.Addr, sport, dport uint16, kind uint8) conntrack.Key {
+		if v6 {
+			*a6 = conntrack.Pair6{Src: src.As16(), Dst: dst.As16()}
+			return d.CT.Key6(a6, sport, dport, c.Proto, kind)
+		}
+		return conntrack.Key{SrcIP: src.As4(), DstIP: dst.As4(), SrcPort: sport, DstPort: dport, Proto: c.Proto, Kind: kind}
+	}
+	sc.In = key(&sc.A6.In, c.CAddr, c.VAddr, cport, c.VPort, kind)
 	var pool *lipPool
-	var lip [4]byte
+	var lip netip.Addr
 	reserved := false
 	if !tpl {
 		switch method {
 		case ipvs.MethodMasq:
-			sc.Out = conntrack.Key{SrcIP: c.DAddr.As4(), DstIP: c.CAddr.As4(), SrcPort: c.DPort, DstPort: c.CPort, Proto: c.Proto}
+			sc.Out = key(&sc.A6.Out, c.DAddr, c.CAddr, c.DPort, c.CPort, conntrack.KindConn)
 		case ipvs.MethodFullNAT:
 			// The master's local address and port travel in golvs's own
 			// option; the port is taken from this director's pool.
-			pool = d.modes.pool.Load()
-			if !c.LAddr.Is4() || pool == nil || pool.find(c.LAddr.As4()) == nil {
+			if v6 {
+				pool = d.modes.pool6.Load()
+			} else {
+				pool = d.modes.pool.Load()
+			}
+			if !c.LAddr.IsValid() || c.LAddr.Is6() != v6 || pool == nil || pool.find(c.LAddr) == nil {
 				return ipvssync.NoLocalAddr
 			}
-			lip = c.LAddr.As4()
-			sc.Out = conntrack.Key{SrcIP: c.DAddr.As4(), DstIP: lip, SrcPort: c.DPort, DstPort: c.LPort, Proto: c.Proto}
+			lip = c.LAddr
+			sc.Out = key(&sc.A6.Out, c.DAddr, lip, c.DPort, c.LPort, conntrack.KindConn)
 			var h conntrack.Hit
-			if !d.CT.Peek(&sc.In, false, &h) || h.Out != sc.Out {
+			var known bool
+			if v6 {
+				known = d.CT.Peek6(&sc.In, &sc.A6.In, false, &h) && h.Out == sc.Out && h.A6.Out == sc.A6.Out
+			} else {
+				known = d.CT.Peek(&sc.In, false, &h) && h.Out == sc.Out
+			}
+			if !known {
 				if !pool.reserve(lip, c.Proto, c.LPort) {
 					return ipvssync.NoLocalAddr
 				}
@@ -208,7 +241,7 @@ func (d *Director) installSynced(c *ipvssync.Conn, inPkts uint32) ipvssync.Outco
 
 // reserve marks a FULLNAT local port as used by a synced conn; false when
 // it is outside the range or already used.
-func (pl *lipPool) reserve(addr [4]byte, proto uint8, port uint16) bool {
+func (pl *lipPool) reserve(addr netip.Addr, proto uint8, port uint16) bool {
 	l := pl.find(addr)
 	if l == nil || port < pl.min || port > pl.max {
 		return false
@@ -233,9 +266,18 @@ func (pl *lipPool) reserve(addr [4]byte, proto uint8, port uint16) bool {
 // most maxClientAsks addresses wait to be resolved.
 type clientL2 struct {
 	mu     sync.RWMutex
-	m      map[[4]byte]clientHop
-	ask    map[[4]byte]struct{}
+	m      map[[16]byte]clientHop // by address, IPv4 ones v4-mapped
+	ask    map[[16]byte]struct{}
 	resets uint64
+}
+
+// clientKey is the client address of a hit (an IPv6 conn's from its
+// addresses, an IPv4 one's v4-mapped).
+func clientKey(h *conntrack.Hit) [16]byte {
+	if h.In.Kind&conntrack.KindV6 != 0 {
+		return h.A6.In.Src
+	}
+	return netip.AddrFrom4(h.In.SrcIP).As16()
 }
 
 type clientHop struct {
@@ -249,7 +291,7 @@ const (
 )
 
 // learn records the interface and MAC a client's frame came from.
-func (c *clientL2) learn(ip [4]byte, ifindex int, mac [6]byte) {
+func (c *clientL2) learn(ip [16]byte, ifindex int, mac [6]byte) {
 	h := clientHop{int32(ifindex), mac}
 	c.mu.RLock()
 	old, ok := c.m[ip]
@@ -260,13 +302,13 @@ func (c *clientL2) learn(ip [4]byte, ifindex int, mac [6]byte) {
 	c.set(ip, h)
 }
 
-func (c *clientL2) set(ip [4]byte, h clientHop) {
+func (c *clientL2) set(ip [16]byte, h clientHop) {
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxClients {
 		if c.m != nil {
 			c.resets++
 		}
-		c.m = make(map[[4]byte]clientHop)
+		c.m = make(map[[16]byte]clientHop)
 	}
 	c.m[ip] = h
 	delete(c.ask, ip)
@@ -276,8 +318,9 @@ func (c *clientL2) set(ip [4]byte, h clientHop) {
 // fill sets h's client interface and MAC; false (and the address queued
 // for resolution) when they are not known yet.
 func (c *clientL2) fill(h *conntrack.Hit) bool {
+	ip := clientKey(h)
 	c.mu.RLock()
-	hop, ok := c.m[h.In.SrcIP]
+	hop, ok := c.m[ip]
 	c.mu.RUnlock()
 	if ok {
 		h.ClientIf, h.ClientMAC = hop.ifindex, hop.mac
@@ -285,20 +328,20 @@ func (c *clientL2) fill(h *conntrack.Hit) bool {
 	}
 	c.mu.Lock()
 	if c.ask == nil {
-		c.ask = make(map[[4]byte]struct{})
+		c.ask = make(map[[16]byte]struct{})
 	}
 	if len(c.ask) < maxClientAsks {
-		c.ask[h.In.SrcIP] = struct{}{}
+		c.ask[ip] = struct{}{}
 	}
 	c.mu.Unlock()
 	return false
 }
 
 // pending returns the addresses waiting to be resolved.
-func (c *clientL2) pending() [][4]byte {
+func (c *clientL2) pending() [][16]byte {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([][4]byte, 0, len(c.ask))
+	out := make([][16]byte, 0, len(c.ask))
 	for ip := range c.ask {
 		out = append(out, ip)
 	}
@@ -313,7 +356,7 @@ func (d *Director) resolveClients() {
 		return
 	}
 	for _, ip := range d.clients.pending() {
-		a := netip.AddrFrom4(ip)
+		a := netip.AddrFrom16(ip).Unmap()
 		l, via, src, err := d.neigh.Route(a)
 		if err == nil {
 			d.neigh.Pin(netio.NeighKey{IfIndex: l.Index, Addr: via}, 30*time.Second)

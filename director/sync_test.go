@@ -47,9 +47,12 @@ func tableLines(d *Director) []string {
 		if e.Template() {
 			kind = "tpl"
 		}
+		src, vip := netip.AddrFrom4(e.In.SrcIP), netip.AddrFrom4(e.In.DstIP)
+		if a6 := d.CT.EntryAddrs6(e); a6 != nil {
+			src, vip = netip.AddrFrom16(a6.In.Src), netip.AddrFrom16(a6.In.Dst)
+		}
 		out = append(out, fmt.Sprintf("%s %s %s %s %s %s %ds synced=%v", kind, ipvs.ProtoName(e.In.Proto),
-			netip.AddrPortFrom(netip.AddrFrom4(e.In.SrcIP), e.In.SrcPort),
-			netip.AddrPortFrom(netip.AddrFrom4(e.In.DstIP), e.In.DstPort), dst,
+			netip.AddrPortFrom(src, e.In.SrcPort), netip.AddrPortFrom(vip, e.In.DstPort), dst,
 			conntrack.StateName(e.In.Proto, e.Template(), e.State()), e.Timeout(), e.Synced()))
 	})
 	sort.Strings(out)

@@ -91,8 +91,9 @@ func (d *Director) WaitParked(ctx context.Context) error {
 	}
 }
 
-// standbyFrame is what a parked worker does with a frame: ARP is served
-// (so neighbours and VIP answers stay fresh), the rest dropped.
+// standbyFrame is what a parked worker does with a frame: ARP and
+// Neighbour Discovery are served (so neighbours and VIP answers stay
+// fresh), the rest dropped.
 func (w *Worker) standbyFrame(f *netio.Frame) {
 	if f.Trunc {
 		return
@@ -100,6 +101,9 @@ func (w *Worker) standbyFrame(f *netio.Frame) {
 	packet.Decode(f.Data, &w.p)
 	if w.p.Kind == packet.KindARP {
 		w.arpIn(f)
+		return
+	}
+	if w.p.Kind == packet.KindIPv6 && w.p.Proto == packet.NHICMPv6 && f.PktType != netio.PacketOtherHost && !(f.VLANValid && f.VLANTCI&0xfff != 0) && w.nd6(f) {
 		return
 	}
 	w.cnt.inc(CntStandby)
@@ -237,23 +241,41 @@ func (d *Director) AddServiceStats(ss []HandedServiceStats) {
 // A FULLNAT conn keeps its local address and port, taken from the pool so
 // no new conn gets them.
 func (d *Director) ImportConn(r *conntrack.Record) error {
+	v6 := r.V6()
+	if v6 {
+		// The keys hold digests made with the old table's secret: make
+		// them again with this one's, from the full addresses.
+		kind := r.In.Kind &^ conntrack.KindV6
+		r.In = d.CT.Key6(&r.A6.In, r.In.SrcPort, r.In.DstPort, r.In.Proto, kind)
+		if r.Out != (conntrack.Key{}) {
+			r.Out = d.CT.Key6(&r.A6.Out, r.Out.SrcPort, r.Out.DstPort, r.Out.Proto, conntrack.KindConn)
+		}
+		if r.Tpl != (conntrack.Key{}) {
+			r.Tpl = d.CT.Key6(&r.TplA6, r.Tpl.SrcPort, r.Tpl.DstPort, r.Tpl.Proto, conntrack.KindTemplate)
+		}
+	}
 	var tpl conntrack.Ref
 	if r.Tpl != (conntrack.Key{}) {
-		if tpl, _ = d.CT.LookupTemplate(&r.Tpl); tpl.IsZero() {
+		if v6 {
+			tpl, _ = d.CT.LookupTemplate6(&r.Tpl, &r.TplA6)
+		} else {
+			tpl, _ = d.CT.LookupTemplate(&r.Tpl)
+		}
+		if tpl.IsZero() {
 			return fmt.Errorf("director: conn %v: its template is not in the table", r.In)
 		}
 	}
 	fullnat := r.Method == ipvs.MethodFullNAT && !r.Template()
-	if fullnat {
-		if pl := d.modes.pool.Load(); pl != nil {
-			pl.take(r.Out.DstIP, r.Out.Proto, r.Out.DstPort)
-		}
+	pl, lipAddr := d.modes.pool.Load(), netip.AddrFrom4(r.Out.DstIP)
+	if v6 {
+		pl, lipAddr = d.modes.pool6.Load(), netip.AddrFrom16(r.A6.Out.Dst)
+	}
+	if fullnat && pl != nil {
+		pl.take(lipAddr, r.Out.Proto, r.Out.DstPort)
 	}
 	if _, err := d.CT.Import(r, tpl); err != nil {
-		if fullnat && err != conntrack.ErrExists {
-			if pl := d.modes.pool.Load(); pl != nil {
-				pl.release(r.Out.DstIP, r.Out.Proto, r.Out.DstPort)
-			}
+		if fullnat && err != conntrack.ErrExists && pl != nil {
+			pl.release(lipAddr, r.Out.Proto, r.Out.DstPort)
 		}
 		return err
 	}
@@ -261,7 +283,7 @@ func (d *Director) ImportConn(r *conntrack.Record) error {
 }
 
 // take marks a local port in use (a conn handed over by a predecessor).
-func (pl *lipPool) take(addr [4]byte, proto uint8, port uint16) {
+func (pl *lipPool) take(addr netip.Addr, proto uint8, port uint16) {
 	l := pl.find(addr)
 	if l == nil || port < pl.min || port > pl.max {
 		return

@@ -79,3 +79,23 @@ func (w *Worker) traceEnd() {
 	w.tr.Emit(w.ev)
 	w.ev = nil
 }
+
+// traceStart6 is traceStart for an IPv6 connection.
+func (w *Worker) traceStart6(f *netio.Frame, dir string, sv *Service, client, vip *[16]byte, cport, vport uint16) {
+	ev := w.tr.Want6(w.p.Proto, client, vip, cport, vport)
+	if ev == nil {
+		return
+	}
+	ev.Worker = w.id
+	ev.InIf = w.d.IfName(f.IfIndex)
+	ev.Dir = dir
+	ev.Verdict = "dropped"
+	if sv == nil {
+		sv = w.snap.lookup6(w.p.Proto, vip, vport)
+	}
+	if sv != nil {
+		ev.Service = sv.Name
+	}
+	ev.SetBefore(f.Data)
+	w.ev = ev
+}

@@ -52,6 +52,10 @@ type Worker struct {
 	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
 	vipList [][4]byte
 
+	x6       worker6   // IPv6 scratch (worker6.go)
+	vip6Snap *Snapshot // the snapshot vip6List was built from (validate6.go)
+	vip6List [][16]byte
+
 	running, parked atomic.Bool // the loop runs; it has seen standby (takeover.go)
 }
 
@@ -208,7 +212,14 @@ func (w *Worker) handleFrame(f *netio.Frame) {
 		w.arpIn(f)
 		return
 	case packet.KindIPv4:
+	case packet.KindIPv6:
+		w.handle6(f) // worker6.go
+		return
 	default:
+		if p.Reason == packet.ReasonFragment && packet.Eth(f.Data).Type() == packet.EtherTypeIP6 {
+			w.frag6(f) // frag6.go: reassembled here (the kernel does IPv4's)
+			return
+		}
 		w.count(int(p.Reason) - 1)
 		return
 	}
@@ -256,7 +267,7 @@ func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	}
 	v := w.d.CT.LookupIn(&k, p.Flags, h)
 	if v == conntrack.Found && h.ClientIf == 0 && (h.Method == ipvs.MethodMasq || h.Method == ipvs.MethodFullNAT) {
-		w.d.clients.learn(p.Src, f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
+		w.d.clients.learn(netip.AddrFrom4(p.Src).As16(), f.IfIndex, packet.Eth(f.Data).Src()) // a synced conn's replies go back this way (sync.go)
 	}
 	// A packet that starts a connection: UDP, or a TCP SYN without RST.
 	// One that may create a conn: the same, or with sloppy_tcp any TCP

@@ -98,7 +98,7 @@ func ParseMark(args []string) (*MarkCmd, error) {
 		case "--mark-dst":
 			p, err := parsePrefix(val)
 			if err != nil {
-				return nil, failf("invalid mark destination `%s' (allowed: an IPv4 address or address/length)", val)
+				return nil, failf("invalid mark destination `%s' (allowed: an IPv4 or IPv6 address or address/length)", val)
 			}
 			c.Rule.Dst = p
 		case "--mark-ports":
@@ -123,19 +123,21 @@ func ParseMark(args []string) (*MarkCmd, error) {
 	return c, nil
 }
 
+// parsePrefix reads a mark rule's destination: an IPv4 or IPv6 address or
+// address/length (an IPv6 rule feeds an IPv6 fwmark service, -f MARK -6).
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
-		if err != nil || !p.Addr().Is4() {
+		if err != nil || p.Addr().Is4In6() {
 			return netip.Prefix{}, fmt.Errorf("bad prefix")
 		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() {
+	if err != nil || a.Is4In6() || a.Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("bad address")
 	}
-	return netip.PrefixFrom(a, 32), nil
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // ParsePortRanges reads "80,443,8000-8100".

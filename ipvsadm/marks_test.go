@@ -11,6 +11,7 @@ func TestParseMark(t *testing.T) {
 		"--add-mark -f 7 --mark-dst 198.18.0.0/24",
 		"--add-mark -f 4294967295 --mark-proto udp --mark-dst 198.18.0.100/32 --mark-ports 5000-5100,53",
 		"--del-mark -f 1 --mark-proto tcp --mark-dst 198.18.0.100/32 --mark-ports 80,443",
+		"--add-mark -f 8 --mark-proto tcp --mark-dst 2001:db8:18::/64 --mark-ports 80",
 	}
 	for _, g := range good {
 		c, err := ParseMark(strings.Fields(g))
@@ -25,7 +26,8 @@ func TestParseMark(t *testing.T) {
 		{"--add-mark --mark-dst 198.18.0.100", "You need to supply the 'fwmark-service' option"},
 		{"--add-mark -f 1", "You need to supply the 'mark-dst' option"},
 		{"--add-mark -f 0 --mark-dst 198.18.0.100", "invalid fwmark value `0'"},
-		{"--add-mark -f 1 --mark-dst 2001:db8::1", "invalid mark destination"},
+		{"--add-mark -f 1 --mark-dst ::ffff:198.18.0.1", "invalid mark destination"},
+		{"--add-mark -f 1 --mark-dst fe80::1%eth0", "invalid mark destination"},
 		{"--add-mark -f 1 --mark-proto icmp --mark-dst 198.18.0.100", "invalid mark protocol `icmp'"},
 		{"--add-mark -f 1 --mark-proto tcp --mark-dst 198.18.0.100 --mark-ports 90-80", "invalid mark ports"},
 		{"--add-mark -f 1 --mark-dst 198.18.0.100 --mark-ports 80", "--mark-ports needs --mark-proto"},

@@ -30,7 +30,6 @@ const (
 	SkipProto                           // a protocol golvs does not handle (TCP and UDP are)
 	SkipState                           // a state out of range for its protocol, or a template state other than NONE/ASSURED
 	SkipPE                              // persistence engine data (golvs has no engine, like a kernel without the module)
-	SkipIPv6                            // an IPv6 conn (golvs's table is IPv4-only)
 	numReasons
 )
 
@@ -39,7 +38,7 @@ var reasonNames = [numReasons]string{
 	DropTruncated: "truncated", DropRecordVersion: "bad-record-version", DropRecordType: "bad-record-type",
 	DropRecordShort: "bad-record-length", DropOption: "bad-option",
 	SkipOption: "unknown-option", SkipFlags: "bad-flags", SkipProto: "unsupported-protocol",
-	SkipState: "bad-state", SkipPE: "pe-data", SkipIPv6: "ipv6",
+	SkipState: "bad-state", SkipPE: "pe-data",
 }
 
 func (r Reason) String() string {
@@ -222,10 +221,14 @@ func decodeRecord(b []byte, size int, rec *Record) Reason {
 			seen |= 4
 			c.PEName = data
 		default:
-			if typ == OptLocal && n == 6 && seen&8 == 0 {
+			if typ == OptLocal && n == localLen(fixed == RecordLen6) && seen&8 == 0 {
 				seen |= 8
-				c.LAddr = netip.AddrFrom4([4]byte(data[:4]))
-				c.LPort = binary.BigEndian.Uint16(data[4:])
+				if n == 6 {
+					c.LAddr = netip.AddrFrom4([4]byte(data[:4]))
+				} else {
+					c.LAddr = netip.AddrFrom16([16]byte(data[:16]))
+				}
+				c.LPort = binary.BigEndian.Uint16(data[n-2:])
 			} else if typ&OptParam == 0 {
 				skip = SkipOption
 			}
@@ -265,9 +268,6 @@ func backupChecks(c *Conn) Reason {
 	}
 	if len(c.PEData) > 0 {
 		return SkipPE
-	}
-	if c.V6() {
-		return SkipIPv6
 	}
 	return OK
 }

@@ -11,10 +11,10 @@ import (
 // FuzzDecode feeds arbitrary datagrams to the backup's decoder. It must
 // never panic; a dropped message yields no record; every record it would
 // install carries only the flags a current backup keeps (plus SYNC), an
-// in-range state and IPv4 addresses; and those records, encoded again,
+// in-range state and addresses of one family; and those records, encoded again,
 // decode to themselves.
 func FuzzDecode(f *testing.F) {
-	for _, m := range []string{goldenA, goldenB, goldenFWM, goldenV0} {
+	for _, m := range []string{goldenA, goldenB, goldenFWM, goldenV0, goldenV6} {
 		f.Add(hexb(f, m), uint8(0))
 	}
 	f.Add(hexb(f, goldenA), uint8(7))
@@ -50,7 +50,8 @@ func FuzzDecode(f *testing.F) {
 			} else if int(c.State) >= numStates(c.Proto) {
 				t.Fatalf("proto %d state %d", c.Proto, c.State)
 			}
-			if !c.CAddr.Is4() || !c.VAddr.Is4() || !c.DAddr.Is4() || len(c.PEData) != 0 {
+			v6 := c.CAddr.Is6()
+			if c.VAddr.Is6() != v6 || c.DAddr.Is6() != v6 || c.LAddr.IsValid() && c.LAddr.Is6() != v6 || v6 && ver == 0 || len(c.PEData) != 0 {
 				t.Fatalf("installable record %+v", c)
 			}
 			keep = append(keep, c)

@@ -277,10 +277,16 @@ func (m *master) hook(e *conntrack.Entry, packet bool) {
 	}
 }
 
-// EntryConn fills c with e's record as a master sends it.
-func EntryConn(e *conntrack.Entry, c *Conn) bool {
+// EntryConn fills c with e's record as a master sends it (e an entry of
+// t, read under its home lock, or a template one of its conns holds).
+// It reports false for what the protocol cannot carry: an entry without
+// a dest, and a conn whose real server is of another address family
+// than its client (a mixed-family tunnel: the kernel refuses such dests
+// while a sync daemon runs, and golvs does too).
+func EntryConn(t *conntrack.Table, e *conntrack.Entry, c *Conn) bool {
 	d := e.Dest
-	if d == nil || !d.Addr.Is4() {
+	a6 := t.EntryAddrs6(e)
+	if d == nil || d.Addr.Is4() != (a6 == nil) {
 		return false
 	}
 	*c = Conn{}
@@ -310,9 +316,16 @@ func EntryConn(e *conntrack.Entry, c *Conn) bool {
 	c.DPort = e.DestPort()
 	c.FWMark = d.Svc.FWMark
 	c.Timeout = e.Timeout()
+	c.DAddr = d.Addr
+	if a6 != nil {
+		c.CAddr, c.VAddr = netip.AddrFrom16(a6.In.Src), netip.AddrFrom16(a6.In.Dst)
+		if !tpl && e.Method == ipvs.MethodFullNAT {
+			c.LAddr, c.LPort = netip.AddrFrom16(a6.Out.Dst), e.Out.DstPort
+		}
+		return true
+	}
 	c.CAddr = netipFrom4(e.In.SrcIP)
 	c.VAddr = netipFrom4(e.In.DstIP)
-	c.DAddr = d.Addr
 	if !tpl && e.Method == ipvs.MethodFullNAT {
 		c.LAddr, c.LPort = netipFrom4(e.Out.DstIP), e.Out.DstPort
 	}
@@ -324,8 +337,8 @@ func netipFrom4(a [4]byte) netip.Addr { return netip.AddrFrom4(a) }
 // add queues e's record (ip_vs_sync_conn's buffer handling).
 func (m *master) add(e *conntrack.Entry) {
 	var c Conn
-	if !EntryConn(e, &c) {
-		return
+	if !EntryConn(m.d.o.Table, e, &c) || m.v0 && c.V6() {
+		return // version 0 carries IPv4 only (ip_vs_sync_conn_v0)
 	}
 	t := m.ms[(uintptr(unsafe.Pointer(e))>>7)&m.mask]
 	t.mu.Lock()

@@ -2,6 +2,7 @@ package ipvssync
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -472,5 +473,68 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", limit)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An IPv6 conn is sent as an IPv6 record with its full addresses (the
+// table keys it by digests), its FULLNAT local address in golvs's option;
+// version 0 sends none, and neither version sends a mixed-family tunnel
+// conn (an IPv6 client on an IPv4 real server), which the protocol cannot
+// carry (the kernel refuses such dests while a sync daemon runs).
+func TestMasterIPv6(t *testing.T) {
+	vip, cip := a4("2001:db8:18::100"), a4("2001:db8:18::10")
+	svc := ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: vip, Port: 80}
+	records := func(version int, dest netip.Addr, method ipvs.Method) []Record {
+		sys := DefaultSysctls()
+		sys.Version = version
+		r := newRig(t, sys, ipvs.MethodMasq)
+		d := ipvs.NewDest(svc, ipvs.DestConfig{Addr: dest, Port: 8080, Method: method, Weight: 1})
+		in := conntrack.Pair6{Src: cip.As16(), Dst: vip.As16()}
+		nc := conntrack.NewConn{In: r.ct.Key6(&in, 40000, 80, 6, conntrack.KindConn), Dest: d, Method: method, A6: conntrack.Addrs6{In: in}}
+		switch method {
+		case ipvs.MethodFullNAT:
+			nc.A6.Out = conntrack.Pair6{Src: dest.As16(), Dst: a4("2001:db8:19::200").As16()}
+			nc.Out = r.ct.Key6(&nc.A6.Out, 8080, 5001, 6, conntrack.KindConn)
+		default:
+			nc.NoOutput = true
+		}
+		if _, err := r.ct.Create(&nc, fSYN, nil); err != nil {
+			t.Fatal(err)
+		}
+		var h conntrack.Hit
+		for range 3 {
+			r.ct.LookupIn6(&nc.In, &in, fACK, &h)
+		}
+		var out []Record
+		for _, mt := range r.m.ms {
+			for _, msg := range append(mt.queue, mt.cur) {
+				if msg != nil {
+					recs, _, drop := (&Decoder{}).Decode(msg.Bytes())
+					if drop != OK {
+						t.Fatalf("master wrote a message its backup drops: %v", drop)
+					}
+					out = append(out, recs...)
+				}
+			}
+		}
+		return out
+	}
+	recs := records(1, a4("2001:db8:19::11"), ipvs.MethodFullNAT)
+	if len(recs) == 0 {
+		t.Fatal("no record sent")
+	}
+	c := recs[0].Conn
+	if !c.V6() || c.CAddr != cip || c.VAddr != vip || c.DAddr != a4("2001:db8:19::11") || c.CPort != 40000 ||
+		c.LAddr != a4("2001:db8:19::200") || c.LPort != 5001 || c.Flags&FlagFwdMask != uint32(ipvs.MethodFullNAT) {
+		t.Fatalf("IPv6 record %+v", c)
+	}
+	if recs := records(0, a4("2001:db8:19::11"), ipvs.MethodTunnel); len(recs) != 0 {
+		t.Fatalf("version 0 sent %d IPv6 records", len(recs))
+	}
+	if recs := records(1, a4("198.19.0.11"), ipvs.MethodTunnel); len(recs) != 0 {
+		t.Fatalf("a mixed-family conn was sent: %+v", recs[0].Conn)
+	}
+	if recs := records(1, a4("2001:db8:19::11"), ipvs.MethodTunnel); len(recs) == 0 {
+		t.Fatal("an IPv6 tunnel conn was not sent")
 	}
 }

@@ -87,7 +87,8 @@ const (
 	OptParam  = 0x40 // IPVS_OPT_F_PARAM: a receiver may skip an unknown option with this bit
 
 	// OptLocal is golvs's own option: a FULLNAT conn's local address
-	// and port (4-byte IPv4 address, 2-byte port). It carries the
+	// and port (a 4-byte IPv4 or, in an IPv6 record, a 16-byte IPv6
+	// address, then a 2-byte port). It carries the
 	// OptParam bit and a type number the kernel does not use (0x20), so
 	// a kernel backup skips it and keeps the rest of the record.
 	OptLocal = OptParam | 0x20
@@ -127,8 +128,9 @@ type Conn struct {
 	LPort uint16
 }
 
-// V6 reports whether the record is an IPv6 one.
-func (c *Conn) V6() bool { return c.CAddr.Is6() && !c.CAddr.Is4In6() }
+// V6 reports whether the record is an IPv6 one (its addresses are
+// 16-byte ones, v4-mapped included: the record type says the family).
+func (c *Conn) V6() bool { return c.CAddr.Is6() }
 
 // recordLen is the length of c's version 1 record, options included,
 // padding not.
@@ -147,9 +149,17 @@ func (c *Conn) recordLen() int {
 		}
 	}
 	if c.LAddr.IsValid() {
-		n += 2 + 6
+		n += 2 + localLen(c.V6())
 	}
 	return n
+}
+
+// localLen is the length of OptLocal's data in a record of the family.
+func localLen(v6 bool) int {
+	if v6 {
+		return 16 + 2
+	}
+	return 4 + 2
 }
 
 // Errors of the encoder.
@@ -168,12 +178,12 @@ func addr4(b []byte, a netip.Addr) {
 func (c *Conn) checkAddrs() error {
 	v6 := c.V6()
 	for _, a := range []netip.Addr{c.CAddr, c.VAddr, c.DAddr} {
-		if !a.IsValid() || (a.Is6() && !a.Is4In6()) != v6 {
+		if !a.IsValid() || a.Is6() != v6 {
 			return ErrAddrMix
 		}
 	}
-	if c.LAddr.IsValid() && !c.LAddr.Is4() {
-		return fmt.Errorf("%w: the FULLNAT local address must be IPv4", ErrAddrMix)
+	if c.LAddr.IsValid() && c.LAddr.Is6() != v6 {
+		return fmt.Errorf("%w: the FULLNAT local address must be of the record's family", ErrAddrMix)
 	}
 	return nil
 }
@@ -236,9 +246,15 @@ func AppendRecord(b []byte, c *Conn) ([]byte, error) {
 		}
 	}
 	if c.LAddr.IsValid() {
-		r[p], r[p+1] = OptLocal, 6
-		addr4(r[p+2:], c.LAddr)
-		binary.BigEndian.PutUint16(r[p+6:], c.LPort)
+		n := localLen(c.V6())
+		r[p], r[p+1] = OptLocal, byte(n)
+		if c.V6() {
+			v := c.LAddr.As16()
+			copy(r[p+2:], v[:])
+		} else {
+			addr4(r[p+2:], c.LAddr)
+		}
+		binary.BigEndian.PutUint16(r[p+n:], c.LPort)
 	}
 	return b, nil
 }

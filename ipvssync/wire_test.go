@@ -3,6 +3,7 @@ package ipvssync
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -64,6 +65,22 @@ const (
 	00 00 002c 01 01 0000
 	00 00 0024 | 00001183 | 0000 0000 0000 0000 | 00000001 | 00000168 | c612000a 00000001 c612000b
 	`
+	// Version 1: three IPv6 records (type 1, 16-byte addresses, 72 bytes
+	// before options), the last with golvs's FULLNAT option in its IPv6
+	// form (type 0x60, length 18: the local address, then the port).
+	goldenV6 = `
+	00 00 00f4 03 01 0000                      # size 244, 3 conns
+	# 1: TCP NAT conn, ESTABLISHED: [2001:db8:18::10]:50000 -> [2001:db8:18::100]:80 -> [2001:db8:19::11]:8080, 900 s
+	01 06 0048 | 00000000 | 0001 c350 0050 1f90 | 00000000 | 00000384
+	20010db8001800000000000000000010 20010db8001800000000000000000100 20010db8001900000000000000000011
+	# 2: its template (-M 64): TEMPLATE|INACTIVE, ASSURED, client network 2001:db8:18::, 360 s
+	01 06 0048 | 00001100 | 0001 0000 0050 1f90 | 00000000 | 00000168
+	20010db8001800000000000000000000 20010db8001800000000000000000100 20010db8001900000000000000000011
+	# 3: UDP FULLNAT conn: method 5, local address 2001:db8:19::200 port 5001, 300 s
+	01 11 005c | 00000105 | 0000 cf08 0035 0035 | 00000000 | 0000012c
+	20010db8001800000000000000000010 20010db8001800000000000000000100 20010db8001900000000000000000012
+	60 12 20010db8001900000000000000000200 1389
+	`
 	// Version 0, syncid 3: a TCP conn with flags 0x0108 (a current
 	// backup keeps only 0x0100) and a UDP template.
 	goldenV0 = `
@@ -100,6 +117,15 @@ func TestDecodeGolden(t *testing.T) {
 		{"v1 fwmark template", goldenFWM, 0, 1, []Record{
 			{Conn: Conn{Proto: 0, Flags: 0x11a3, FWMark: 1, Timeout: 360,
 				CAddr: a4("198.18.0.10"), VAddr: a4("0.0.0.1"), DAddr: a4("198.18.0.11")}},
+		}},
+		{"v1 IPv6", goldenV6, 0, 1, []Record{
+			{Conn: Conn{Proto: 6, Flags: 0x0020, State: 1, CPort: 50000, VPort: 80, DPort: 8080, Timeout: 900,
+				CAddr: a4("2001:db8:18::10"), VAddr: a4("2001:db8:18::100"), DAddr: a4("2001:db8:19::11")}},
+			{Conn: Conn{Proto: 6, Flags: 0x1120, State: 1, VPort: 80, DPort: 8080, Timeout: 360,
+				CAddr: a4("2001:db8:18::"), VAddr: a4("2001:db8:18::100"), DAddr: a4("2001:db8:19::11")}},
+			{Conn: Conn{Proto: 17, Flags: 0x0125, CPort: 53000, VPort: 53, DPort: 53, Timeout: 300,
+				CAddr: a4("2001:db8:18::10"), VAddr: a4("2001:db8:18::100"), DAddr: a4("2001:db8:19::12"),
+				LAddr: a4("2001:db8:19::200"), LPort: 5001}},
 		}},
 		{"v0", goldenV0, 3, 0, []Record{
 			{Conn: Conn{Proto: 6, Flags: 0x0120, State: 1, CPort: 50000, VPort: 80, DPort: 8080,
@@ -191,6 +217,18 @@ func TestEncodeGolden(t *testing.T) {
 	if rec := m.Bytes()[HeaderLen:]; !bytes.Equal(rec, want[8+44:]) {
 		t.Errorf("sequence record\n%x\nwant\n%x", rec, want[8+44:])
 	}
+	check("IPv6", goldenV6, false, 0, []uint32{0, 0x1100, 0x0105}, conns(goldenV6))
+	// Version 0 carries IPv4 only; a FULLNAT local address of the other
+	// family is refused.
+	v6 := conns(goldenV6)
+	if err := NewMessage(nil, true, 0, 1472).Add(&v6[0]); !errors.Is(err, ErrV0NoIPv6) {
+		t.Errorf("v0 IPv6 record: %v", err)
+	}
+	mixed := v6[2]
+	mixed.LAddr = a4("198.19.0.200")
+	if err := NewMessage(nil, false, 0, 1472).Add(&mixed); !errors.Is(err, ErrAddrMix) {
+		t.Errorf("IPv4 local address in an IPv6 record: %v", err)
+	}
 	check("fwmark template", goldenFWM, false, 0, []uint32{0x1183}, conns(goldenFWM))
 	v0 := conns(goldenV0)
 	check("v0", goldenV0, true, 3, []uint32{0x0108, 0x1100}, v0)
@@ -249,11 +287,6 @@ func TestDecodeDrops(t *testing.T) {
 }
 
 func TestDecodeSkips(t *testing.T) {
-	ipv6 := hexb(t, `
-	00 00 0050 01 01 0000
-	01 06 0048 | 00000000 | 0001 c350 0050 0050 | 00000000 | 00000384
-	20010db8001800000000000000000010 20010db8001800000000000000000100 20010db8001900000000000000000011
-	`)
 	peData := hexb(t, `
 	00 00 0036 01 01 0000
 	00 11 002e | 00000100 | 0000 cf08 0035 0035 | 00000000 | 0000012c | c612000a c6120064 c613000c | 02 03 616263 | 03 03 736970
@@ -273,7 +306,6 @@ func TestDecodeSkips(t *testing.T) {
 		{"SCTP conn", mutate(t, goldenA, 8+1, 132), 0, SkipProto},
 		{"unknown mandatory option", mutate(t, goldenB, 8+36, 0x05), 0, SkipOption},
 		{"PE data", peData, 0, SkipPE},
-		{"IPv6 conn", ipv6, 0, SkipIPv6},
 		{"v0 template state 2", mutate(t, goldenV0, 4+24+22, 0x00, 0x02), 1, SkipState},
 		{"v0 template with NO_CPORT", mutate(t, goldenV0, 4+24+20, 0x19, 0x00), 1, SkipFlags},
 	}

@@ -13,14 +13,14 @@ import (
 )
 
 // EchoUDP answers every datagram arriving at addr (inside ns; the VIP for
-// DR and TUN real servers, 0.0.0.0 otherwise) with the same bytes, up to
+// DR and TUN real servers, 0.0.0.0 or :: otherwise) with the same bytes, up to
 // 64 KiB, until ctx is done: datagrams longer than the MTU, fragmented by
 // the sender's kernel, come back as long, fragmented by this one's.
 func EchoUDP(ctx context.Context, ns *NS, addr netip.AddrPort) error {
 	var pc net.PacketConn
 	listen := func() error {
 		var err error
-		pc, err = net.ListenPacket("udp4", addr.String())
+		pc, err = net.ListenPacket(udpNet(addr.Addr()), addr.String())
 		return err
 	}
 	var err error
@@ -69,12 +69,12 @@ var ErrEchoMismatch = errors.New("lab: the echo differs from the datagram sent")
 func EchoRoundTrip(ns *NS, addr netip.AddrPort, payload []byte, pmtu PMTUDisc, tries int, timeout time.Duration) (int, error) {
 	used := 0
 	err := ns.Do(func() error {
-		c, err := net.ListenUDP("udp4", nil)
+		c, err := net.ListenUDP(udpNet(addr.Addr()), nil)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		if pmtu == PMTUDont {
+		if pmtu == PMTUDont && addr.Addr().Is4() { // IPv6 is never fragmented on the way
 			rc, err := c.SyscallConn()
 			if err != nil {
 				return err

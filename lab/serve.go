@@ -30,26 +30,38 @@ type Server struct {
 
 // Serve starts the server's listeners inside ns (so their sockets live
 // there; nil: the current namespace) and serves them until ctx is done.
+// It listens on IPv4; Serve6 on IPv4 and IPv6.
 func Serve(ctx context.Context, ns *NS, name string, tcpPorts, udpPorts []int) (*Server, error) {
+	return serve(ctx, ns, name, tcpPorts, udpPorts, []string{"4"})
+}
+
+// Serve6 is Serve for a dual-stack lab: every port on IPv4 and IPv6.
+func Serve6(ctx context.Context, ns *NS, name string, tcpPorts, udpPorts []int) (*Server, error) {
+	return serve(ctx, ns, name, tcpPorts, udpPorts, []string{"4", "6"})
+}
+
+func serve(ctx context.Context, ns *NS, name string, tcpPorts, udpPorts []int, fams []string) (*Server, error) {
 	s := &Server{Name: name, seen: map[netip.Addr]int{}}
 	do := func(f func() error) error { return f() }
 	if ns != nil {
 		do = ns.Do
 	}
 	err := do(func() error {
-		for _, p := range tcpPorts {
-			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", p))
-			if err != nil {
-				return fmt.Errorf("lab: %s listening on tcp/%d: %w", name, p, err)
+		for _, fam := range fams {
+			for _, p := range tcpPorts {
+				l, err := net.Listen("tcp"+fam, fmt.Sprintf(":%d", p))
+				if err != nil {
+					return fmt.Errorf("lab: %s listening on tcp%s/%d: %w", name, fam, p, err)
+				}
+				s.ls = append(s.ls, l)
 			}
-			s.ls = append(s.ls, l)
-		}
-		for _, p := range udpPorts {
-			pc, err := net.ListenPacket("udp4", fmt.Sprintf(":%d", p))
-			if err != nil {
-				return fmt.Errorf("lab: %s listening on udp/%d: %w", name, p, err)
+			for _, p := range udpPorts {
+				pc, err := net.ListenPacket("udp"+fam, fmt.Sprintf(":%d", p))
+				if err != nil {
+					return fmt.Errorf("lab: %s listening on udp%s/%d: %w", name, fam, p, err)
+				}
+				s.pcs = append(s.pcs, pc)
 			}
-			s.pcs = append(s.pcs, pc)
 		}
 		return nil
 	})
@@ -263,8 +275,23 @@ func getN(addr netip.AddrPort, path string, timeout time.Duration) (Response, in
 	return r, n
 }
 
+// tcpNet and udpNet name the network of an address's family.
+func tcpNet(a netip.Addr) string {
+	if a.Is6() {
+		return "tcp6"
+	}
+	return "tcp4"
+}
+
+func udpNet(a netip.Addr) string {
+	if a.Is6() {
+		return "udp6"
+	}
+	return "udp4"
+}
+
 func getN1(addr netip.AddrPort, path string, timeout time.Duration) (Response, int) {
-	c, err := net.DialTimeout("tcp4", addr.String(), timeout)
+	c, err := net.DialTimeout(tcpNet(addr.Addr()), addr.String(), timeout)
 	if err != nil {
 		return Response{Err: err}, 0
 	}
@@ -304,7 +331,7 @@ func UDPAsk(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, netip.A
 	var body string
 	var from netip.AddrPort
 	err := ns.Do(func() error {
-		c, err := net.ListenUDP("udp4", nil)
+		c, err := net.ListenUDP(udpNet(addr.Addr()), nil)
 		if err != nil {
 			return err
 		}
@@ -329,10 +356,13 @@ func UDPAsk(ns *NS, addr netip.AddrPort, timeout time.Duration) (string, netip.A
 // it answers with the count and a newline. Uploads through the director
 // use it.
 func Sink(ctx context.Context, ns *NS, port int) error {
-	var l net.Listener
+	var l, l6 net.Listener
 	listen := func() error {
 		var err error
 		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		if err == nil {
+			l6, _ = net.Listen("tcp6", fmt.Sprintf("[::]:%d", port)) // where IPv6 is on
+		}
 		return err
 	}
 	var err error
@@ -347,22 +377,30 @@ func Sink(ctx context.Context, ns *NS, port int) error {
 	go func() {
 		<-ctx.Done()
 		l.Close()
-	}()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-				n, _ := io.Copy(io.Discard, c)
-				fmt.Fprintf(c, "%d\n", n)
-			}()
+		if l6 != nil {
+			l6.Close()
 		}
 	}()
+	if l6 != nil {
+		go sinkLoop(l6)
+	}
+	go sinkLoop(l)
 	return nil
+}
+
+func sinkLoop(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			n, _ := io.Copy(io.Discard, c)
+			fmt.Fprintf(c, "%d\n", n)
+		}()
+	}
 }
 
 // Upload sends size bytes from inside ns to a Sink at addr and returns the
@@ -370,7 +408,7 @@ func Sink(ctx context.Context, ns *NS, port int) error {
 func Upload(ns *NS, addr netip.AddrPort, size int, timeout time.Duration) (string, error) {
 	var got string
 	err := ns.Do(func() error {
-		c, err := net.DialTimeout("tcp4", addr.String(), timeout)
+		c, err := net.DialTimeout(tcpNet(addr.Addr()), addr.String(), timeout)
 		if err != nil {
 			return err
 		}

@@ -59,6 +59,7 @@ const (
 type Topology struct {
 	Mode     string
 	Suffix   string
+	IPv6     bool // dual-stack (Options.IPv6)
 	Client   *NS
 	Director *NS
 	Switch   *NS
@@ -77,6 +78,11 @@ type Options struct {
 	// router, not the director), "no-arp-ignore" (DR: the real servers
 	// answer ARP for the VIP).
 	Mistake string
+	// IPv6 makes the lab dual-stack (topo6.go): every address gets its
+	// IPv6 twin from 2001:db8:18::/64 (client side) and 2001:db8:19::/64
+	// (server side), the VIP 2001:db8:18::100, with the same routes.
+	// Without it IPv6 is off in every namespace (no chatter).
+	IPv6 bool
 }
 
 // Mistakes are the misconfigurations the labs can build, by mode.
@@ -110,7 +116,7 @@ func BuildNAT(o Options) (t *Topology, err error) {
 	if o.Mistake != "" && o.Mistake != "wrong-gateway" {
 		return nil, fmt.Errorf("lab: mistake %q is not one of the NAT lab's (wrong-gateway)", o.Mistake)
 	}
-	t = &Topology{Mode: "nat", Suffix: o.Suffix}
+	t = &Topology{Mode: "nat", Suffix: o.Suffix, IPv6: o.IPv6}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -148,7 +154,7 @@ func BuildNAT(o Options) (t *Topology, err error) {
 		t.RS = append(t.RS, rs)
 	}
 	for _, ns := range t.all {
-		if err := ns.Do(quietIPv6); err != nil {
+		if err := ns.Do(t.ipv6Setting); err != nil {
 			return t, err
 		}
 	}
@@ -182,6 +188,11 @@ func BuildNAT(o Options) (t *Topology, err error) {
 			gw = RouterLanIP
 		}
 		if err := defaultRoute(rs, gw); err != nil {
+			return t, err
+		}
+	}
+	if o.IPv6 {
+		if err := t.natIPv6(); err != nil {
 			return t, err
 		}
 	}
@@ -264,8 +275,7 @@ func veth(a *NS, an string, amac net.HardwareAddr, aaddr netip.Prefix, b *NS, bn
 func setup(ns *NS, name string, addr netip.Prefix) error {
 	return withLink(ns, name, func(h *netlink.Handle, l netlink.Link) error {
 		if addr.IsValid() {
-			a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}
-			if err := h.AddrAdd(l, a); err != nil {
+			if err := h.AddrAdd(l, nlAddr(addr)); err != nil {
 				return fmt.Errorf("lab: address %s on %s/%s: %w", addr, ns.Name, name, err)
 			}
 		}

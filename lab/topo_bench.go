@@ -62,7 +62,11 @@ func WriteSysctl(ns *NS, path, val string) (old string, err error) {
 // StaticNeigh sets a permanent neighbour entry ip -> mac on dev in ns.
 func StaticNeigh(ns *NS, dev string, ip netip.Addr, mac net.HardwareAddr) error {
 	return withLink(ns, dev, func(h *netlink.Handle, l netlink.Link) error {
-		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		fam := netlink.FAMILY_V4
+		if ip.Is6() {
+			fam = netlink.FAMILY_V6
+		}
+		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT,
 			IP: net.IP(ip.AsSlice()), HardwareAddr: mac}
 		if err := h.NeighSet(n); err != nil {
 			return fmt.Errorf("lab: neighbour %s -> %s on %s/%s: %w", ip, mac, ns.Name, dev, err)

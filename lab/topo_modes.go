@@ -33,6 +33,7 @@ type ModeTopology struct {
 	*Topology
 	Router *NS
 	RIPs   []netip.Addr
+	RIPs6  []netip.Addr // dual-stack labs: the real servers' IPv6 addresses
 	Notes  []string
 }
 
@@ -54,7 +55,7 @@ func (t *Topology) mk(name string) (*NS, error) {
 		return nil, err
 	}
 	t.all = append(t.all, ns)
-	if err := ns.Do(quietIPv6); err != nil {
+	if err := ns.Do(t.ipv6Setting); err != nil {
 		return nil, err
 	}
 	return ns, nil
@@ -75,13 +76,13 @@ func addAddr(ns *NS, dev string, p netip.Prefix) error {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}})
+		return netlink.AddrAdd(l, nlAddr(p))
 	})
 }
 
 func addRoute(ns *NS, dst netip.Prefix, gw netip.Addr) error {
 	return ns.Do(func() error {
-		r := &netlink.Route{Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), 32)}, Gw: net.IP(gw.AsSlice())}
+		r := &netlink.Route{Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}, Gw: net.IP(gw.AsSlice())}
 		if err := netlink.RouteAdd(r); err != nil {
 			return fmt.Errorf("lab: route %s via %s in %s: %w", dst, gw, ns.Name, err)
 		}
@@ -115,7 +116,7 @@ func BuildDR(o Options) (mt *ModeTopology, err error) {
 	if err := checkRS(&o); err != nil {
 		return nil, err
 	}
-	t := &Topology{Mode: "dr", Suffix: o.Suffix}
+	t := &Topology{Mode: "dr", Suffix: o.Suffix, IPv6: o.IPv6}
 	mt = &ModeTopology{Topology: t}
 	defer func() {
 		if err != nil {
@@ -175,6 +176,11 @@ func BuildDR(o Options) (mt *ModeTopology, err error) {
 		}
 		mt.note("%s: VIP %s/32 on lo; net.ipv4.conf.{all,eth0}.arp_ignore=1 (never answer ARP for the VIP), arp_announce=2 (never announce it as an ARP source)", rs.Name, VIP)
 	}
+	if o.IPv6 {
+		if err := mt.drIPv6(); err != nil {
+			return mt, err
+		}
+	}
 	return mt, nil
 }
 
@@ -190,7 +196,7 @@ func BuildTUN(o Options) (mt *ModeTopology, err error) {
 	if err := checkRS(&o); err != nil {
 		return nil, err
 	}
-	t := &Topology{Mode: "tun", Suffix: o.Suffix}
+	t := &Topology{Mode: "tun", Suffix: o.Suffix, IPv6: o.IPv6}
 	mt = &ModeTopology{Topology: t}
 	defer func() {
 		if err != nil {
@@ -269,6 +275,11 @@ func BuildTUN(o Options) (mt *ModeTopology, err error) {
 		}
 	}
 	mt.note("router: ip_forward=1; director: route 198.19.1.0/24 via %s; real servers: default route via %s (replies bypass the director)", RouterDirIP, RouterRSIP)
+	if o.IPv6 {
+		if err := mt.tunIPv6(rslan); err != nil {
+			return mt, err
+		}
+	}
 	return mt, nil
 }
 
@@ -284,8 +295,17 @@ func BuildFullNAT(o Options) (*ModeTopology, error) {
 	mt := &ModeTopology{Topology: t}
 	for i, rs := range t.RS {
 		mt.RIPs = append(mt.RIPs, RIP(i+1))
+		if o.IPv6 {
+			mt.RIPs6 = append(mt.RIPs6, RIP6(i+1))
+		}
 		err := rs.Do(func() error {
-			return netlink.RouteDel(&netlink.Route{Gw: net.IP(DirIntIP.AsSlice())})
+			if err := netlink.RouteDel(&netlink.Route{Gw: net.IP(DirIntIP.AsSlice())}); err != nil {
+				return err
+			}
+			if o.IPv6 {
+				return netlink.RouteDel(&netlink.Route{Gw: net.IP(DirIntIP6.AsSlice())})
+			}
+			return nil
 		})
 		if err != nil {
 			t.Close()
@@ -310,8 +330,18 @@ func ServeAt(ctx context.Context, ns *NS, name string, host netip.Addr, tcpPorts
 		do = ns.Do
 	}
 	err = do(func() error {
+		if host.Is6() { // the TCP ports for IPv6 too
+			for _, p := range tcpPorts {
+				l, err := net.Listen("tcp6", fmt.Sprintf("[::]:%d", p))
+				if err != nil {
+					return fmt.Errorf("lab: %s listening on tcp6/%d: %w", name, p, err)
+				}
+				s.ls = append(s.ls, l)
+				go s.acceptLoop(l)
+			}
+		}
 		for _, p := range udpPorts {
-			pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(host, uint16(p)).String())
+			pc, err := net.ListenPacket(udpNet(host), netip.AddrPortFrom(host, uint16(p)).String())
 			if err != nil {
 				return fmt.Errorf("lab: %s listening on udp %s:%d: %w", name, host, p, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,31 +20,41 @@ import (
 // material draws it.
 func explain(s *session, w io.Writer) error {
 	o := s.o
-	rip := s.mt.RIPs[0]
+	rip := s.rips()[0]
+	cip, vip, ext, int0, router, lip0 := lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, lab.RouterDirIP, lab.LIP(0).String()+"-.203"
+	resolve := "ARP"
+	if o.ipv6 {
+		cip, vip, ext, int0, router, lip0 = lab.CIP6, lab.VIP6, lab.DirExtIP6, lab.DirIntIP6, lab.RouterDirIP6, lab.LIP6(0).String()+"-::203"
+		resolve = "Neighbor Solicitations"
+	}
 	fmt.Fprintf(w, "\n## Who is who\n")
 	row := func(role, addr, mac, where string) {
-		fmt.Fprintf(w, "  %-8s %-16s %-18s %s\n", role, addr, mac, where)
+		fmt.Fprintf(w, "  %-8s %-18s %-18s %s\n", role, addr, mac, where)
 	}
-	row("CIP", lab.CIP.String(), lab.MAC(0x0c, 10).String(), "client"+o.suffix+"/eth0")
-	row("VIP", lab.VIP.String(), lab.MAC(0xd1, 1).String(), "answered by golvs on the director's ext0 (the kernel does not own it)")
+	row("CIP", cip.String(), lab.MAC(0x0c, 10).String(), "client"+o.suffix+"/eth0")
+	row("VIP", vip.String(), lab.MAC(0xd1, 1).String(), "answered by golvs on the director's ext0 ("+resolve+"; the kernel does not own it)")
 	if o.mode == "dr" {
-		row("DIP", lab.DirExtIP.String(), lab.MAC(0xd1, 1).String(), "director"+o.suffix+"/ext0 (one segment with the real servers)")
+		row("DIP", ext.String(), lab.MAC(0xd1, 1).String(), "director"+o.suffix+"/ext0 (one segment with the real servers)")
 	} else {
-		row("DIP", lab.DirIntIP.String(), lab.MAC(0xd1, 2).String(), "director"+o.suffix+"/int0")
+		row("DIP", int0.String(), lab.MAC(0xd1, 2).String(), "director"+o.suffix+"/int0")
 	}
-	for i, r := range s.mt.RIPs {
+	for i, r := range s.rips() {
 		row(fmt.Sprintf("RIP%d", i+1), r.String(), lab.MAC(0x5e, byte(i+1)).String(), fmt.Sprintf("rs%d%s/eth0", i+1, o.suffix))
 	}
 	if o.mode == "fullnat" {
-		row("LIP", lab.LIP(0).String()+"-.203", lab.MAC(0xd1, 2).String(), "director's local addresses on int0 (golvs answers ARP)")
+		row("LIP", lip0, lab.MAC(0xd1, 2).String(), "director's local addresses on int0 (golvs answers "+resolve+")")
 	}
 	if o.mode == "tun" {
-		row("router", lab.RouterDirIP.String(), "", "between the director and the real servers; their replies go through it to the client")
+		row("router", router.String(), "", "between the director and the real servers; their replies go through it to the client")
+	}
+	if o.ipv6 {
+		fmt.Fprintf(w, "\n  IPv6: golvs walks each packet's extension headers (hop-by-hop, routing, destination options,\n  fragment) to its TCP or UDP header, as IPVS does; fragments are reassembled first (the trace\n  shows the walk on each ip6-ext line). Hop limit, not TTL; no header checksum.\n")
 	}
 	fmt.Fprintf(w, "\n## One request and its reply (%s)\n", strings.ToUpper(o.mode))
 	step := func(n int, s string) { fmt.Fprintf(w, "  %d. %s\n", n, s) }
-	c, v := lab.CIP.String()+":cport", lab.VIP.String()+":80"
-	r := rip.String() + ":80"
+	c, v := netip.AddrPortFrom(cip, 0).String(), netip.AddrPortFrom(vip, 80).String()
+	c = strings.TrimSuffix(c, ":0") + ":cport"
+	r := netip.AddrPortFrom(rip, 80).String()
 	switch o.mode {
 	case "nat":
 		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC: golvs answered ARP for the VIP)", c, v))
@@ -58,12 +69,12 @@ func explain(s *session, w io.Writer) error {
 		step(4, fmt.Sprintf("rs        replies %s -> %s straight to the client: the director never sees it", v, c))
 	case "tun":
 		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC)", c, v))
-		step(2, fmt.Sprintf("director  schedules a real server; wraps the packet: outer %s -> %s (%s), inner untouched", lab.DirIntIP, rip, o.tunType))
+		step(2, fmt.Sprintf("director  schedules a real server; wraps the packet: outer %s -> %s (%s), inner untouched", int0, rip, o.tunType))
 		step(3, fmt.Sprintf("router    forwards the outer packet to %s", rip))
 		step(4, fmt.Sprintf("rs        golvs rs-tun decapsulates; the inner %s -> %s reaches the VIP on its TUN device", c, v))
 		step(5, fmt.Sprintf("rs        replies %s -> %s via the router, bypassing the director", v, c))
 	default:
-		l := lab.LIP(0).String() + ":lport"
+		l := strings.TrimSuffix(netip.AddrPortFrom(netip.MustParseAddr(strings.SplitN(lip0, "-", 2)[0]), 0).String(), ":0") + ":lport"
 		step(1, fmt.Sprintf("client    %s -> %s          (to the director's MAC)", c, v))
 		step(2, fmt.Sprintf("director  schedules a real server; both ends rewritten: %s -> %s; a TOA option carries the client address in the SYN", l, r))
 		step(3, fmt.Sprintf("rs        sees %s -> %s and replies %s -> %s (the LIP is on its own segment)", l, r, r, l))

@@ -46,7 +46,7 @@ type State struct {
 }
 
 const usage = `usage:
-  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--semantics current|classic] [--keep] [--explain]
+  golvs lab nat [--scheduler rr] [--weights 1,1] [--requests 10] [--semantics current|classic] [--ipv6] [--keep] [--explain]
   golvs lab dr|tun|fullnat [same flags as nat] [--tun-type ipip|gue]
   golvs lab nat-wrong-gateway | dr-no-arp-ignore | tun-no-pmtu [--explain]
                                      a classic mistake: the failure, then the fix
@@ -162,12 +162,6 @@ func waitReady(ctx context.Context, sock, dir string) error {
 	}
 }
 
-// sendRequests makes n HTTP requests to the VIP from the client, one
-// connection each, and prints each body (or the error).
-func sendRequests(ctx context.Context, client *lab.NS, n int, stdout io.Writer) error {
-	return getEach(ctx, client, netip.AddrPortFrom(lab.VIP, 80), n, 5*time.Second, stdout)
-}
-
 // getEach makes n requests to addr, each with its own timeout, and prints
 // each outcome on its own line.
 func getEach(ctx context.Context, client *lab.NS, addr netip.AddrPort, n int, timeout time.Duration, stdout io.Writer) error {
@@ -225,7 +219,11 @@ func request(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer client.Handle.Close()
-	return sendRequests(context.Background(), client, *n, stdout)
+	vip, err := netip.ParseAddr(st.VIP)
+	if err != nil {
+		vip = lab.VIP
+	}
+	return getEach(context.Background(), client, netip.AddrPortFrom(vip, 80), *n, 5*time.Second, stdout)
 }
 
 func down(stdout io.Writer) error {
@@ -279,6 +277,7 @@ func serve(args []string) error {
 	tcp := fs.String("tcp", "80", "TCP ports, comma-separated")
 	udp := fs.String("udp", "53", "UDP ports, comma-separated")
 	sinkPort := fs.Int("sink", 0, "a TCP port that counts uploaded bytes (0: none)")
+	v6 := fs.Bool("ipv6", false, "serve IPv6 too")
 	echoPort := fs.Int("echo", 0, "a TCP port answering every line with the name, on long-lived connections (0: none; the HA lab)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -310,7 +309,11 @@ func serve(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if _, err := lab.Serve(ctx, nil, *name, tp, up); err != nil {
+	srv := lab.Serve
+	if *v6 {
+		srv = lab.Serve6
+	}
+	if _, err := srv(ctx, nil, *name, tp, up); err != nil {
 		return err
 	}
 	if *sinkPort < 0 || *sinkPort > 65535 {

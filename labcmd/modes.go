@@ -34,6 +34,24 @@ type labOpts struct {
 	check         string // health checker (--check), "" none
 	inhibit       bool
 	semantics     ipvs.Semantics
+	ipv6          bool // a dual-stack lab, its services on the IPv6 VIP
+}
+
+// vip is the lab's VIP: IPv6 with --ipv6.
+func (o *labOpts) vip() netip.Addr {
+	if o.ipv6 {
+		return lab.VIP6
+	}
+	return lab.VIP
+}
+
+// rips are the addresses the lab's services send to: the IPv6 ones with
+// --ipv6.
+func (s *session) rips() []netip.Addr {
+	if s.o.ipv6 {
+		return s.mt.RIPs6
+	}
+	return s.mt.RIPs
 }
 
 // mistakeLabs are the teaching labs' names: golvs lab nat-wrong-gateway,
@@ -60,8 +78,12 @@ func parseLab(mode, mistake string, args []string, stderr io.Writer) (*labOpts, 
 	fs.StringVar(&o.mistake, "mistake", mistake, "build a classic mistake, show the failure, then the fix: wrong-gateway (nat), no-arp-ignore (dr), no-pmtu (tun)")
 	fs.StringVar(&o.check, "check", "", "NAT lab: health-check the real servers with tcp, http or misc (keepalived.conf through golvs run --keepalived-conf), with a sorry server")
 	fs.BoolVar(&o.inhibit, "inhibit", false, "with --check: inhibit_on_failure (a failed server stays at weight 0)")
+	fs.BoolVar(&o.ipv6, "ipv6", false, "a dual-stack lab (2001:db8:18::/64 client side, 2001:db8:19::/64 server side) serving the IPv6 VIP 2001:db8:18::100")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.ipv6 && (o.check != "" || o.mistake != "") {
+		return nil, fmt.Errorf("--ipv6 goes with the plain mode labs (nat, dr, tun, fullnat), not with --check or a mistake")
 	}
 	if o.check != "" {
 		if _, ok := checkTypes[o.check]; !ok {
@@ -158,7 +180,7 @@ func (s *session) close() {
 
 // build makes the mode's topology.
 func build(o *labOpts) (*lab.ModeTopology, error) {
-	opts := lab.Options{Suffix: o.suffix, RealServers: len(o.weights), Mistake: o.mistake}
+	opts := lab.Options{Suffix: o.suffix, RealServers: len(o.weights), Mistake: o.mistake, IPv6: o.ipv6}
 	if o.check != "" {
 		opts.RealServers++ // the sorry server
 	}
@@ -174,8 +196,14 @@ func build(o *labOpts) (*lab.ModeTopology, error) {
 		mt := &lab.ModeTopology{Topology: t}
 		for i := range t.RS {
 			mt.RIPs = append(mt.RIPs, lab.RIP(i+1))
+			if o.ipv6 {
+				mt.RIPs6 = append(mt.RIPs6, lab.RIP6(i+1))
+			}
 		}
 		mt.Notes = append(mt.Notes, fmt.Sprintf("real servers: default route via %s", lab.DirIntIP))
+		if o.ipv6 {
+			mt.Notes = append(mt.Notes, fmt.Sprintf("real servers: IPv6 default route via %s", lab.DirIntIP6))
+		}
 		if o.mistake == "wrong-gateway" {
 			mt.Notes = []string{fmt.Sprintf("real servers: default route via the router %s, not the director's DIP %s (THE MISTAKE)", lab.RouterLanIP, lab.DirIntIP)}
 		}
@@ -217,7 +245,7 @@ func runLab(mode, mistake string, args []string, stdout, stderr io.Writer) error
 	if s.exe, err = os.Executable(); err != nil {
 		return err
 	}
-	s.st = &State{Mode: mode, Suffix: o.suffix, Socket: s.sock, VIP: lab.VIP.String()}
+	s.st = &State{Mode: mode, Suffix: o.suffix, Socket: s.sock, VIP: o.vip().String()}
 	kept := false
 	defer func() {
 		if !kept {
@@ -272,7 +300,8 @@ func runLab(mode, mistake string, args []string, stdout, stderr io.Writer) error
 		if o.check != "" {
 			fmt.Fprintf(stdout, "Fail a real server:    golvs lab fail rs1 ; golvs lab heal rs1   (the director's log: %s)\n", filepath.Join(s.dir, "director.log"))
 		}
-		fmt.Fprintf(stdout, "Change the director:   golvs adm -E -t %s:80 -s wrr ; golvs adm -e -t %s:80 -r %s:80 %s -w 3\n", lab.VIP, lab.VIP, s.mt.RIPs[0], methodFlag(o))
+		svc := netip.AddrPortFrom(o.vip(), 80)
+		fmt.Fprintf(stdout, "Change the director:   golvs adm -E -t %s -s wrr ; golvs adm -e -t %s -r %s %s -w 3\n", svc, svc, netip.AddrPortFrom(s.rips()[0], 80), methodFlag(o))
 		fmt.Fprintf(stdout, "Watch packets:         golvs trace ; golvs trace --pcap lab.pcapng\n")
 		fmt.Fprintf(stdout, "Look at it:            golvs adm -L -n --stats ; golvs adm -L -n -c\n")
 		fmt.Fprintf(stdout, "Remove everything:     golvs lab down\n")
@@ -304,20 +333,27 @@ func (s *session) startServers() error {
 			name = "sorry"
 		}
 		if s.o.mode == "tun" {
-			a := []string{"rs-tun", "-i", "eth0", "--vip", lab.VIP.String()}
+			vips := lab.VIP.String()
+			if s.o.ipv6 {
+				vips += "," + lab.VIP6.String()
+			}
+			a := []string{"rs-tun", "-i", "eth0", "--vip", vips}
 			if s.o.tunType == "gue" {
 				a = append(a, "--gue-port", guePort)
 			}
 			if _, err := s.start(rs, name+"-rs-tun.log", a...); err != nil {
 				return err
 			}
-			s.mt.Notes = append(s.mt.Notes, fmt.Sprintf("%s: golvs rs-tun -i eth0 --vip %s (VIP on TUN device golvs-tun0, decapsulates %s)", rs.Name, lab.VIP, s.o.tunType))
+			s.mt.Notes = append(s.mt.Notes, fmt.Sprintf("%s: golvs rs-tun -i eth0 --vip %s (VIPs on TUN device golvs-tun0, decapsulates %s)", rs.Name, vips, s.o.tunType))
 		}
 		udp := "53"
 		if s.o.mode != "nat" {
 			udp = "" // DR/TUN real servers answer from the VIP only over TCP here
 		}
 		args := []string{"lab", "serve", "--name", name, "--tcp", "80", "--udp", udp}
+		if s.o.ipv6 {
+			args = append(args, "--ipv6")
+		}
 		if s.o.mistake == "no-pmtu" {
 			args = append(args, "--sink", "9000")
 		}
@@ -345,11 +381,11 @@ func (s *session) startDirector(ctx context.Context) error {
 	}
 	s.rules = ""
 	for _, port := range ports {
-		s.rules += fmt.Sprintf("-A -t %s:%d -s %s\n", lab.VIP, port, o.scheduler)
+		s.rules += fmt.Sprintf("-A -t %s -s %s\n", netip.AddrPortFrom(o.vip(), uint16(port)), o.scheduler)
 	}
 	for _, port := range ports {
 		for i, wt := range o.weights {
-			s.rules += fmt.Sprintf("-a -t %s:%d -r %s:%d %s -w %d\n", lab.VIP, port, s.mt.RIPs[i], port, methodFlag(o), wt)
+			s.rules += fmt.Sprintf("-a -t %s -r %s %s -w %d\n", netip.AddrPortFrom(o.vip(), uint16(port)), netip.AddrPortFrom(s.rips()[i], uint16(port)), methodFlag(o), wt)
 		}
 	}
 	rulesPath := filepath.Join(s.dir, "rules")
@@ -366,7 +402,11 @@ func (s *session) startDirector(ctx context.Context) error {
 		s.run = append(s.run, "-i", lab.DirInt)
 	}
 	if o.mode == "fullnat" {
-		s.run = append(s.run, "--laddr", strings.Join([]string{lab.LIP(0).String(), lab.LIP(1).String(), lab.LIP(2).String(), lab.LIP(3).String()}, ","))
+		lips := []string{lab.LIP(0).String(), lab.LIP(1).String(), lab.LIP(2).String(), lab.LIP(3).String()}
+		if o.ipv6 {
+			lips = append(lips, lab.LIP6(0).String(), lab.LIP6(1).String(), lab.LIP6(2).String(), lab.LIP6(3).String())
+		}
+		s.run = append(s.run, "--laddr", strings.Join(lips, ","))
 	}
 	if o.mistake == "no-pmtu" {
 		s.run = append(s.run, "--no-pmtu")
@@ -401,23 +441,30 @@ func (s *session) restartDirector(ctx context.Context, run []string) error {
 
 func (s *session) header(stdout io.Writer) {
 	var rips []string
-	for _, r := range s.mt.RIPs {
+	for _, r := range s.rips() {
 		rips = append(rips, r.String())
 	}
 	if s.o.check != "" {
 		n := len(rips) - 1
 		rips = append(rips[:n:n], "sorry server "+rips[n])
 	}
+	cip, vip, ext, int0, router, lip0, lip3 := lab.CIP, netip.AddrPortFrom(lab.VIP, 80), lab.DirExtIP, lab.DirIntIP, lab.RouterDirIP, lab.LIP(0), lab.LIP(3)
+	if s.o.ipv6 {
+		cip, vip, ext, int0, router, lip0, lip3 = lab.CIP6, netip.AddrPortFrom(lab.VIP6, 80), lab.DirExtIP6, lab.DirIntIP6, lab.RouterDirIP6, lab.LIP6(0), lab.LIP6(3)
+	}
 	switch s.o.mode {
 	case "nat":
-		fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s:80 -> director (%s | %s) -> real servers %s\n",
-			lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, strings.Join(rips, ", "))
+		fmt.Fprintf(stdout, "# NAT lab: client %s -> VIP %s -> director (%s | %s) -> real servers %s\n",
+			cip, vip, ext, int0, strings.Join(rips, ", "))
 	case "dr":
-		fmt.Fprintf(stdout, "# DR lab: client %s, director %s and real servers %s on one segment; VIP %s:80\n", lab.CIP, lab.DirExtIP, strings.Join(rips, ", "), lab.VIP)
+		fmt.Fprintf(stdout, "# DR lab: client %s, director %s and real servers %s on one segment; VIP %s\n", cip, ext, strings.Join(rips, ", "), vip)
 	case "tun":
-		fmt.Fprintf(stdout, "# TUN lab: client %s -> VIP %s:80 -> director (%s | %s) -> %s tunnel via router %s -> real servers %s; replies via the router\n", lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, s.o.tunType, lab.RouterDirIP, strings.Join(rips, ", "))
+		fmt.Fprintf(stdout, "# TUN lab: client %s -> VIP %s -> director (%s | %s) -> %s tunnel via router %s -> real servers %s; replies via the router\n", cip, vip, ext, int0, s.o.tunType, router, strings.Join(rips, ", "))
 	default:
-		fmt.Fprintf(stdout, "# FULLNAT lab: client %s -> VIP %s:80 -> director (%s | %s, local addresses %s-%s) -> real servers %s (no route to the client)\n", lab.CIP, lab.VIP, lab.DirExtIP, lab.DirIntIP, lab.LIP(0), lab.LIP(3), strings.Join(rips, ", "))
+		fmt.Fprintf(stdout, "# FULLNAT lab: client %s -> VIP %s -> director (%s | %s, local addresses %s-%s) -> real servers %s (no route to the client)\n", cip, vip, ext, int0, lip0, lip3, strings.Join(rips, ", "))
+	}
+	if s.o.ipv6 {
+		fmt.Fprintf(stdout, "# dual-stack: every host has its IPv4 address too; the services are on the IPv6 VIP\n")
 	}
 	if len(s.mt.Notes) > 0 {
 		fmt.Fprintf(stdout, "# lab settings:\n")
@@ -442,7 +489,7 @@ func (s *session) header(stdout io.Writer) {
 }
 
 func (s *session) requests(ctx context.Context, n int, stdout io.Writer) error {
-	return sendRequests(ctx, s.mt.Client, n, stdout)
+	return getEach(ctx, s.mt.Client, netip.AddrPortFrom(s.o.vip(), 80), n, 5*time.Second, stdout)
 }
 
 // mistake shows a classic mistake failing, applies the fix and shows it

@@ -30,6 +30,9 @@ import (
 //			meta protocol ip ip daddr . meta l4proto . th dport @dst3 fib daddr type unicast drop
 //			meta protocol ip ip daddr . meta l4proto @dst2 fib daddr type unicast drop
 //			... the same for src3/src2 with ip saddr and th sport,
+//			... the same four for IPv6 (sets dst3_6 ... of ipv6_addr keys,
+//			    meta protocol ip6, ip6 daddr/saddr: the transport header
+//			    is found past any extension headers),
 //			... and one rule per prefix match (fwmark services)
 //		}
 //	}
@@ -64,14 +67,18 @@ type DropRule struct {
 type dropTable struct {
 	t      *nftables.Table
 	c      *nftables.Chain
-	sets   [4]*nftables.Set // dst3, dst2, src3, src2
+	sets   [8]*nftables.Set // dst3, dst2, src3, src2, then the same for IPv6
 	ifname string
 }
 
 var (
-	key3 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
-	key2 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto)
+	key3  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	key2  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto)
+	key36 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	key26 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto)
 )
+
+var setNames = [8]string{"dst3", "dst2", "src3", "src2", "dst3_6", "dst2_6", "src3_6", "src2_6"}
 
 // OpenDropRule installs empty drop-rule tables on the interfaces, in the
 // calling thread's network namespace, after removing any a previous golvs
@@ -108,9 +115,14 @@ func OpenDropRule(ifnames []string) (*DropRule, error) {
 	for _, name := range ifnames {
 		dt := &dropTable{ifname: name}
 		dt.t = conn.AddTable(&nftables.Table{Name: DropTableName(name), Family: nftables.TableFamilyNetdev})
-		for i, n := range []string{"dst3", "dst2", "src3", "src2"} {
+		for i, n := range setNames {
 			s := &nftables.Set{Table: dt.t, Name: n, KeyType: key3, Concatenation: true}
-			if i%2 == 1 {
+			switch {
+			case i >= 4 && i%2 == 1:
+				s.KeyType = key26
+			case i >= 4:
+				s.KeyType = key36
+			case i%2 == 1:
 				s.KeyType = key2
 			}
 			if err := conn.AddSet(s, nil); err != nil {
@@ -173,16 +185,21 @@ func (r *DropRule) Describe() string {
 		strings.Join(names, ", "))
 }
 
-// Set replaces what the rule drops, in one transaction: IPv4 TCP/UDP
-// frames to one of dst, and from one of src (Proto 0 stands for TCP and
-// UDP; Port 0 for any port; Bits < 32 for a prefix).
+// Set replaces what the rule drops, in one transaction: IPv4 and IPv6
+// TCP/UDP frames to one of dst, and from one of src (Proto 0 stands for
+// TCP and UDP; Port 0 for any port; Bits short of the address for a
+// prefix).
 func (r *DropRule) Set(dst, src []Match) error {
-	var elems [4][]nftables.SetElement
+	var elems [8][]nftables.SetElement
 	var rules [][]expr.Any
 	seen := map[[2]Match]bool{}
 	add := func(m Match, isSrc bool) {
-		if m.Bits == 0 || m.Bits > 32 {
-			m.Bits = 32
+		full := uint8(32)
+		if m.V6 {
+			full = 128
+		}
+		if m.Bits == 0 || m.Bits > full {
+			m.Bits = full
 		}
 		protos := []uint8{m.Proto}
 		if m.Proto == 0 {
@@ -206,8 +223,11 @@ func (r *DropRule) Set(dst, src []Match) error {
 			if isSrc {
 				set = 2
 			}
+			if m.V6 {
+				set += 4
+			}
 			switch {
-			case m.Bits < 32:
+			case m.Bits < full:
 				rules = append(rules, prefixRule(m, isSrc))
 			case m.Port == 0:
 				elems[set+1] = append(elems[set+1], nftables.SetElement{Key: key(m, false)})
@@ -232,7 +252,7 @@ func (r *DropRule) Set(dst, src []Match) error {
 			if err := r.conn.SetAddElements(s, elems[i]); err != nil {
 				return dropErr("set elements", err)
 			}
-			r.conn.AddRule(&nftables.Rule{Table: t.t, Chain: t.c, Exprs: setRule(s, i >= 2, i%2 == 0)})
+			r.conn.AddRule(&nftables.Rule{Table: t.t, Chain: t.c, Exprs: setRule(s, i%4 >= 2, i%2 == 0, i >= 4)})
 		}
 		for _, ex := range rules {
 			r.conn.AddRule(&nftables.Rule{Table: t.t, Chain: t.c, Exprs: ex})
@@ -247,6 +267,16 @@ func (r *DropRule) Set(dst, src []Match) error {
 // key is a set element: the address, the protocol and (with port) the
 // port, each padded to 4 bytes as nftables lays concatenations out.
 func key(m Match, port bool) []byte {
+	if m.V6 {
+		b := make([]byte, 20, 24)
+		copy(b, m.Addr6[:])
+		b[16] = m.Proto
+		if port {
+			b = b[:24]
+			binary.BigEndian.PutUint16(b[20:], m.Port)
+		}
+		return b
+	}
 	b := make([]byte, 8, 12)
 	copy(b, m.Addr[:])
 	b[4] = m.Proto
@@ -265,54 +295,98 @@ const (
 	offDport = 2
 )
 
-func addrOff(isSrc bool) (addr, port uint32) {
-	if isSrc {
-		return offSaddr, offSport
+// Offsets of the IPv6 addresses.
+const (
+	offSaddr6 = 8
+	offDaddr6 = 24
+)
+
+func addrOff(isSrc, v6 bool) (addr, port, alen uint32) {
+	switch {
+	case isSrc && v6:
+		return offSaddr6, offSport, 16
+	case v6:
+		return offDaddr6, offDport, 16
+	case isSrc:
+		return offSaddr, offSport, 4
 	}
-	return offDaddr, offDport
+	return offDaddr, offDport, 4
 }
 
-// ipv4 matches IPv4 frames (in the netdev family every EtherType passes).
-func ipv4() []expr.Any {
+// ipv4 matches IPv4 frames (ipv6 IPv6 ones: in the netdev family every
+// EtherType passes).
+func ipv4() []expr.Any { return etherType(unix.ETH_P_IP) }
+
+func ipv6() []expr.Any { return etherType(unix.ETH_P_IPV6) }
+
+func etherType(t uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(t)},
 	}
 }
 
 // unicastDrop drops the frame unless it is addressed to this host (or to
-// a broadcast or multicast address).
-func unicastDrop() []expr.Any {
-	return []expr.Any{
-		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_UNICAST)},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
+// a broadcast or multicast address). For IPv4 the kernel types any
+// address it does not own as unicast. For IPv6 an address without a
+// route types as unreachable, and the stack would answer it with a "no
+// route" error: IPv6 frames are dropped unless addressed to this host
+// (local, anycast) or to a multicast group.
+func unicastDrop(v6 bool) []expr.Any {
+	var ex []expr.Any
+	if v6 {
+		ex = []expr.Any{&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true}}
+		for _, t := range []uint32{unix.RTN_LOCAL, unix.RTN_ANYCAST, unix.RTN_MULTICAST} {
+			ex = append(ex, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(t)})
+		}
+	} else {
+		ex = []expr.Any{
+			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_UNICAST)},
+		}
 	}
+	return append(ex, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
-func setRule(s *nftables.Set, isSrc, port bool) []expr.Any {
-	ao, po := addrOff(isSrc)
+func setRule(s *nftables.Set, isSrc, port, v6 bool) []expr.Any {
+	ao, po, al := addrOff(isSrc, v6)
 	ex := ipv4()
+	// Concatenated registers: an address, then the protocol and the port
+	// in the next 4-byte registers (an IPv6 address takes four).
+	preg, treg := uint32(9), uint32(10)
+	if v6 {
+		ex = ipv6()
+		preg, treg = 12, 13
+	}
 	ex = append(ex,
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ao, Len: 4},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9})
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ao, Len: al},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: preg})
 	if port {
-		ex = append(ex, &expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: po, Len: 2})
+		ex = append(ex, &expr.Payload{DestRegister: treg, Base: expr.PayloadBaseTransportHeader, Offset: po, Len: 2})
 	}
 	ex = append(ex, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
-	return append(ex, unicastDrop()...)
+	return append(ex, unicastDrop(v6)...)
 }
 
 func prefixRule(m Match, isSrc bool) []expr.Any {
-	ao, po := addrOff(isSrc)
-	mask := binary.BigEndian.AppendUint32(nil, ^uint32(0)<<(32-uint32(m.Bits)))
-	net := binary.BigEndian.Uint32(m.Addr[:]) & binary.BigEndian.Uint32(mask)
+	ao, po, al := addrOff(isSrc, m.V6)
+	addr := m.Addr[:]
 	ex := ipv4()
+	if m.V6 {
+		addr = m.Addr6[:]
+		ex = ipv6()
+	}
+	mask := make([]byte, al)
+	net := make([]byte, al)
+	for i := range mask {
+		keep := min(max(int(m.Bits)-8*i, 0), 8)
+		mask[i] = byte(uint16(0xff00) >> keep)
+		net[i] = addr[i] & mask[i]
+	}
 	ex = append(ex,
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ao, Len: 4},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint32(nil, net)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ao, Len: al},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: al, Mask: mask, Xor: make([]byte, al)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{m.Proto}})
 	if m.Port != 0 {
@@ -320,7 +394,7 @@ func prefixRule(m Match, isSrc bool) []expr.Any {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: po, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(m.Port)})
 	}
-	return append(ex, unicastDrop()...)
+	return append(ex, unicastDrop(m.V6)...)
 }
 
 // Close removes the tables.

@@ -152,12 +152,16 @@ func fanoutProgram(mode FanoutMode, workers int, his []int) []bpf.Instruction {
 	return a.assemble()
 }
 
-// flowHash leaves in A a hash of an IPv4 frame's addresses, and for TCP
-// and UDP of its ports, the same in both directions of a flow; 0 for
-// anything else (ARP).
+// flowHash leaves in A a hash of an IPv4 or IPv6 frame's addresses, and
+// for TCP and UDP (IPv6: right after the fixed header) of its ports, the
+// same in both directions of a flow; 0 for anything else (ARP). An IPv6
+// fragment (or a packet with extension headers) is hashed on its
+// addresses alone, so every fragment of a datagram reaches one worker
+// (golvs reassembles IPv6 itself).
 func flowHash(a *asm) {
 	a.add(bpf.LoadConstant{Dst: bpf.RegA, Val: 0}, bpf.StoreScratch{Src: bpf.RegA, N: 1},
 		bpf.LoadExtension{Num: bpf.ExtProto})
+	a.jump(bpf.JumpEqual, 0x86dd, false, "ip6", "")
 	a.jump(bpf.JumpNotEqual, 0x0800, false, "mix", "")
 	a.add(bpf.LoadExtension{Num: bpf.ExtLen})
 	a.jump(bpf.JumpLessThan, 20, false, "mix", "")
@@ -174,6 +178,28 @@ func flowHash(a *asm) {
 	a.jump(bpf.JumpLessThan, 0, true, "mix", "")
 	// (sport<<16 | dport) folded to 16 bits: sport^dport, symmetric.
 	a.add(bpf.LoadMemShift{Off: 0}, bpf.LoadIndirect{Off: 0, Size: 4},
+		bpf.StoreScratch{Src: bpf.RegA, N: 2}, bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 16},
+		bpf.LoadScratch{Dst: bpf.RegX, N: 2}, bpf.ALUOpX{Op: bpf.ALUOpXor},
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xffff},
+		bpf.LoadScratch{Dst: bpf.RegX, N: 1}, bpf.ALUOpX{Op: bpf.ALUOpXor},
+		bpf.StoreScratch{Src: bpf.RegA, N: 1})
+	a.goTo("mix")
+	// IPv6: the eight address words folded, then the ports.
+	a.mark("ip6")
+	a.add(bpf.LoadExtension{Num: bpf.ExtLen})
+	a.jump(bpf.JumpLessThan, 40, false, "mix", "")
+	a.add(bpf.LoadAbsolute{Off: 8, Size: 4}, bpf.StoreScratch{Src: bpf.RegA, N: 1})
+	for off := uint32(12); off < 40; off += 4 {
+		a.add(bpf.LoadAbsolute{Off: off, Size: 4}, bpf.LoadScratch{Dst: bpf.RegX, N: 1},
+			bpf.ALUOpX{Op: bpf.ALUOpXor}, bpf.StoreScratch{Src: bpf.RegA, N: 1})
+	}
+	a.add(bpf.LoadAbsolute{Off: 6, Size: 1})
+	a.jump(bpf.JumpEqual, 6, false, "ports6", "")
+	a.jump(bpf.JumpNotEqual, 17, false, "mix", "")
+	a.mark("ports6")
+	a.add(bpf.LoadExtension{Num: bpf.ExtLen})
+	a.jump(bpf.JumpLessThan, 44, false, "mix", "")
+	a.add(bpf.LoadAbsolute{Off: 40, Size: 4},
 		bpf.StoreScratch{Src: bpf.RegA, N: 2}, bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 16},
 		bpf.LoadScratch{Dst: bpf.RegX, N: 2}, bpf.ALUOpX{Op: bpf.ALUOpXor},
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xffff},
@@ -225,6 +251,14 @@ func (a *asm) goTo(l string) {
 	a.add(bpf.Jump{})
 }
 
+// skip8 is a conditional jump's skip, which classic BPF keeps in a byte.
+func skip8(n uint32) uint8 {
+	if n > 255 {
+		panic("netio: BPF program: a conditional jump over more than 255 instructions")
+	}
+	return uint8(n)
+}
+
 // assemble resolves the labels (forward only, as classic BPF jumps are).
 func (a *asm) assemble() []bpf.Instruction {
 	skip := func(from int, l string) uint32 {
@@ -244,10 +278,10 @@ func (a *asm) assemble() []bpf.Instruction {
 			ins.Skip = skip(i, j[0])
 			out[i] = ins
 		case bpf.JumpIf:
-			ins.SkipTrue, ins.SkipFalse = uint8(skip(i, j[0])), uint8(skip(i, j[1]))
+			ins.SkipTrue, ins.SkipFalse = skip8(skip(i, j[0])), skip8(skip(i, j[1]))
 			out[i] = ins
 		case bpf.JumpIfX:
-			ins.SkipTrue, ins.SkipFalse = uint8(skip(i, j[0])), uint8(skip(i, j[1]))
+			ins.SkipTrue, ins.SkipFalse = skip8(skip(i, j[0])), skip8(skip(i, j[1]))
 			out[i] = ins
 		}
 	}

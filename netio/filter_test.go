@@ -98,6 +98,8 @@ func refFilter(level filterLevel, dst, src []Match, arp bool, pkttype int, f []b
 		}
 		return reject
 	case packet.EtherTypeIP4:
+	case packet.EtherTypeIP6:
+		return refFilter6(level, dst, src, f)
 	default:
 		return reject
 	}
@@ -138,14 +140,85 @@ func refFilter(level filterLevel, dst, src []Match, arp bool, pkttype int, f []b
 	}
 	any := false
 	for _, m := range dst {
-		any = hit(m, daddr, 2) || any
+		any = !m.V6 && hit(m, daddr, 2) || any
 	}
 	for _, m := range src {
-		any = hit(m, saddr, 0) || any
+		any = !m.V6 && hit(m, saddr, 0) || any
 	}
 	switch {
 	case unknown:
 		return either // the transport header is cut short
+	case any:
+		return accept
+	}
+	return reject
+}
+
+// refFilter6 is the reference for IPv6 frames: Neighbor Solicitations
+// always; a match's address (prefix) first, then, when the next header is
+// the match's protocol, its port, while an extension header next (hop-by-
+// hop, routing, fragment, destination options) is taken on the address.
+func refFilter6(level filterLevel, dst, src []Match, f []byte) verdict {
+	if level == levelIPv4 {
+		return accept
+	}
+	if len(f) < 14+40 {
+		return either
+	}
+	nh := f[14+6]
+	if nh == 58 {
+		if len(f) < 14+41 {
+			return either
+		}
+		if f[14+40] == 135 {
+			return accept
+		}
+	}
+	unknown := false
+	hit := func(m Match, addr []byte, portOff int) bool {
+		bits := int(m.Bits)
+		if bits == 0 || bits > 128 {
+			bits = 128
+		}
+		for i := 0; i < 16; i++ {
+			keep := min(max(bits-8*i, 0), 8)
+			mask := byte(0xff << (8 - keep))
+			if keep == 0 {
+				mask = 0
+			}
+			if addr[i]&mask != m.Addr6[i]&mask {
+				return false
+			}
+		}
+		if level == levelAddrs || m.Proto == 0 {
+			return true
+		}
+		switch nh {
+		case 0, 43, 44, 60:
+			return true
+		}
+		if nh != m.Proto {
+			return false
+		}
+		if m.Port == 0 {
+			return true
+		}
+		if 14+40+portOff+2 > len(f) {
+			unknown = true
+			return false
+		}
+		return binary.BigEndian.Uint16(f[14+40+portOff:]) == m.Port
+	}
+	any := false
+	for _, m := range dst {
+		any = m.V6 && hit(m, f[14+24:14+40], 2) || any
+	}
+	for _, m := range src {
+		any = m.V6 && hit(m, f[14+8:14+24], 0) || any
+	}
+	switch {
+	case unknown:
+		return either
 	case any:
 		return accept
 	}
@@ -167,7 +240,16 @@ func filterConfig(r *rand.Rand, n int) (dst, src []Match, pool [][4]byte) {
 		if r.IntN(8) == 0 {
 			m.Bits = uint8(8 + r.IntN(25))
 		}
-		if m.Proto == 1 {
+		if r.IntN(3) == 0 { // IPv6: the pool address in 2001:db8::/32's low bytes
+			m.V6, m.Addr6 = true, v6of(m.Addr)
+			if m.Bits != 0 {
+				m.Bits = uint8(32 + r.IntN(97))
+			}
+			if m.Proto == 1 {
+				m.Proto = 58
+			}
+		}
+		if m.Proto == 1 || m.Proto == 58 {
 			m.Port = 0
 		}
 		return m
@@ -180,7 +262,7 @@ func filterConfig(r *rand.Rand, n int) (dst, src []Match, pool [][4]byte) {
 			src = append(src, m)
 		case 1:
 			x := one()
-			x.Addr = m.Addr // same address, other protocol or port
+			x.Addr, x.Addr6, x.V6 = m.Addr, m.Addr6, m.V6 // same address, other protocol or port
 			src = append(src, x)
 		default:
 			src = append(src, one())
@@ -245,8 +327,45 @@ func filterFrame(r *rand.Rand, pool [][4]byte, dst, src []Match) []byte {
 	copy(ip[16:], d[:])
 	binary.BigEndian.PutUint16(ip[20+opts:], port(src))
 	binary.BigEndian.PutUint16(ip[22+opts:], port(dst))
+	if r.IntN(3) == 0 {
+		f = filterFrame6(r, addr, port(src), port(dst), protos)
+	}
 	if r.IntN(10) == 0 {
 		f = f[:r.IntN(len(f)+1)] // truncated anywhere
+	}
+	return f
+}
+
+// v6of maps a pool address into IPv6 (2001:db8::a.b.c.d).
+func v6of(a [4]byte) [16]byte {
+	return [16]byte{0x20, 0x01, 0x0d, 0xb8, 12: a[0], 13: a[1], 14: a[2], 15: a[3]}
+}
+
+// filterFrame6 draws an IPv6 frame: addresses from the pool (mapped),
+// their neighbours in the high bits or anything; a protocol, an extension
+// header, or an NS.
+func filterFrame6(r *rand.Rand, addr func() [4]byte, sport, dport uint16, protos []uint8) []byte {
+	a6 := func() [16]byte {
+		a := v6of(addr())
+		if r.IntN(5) == 0 {
+			a[r.IntN(12)] ^= byte(1 << r.IntN(8))
+		}
+		return a
+	}
+	f := make([]byte, 14+40+8+r.IntN(40))
+	binary.BigEndian.PutUint16(f[12:], packet.EtherTypeIP6)
+	ip := f[14:]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40))
+	nhs := append([]uint8{0, 43, 44, 60, 58}, protos...)
+	ip[6], ip[7] = nhs[r.IntN(len(nhs))], 64
+	s, d := a6(), a6()
+	copy(ip[8:], s[:])
+	copy(ip[24:], d[:])
+	binary.BigEndian.PutUint16(ip[40:], sport)
+	binary.BigEndian.PutUint16(ip[42:], dport)
+	if ip[6] == 58 && r.IntN(2) == 0 {
+		ip[40] = 135
 	}
 	return f
 }
@@ -264,9 +383,16 @@ func craftedFrames(dst, src []Match) [][]byte {
 		other := [4]byte{203, 0, 113, 9} // in no configuration
 		sport, dport := uint16(40000), m.Port
 		s, d := other, m.Addr
+		if m.V6 {
+			copy(d[:], m.Addr6[12:])
+		}
 		if !asDst {
 			sport, dport = m.Port, 40000
-			s, d = m.Addr, other
+			s, d = d, other
+		}
+		if m.V6 {
+			out = append(out, ip6Frame(proto, v6of(s), v6of(d), sport, dport), ip6Frame(proto, v6of(d), v6of(s), dport, sport))
+			return
 		}
 		out = append(out, ipFrame(proto, s, d, sport, dport), ipFrame(proto, d, s, dport, sport))
 	}
@@ -310,7 +436,7 @@ func checkFilter(t *testing.T, name string, fv *filterVM, level filterLevel, dst
 // addresses-only fallback and BuildFilter's choice between them.
 func TestFilterReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 3))
-	sizes := []int{1, 2, 3, 5, 8, 13, 30, 60, 120, 700, 1500, 2500}
+	sizes := []int{1, 2, 3, 5, 8, 13, 30, 60, 120, 250, 400, 700, 1500, 2500}
 	chosen := map[int]bool{} // program lengths BuildFilter chose: exact, addresses, all IPv4
 	for ci, n := range sizes {
 		dst, src, pool := filterConfig(r, n)

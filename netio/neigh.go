@@ -33,6 +33,9 @@ type Link struct {
 	Index int
 	MAC   [6]byte
 	Addrs []netip.Prefix // IPv4 addresses with their prefixes
+	// Addrs6 are its IPv6 addresses of global scope (link-local ones are
+	// never a source or a next hop of golvs's).
+	Addrs6 []netip.Prefix
 }
 
 // NeighKey names a next hop: an address on one interface.
@@ -145,7 +148,7 @@ var (
 	ErrPending = errors.New("netio: next hop not resolved yet (the kernel is asking)")
 	// ErrNeighFailed is returned when the kernel's neighbour entry for
 	// the next hop is FAILED: it answered none of the kernel's probes.
-	ErrNeighFailed = errors.New("netio: next hop does not answer ARP")
+	ErrNeighFailed = errors.New("netio: next hop does not answer ARP (IPv6: neighbour solicitations)")
 	// ErrUntracked is returned for a next hop beyond NeighConfig.MaxTracked.
 	ErrUntracked = errors.New("netio: too many next hops to follow")
 )
@@ -164,7 +167,7 @@ func NewNeigh(h *netlink.Handle, names []string, c NeighConfig) (*Neigh, error) 
 	n := &Neigh{nl: h, c: c, links: map[int]*Link{}, tracked: map[NeighKey]*tracked{},
 		changes: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	// Subscribe before reading anything, so no change falls in between.
-	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_NEIGH, unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_ROUTE)
+	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_NEIGH, unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netio: subscribing to the kernel's neighbour, link and route changes: %w", err)
 	}
@@ -192,6 +195,19 @@ func NewNeigh(h *netlink.Handle, names []string, c NeighConfig) (*Neigh, error) 
 			}
 			ones, _ := a.Mask.Size()
 			lk.Addrs = append(lk.Addrs, netip.PrefixFrom(ip, ones))
+		}
+		addrs6, err := h.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("netio: listing IPv6 addresses of %s: %w", name, err)
+		}
+		for _, a := range addrs6 {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || ip.Is4In6() || ip.IsLinkLocalUnicast() || ip.IsLoopback() {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			lk.Addrs6 = append(lk.Addrs6, netip.PrefixFrom(ip, ones))
 		}
 		n.links[lk.Index] = lk
 		mtus[lk.Index] = attrs.MTU
@@ -236,8 +252,8 @@ func (n *Neigh) notifyLocked() {
 	n.changes = make(chan struct{})
 }
 
-// RouteGen counts the kernel's IPv4 route changes: routes computed under
-// an older value may be out of date.
+// RouteGen counts the kernel's IPv4 and IPv6 route changes: routes
+// computed under an older value may be out of date.
 func (n *Neigh) RouteGen() uint64 { return n.routeGen.Load() }
 
 // Stats returns the counters.
@@ -268,21 +284,45 @@ func (n *Neigh) Route(dst netip.Addr) (l *Link, via netip.Addr, src netip.Addr, 
 	}
 	via = dst
 	if r.Gw != nil {
-		via, _ = netip.AddrFromSlice(r.Gw.To4())
+		via = addrOf(r.Gw, dst.Is4())
 	}
 	if r.Src != nil {
-		src, _ = netip.AddrFromSlice(r.Src.To4())
-	} else if len(l.Addrs) > 0 {
-		src = l.Addrs[0].Addr()
+		src = addrOf(r.Src, dst.Is4())
+	}
+	if !src.IsValid() {
+		if p := l.addrsOf(dst.Is4()); len(p) > 0 {
+			src = p[0].Addr()
+		}
+	}
+	if dst.Is6() && !src.IsValid() {
+		return nil, via, src, fmt.Errorf("netio: no IPv6 address of global scope on %s to reach %s from", l.Name, dst)
 	}
 	return l, via, src, nil
+}
+
+// addrOf reads a netlink address as IPv4 (v4) or IPv6.
+func addrOf(ip net.IP, v4 bool) netip.Addr {
+	if v4 {
+		ip = ip.To4()
+	} else {
+		ip = ip.To16()
+	}
+	a, _ := netip.AddrFromSlice(ip)
+	return a
+}
+
+func (l *Link) addrsOf(v4 bool) []netip.Prefix {
+	if v4 {
+		return l.Addrs
+	}
+	return l.Addrs6
 }
 
 // OnLink reports whether dst is on a directly connected network of an
 // interface golvs serves.
 func (n *Neigh) OnLink(dst netip.Addr) bool {
 	for _, l := range n.links {
-		for _, p := range l.Addrs {
+		for _, p := range l.addrsOf(dst.Is4()) {
 			if p.Contains(dst) {
 				return true
 			}
@@ -397,7 +437,11 @@ func (n *Neigh) Hop(l *Link, via, src netip.Addr) (Hop, error) {
 // afresh by broadcast ARP. The answer comes as a notification.
 func (n *Neigh) ask(k NeighKey) {
 	n.asks.Add(1)
-	err := n.nl.NeighSet(&netlink.Neigh{LinkIndex: k.IfIndex, Family: netlink.FAMILY_V4, IP: net.IP(k.Addr.AsSlice()), Flags: netlink.NTF_USE})
+	fam := netlink.FAMILY_V4
+	if k.Addr.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	err := n.nl.NeighSet(&netlink.Neigh{LinkIndex: k.IfIndex, Family: fam, IP: net.IP(k.Addr.AsSlice()), Flags: netlink.NTF_USE})
 	if err != nil {
 		n.askErrs.Add(1)
 	}
@@ -422,14 +466,16 @@ func (n *Neigh) Resync() {
 // readLink reads the kernel's neighbour table of one interface into the
 // followed entries on it.
 func (n *Neigh) readLink(ifindex int) {
-	list, err := n.nl.NeighList(ifindex, netlink.FAMILY_V4)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return
-	}
 	got := map[netip.Addr]NeighEntry{}
-	for _, ne := range list {
-		if a, ok := netip.AddrFromSlice(ne.IP.To4()); ok {
-			got[a] = entryOf(&ne)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		list, err := n.nl.NeighList(ifindex, fam)
+		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return
+		}
+		for _, ne := range list {
+			if a, ok := neighAddr(&ne); ok {
+				got[a] = entryOf(&ne)
+			}
 		}
 	}
 	n.mu.Lock()
@@ -450,6 +496,18 @@ func (n *Neigh) readLink(ifindex int) {
 		n.notifyLocked()
 	}
 	n.mu.Unlock()
+}
+
+// neighAddr is a neighbour entry's address, IPv4 or IPv6.
+func neighAddr(ne *netlink.Neigh) (netip.Addr, bool) {
+	switch ne.Family {
+	case netlink.FAMILY_V4:
+		return netip.AddrFromSlice(ne.IP.To4())
+	case netlink.FAMILY_V6:
+		a, ok := netip.AddrFromSlice(ne.IP.To16())
+		return a, ok && !a.Is4In6()
+	}
+	return netip.Addr{}, false
 }
 
 func entryOf(ne *netlink.Neigh) NeighEntry {
@@ -546,10 +604,10 @@ func (n *Neigh) apply(msgs []syscall.NetlinkMessage) {
 
 func (n *Neigh) applyNeigh(del bool, data []byte) {
 	ne, err := netlink.NeighDeserialize(data)
-	if err != nil || ne.Family != netlink.FAMILY_V4 {
+	if err != nil {
 		return
 	}
-	a, ok := netip.AddrFromSlice(ne.IP.To4())
+	a, ok := neighAddr(ne)
 	if !ok {
 		return
 	}

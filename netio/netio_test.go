@@ -26,6 +26,20 @@ func ipFrame(proto uint8, src, dst [4]byte, sport, dport uint16) []byte {
 	return b
 }
 
+func ip6Frame(proto uint8, src, dst [16]byte, sport, dport uint16) []byte {
+	b := make([]byte, 14+40+20)
+	binary.BigEndian.PutUint16(b[12:], packet.EtherTypeIP6)
+	ip := b[14:]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], 20)
+	ip[6], ip[7] = proto, 64
+	copy(ip[8:], src[:])
+	copy(ip[24:], dst[:])
+	binary.BigEndian.PutUint16(ip[40:], sport)
+	binary.BigEndian.PutUint16(ip[42:], dport)
+	return b
+}
+
 // TestFilter runs the filter (less its PACKET_OUTGOING preamble, which
 // needs the kernel's ancillary data) in x/net/bpf's VM.
 func TestFilter(t *testing.T) {
@@ -34,15 +48,23 @@ func TestFilter(t *testing.T) {
 	cip := [4]byte{198, 18, 0, 10}
 	dst := []Match{{Proto: 6, Addr: vip, Port: 80}, {Proto: 17, Addr: [4]byte{198, 18, 1, 0}, Bits: 24}}
 	src := []Match{{Proto: 6, Addr: rip, Port: 8080}}
+	arp := make([]byte, 42)
+	binary.BigEndian.PutUint16(arp[12:], packet.EtherTypeARP)
+	v6 := ipFrame(6, cip, vip, 1, 80)
+	binary.BigEndian.PutUint16(v6[12:], packet.EtherTypeIP6)
+	vip6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 14: 1}
+	cip6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 15: 0x10}
+	rip6 := [16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x19, 15: 0x11}
+	dst = append(dst, Match{V6: true, Proto: 6, Addr6: vip6, Port: 80})
+	src = append(src, Match{V6: true, Proto: 6, Addr6: rip6, Port: 8080})
 	prog := build(dst, src, true, true)[3:]
 	vm, err := bpf.NewVM(prog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	arp := make([]byte, 42)
-	binary.BigEndian.PutUint16(arp[12:], packet.EtherTypeARP)
-	v6 := ipFrame(6, cip, vip, 1, 80)
-	binary.BigEndian.PutUint16(v6[12:], packet.EtherTypeIP6)
+	ns := ip6Frame(58, cip6, [16]byte{0xff, 0x02, 11: 1, 12: 0xff, 15: 1}, 0, 0)
+	ns[14+40] = 135
+	withExt := ip6Frame(60, cip6, vip6, 0, 0) // destination options first: the address decides
 	cases := []struct {
 		name  string
 		frame []byte
@@ -56,7 +78,15 @@ func TestFilter(t *testing.T) {
 		{"udp into the /24", ipFrame(17, cip, [4]byte{198, 18, 1, 77}, 1, 53), true},
 		{"udp next to the /24", ipFrame(17, cip, [4]byte{198, 18, 2, 77}, 1, 53), false},
 		{"arp", arp, true},
-		{"ipv6", v6, false},
+		{"ipv4 under the ipv6 ethertype", v6, false},
+		{"ipv6 to VIP:80", ip6Frame(6, cip6, vip6, 40000, 80), true},
+		{"ipv6 to VIP:81", ip6Frame(6, cip6, vip6, 40000, 81), false},
+		{"ipv6 udp to VIP:80", ip6Frame(17, cip6, vip6, 40000, 80), false},
+		{"ipv6 from RIP:8080", ip6Frame(6, rip6, cip6, 8080, 40000), true},
+		{"ipv6 from RIP:22", ip6Frame(6, rip6, cip6, 22, 40000), false},
+		{"ipv6 with an extension header to the VIP", withExt, true},
+		{"ipv6 neighbor solicitation", ns, true},
+		{"ipv6 to another address", ip6Frame(6, cip6, rip6, 40000, 80), false},
 	}
 	for _, c := range cases {
 		n, err := vm.Run(c.frame)

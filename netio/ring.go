@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -163,6 +164,8 @@ type Ring struct {
 	ifindex int
 	socks   []*rxSock // version 2: the tiny, MTU and aggregate rings
 	closed  atomic.Bool
+	mcMu    sync.Mutex
+	mc      map[[6]byte]bool // multicast groups joined (SetMulticast)
 }
 
 // rxSock is one packet socket and its ring.
@@ -385,6 +388,49 @@ var acceptAll = func() []bpf.RawInstruction {
 
 // IfIndex returns the ring's interface index.
 func (r *Ring) IfIndex() int { return r.ifindex }
+
+// SetMulticast makes the interface receive frames to the given Ethernet
+// multicast addresses (joining what is new, leaving what is gone, through
+// the ring's first socket: PACKET_ADD_MEMBERSHIP): the solicited-node
+// groups of the IPv6 addresses golvs answers Neighbor Solicitations for,
+// which a NIC's filter would otherwise drop. Memberships end with the
+// socket.
+func (r *Ring) SetMulticast(macs [][6]byte) error {
+	r.mcMu.Lock()
+	defer r.mcMu.Unlock()
+	if len(r.socks) == 0 {
+		return nil
+	}
+	want := map[[6]byte]bool{}
+	for _, m := range macs {
+		want[m] = true
+	}
+	fd := r.socks[0].fd
+	mreq := func(m [6]byte) *unix.PacketMreq {
+		q := &unix.PacketMreq{Ifindex: int32(r.ifindex), Type: unix.PACKET_MR_MULTICAST, Alen: 6}
+		copy(q.Address[:], m[:])
+		return q
+	}
+	for m := range r.mc {
+		if !want[m] {
+			_ = unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_DROP_MEMBERSHIP, mreq(m))
+			delete(r.mc, m)
+		}
+	}
+	for m := range want {
+		if r.mc[m] {
+			continue
+		}
+		if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, mreq(m)); err != nil {
+			return fmt.Errorf("netio: joining multicast %x on interface %d: %w", m, r.ifindex, err)
+		}
+		if r.mc == nil {
+			r.mc = map[[6]byte]bool{}
+		}
+		r.mc[m] = true
+	}
+	return nil
+}
 
 // SetFilter replaces the filter of the ring's sockets, each atomically.
 func (r *Ring) SetFilter(f []bpf.RawInstruction) error {

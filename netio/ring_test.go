@@ -55,7 +55,31 @@ func vethNS(t *testing.T, mtu int) *lab.NS {
 // ipv4Only is a filter that takes every IPv4 frame (and not the IPv6
 // chatter of a link that just came up).
 func ipv4Only() []bpf.RawInstruction {
-	f, err := BuildFilter([]Match{{Bits: 1}, {Addr: [4]byte{128}, Bits: 1}}, nil, false)
+	f, err := bpf.Assemble(append(preamble(false),
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 0, SkipFalse: 1},
+		bpf.RetConstant{Val: snapAll},
+		bpf.RetConstant{Val: 0}))
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
+
+// tcpUDPOnly takes IPv4 and IPv6 TCP and UDP frames (the IPv6 ones with
+// the protocol, or destination options, right after the fixed header),
+// nothing else.
+func tcpUDPOnly() []bpf.RawInstruction {
+	f, err := bpf.Assemble(append(preamble(false),
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 0, SkipFalse: 2},
+		bpf.LoadAbsolute{Off: 14 + 9, Size: 1},
+		bpf.Jump{Skip: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x86dd, SkipTrue: 0, SkipFalse: 5},
+		bpf.LoadAbsolute{Off: 14 + 6, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 60, SkipTrue: 2, SkipFalse: 0},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6, SkipTrue: 1, SkipFalse: 0},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 17, SkipTrue: 0, SkipFalse: 1},
+		bpf.RetConstant{Val: snapAll},
+		bpf.RetConstant{Val: 0}))
 	if err != nil {
 		panic(err)
 	}

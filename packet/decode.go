@@ -9,6 +9,7 @@ const (
 	KindUnknown Kind = iota // see Parsed.Reason
 	KindARP
 	KindIPv4 // TCP, UDP or ICMP over IPv4, fully validated
+	KindIPv6 // TCP, UDP or ICMPv6 over IPv6, its extension headers walked (ipv6.go)
 )
 
 // Reason says why a frame is unknown. Each has a counter in the director.
@@ -17,18 +18,19 @@ type Reason uint8
 const (
 	ReasonNone      Reason = iota
 	ReasonTruncated        // shorter than its headers claim
-	ReasonNotIPv4          // another EtherType (IPv6, VLAN, ...)
+	ReasonNotIPv4          // another EtherType (VLAN, ...): neither IPv4, IPv6 nor ARP
 	ReasonBadIP            // bad version, IHL or total length
-	ReasonFragment         // an IPv4 fragment
+	ReasonFragment         // an IPv4 fragment, or an IPv6 one (its fragment header described in Parsed)
 	ReasonProto            // an IP protocol golvs does not balance
 	ReasonBadL4            // bad TCP data offset or UDP length
 	ReasonBadARP           // not Ethernet/IPv4 ARP
 	ReasonBadIPCsum        // the IPv4 header checksum is wrong
 	ReasonBadIPOpts        // malformed IPv4 options, or a source route
+	ReasonBadIP6Ext        // a malformed or refused IPv6 extension-header chain (ipv6.go)
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"ok", "truncated", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp", "bad-ip-checksum", "bad-ip-options"}
+var reasonNames = [NumReasons]string{"ok", "truncated", "not-ipv4", "bad-ip", "fragment", "protocol", "bad-l4", "bad-arp", "bad-ip-checksum", "bad-ip-options", "bad-ip6-ext"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -53,10 +55,15 @@ type Parsed struct {
 	DPort  uint16
 	Flags  uint8 // TCP flags
 	IPOpts bool  // the IPv4 header carries options
+
+	// IPv6 (KindIPv6, and a ReasonFragment of an IPv6 frame): the
+	// addresses, and what the extension-header walk found. Decode sets
+	// them only for IPv6 frames; IPv4 frames leave them as they were.
+	V6
 }
 
-// Decode parses frame into p. Only KindIPv4 and KindARP results are safe
-// to hand to a rewriter or responder.
+// Decode parses frame into p. Only KindIPv4, KindIPv6 and KindARP results
+// are safe to hand to a rewriter or responder.
 func Decode(frame []byte, p *Parsed) {
 	p.Kind = KindUnknown
 	p.Reason = ReasonNone
@@ -67,6 +74,9 @@ func Decode(frame []byte, p *Parsed) {
 	}
 	switch binary.BigEndian.Uint16(frame[12:14]) {
 	case EtherTypeIP4:
+	case EtherTypeIP6:
+		decode6(frame, p)
+		return
 	case EtherTypeARP:
 		if len(frame) < EthLen+ARPLen {
 			p.Reason = ReasonTruncated

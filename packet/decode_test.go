@@ -33,7 +33,7 @@ func TestDecode(t *testing.T) {
 		{"tcp", func(b []byte) []byte { return b }, KindIPv4, ReasonNone},
 		{"empty", func(b []byte) []byte { return b[:0] }, KindUnknown, ReasonTruncated},
 		{"short ethernet", func(b []byte) []byte { return b[:13] }, KindUnknown, ReasonTruncated},
-		{"ipv6", func(b []byte) []byte { binary.BigEndian.PutUint16(b[12:], EtherTypeIP6); return b }, KindUnknown, ReasonNotIPv4},
+		{"ipv4 under the ipv6 ethertype", func(b []byte) []byte { binary.BigEndian.PutUint16(b[12:], EtherTypeIP6); return b }, KindUnknown, ReasonBadIP},
 		{"vlan", func(b []byte) []byte { binary.BigEndian.PutUint16(b[12:], EtherTypeVLN); return b }, KindUnknown, ReasonNotIPv4},
 		{"short ip", func(b []byte) []byte { return b[:14+19] }, KindUnknown, ReasonTruncated},
 		{"version 5", func(b []byte) []byte { b[14] = 0x55; return b }, KindUnknown, ReasonBadIP},
@@ -174,6 +174,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b, false)
 	f.Add(withOpts(7, 7, 4, 0, 0, 0, 0, 0)(tcpFrame()), true)
 	f.Add([]byte{}, false)
+	f.Add(frame6(NHTCP, tcp6(TCPSyn), ext(NHHopByHop, 0, 0, 1, 4, 0, 0, 0, 0), ext(NHDestOpts, 0, 0, 1, 4, 0, 0, 0, 0)), false)
+	f.Add(frame6(NHUDP, udp6(8), frag(0, true, 7)), false)
+	f.Add(frame6(NHTCP, tcp6(TCPSyn), ext(NHRouting, 0, 0, 0, 0, 0, 0, 0, 0)), false)
 	f.Fuzz(func(t *testing.T, b []byte, fix bool) {
 		if fix { // reach past the checksum gate as often as not
 			fixIPCsum(b)
@@ -187,6 +190,22 @@ func FuzzDecode(f *testing.F) {
 			}
 			if p.Proto == 6 && p.End-p.L4 < TCPMinLen || p.Proto == 17 && p.End-p.L4 < UDPLen {
 				t.Fatalf("short L4 accepted: %+v", p)
+			}
+		}
+		if p.Kind == KindIPv6 {
+			if p.L4 > len(b) || p.End > len(b) || p.L4 > p.End || p.L4 < p.L3+IP6Len || p.L4-p.L3-IP6Len != p.ExtLen {
+				t.Fatalf("offsets out of range: %+v len %d", p, len(b))
+			}
+			if p.Proto == 6 && p.End-p.L4 < TCPMinLen || p.Proto == 17 && p.End-p.L4 < UDPLen || p.Proto == NHICMPv6 && p.End-p.L4 < 8 {
+				t.Fatalf("short L4 accepted: %+v", p)
+			}
+			if int(p.Ext) > MaxExtHeaders {
+				t.Fatalf("%d extension headers accepted", p.Ext)
+			}
+		}
+		if p.Reason == ReasonFragment && p.FragHdr != 0 {
+			if p.FragHdr+FragHLen > p.End || p.End > len(b) || p.FragPrev >= p.FragHdr || p.FragPrev < EthLen {
+				t.Fatalf("fragment header out of range: %+v len %d", p, len(b))
 			}
 		}
 		if p.Kind == KindARP && len(b) < EthLen+ARPLen {

@@ -1,16 +1,17 @@
 // Package rstun is `golvs rs-tun`: the real-server end of golvs's TUN
-// method, in userspace, for hosts without the ipip module. It receives the
-// director's IPIP (and GUE) packets with a netio receive ring, strips the
-// outer headers and writes the untouched inner packet into a TUN device
-// that holds the VIPs, so the local stack accepts it as addressed to
-// itself and the reply leaves with the VIP as source, straight to the
+// method, in userspace, for hosts without the ipip/ip6_tunnel modules. It
+// receives the director's tunnel packets with a netio receive ring (IPIP,
+// IPv6 in IPv4, ip6ip6, IPv4 in IPv6, and GUE over either family), strips
+// the outer headers and writes the untouched inner packet into a TUN
+// device that holds the VIPs, so the local stack accepts it as addressed
+// to itself and the reply leaves with the VIP as source, straight to the
 // client through the host's own routes.
 //
 // It must never forward an inner packet whose destination is not one of
 // its VIPs (it would be an open relay), and it keeps the kernel quiet
-// about the outer packets: a raw IPPROTO_IPIP socket (and a UDP socket on
-// the GUE port) that accept nothing stop it answering "protocol (port)
-// unreachable" to the director.
+// about the outer packets: raw sockets for protocols 4 and 41 (IPv4 and
+// IPv6) and UDP sockets on the GUE port that accept nothing stop it
+// answering "protocol (port) unreachable" to the director.
 package rstun
 
 import (
@@ -63,6 +64,7 @@ type Endpoint struct {
 	running                bool       // Run owns the ring: it closes it when it returns
 	quiet                  []int
 	vips                   [][4]byte
+	vips6                  [][16]byte
 	Settings               []string // what Open changed on the host
 	delivered, notVIP, bad atomic.Uint64
 }
@@ -86,33 +88,59 @@ func Open(c Config) (*Endpoint, error) {
 	}
 	e := &Endpoint{c: c}
 	for _, v := range c.VIPs {
-		if !v.Is4() {
-			return nil, fmt.Errorf("rstun: VIP %s: only IPv4", v)
+		switch {
+		case v.Is4():
+			e.vips = append(e.vips, v.As4())
+		case v.Is6() && !v.Is4In6() && v.Zone() == "":
+			e.vips6 = append(e.vips6, v.As16())
+		default:
+			return nil, fmt.Errorf("rstun: VIP %s: not an IPv4 or IPv6 address", v)
 		}
-		e.vips = append(e.vips, v.As4())
 	}
 	if err := e.openTUN(); err != nil {
 		e.Close()
 		return nil, err
 	}
-	ring, err := netio.OpenRing(c.Interface, netio.RingConfig{Protocol: unix.ETH_P_IP, Filter: filter(c.GUEPort)})
+	ring, err := netio.OpenRing(c.Interface, netio.RingConfig{Protocol: unix.ETH_P_ALL, Filter: filter(c.GUEPort)})
 	e.ring = ring
 	if err != nil {
 		e.Close()
 		return nil, fmt.Errorf("rstun: %w", err)
 	}
-	// Keep the kernel from answering the tunnel packets itself.
+	// Keep the kernel from answering the tunnel packets itself: raw
+	// sockets of both tunnel protocols in both families (the kernel has
+	// neither ipip nor ip6_tunnel here, and would send "protocol
+	// unreachable" or a parameter problem), UDP on the GUE port.
 	drop, _ := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
-	if q, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_IPIP); err == nil {
-		_ = attach(q, drop)
-		e.quiet = append(e.quiet, q)
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		for _, proto := range []int{unix.IPPROTO_IPIP, unix.IPPROTO_IPV6} {
+			if q, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err == nil {
+				_ = attach(q, drop)
+				e.quiet = append(e.quiet, q)
+			}
+		}
 	}
 	if c.GUEPort != 0 {
-		q, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err == nil {
+		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+			q, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				if fam == unix.AF_INET6 {
+					continue // no IPv6 on this host
+				}
+				e.Close()
+				return nil, fmt.Errorf("rstun: GUE socket: %w", err)
+			}
 			_ = attach(q, drop)
-			if err := unix.Bind(q, &unix.SockaddrInet4{Port: int(c.GUEPort)}); err != nil {
+			var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(c.GUEPort)}
+			if fam == unix.AF_INET6 {
+				_ = unix.SetsockoptInt(q, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+				sa = &unix.SockaddrInet6{Port: int(c.GUEPort)}
+			}
+			if err := unix.Bind(q, sa); err != nil {
 				unix.Close(q)
+				if fam == unix.AF_INET6 {
+					continue
+				}
 				e.Close()
 				return nil, fmt.Errorf("rstun: GUE port %d: %w", c.GUEPort, err)
 			}
@@ -142,11 +170,14 @@ func (e *Endpoint) openTUN() error {
 		return fmt.Errorf("rstun: %s: %w", e.c.Device, err)
 	}
 	for _, v := range e.c.VIPs {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: v.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: v.AsSlice(), Mask: net.CIDRMask(v.BitLen(), v.BitLen())}}
+		if v.Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
 		if err := netlink.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("rstun: VIP %s on %s: %w", v, e.c.Device, err)
 		}
-		e.Settings = append(e.Settings, fmt.Sprintf("VIP %s/32 on %s", v, e.c.Device))
+		e.Settings = append(e.Settings, fmt.Sprintf("VIP %s/%d on %s", v, v.BitLen(), e.c.Device))
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("rstun: %s up: %w", e.c.Device, err)
@@ -164,26 +195,46 @@ func (e *Endpoint) openTUN() error {
 	return nil
 }
 
-// filter accepts IPv4 IPIP, and UDP to the GUE port when one is set.
+// filter accepts tunnel packets of either family: IPv4 with protocol 4
+// or 41, IPv6 with next header 4 or 41 (right after its fixed header, as
+// golvs sends them), and UDP to the GUE port of either when one is set.
 func filter(gue uint16) []bpf.RawInstruction {
+	const accept, drop = 262144, 0
 	prog := []bpf.Instruction{
 		bpf.LoadExtension{Num: bpf.ExtType},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4 /* PACKET_OUTGOING */, SkipTrue: 0, SkipFalse: 1},
-		bpf.RetConstant{Val: 0},
+		bpf.RetConstant{Val: drop},
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 0, SkipFalse: 8},
+		// IPv4
 		bpf.LoadAbsolute{Off: 14 + 9, Size: 1},
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4, SkipTrue: 0, SkipFalse: 1},
-		bpf.RetConstant{Val: 262144},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4, SkipTrue: 14, SkipFalse: 0},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 41, SkipTrue: 13, SkipFalse: 0},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 17, SkipTrue: 0, SkipFalse: 13},
+		bpf.LoadMemShift{Off: 14},
+		bpf.LoadIndirect{Off: 14 + 2, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(gue), SkipTrue: 9, SkipFalse: 10},
+		bpf.RetConstant{Val: drop}, // (unreached)
+		// IPv6
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x86dd, SkipTrue: 0, SkipFalse: 8},
+		bpf.LoadAbsolute{Off: 14 + 6, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 4, SkipTrue: 5, SkipFalse: 0},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 41, SkipTrue: 4, SkipFalse: 0},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 17, SkipTrue: 0, SkipFalse: 4},
+		bpf.LoadAbsolute{Off: 14 + 40 + 2, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(gue), SkipTrue: 1, SkipFalse: 2},
+		bpf.RetConstant{Val: drop}, // (unreached)
+		bpf.RetConstant{Val: accept},
+		bpf.RetConstant{Val: drop},
 	}
-	if gue != 0 {
-		prog = append(prog,
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 17, SkipTrue: 0, SkipFalse: 4},
-			bpf.LoadMemShift{Off: 14},
-			bpf.LoadIndirect{Off: 14 + 2, Size: 2},
-			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(gue), SkipTrue: 0, SkipFalse: 1},
-			bpf.RetConstant{Val: 262144},
-		)
+	if gue == 0 { // no GUE: UDP is never a tunnel packet
+		for i, ins := range prog {
+			if j, ok := ins.(bpf.JumpIf); ok && j.Val == 0 {
+				j.Val = 0x10000 // a port no header holds
+				prog[i] = j
+			}
+		}
 	}
-	prog = append(prog, bpf.RetConstant{Val: 0})
 	raw, _ := bpf.Assemble(prog)
 	return raw
 }
@@ -246,7 +297,7 @@ func (e *Endpoint) handle(tfd int, b []byte) {
 		return
 	}
 	frame := b[vnetLen:]
-	if binary.BigEndian.Uint16(frame[12:]) != packet.EtherTypeIP4 {
+	if et := binary.BigEndian.Uint16(frame[12:]); et != packet.EtherTypeIP4 && et != packet.EtherTypeIP6 {
 		e.bad.Add(1)
 		return
 	}
@@ -255,9 +306,7 @@ func (e *Endpoint) handle(tfd int, b []byte) {
 		e.bad.Add(1)
 		return
 	}
-	var dst [4]byte
-	copy(dst[:], inner[16:20])
-	if !e.isVIP(dst) {
+	if !e.isVIP(inner) {
 		e.notVIP.Add(1)
 		return
 	}
@@ -283,7 +332,18 @@ func (e *Endpoint) handle(tfd int, b []byte) {
 	e.delivered.Add(1)
 }
 
-func (e *Endpoint) isVIP(a [4]byte) bool {
+// isVIP reports whether an inner packet (IPv4 or IPv6) is for a VIP.
+func (e *Endpoint) isVIP(inner []byte) bool {
+	if inner[0]>>4 == 6 {
+		a := [16]byte(inner[24:40])
+		for _, v := range e.vips6 {
+			if v == a {
+				return true
+			}
+		}
+		return false
+	}
+	a := [4]byte(inner[16:20])
 	for _, v := range e.vips {
 		if v == a {
 			return true

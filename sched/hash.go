@@ -30,6 +30,20 @@ func fold(a netip.Addr) uint32 {
 	return be32(b[0:4]) ^ be32(b[4:8]) ^ be32(b[8:12]) ^ be32(b[12:16])
 }
 
+// foldAs is fold of a dest address the way the kernel folds it: by its
+// service's family (ip_vs_mh_permutate hashes dest->addr with svc->af),
+// which differs from the dest's only for a tunnel dest of the other
+// family. An IPv4 service reads an IPv6 dest's first 32-bit word (the
+// union's ip member); an IPv6 service folds an IPv4 dest's address with
+// the three zero words behind it, which leaves it as it is.
+func foldAs(a netip.Addr, svcV6 bool) uint32 {
+	if !svcV6 && a.Is6() {
+		b := a.As16()
+		return be32(b[0:4])
+	}
+	return fold(a)
+}
+
 func be32(b []byte) uint32 {
 	_ = b[3]
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])

@@ -118,8 +118,9 @@ func (s *MH) reassign(svc *Service) error {
 	}
 	// ip_vs_mh_permutate
 	s.setup = s.setup[:0]
+	v6 := svc.Key.IsV6()
 	for _, d := range dests {
-		a, p := fold(d.Addr), d.Port
+		a, p := foldAs(d.Addr, v6), d.Port
 		var st mhSetup
 		st.offset = mhHash(a, p, mhKey1, 0) % s.m
 		st.skip = mhHash(a, p, mhKey2, 0)%(s.m-1) + 1

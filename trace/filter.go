@@ -25,11 +25,10 @@ type Filter struct {
 //	service VIP:PORT           a virtual service
 //	port N                     either port
 //
-// e.g. "tcp client 198.18.0.0/24 service 198.18.0.100:80".
+// e.g. "tcp client 198.18.0.0/24 service 198.18.0.100:80", or with IPv6
+// addresses "client 2001:db8:18::/64 service [2001:db8:18::100]:80".
 //
 // Each word may appear once ("tcp udp" is refused, not read as udp).
-// Addresses are IPv4: the data path forwards only IPv4 so far, so an IPv6
-// client or service could never match and is refused (ErrIPv6).
 func ParseFilter(s string) (Filter, error) {
 	var f Filter
 	w := strings.Fields(s)
@@ -65,7 +64,10 @@ func ParseFilter(s string) (Filter, error) {
 			if err != nil {
 				a, err2 := netip.ParseAddr(v)
 				if err2 != nil {
-					return f, fmt.Errorf("trace: filter %q: client %q is not an IPv4 address or prefix", s, v)
+					return f, fmt.Errorf("trace: filter %q: client %q is not an IPv4 or IPv6 address or prefix", s, v)
+				}
+				if err := checkFamily(a); err != nil {
+					return f, fmt.Errorf("trace: filter %q: client %s: %w", s, v, err)
 				}
 				p = netip.PrefixFrom(a, a.BitLen())
 			}
@@ -103,16 +105,20 @@ func ParseFilter(s string) (Filter, error) {
 	return f, nil
 }
 
-// ErrIPv6 refuses IPv6 addresses in a filter while the data path has no
-// IPv6: such a filter could never match anything.
+// ErrIPv6 was the refusal of IPv6 addresses while the data path had no
+// IPv6; it is kept for callers that test for it, and never returned now.
 var ErrIPv6 = errors.New("trace: IPv6 is not forwarded by golvs yet, so it can never match (use an IPv4 address or prefix)")
 
-// tracesIPv6 says whether the data path forwards (and so can trace) IPv6.
-// The IPv6 data path sets it true; then Match must compare 16-byte
-// addresses too.
-const tracesIPv6 = false
+// tracesIPv6 says whether the data path forwards (and so can trace) IPv6:
+// it does, and Match6 compares 16-byte addresses.
+const tracesIPv6 = true
 
+// checkFamily refuses what no frame can carry: a zone, a v4-mapped IPv6
+// address (golvs matches IPv4 flows by their IPv4 addresses).
 func checkFamily(a netip.Addr) error {
+	if a.Zone() != "" || a.Is4In6() {
+		return fmt.Errorf("trace: %s: give an IPv4 address, or an IPv6 one without a zone (not v4-mapped)", a)
+	}
 	if a.Is4() || tracesIPv6 {
 		return nil
 	}
@@ -138,6 +144,23 @@ func (f Filter) String() string {
 		w = append(w, "port", strconv.Itoa(int(f.Port)))
 	}
 	return strings.Join(w, " ")
+}
+
+// Match6 is Match for an IPv6 connection.
+func (f *Filter) Match6(proto uint8, client, vip *[16]byte, cport, vport uint16) bool {
+	if f.Proto != 0 && f.Proto != proto {
+		return false
+	}
+	if f.Port != 0 && f.Port != cport && f.Port != vport {
+		return false
+	}
+	if f.Client.IsValid() && !f.Client.Contains(netip.AddrFrom16(*client)) {
+		return false
+	}
+	if f.Service.IsValid() && (netip.AddrFrom16(*vip) != f.Service.Addr() || vport != f.Service.Port()) {
+		return false
+	}
+	return true
 }
 
 // Match reports whether a frame matches. It is given the connection as

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -196,22 +197,37 @@ func row(b *strings.Builder, k, v string) {
 // flow names the frame's connection as received: protocol and the
 // innermost addresses and ports.
 func flow(h *Headers) string {
-	if h.IP == nil {
+	src, dst, proto := h.addrs()
+	if !src.IsValid() {
 		if h.Eth != nil {
 			return h.Eth.Type
 		}
 		return "?"
 	}
-	src, dst := h.IP.Src.String(), h.IP.Dst.String()
+	ap := func(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 	switch {
 	case h.TCP != nil:
-		return fmt.Sprintf("TCP %s:%d > %s:%d", src, h.TCP.SPort, dst, h.TCP.DPort)
+		return fmt.Sprintf("TCP %s > %s", ap(src, h.TCP.SPort), ap(dst, h.TCP.DPort))
 	case h.UDP != nil:
-		return fmt.Sprintf("UDP %s:%d > %s:%d", src, h.UDP.SPort, dst, h.UDP.DPort)
+		return fmt.Sprintf("UDP %s > %s", ap(src, h.UDP.SPort), ap(dst, h.UDP.DPort))
+	case h.ICMP != nil && h.ICMP.V6:
+		return fmt.Sprintf("ICMPv6 %s > %s %s", src, dst, h.ICMP.Name)
 	case h.ICMP != nil:
 		return fmt.Sprintf("ICMP %s > %s %s", src, dst, h.ICMP.Name)
 	}
-	return fmt.Sprintf("proto %d %s > %s", h.IP.Proto, src, dst)
+	return fmt.Sprintf("proto %d %s > %s", proto, src, dst)
+}
+
+// addrs returns the (inner) IP header's addresses and protocol, IPv4 or
+// IPv6.
+func (h *Headers) addrs() (src, dst netip.Addr, proto uint8) {
+	switch {
+	case h.IP != nil:
+		return h.IP.Src, h.IP.Dst, h.IP.Proto
+	case h.IP6 != nil:
+		return h.IP6.Src, h.IP6.Dst, h.IP6.Proto
+	}
+	return
 }
 
 func connLine(e *Event) string {
@@ -297,10 +313,15 @@ func (f *Formatter) sched(b *strings.Builder, s *SchedInfo, before *Headers) {
 	case "sh", "dh", "mh":
 		what := "source"
 		a := ""
-		if before != nil && before.IP != nil {
-			a = before.IP.Src.String()
-			if s.Name == "dh" {
-				what, a = "destination", before.IP.Dst.String()
+		if before != nil {
+			if src, dst, _ := before.addrs(); src.IsValid() {
+				a = src.String()
+				if s.Name == "dh" {
+					what, a = "destination", dst.String()
+				}
+				if src.Is6() {
+					a += ", its four words XORed"
+				}
 			}
 		}
 		line := fmt.Sprintf("bucket %d", s.Bucket)
@@ -318,8 +339,10 @@ func (f *Formatter) sched(b *strings.Builder, s *SchedInfo, before *Headers) {
 	default:
 		if s.Name == "lblc" || s.Name == "lblcr" {
 			a := "the destination"
-			if before != nil && before.IP != nil {
-				a = before.IP.Dst.String()
+			if before != nil {
+				if _, dst, _ := before.addrs(); dst.IsValid() {
+					a = dst.String()
+				}
 			}
 			line := "cache miss for " + a + ": a new entry"
 			if s.CacheHit {
@@ -393,6 +416,9 @@ func (h *Headers) lines() []hline {
 	if h.Outer != nil {
 		ls = append(ls, ipLine("outer-ip", h.Outer, true))
 	}
+	if h.Outer6 != nil {
+		ls = append(ls, ip6Lines("outer-ip6", h.Outer6)...)
+	}
 	if u := h.OuterUDP; u != nil {
 		ls = append(ls, udpLine("outer-udp", u))
 	}
@@ -405,6 +431,9 @@ func (h *Headers) lines() []hline {
 	}
 	if h.IP != nil {
 		ls = append(ls, ipLine("ip", h.IP, false))
+	}
+	if h.IP6 != nil {
+		ls = append(ls, ip6Lines("ip6", h.IP6)...)
 	}
 	if t := h.TCP; t != nil {
 		fs := []hfield{
@@ -447,6 +476,9 @@ func (h *Headers) lines() []hline {
 			{key: "csum", label: "csum", val: hex16(c.Csum)},
 			{key: "csum_status", val: c.CsumStat, nodiff: true},
 		}})
+		if c.V6 {
+			ls[len(ls)-1].name = "icmp6"
+		}
 		if q := c.Quote; q != nil {
 			fs := []hfield{{key: "src", val: q.Src.String()}, {key: "dst", label: ">", val: q.Dst.String()},
 				{key: "proto", label: "proto", val: strconv.Itoa(int(q.Proto))}}
@@ -483,6 +515,43 @@ func ipLine(name string, ip *IPHeader, outer bool) hline {
 	}
 	fs = append(fs, hfield{key: "csum", label: "csum", val: hex16(ip.Csum)}, hfield{key: "csum_status", val: ip.CsumStat, nodiff: true})
 	return hline{name: name, fields: fs}
+}
+
+// ip6Lines are an IPv6 header's line and a line for its extension-header
+// walk (when it has extension headers): each header with its length, a
+// fragment's offset, MF and identification, then the upper-layer
+// protocol the walk found.
+func ip6Lines(name string, ip *IP6Header) []hline {
+	fs := []hfield{{key: "src", val: ip.Src.String()}, {key: "dst", label: ">", val: ip.Dst.String()},
+		{key: "next", label: "next", val: strconv.Itoa(int(ip.Next))},
+		{key: "hlim", label: "hlim", val: strconv.Itoa(int(ip.HopLimit))}}
+	if ip.TClass != 0 {
+		fs = append(fs, hfield{key: "tclass", label: "tc", val: hex8(ip.TClass)})
+	}
+	if ip.Flow != 0 {
+		fs = append(fs, hfield{key: "flow", label: "flow", val: fmt.Sprintf("0x%05x", ip.Flow)})
+	}
+	fs = append(fs, hfield{key: "len", label: "plen", val: strconv.Itoa(int(ip.Len))})
+	out := []hline{{name: name, fields: fs}}
+	if len(ip.Ext) > 0 {
+		var walk []string
+		for _, e := range ip.Ext {
+			w := fmt.Sprintf("%s(%d)", e.Kind, e.Len)
+			if e.Kind == "fragment" {
+				w = fmt.Sprintf("fragment(off %d", e.Offset)
+				if e.More {
+					w += " MF"
+				}
+				w += fmt.Sprintf(" id %d)", e.ID)
+			}
+			walk = append(walk, w)
+		}
+		out = append(out, hline{name: name + "-ext", fields: []hfield{
+			{key: "chain", val: strings.Join(walk, " > ")},
+			{key: "proto", label: "> proto", val: strconv.Itoa(int(ip.Proto))},
+		}})
+	}
+	return out
 }
 
 func udpLine(name string, u *UDPHeader) hline {

@@ -151,6 +151,18 @@ func (t *Tracer) Want(proto uint8, client, vip [4]byte, cport, vport uint16) *Ev
 	if !t.c.Filter.Match(proto, client, vip, cport, vport) {
 		return nil
 	}
+	return t.want()
+}
+
+// Want6 is Want for an IPv6 connection.
+func (t *Tracer) Want6(proto uint8, client, vip *[16]byte, cport, vport uint16) *Event {
+	if !t.c.Filter.Match6(proto, client, vip, cport, vport) {
+		return nil
+	}
+	return t.want()
+}
+
+func (t *Tracer) want() *Event {
 	if n := t.seen.Add(1); n%uint64(t.c.Sample) != 0 {
 		return nil
 	}

@@ -75,8 +75,8 @@ func parseFullNAT(laddr, lports string, noTOA bool) (fullnatFlags, error) {
 			continue
 		}
 		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() {
-			return f, fmt.Errorf("--laddr %q: not an IPv4 address", s)
+		if err != nil || a.Is4In6() || a.Zone() != "" {
+			return f, fmt.Errorf("--laddr %q: not an IPv4 or IPv6 address", s)
 		}
 		f.addrs = append(f.addrs, a)
 	}

@@ -22,7 +22,7 @@ func TestTraceBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"bad-filter", []string{"tcp", "client", "nowhere"}, `golvs trace: filter "tcp client nowhere": client "nowhere" is not an IPv4 address or prefix`},
+		{"bad-filter", []string{"tcp", "client", "nowhere"}, `golvs trace: filter "tcp client nowhere": client "nowhere" is not an IPv4 or IPv6 address or prefix`},
 		{"bad-word", []string{"sctp"}, `unknown word "sctp"`},
 		{"bad-sample", []string{"--sample", "0"}, "golvs trace: --sample 0 is not 1..2147483648"},
 		{"unwritable-pcap", []string{"tcp", "--pcap", filepath.Join(dir, "no", "such", "dir", "x.pcapng")}, "golvs trace: cannot write the pcap file:"},
