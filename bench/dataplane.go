@@ -288,7 +288,7 @@ type dpRun struct {
 	nginxModule string
 	peerExit    string                   // set by a peer's stop: what it said when it had exited by itself
 	wrk         string                   // wrk's path ("": the built-in request loop)
-	counters    func() map[string]uint64 // a reference's own counters, while it runs (the netio ceiling)
+	counters    func() map[string]uint64 // the running forwarder's own counters (the netio ceiling's, golvs's)
 	curGolvs    *golvsDir                // the golvs path the request loops run through
 }
 
@@ -1263,23 +1263,27 @@ func loadGenSysctls(ns *lab.NS) error {
 	return nil
 }
 
-// golvsCells measures golvs in one configuration.
+// golvsCells measures golvs in one configuration, each mix on a director
+// started afresh: a mix meets an empty connection table and a full FULLNAT
+// port pool, not what the mix before it left (the syn mix's SYN_RECV
+// conns hold their local ports for a minute, which left FULLNAT's est
+// mix no port to open its flows with).
 func (r *dpRun) golvsCells(gr golvsRun) error {
 	name := gr.name()
-	g, err := r.startGolvs(gr)
-	if err != nil {
-		r.skip(r.pl.name+" "+name, fmt.Sprintf("director did not start: %v", err))
-		r.step += len(r.c.Mixes)
-		return nil
-	}
-	defer g.stop()
 	r.v6 = gr.v6
 	defer func() { r.v6 = false }()
 	for _, mix := range r.c.Mixes {
-		before := g.d.Drops.Get()
+		g, err := r.startGolvs(gr)
+		if err != nil {
+			r.skip(r.pl.name+" "+name+" "+string(mix), fmt.Sprintf("director did not start: %v", err))
+			r.step++
+			continue
+		}
+		r.counters = func() map[string]uint64 { return golvsCounters(g.d) }
 		cl := r.cell(name, mix, false, false)
+		r.counters = nil
+		g.stop()
 		cl.Golvs, cl.Mode, cl.Workers, cl.Ring, cl.NoDropRule = true, gr.mode, gr.workers, gr.ring, gr.noDrop
-		cl.Drops = dropDiff(before, g.d.Drops.Get())
 		r.rep.Cells = append(r.rep.Cells, cl)
 	}
 	return nil

@@ -24,15 +24,33 @@ import (
 	"github.com/golvs/golvs/netio"
 )
 
+// droppingModeCounters are the mode counters that count frames golvs did
+// not forward (the others count events beside forwarding).
+var droppingModeCounters = []int{director.MCntNoPort, director.MCntICMPLimited, director.MCntReasmTimeout, director.MCntReasmEvicted}
+
+// golvsCounters reads golvs's drop counters and the mode counters that
+// count dropped frames, by name.
+func golvsCounters(d *director.Director) map[string]uint64 {
+	drops, modes := d.Drops.Get(), d.ModeCounters()
+	m := make(map[string]uint64, len(drops)+len(droppingModeCounters))
+	for i, n := range drops {
+		m[director.CounterNames[i]] = n
+	}
+	for _, i := range droppingModeCounters {
+		m[director.ModeCounterNames[i]] = modes[i]
+	}
+	return m
+}
+
 // dropDiff names golvs's counters that moved from before to after.
-func dropDiff(before, after [director.NumCounters]uint64) map[string]uint64 {
+func dropDiff(before, after map[string]uint64) map[string]uint64 {
 	var m map[string]uint64
-	for i := range after {
-		if n := after[i] - before[i]; n > 0 {
+	for k, v := range after {
+		if n := v - before[k]; n > 0 {
 			if m == nil {
 				m = map[string]uint64{}
 			}
-			m[director.CounterNames[i]] = n
+			m[k] = n
 		}
 	}
 	return m
@@ -120,14 +138,14 @@ func (r *dpRun) runPaths(paths []reqPath) {
 		}
 		for _, n := range r.c.Concurrency {
 			r.progress(fmt.Sprintf("%s c%d", p.name, n))
-			var before [director.NumCounters]uint64
+			var before map[string]uint64
 			if r.curGolvs != nil {
-				before = r.curGolvs.d.Drops.Get()
+				before = golvsCounters(r.curGolvs.d)
 			}
 			res := r.reqLoop(p.addr, n)
 			res.Path = p.name
 			if r.curGolvs != nil {
-				res.Drops = dropDiff(before, r.curGolvs.d.Drops.Get())
+				res.Drops = dropDiff(before, golvsCounters(r.curGolvs.d))
 			}
 			r.rep.Requests = append(r.rep.Requests, res)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/lab"
 )
 
@@ -352,7 +353,7 @@ func TestDataplaneSmoke(t *testing.T) {
 		t.Skip("skipping: builds a lab (-short)")
 	}
 	c := DataplaneConfig{Duration: 100 * time.Millisecond, Size: 64, Flows: 64, MaxPackets: 1_000_000, RealServers: 2,
-		Workers: []int{1}, Mixes: []Mix{MixUDP}, Modes: []string{"nat"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
+		Workers: []int{1}, Mixes: []Mix{MixEst, MixUDP}, Modes: []string{"nat", "fullnat"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
 		StreamBytes: 256 << 10, LatRate: 0, Rings: []int{2}, Placements: []string{placeSplit}, NoDropRow: true,
 		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}, // the peers' floods are the slow part
 		IPv6: true}
@@ -378,7 +379,7 @@ func TestDataplaneSmoke(t *testing.T) {
 			t.Errorf("%s/%s: percentiles %v %v %v", cl.Forwarder, cl.Mix, cl.P50us, cl.P90us, cl.P99us)
 		}
 	}
-	for _, f := range []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1", "golvs-nat-w1-ipv6"} {
+	for _, f := range []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1", "golvs-nat-w1-ipv6", "golvs-fullnat-w1"} {
 		if !got[f] {
 			t.Errorf("no cell for %s (have %v)", f, got)
 		}
@@ -417,5 +418,26 @@ func TestDataplaneSmoke(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "golvs-nat-w1") {
 		t.Fatalf("table lacks golvs:\n%s", out.String())
+	}
+}
+
+// TestGolvsCounters: the drops column counts the mode counters that drop
+// frames (FULLNAT's exhausted port pool) beside the drop counters, and
+// dropDiff names only what moved.
+func TestGolvsCounters(t *testing.T) {
+	before := map[string]uint64{"no-conn": 5, "fullnat-no-port": 0, "ring-packets": 10}
+	after := map[string]uint64{"no-conn": 5, "fullnat-no-port": 7, "ring-packets": 30}
+	got := dropDiff(before, after)
+	if len(got) != 2 || got["fullnat-no-port"] != 7 || got["ring-packets"] != 20 {
+		t.Fatalf("dropDiff = %v, want fullnat-no-port=7 ring-packets=20", got)
+	}
+	names := map[string]bool{}
+	for _, i := range droppingModeCounters {
+		names[director.ModeCounterNames[i]] = true
+	}
+	for _, n := range []string{"fullnat-no-port", "ip6-reasm-evicted"} {
+		if !names[n] {
+			t.Errorf("%s is not among the counters the drops column reads", n)
+		}
 	}
 }
