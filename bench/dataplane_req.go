@@ -24,19 +24,15 @@ import (
 	"github.com/golvs/golvs/netio"
 )
 
-// droppingModeCounters are the mode counters that count frames golvs did
-// not forward (the others count events beside forwarding).
-var droppingModeCounters = []int{director.MCntNoPort, director.MCntICMPLimited, director.MCntReasmTimeout, director.MCntReasmEvicted}
-
 // golvsCounters reads golvs's drop counters and the mode counters that
-// count dropped frames, by name.
+// count traffic it dropped (director.DroppingModeCounters), by name.
 func golvsCounters(d *director.Director) map[string]uint64 {
 	drops, modes := d.Drops.Get(), d.ModeCounters()
-	m := make(map[string]uint64, len(drops)+len(droppingModeCounters))
+	m := make(map[string]uint64, len(drops)+len(director.DroppingModeCounters))
 	for i, n := range drops {
 		m[director.CounterNames[i]] = n
 	}
-	for _, i := range droppingModeCounters {
+	for _, i := range director.DroppingModeCounters {
 		m[director.ModeCounterNames[i]] = modes[i]
 	}
 	return m

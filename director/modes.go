@@ -46,6 +46,13 @@ var ModeCounterNames = [NumModeCounters]string{
 	"packet-too-big-sent", "ip6-reassembled", "ip6-reasm-timeout", "ip6-reasm-evicted",
 }
 
+// DroppingModeCounters are the mode counters that count traffic golvs did
+// not forward and that no drop counter counts too: a new FULLNAT conn with
+// no local port, IPv6 datagrams given up in reassembly. (An ICMP error
+// not sent is not among them: the frame that called for it is counted by
+// its drop cause.)
+var DroppingModeCounters = []int{MCntNoPort, MCntReasmTimeout, MCntReasmEvicted}
+
 // modeState is the director-wide state of the non-NAT methods.
 type modeState struct {
 	cnt [NumModeCounters]atomic.Uint64
