@@ -38,10 +38,21 @@ bench-smoke:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime=1x ./...
 
 FUZZTIME ?= 5s
+# A target that fails prints why. A real crasher is written to the
+# package's testdata/fuzz and fails at once; a failure that wrote no input
+# (a fuzz worker killed or hung on a loaded machine) is printed and the
+# target is run once more, which replays every input it has.
 fuzz-smoke:
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	    echo "fuzz $$pkg $$f"; \
+	    if ! $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then \
+	      tail -n 40 $$log; \
+	      if grep -q 'Failing input written to' $$log; then echo "fuzz $$pkg $$f: failing input above"; exit 1; fi; \
+	      echo "fuzz $$pkg $$f failed without a failing input; running it once more"; \
+	      $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1 || { tail -n 40 $$log; exit 1; }; \
+	    fi; \
 	  done; done
 
 # Full benchmarks (numbers for the README).

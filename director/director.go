@@ -676,9 +676,6 @@ func (d *Director) Run(ctx context.Context) error {
 			// The thread ends with the goroutine (never unlocked), so its
 			// affinity goes with it.
 			runtime.LockOSThread()
-			// Naps under dense traffic (netio.Group) end on time, not
-			// up to 50 µs late.
-			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 5000, 0, 0, 0)
 			if d.cpus != nil {
 				var set unix.CPUSet
 				set.Set(d.cpus[w.id])

@@ -536,3 +536,85 @@ func TestFanoutMergedTiers(t *testing.T) {
 		t.Logf("one CPU: only worker %d's ring was checked", allowed[0]%workers)
 	}
 }
+
+// TestGroupYields checks that a worker's wait never sleeps longer than
+// yieldEvery, however long the timeout it is given, that it yields to the
+// Go scheduler before sleeping once yieldEvery has passed (so the
+// runtime's monitor never preempts it just after a frame wakes it), and
+// that a frame still ends the wait.
+func TestGroupYields(t *testing.T) {
+	ns := vethNS(t, 1500)
+	var ring *Ring
+	var tx *Tx
+	var bmac net.HardwareAddr
+	err := ns.Do(func() error {
+		f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
+		if err != nil {
+			return err
+		}
+		if ring, err = OpenRing("b0", RingConfig{Filter: f, Version: 2, Frames: 128}); err != nil {
+			return err
+		}
+		ifi, err := net.InterfaceByName("b0")
+		if err != nil {
+			return err
+		}
+		bmac = ifi.HardwareAddr
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Close()
+	defer tx.Close()
+	g := NewGroup([]*Ring{ring})
+	type result struct {
+		yields int
+		ready  bool
+	}
+	done := make(chan result, 1)
+	idle, sent := make(chan struct{}), make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var r result
+		last := g.yielded
+		// An idle ring: each Wait of an hour must come back (in
+		// yieldEvery), and the waits must yield.
+		for i := 0; i < 5; i++ {
+			g.Wait(time.Hour)
+			if g.yielded != last {
+				r.yields++
+				last = g.yielded
+			}
+		}
+		close(idle)
+		<-sent
+		for i := 0; i < 1000 && !g.ready(); i++ {
+			g.Wait(time.Hour)
+		}
+		r.ready = g.ready()
+		done <- r
+	}()
+	var r result
+	select {
+	case <-idle:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait(time.Hour) on an idle ring did not come back: it slept past yieldEvery")
+	}
+	tx.Queue(tcpFrame(60, bmac, 1000))
+	tx.Flush()
+	close(sent)
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a frame did not end the wait")
+	}
+	if r.yields < 2 {
+		t.Fatalf("%d yields in 5 idle waits of up to %v each; want at least 2", r.yields, yieldEvery)
+	}
+	if !r.ready {
+		t.Fatal("a frame did not end the wait")
+	}
+}
