@@ -39,9 +39,11 @@ bench-smoke:
 
 FUZZTIME ?= 5s
 # A target that fails prints why. A real crasher is written to the
-# package's testdata/fuzz and fails at once; a failure that wrote no input
-# (a fuzz worker killed or hung on a loaded machine) is printed and the
-# target is run once more, which replays every input it has.
+# package's testdata/fuzz and fails at once. Go 1.26's fuzz coordinator
+# can also fail a target with a bare "context deadline exceeded" just as
+# -fuzztime ends, writing nothing (golang/go#75804, fixed in Go 1.27; seen
+# in this project's CI on packet's FuzzDecode): such a failure is printed
+# and the target runs once more, which replays every input it has.
 fuzz-smoke:
 	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
 	for pkg in $$($(GO) list ./...); do \
@@ -49,8 +51,8 @@ fuzz-smoke:
 	    echo "fuzz $$pkg $$f"; \
 	    if ! $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1; then \
 	      tail -n 40 $$log; \
-	      if grep -q 'Failing input written to' $$log; then echo "fuzz $$pkg $$f: failing input above"; exit 1; fi; \
-	      echo "fuzz $$pkg $$f failed without a failing input; running it once more"; \
+	      if grep -q 'Failing input written to' $$log || ! grep -q 'context deadline exceeded' $$log; then echo "fuzz $$pkg $$f failed"; exit 1; fi; \
+	      echo "fuzz $$pkg $$f: the coordinator's deadline race, no failing input; running it once more"; \
 	      $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$$log 2>&1 || { tail -n 40 $$log; exit 1; }; \
 	    fi; \
 	  done; done
