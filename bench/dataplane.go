@@ -289,6 +289,7 @@ type dpRun struct {
 	peerExit    string                   // set by a peer's stop: what it said when it had exited by itself
 	wrk         string                   // wrk's path ("": the built-in request loop)
 	counters    func() map[string]uint64 // the running forwarder's own counters (the netio ceiling's, golvs's)
+	fwdThreads  func() []int             // the running forwarder's threads (the netio ceiling's, golvs's workers)
 	curGolvs    *golvsDir                // the golvs path the request loops run through
 }
 
@@ -551,7 +552,7 @@ func (r *dpRun) planCPUs() []*placement {
 			}
 			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: dir, rpsCPUs: dir, rxCPUs: rx})
 			r.rep.Placements = append(r.rep.Placements, DPPlacement{Name: name, What: fmt.Sprintf(
-				"all director work on CPU %s (its threads; the kernel's receive processing of ext0 through RPS); %s", cpuList(dir), what)})
+				"all director work on CPU %s (its forwarding threads; the kernel's receive processing of ext0 through RPS); %s; the bench's other threads with the generator", cpuList(dir), what)})
 		case placeInline:
 			out = append(out, &placement{name: name, genCPUs: first, dirCPUs: first, rxCPUs: rest})
 			r.rep.Placements = append(r.rep.Placements, DPPlacement{Name: name, What: fmt.Sprintf(
@@ -604,16 +605,26 @@ func (r *dpRun) pinGen() {
 	}
 }
 
-// pinDirector puts every thread of the process except the generator's and
-// the receivers' on the placement's director CPUs. golvs's workers are
-// goroutines locked to threads the director starts; they are found this
-// way without reaching into the director, and threads the runtime starts
-// later inherit the mask from the threads that start them.
+// pinDirector puts the running forwarder's threads (golvs's workers, the
+// netio ceiling's loop) on the placement's director CPUs, and every other
+// thread of the process but the generator's and the receivers' (the
+// bench's own, the Go runtime's, golvs's control plane) on the
+// generator's CPUs; threads the runtime starts later inherit the mask of
+// the threads that start them. The bench's threads once shared the
+// director's CPU: the generator's pacing (a timer, handed from another
+// thread to the generator's) then ran there just as each frame arrived,
+// and at 1,000 frames/s added some 50 us to every golvs crossing that the
+// kernel's forwarding, done in a softirq, did not pay.
 func (r *dpRun) pinDirector() {
 	if r.pl == nil || len(r.pl.dirCPUs) == 0 {
 		return
 	}
-	pinAll(cpuSet(r.pl.dirCPUs), []int32{r.gen.tid.Load(), r.rx.tid.Load()})
+	pinAll(cpuSet(r.pl.genCPUs), []int32{r.gen.tid.Load(), r.rx.tid.Load()})
+	if r.fwdThreads != nil {
+		for _, tid := range r.fwdThreads() {
+			_ = unix.SchedSetaffinity(tid, cpuSet(r.pl.dirCPUs))
+		}
+	}
 }
 
 // pinAll sets the affinity of every thread but skip (nil set: all CPUs).
@@ -1079,8 +1090,17 @@ func startCeiling(r *dpRun) (func(), error) {
 			}
 		})
 	}()
+	for i := 0; f.tid.Load() == 0 && i < 10000; i++ {
+		time.Sleep(time.Millisecond) // its thread, for pinning (pinDirector)
+	}
 	r.counters = f.counters
-	return func() { close(stop); <-done; r.counters = nil; f.close() }, nil
+	r.fwdThreads = func() []int {
+		if t := f.tid.Load(); t != 0 {
+			return []int{int(t)}
+		}
+		return nil
+	}
+	return func() { close(stop); <-done; r.counters, r.fwdThreads = nil, nil; f.close() }, nil
 }
 
 // startNFT makes the director's kernel a NAT: nftables DNAT with
@@ -1249,6 +1269,14 @@ func runGolvs(d *director.Director) (*golvsDir, error) {
 		stop()
 		return nil, err
 	}
+	// The workers' threads, for pinning (pinDirector).
+	for len(d.WorkerThreads()) < d.Workers() {
+		if wctx.Err() != nil {
+			stop()
+			return nil, fmt.Errorf("golvs's workers did not start: %w", wctx.Err())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	return &golvsDir{d: d, stop: stop}, nil
 }
 
@@ -1280,8 +1308,9 @@ func (r *dpRun) golvsCells(gr golvsRun) error {
 			continue
 		}
 		r.counters = func() map[string]uint64 { return golvsCounters(g.d) }
+		r.fwdThreads = g.d.WorkerThreads
 		cl := r.cell(name, mix, false, false)
-		r.counters = nil
+		r.counters, r.fwdThreads = nil, nil
 		g.stop()
 		cl.Golvs, cl.Mode, cl.Workers, cl.Ring, cl.NoDropRule = true, gr.mode, gr.workers, gr.ring, gr.noDrop
 		r.rep.Cells = append(r.rep.Cells, cl)

@@ -2,10 +2,12 @@ package bench
 
 import (
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/golvs/golvs/netio"
 	"github.com/golvs/golvs/packet"
+	"golang.org/x/sys/unix"
 )
 
 // ceilingForwarder is golvs's netio (its rings, fanout group, drop rule
@@ -22,6 +24,7 @@ type ceilingForwarder struct {
 	src  [6]byte
 	dsts [][6]byte
 	Fwd  uint64
+	tid  atomic.Int32 // the thread run is locked to
 }
 
 // run forwards until stop closes; pin is called first on the locked thread.
@@ -31,11 +34,12 @@ func (c *ceilingForwarder) run(stop <-chan struct{}, pin func()) {
 	if pin != nil {
 		pin()
 	}
+	c.tid.Store(int32(unix.Gettid()))
 	var b netio.Block
 	var f netio.Frame
 	n := len(c.dsts)
 	i := 0
-	// Waits as golvs's workers do (wake-up moderation under load).
+	// Waits as golvs's workers do.
 	g := netio.NewGroup([]*netio.Ring{c.in})
 	for {
 		select {

@@ -683,6 +683,7 @@ func (d *Director) Run(ctx context.Context) error {
 					d.logf("worker %d: pinning to CPU %d: %v", w.id, d.cpus[w.id], err)
 				}
 			}
+			w.tid.Store(int32(unix.Gettid()))
 			w.loop(stop)
 		}(w)
 	}
@@ -812,3 +813,16 @@ func (d *Director) Close() {
 
 // Workers returns the number of workers.
 func (d *Director) Workers() int { return len(d.workers) }
+
+// WorkerThreads returns the thread IDs of the workers running now (each
+// worker's goroutine is locked to its thread, pinned already), for a
+// harness that places them on CPUs of its choice.
+func (d *Director) WorkerThreads() []int {
+	var tids []int
+	for _, w := range d.workers {
+		if t := w.tid.Load(); t != 0 && w.running.Load() {
+			tids = append(tids, int(t))
+		}
+	}
+	return tids
+}

@@ -56,7 +56,8 @@ type Worker struct {
 	vip6Snap *Snapshot // the snapshot vip6List was built from (validate6.go)
 	vip6List [][16]byte
 
-	running, parked atomic.Bool // the loop runs; it has seen standby (takeover.go)
+	running, parked atomic.Bool  // the loop runs; it has seen standby (takeover.go)
+	tid             atomic.Int32 // the thread the worker's goroutine is locked to
 }
 
 type ifaceMAC struct {
