@@ -215,7 +215,8 @@ type DPReq struct {
 	Drops       map[string]uint64 `json:"drops,omitempty"` // golvs's counters that moved
 }
 
-// DPStream is one TCP stream's transfer.
+// DPStream is one TCP stream's transfer: Bytes each run, the median
+// rate of streamRuns runs.
 type DPStream struct {
 	Path  string `json:"path"`
 	Bytes int    `json:"bytes"`

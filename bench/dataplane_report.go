@@ -162,7 +162,7 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 			return err
 		}
 		if len(r.Streams) > 0 {
-			fmt.Fprintf(w, "\none TCP stream (one connection, the answer's body)\n")
+			fmt.Fprintf(w, "\none TCP stream (one connection, the answer's body; the median rate of %d runs)\n", streamRuns)
 			fmt.Fprintf(tw, "path\tMB\tMB/s\terror\t\n")
 			for _, st := range r.Streams {
 				fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t\n", st.Path, float64(st.Bytes)/1e6, fmtNum(st.MBps, "%.0f"), st.Error)
