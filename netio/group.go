@@ -22,14 +22,14 @@ import (
 // in Go, so the Go scheduler sees it run without a break: after 10 ms of
 // that, the runtime's monitor preempts it, and it does so just after a
 // frame woke the worker from a long sleep (the monitor is woken with it),
-// which cost that frame 100-300 us on a 2-vCPU VM. So a worker yields
-// (runtime.Gosched) before it sleeps whenever yieldEvery has passed since
-// its last yield, and sleeps for at most yieldEvery: the yield happens
-// while it is idle, and the monitor never finds it overdue. Its cost is a
-// wake-up and a yield every yieldEvery on an idle worker: about 1.5% of a
-// CPU on that VM. (Yielding unlocked, which is cheaper, was tried: the
-// scheduler then often hands the goroutine to another thread,
-// and it loses its pinning.)
+// and a SYN after 50 ms of quiet took 208-483 us to cross on a 2-vCPU VM
+// (80-136 us with the yields). So a worker yields (runtime.Gosched) before
+// it sleeps whenever yieldEvery has passed since its last yield, and
+// sleeps for at most yieldEvery: the yield happens while it is idle, and
+// the monitor never finds it overdue. Its cost is a wake-up and a yield
+// every yieldEvery on an idle worker: about 1.5% of a CPU on that VM.
+// (Yielding unlocked, which is cheaper, was tried: the scheduler then
+// often hands the goroutine to another thread, which loses its pinning.)
 //
 // With Spin set, a worker that has just had frames keeps looking at its
 // rings for up to Spin before it sleeps: a frame that comes within that
