@@ -53,6 +53,34 @@ func vethNS(t *testing.T, mtu int) *lab.NS {
 }
 
 // ipv4Only is a filter that takes every IPv4 frame (and not the IPv6
+
+// openRingTx opens a ring with cfg on b0 and a Tx on a0 in ns, closed
+// when the test ends, and returns b0's MAC.
+func openRingTx(t *testing.T, ns interface{ Do(func() error) error }, cfg RingConfig) (*Ring, *Tx, net.HardwareAddr) {
+	t.Helper()
+	var ring *Ring
+	var tx *Tx
+	var mac net.HardwareAddr
+	err := ns.Do(func() error {
+		var err error
+		if ring, err = OpenRing("b0", cfg); err != nil {
+			return err
+		}
+		ifi, err := net.InterfaceByName("b0")
+		if err != nil {
+			return err
+		}
+		mac = ifi.HardwareAddr
+		tx, err = OpenTx("a0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Close(); ring.Close() })
+	return ring, tx, mac
+}
+
 // chatter of a link that just came up).
 func ipv4Only() []bpf.RawInstruction {
 	f, err := bpf.Assemble(append(preamble(false),
@@ -137,30 +165,11 @@ func TestRingAndTx(t *testing.T) {
 
 func ringAndTx(t *testing.T, version int) {
 	ns := vethNS(t, 1500)
-	var ring *Ring
-	var tx *Tx
-	var bmac net.HardwareAddr
-	err := ns.Do(func() error {
-		f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
-		if err != nil {
-			return err
-		}
-		if ring, err = OpenRing("b0", RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4, Version: version, Frames: 128}); err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("b0")
-		if err != nil {
-			return err
-		}
-		bmac = ifi.HardwareAddr
-		tx, err = OpenTx("a0")
-		return err
-	})
+	f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ring.Close()
-	defer tx.Close()
+	ring, tx, bmac := openRingTx(t, ns, RingConfig{Filter: f, BlockSize: 1 << 16, Blocks: 4, Version: version, Frames: 128})
 	const n = 100
 	for i := 0; i < n; i++ {
 		dst := bmac
@@ -214,29 +223,9 @@ func ringAndTx(t *testing.T, version int) {
 // aggregate ring, each exactly once and in the order they were sent.
 func TestRingV2Split(t *testing.T) {
 	ns := vethNS(t, 9000)
-	var ring *Ring
-	var tx *Tx
-	var bmac net.HardwareAddr
-	err := ns.Do(func() error {
-		var err error
-		// MTU slots of 2048 bytes on a 9000-byte link: 1888-byte frames
-		// at most, the rest goes to the aggregate ring.
-		if ring, err = OpenRing("b0", RingConfig{FrameSize: 2048, Frames: 64, Filter: ipv4Only()}); err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("b0")
-		if err != nil {
-			return err
-		}
-		bmac = ifi.HardwareAddr
-		tx, err = OpenTx("a0")
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ring.Close()
-	defer tx.Close()
+	// MTU slots of 2048 bytes on a 9000-byte link: 1888-byte frames at
+	// most, the rest goes to the aggregate ring.
+	ring, tx, bmac := openRingTx(t, ns, RingConfig{FrameSize: 2048, Frames: 64, Filter: ipv4Only()})
 	if s := ring.Describe(); s == "" {
 		t.Fatal("no description")
 	}
@@ -544,30 +533,11 @@ func TestFanoutMergedTiers(t *testing.T) {
 // that a frame still ends the wait.
 func TestGroupYields(t *testing.T) {
 	ns := vethNS(t, 1500)
-	var ring *Ring
-	var tx *Tx
-	var bmac net.HardwareAddr
-	err := ns.Do(func() error {
-		f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
-		if err != nil {
-			return err
-		}
-		if ring, err = OpenRing("b0", RingConfig{Filter: f, Version: 2, Frames: 128}); err != nil {
-			return err
-		}
-		ifi, err := net.InterfaceByName("b0")
-		if err != nil {
-			return err
-		}
-		bmac = ifi.HardwareAddr
-		tx, err = OpenTx("a0")
-		return err
-	})
+	f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ring.Close()
-	defer tx.Close()
+	ring, tx, bmac := openRingTx(t, ns, RingConfig{Filter: f, Version: 2, Frames: 128})
 	g := NewGroup([]*Ring{ring})
 	type result struct {
 		yields int
