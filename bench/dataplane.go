@@ -1083,24 +1083,15 @@ func startCeiling(r *dpRun) (func(), error) {
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	tid := make(chan int, 1)
 	go func() {
 		defer close(done)
-		f.run(stop, func() {
-			if r.pl != nil && len(r.pl.dirCPUs) > 0 {
-				_ = unix.SchedSetaffinity(0, cpuSet(r.pl.dirCPUs))
-			}
-		})
+		f.run(stop, tid)
 	}()
-	for i := 0; f.tid.Load() == 0 && i < 10000; i++ {
-		time.Sleep(time.Millisecond) // its thread, for pinning (pinDirector)
-	}
+	// Its thread, which pinDirector puts on the director's CPUs.
+	t := <-tid
 	r.counters = f.counters
-	r.fwdThreads = func() []int {
-		if t := f.tid.Load(); t != 0 {
-			return []int{int(t)}
-		}
-		return nil
-	}
+	r.fwdThreads = func() []int { return []int{t} }
 	return func() { close(stop); <-done; r.counters, r.fwdThreads = nil, nil; f.close() }, nil
 }
 

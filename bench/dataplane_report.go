@@ -153,7 +153,7 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 		fmt.Fprintf(w, "\nrequest loops: each connection opens, sends one HTTP request (Connection: close), reads the answer and closes, over and over;\n")
 		fmt.Fprintf(w, "direct = the client to a real server's own address (port %d), the director's kernel routing; nothing pinned by the bench\n", directPort)
 		fmt.Fprintf(w, "latency: wrk's (request written to answer read; the connect is in req/s), or the built-in client's (dial to answer read)\n")
-		fmt.Fprintf(tw, "path\tconns\ttool\treq/s\tp50 us\tp99 us\trequests\terrors\tgolvs drops\terror\t\n")
+		fmt.Fprintf(tw, "path\tconns\ttool\treq/s\tp50 us\tp99 us\trequests\terrors\tgolvs counters\terror\t\n")
 		for _, q := range r.Requests {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t\n", q.Path, q.Concurrency, q.Tool, fmtNum(q.RPS, "%.0f"),
 				fmtNum(q.P50us, "%.0f"), fmtNum(q.P99us, "%.0f"), q.Requests, q.Errors, fmtDrops(q.Drops), q.Error)
@@ -201,7 +201,7 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 		fmt.Fprintf(w, ",\nmeasured after each flat-out run for up to 1s at %.0f frames/s, in the first placement (lat loss: frames lost then)", r.LatRate)
 	}
 	fmt.Fprintf(w, "\n\n")
-	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tlossless/s\tcpu us/fwd\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs drops\t\n")
+	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tlossless/s\tcpu us/fwd\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs counters\t\n")
 	for _, c := range r.Cells {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
 			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"), fmtNum(c.LosslessPPS, "%.0f"), fmtNum(c.CPUus, "%.2f"),

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/golvs/golvs/netio"
@@ -24,17 +23,14 @@ type ceilingForwarder struct {
 	src  [6]byte
 	dsts [][6]byte
 	Fwd  uint64
-	tid  atomic.Int32 // the thread run is locked to
 }
 
-// run forwards until stop closes; pin is called first on the locked thread.
-func (c *ceilingForwarder) run(stop <-chan struct{}, pin func()) {
+// run forwards until stop closes, on a thread of its own, whose ID it
+// sends on tid first.
+func (c *ceilingForwarder) run(stop <-chan struct{}, tid chan<- int) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if pin != nil {
-		pin()
-	}
-	c.tid.Store(int32(unix.Gettid()))
+	tid <- unix.Gettid()
 	var b netio.Block
 	var f netio.Frame
 	n := len(c.dsts)

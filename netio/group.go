@@ -95,7 +95,7 @@ func (g *Group) Wait(timeout time.Duration) {
 			}
 		}
 	}
-	if now := time.Now(); now.Sub(g.yielded) >= yieldEvery {
+	if time.Since(g.yielded) >= yieldEvery {
 		runtime.Gosched()
 		g.yielded = time.Now()
 		if g.ready() {
