@@ -68,6 +68,7 @@ type peer struct {
 	failedTry   int       // the attempt whose failure was last handled (GoBGP logs one failure twice)
 	heldUntil   time.Time // back-off: disabled until then
 	timer       *time.Timer
+	gap         bool // coming up: GoBGP's table code does not yet know (see enterGap)
 }
 
 // Speaker is a running GoBGP server with golvs's peers.
@@ -77,11 +78,16 @@ type Speaker struct {
 	logs *ratelog.Limiter
 	now  func() time.Time
 
-	mu     sync.Mutex
-	peers  map[netip.Addr]*peer
-	closed bool
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	cond     *sync.Cond // on mu: gaps or inflight changed, or closed
+	peers    map[netip.Addr]*peer
+	gaps     int    // peers in the gap (enterGap)
+	inflight int    // table changes being made (begin)
+	gapsSeen uint64 // gaps entered so far, for tests
+	closed   bool
+	ctx      context.Context // ended by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // Start starts GoBGP with cfg (validated by the caller) and adds every
@@ -93,6 +99,7 @@ func Start(cfg bgp.Config) (*Speaker, error) {
 	}
 	sp := &Speaker{cfg: cfg, peers: map[netip.Addr]*peer{}, now: time.Now,
 		logs: ratelog.New(out, ratelog.Config{Burst: 5, Interval: time.Minute})}
+	sp.cond = sync.NewCond(&sp.mu)
 	for _, p := range cfg.Peers {
 		sp.peers[p.Addr] = &peer{cfg: p, state: "idle"} // fixed from here on: read by GoBGP's callbacks
 	}
@@ -131,7 +138,7 @@ func Start(cfg bgp.Config) (*Speaker, error) {
 		return nil, fmt.Errorf("bgp: import policy: %w", err)
 	}
 	wctx, wcancel := context.WithCancel(context.Background())
-	sp.cancel = wcancel
+	sp.ctx, sp.cancel = wctx, wcancel
 	err = sp.s.WatchEvent(wctx, server.WatchEventMessageCallbacks{OnPeerUpdate: sp.onEvent}, server.WatchPeer())
 	if err != nil {
 		sp.close()
@@ -221,6 +228,97 @@ func (sp *Speaker) onEvent(pe *apiutil.WatchEventMessage_PeerEvent, _ time.Time)
 		}
 		sp.failedLocked(p, "session down from "+old, why, pe.Peer.State.AdminState != api.PeerState_ADMIN_STATE_UP)
 	}
+}
+
+// The gap. When a session comes up, GoBGP's FSM goroutine logs "Peer Up",
+// sends the peer the table as it stands, tells watchers the peer is
+// established, and only then marks the FSM established, which is what
+// the code sending later table changes checks. A route added or withdrawn
+// in between is changed in golvs's table and sent to no one: the router
+// would miss a VIP, or worse keep a withdrawn one, until the session next
+// restarts. So the table is not changed while a peer is in that gap:
+// enterGap runs in the FSM goroutine at "Peer Up" (it first waits for
+// changes under way to finish, so none lands in the gap), and Announce
+// and Withdraw wait until no peer is in it. The gap ends when GoBGP
+// reports the FSM's own state as past OPENCONFIRM (established, or down
+// again), at most opTimeout later: a few milliseconds of delay for table
+// changes, only while a session comes up.
+
+// enterGap is called from GoBGP's log of "Peer Up" for the peer key.
+func (sp *Speaker) enterGap(key string) {
+	a, err := netip.ParseAddr(key)
+	if err != nil {
+		return
+	}
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	p := sp.peers[a.Unmap()]
+	if p == nil || p.gap {
+		return
+	}
+	for sp.inflight > 0 && !sp.closed {
+		sp.cond.Wait()
+	}
+	if sp.closed {
+		return
+	}
+	p.gap = true
+	sp.gaps++
+	sp.gapsSeen++
+	sp.wg.Add(1)
+	go sp.watchGap(p)
+}
+
+// watchGap ends p's gap once GoBGP's FSM has left OPENCONFIRM.
+func (sp *Speaker) watchGap(p *peer) {
+	defer sp.wg.Done()
+	defer sp.leaveGap(p)
+	ctx, cancel := context.WithTimeout(sp.ctx, opTimeout)
+	defer cancel()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		opening := true
+		err := sp.s.ListPeer(ctx, &api.ListPeerRequest{Address: p.cfg.Addr.String()}, func(x *api.Peer) {
+			opening = x.State != nil && x.State.SessionState == api.PeerState_SESSION_STATE_OPENCONFIRM
+		})
+		if err == nil && !opening {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (sp *Speaker) leaveGap(p *peer) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if p.gap {
+		p.gap = false
+		sp.gaps--
+		sp.cond.Broadcast()
+	}
+}
+
+// begin waits until no peer is in the gap and counts a table change
+// under way; end ends it.
+func (sp *Speaker) begin() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	for sp.gaps > 0 && !sp.closed {
+		sp.cond.Wait()
+	}
+	sp.inflight++
+}
+
+func (sp *Speaker) end() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.inflight--
+	sp.cond.Broadcast()
 }
 
 // failedLocked records a failed session (or attempt) and, from the second
@@ -320,6 +418,8 @@ func (sp *Speaker) Announce(p netip.Prefix, gshut bool) error {
 	if err != nil {
 		return err
 	}
+	sp.begin()
+	defer sp.end()
 	res, err := sp.s.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{pa}})
 	if err == nil && len(res) == 1 && res[0].Error != nil {
 		err = res[0].Error
@@ -333,6 +433,8 @@ func (sp *Speaker) Withdraw(p netip.Prefix) error {
 	if err != nil {
 		return err
 	}
+	sp.begin()
+	defer sp.end()
 	return sp.s.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{pa}})
 }
 
@@ -394,6 +496,7 @@ func (sp *Speaker) Close() {
 		return
 	}
 	sp.closed = true
+	sp.cond.Broadcast()
 	for _, p := range sp.peers {
 		if p.timer != nil {
 			p.timer.Stop()
@@ -436,6 +539,20 @@ func (h *logHandler) WithGroup(string) slog.Handler { return h }
 func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 	var fail string // a failed attempt, in GoBGP's words
 	switch {
+	case r.Message == "Peer Up":
+		// Logged by the FSM goroutine itself, before it sends the table.
+		for _, a := range h.attrs {
+			if a.Key == "Key" {
+				h.sp.enterGap(a.Value.String())
+			}
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "Key" {
+				h.sp.enterGap(a.Value.String())
+			}
+			return true
+		})
+		return nil
 	case r.Message == "failed to connect", r.Message == "outgoing connection established",
 		r.Message == "outgoing connection IO error", r.Message == "sent notification":
 	case r.Level < slog.LevelWarn:
