@@ -30,6 +30,9 @@ func freePort(t *testing.T, host string) uint16 {
 	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
+// Sessions in these tests use the production hold time (9 s): a loaded CI
+// machine running the race detector must not drop one between keepalives.
+
 // router is a second, independent GoBGP instance acting as the routers
 // golvs peers with: it accepts golvs's session and keeps what it learns.
 // The tests do not run in parallel: GoBGP's StartBgp sets package
@@ -57,7 +60,7 @@ func newRouter(t *testing.T, host string, peerASN uint32) *router {
 	err := r.s.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: host, PeerAsn: peerASN},
 		Transport: &api.Transport{PassiveMode: true},
-		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 3, KeepaliveInterval: 1}},
+		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
 		AfiSafis: []*api.AfiSafi{
 			{Config: &api.AfiSafiConfig{Family: famV4, Enabled: true}},
 			{Config: &api.AfiSafiConfig{Family: famV6, Enabled: true}},
@@ -156,7 +159,7 @@ func start(t *testing.T, host string, peers ...bgp.Peer) (*Speaker, *logSink) {
 	t.Helper()
 	logs := &logSink{}
 	cfg := bgp.Config{ASN: 65001, RouterID: netip.MustParseAddr("198.18.0.1"), Peers: peers,
-		HoldTime: 3 * time.Second, ConnectRetry: time.Second, Logf: logs.logf}
+		HoldTime: 9 * time.Second, ConnectRetry: time.Second, Logf: logs.logf}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +367,7 @@ func announceAtEstablishment(t *testing.T, round int) {
 	errc := make(chan error, 8)
 	cfg := bgp.Config{ASN: 65001, RouterID: netip.MustParseAddr("198.18.0.1"),
 		Peers:    []bgp.Peer{{Addr: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.port}},
-		HoldTime: 3 * time.Second, ConnectRetry: time.Second,
+		HoldTime: 9 * time.Second, ConnectRetry: time.Second,
 		Logf: func(f string, a ...any) {
 			if strings.Contains(fmt.Sprintf(f, a...), "session established") {
 				go func() {
@@ -414,7 +417,7 @@ func TestWithdrawAtEstablishment(t *testing.T) {
 	logs := &logSink{}
 	cfg := bgp.Config{ASN: 65001, RouterID: netip.MustParseAddr("198.18.0.1"),
 		Peers:    []bgp.Peer{{Addr: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.port}},
-		HoldTime: 3 * time.Second, ConnectRetry: time.Second,
+		HoldTime: 9 * time.Second, ConnectRetry: time.Second,
 		Logf: func(f string, a ...any) {
 			logs.logf(f, a...)
 			if strings.Contains(fmt.Sprintf(f, a...), "session established") {
