@@ -170,6 +170,10 @@ type Server struct {
 	// BGPStatus, when set (golvs run --bgp-asn), adds the speaker's
 	// status to status replies.
 	BGPStatus func() *bgp.Status
+	// HealthHandoff, when set (golvs run --keepalived-conf), gives the
+	// health checks' verdicts to a successor taking over (the bye
+	// message; health.Engine.Handoff as JSON).
+	HealthHandoff func() json.RawMessage
 
 	slots      chan struct{}
 	cnt        [numCounters]atomic.Uint64

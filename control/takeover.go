@@ -37,8 +37,8 @@ import (
 //	            the old one closes and removes its socket, forgets its
 //	            host settings, stops its VRRP speaker without resigning
 //	            and its sync daemons, and stops
-//	old -> new  {"bye":true} with the sync daemons it ran and its VRRP
-//	            instances in MASTER state
+//	old -> new  {"bye":true} with the sync daemons it ran, its VRRP
+//	            instances in MASTER state and its health checks' verdicts
 //	            the new one leaves standby (forwards) and listens; its
 //	            sync daemons and VRRP speaker start from what bye says
 //	            (cmd/golvs/harun.go)
@@ -70,6 +70,8 @@ type takeoverMsg struct {
 	// instances that were master.
 	Sync       []ipvssync.Config `json:"sync,omitempty"`
 	VRRPMaster []string          `json:"vrrp_master,omitempty"`
+	// With bye: the health checks' verdicts (Server.HealthHandoff).
+	Health json.RawMessage `json:"health,omitempty"`
 }
 
 // Takeover timing: how long the old process waits for the new one to be
@@ -210,6 +212,9 @@ func (s *Server) handHA() *takeoverMsg {
 			s.logf("control: takeover: sync daemons stopped for the new process to run")
 		}
 	}
+	if s.HealthHandoff != nil {
+		bye.Health = s.HealthHandoff()
+	}
 	return bye
 }
 
@@ -340,6 +345,9 @@ type Takeover struct {
 	// instances in MASTER state, which it stopped for this one to start.
 	Sync       []ipvssync.Config
 	VRRPMaster []string
+	// Set by Finish: the old daemon's health verdicts (its
+	// HealthHandoff), for the new health engine to adopt; nil: none.
+	Health json.RawMessage
 }
 
 // TakeoverResult says what Finish moved.
@@ -448,7 +456,7 @@ func (t *Takeover) Finish(d *director.Director) (TakeoverResult, error) {
 	case err == nil && !m.Bye:
 		return res, errors.New("control: takeover: the old daemon did not say bye")
 	case err == nil:
-		t.Sync, t.VRRPMaster = m.Sync, m.VRRPMaster
+		t.Sync, t.VRRPMaster, t.Health = m.Sync, m.VRRPMaster, m.Health
 	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET):
 		return res, fmt.Errorf("control: takeover: waiting for the old daemon to stop: %w", err)
 	}

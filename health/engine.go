@@ -63,6 +63,12 @@ type Engine struct {
 	closed  bool
 	noStart bool // InitialRules: compute, run nothing
 
+	// Adopt, consumed by the first Load (handoff.go).
+	adopting     bool
+	adoptCurrent []ipvs.ServiceConfig
+	adoptOwned   []ipvs.ServiceKey
+	adoptSvcs    []*svcState // the handed verdicts; no checker runs
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -210,6 +216,13 @@ func (e *Engine) Load(specs []Service) error {
 	for _, s := range e.svcs {
 		oldSvcs[s.id] = s
 	}
+	prevApplied := e.applied
+	if e.adopting {
+		e.applied = e.adoptedTable(specs)
+		for _, s := range e.adoptSvcs {
+			oldSvcs[s.id] = s
+		}
+	}
 	var next []*svcState
 	carried := map[*checkState]bool{}
 	type newCheck struct {
@@ -285,8 +298,10 @@ func (e *Engine) Load(specs []Service) error {
 		}
 	}
 	if err := e.apply(want); err != nil {
+		e.applied = prevApplied
 		return err
 	}
+	e.adopting, e.adoptCurrent, e.adoptOwned, e.adoptSvcs = false, nil, nil, nil
 	// Committed: from here nothing fails.
 	for _, s := range e.svcs {
 		for _, r := range s.reals {

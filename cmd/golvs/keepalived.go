@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log"
 	"os"
@@ -71,9 +72,31 @@ func (k *keepalivedSource) read() (*keepalived.Config, error) {
 }
 
 // start applies the first configuration and reloads on SIGHUP until
-// stop is closed.
-func (k *keepalivedSource) start(ctl health.Control, cfg *keepalived.Config, stop <-chan struct{}) error {
+// stop is closed. Taking over (adopt non-nil), the services are already
+// applied: the engine adopts them as the director holds them, and the
+// old daemon's verdicts (handed, JSON; empty: none) where they parse.
+func (k *keepalivedSource) start(ctl health.Control, cfg *keepalived.Config, stop <-chan struct{}, adopt []ipvs.ServiceConfig, handed json.RawMessage) error {
 	k.eng = health.New(ctl, health.Options{Logf: k.logger.Printf})
+	if adopt != nil {
+		var h *health.Handoff
+		if len(handed) > 0 {
+			h = new(health.Handoff)
+			if err := json.Unmarshal(handed, h); err != nil {
+				k.logger.Printf("takeover: the old daemon's health verdicts do not parse, checks start afresh: %v", err)
+				h = nil
+			}
+		}
+		if err := k.eng.Adopt(adopt, h); err != nil {
+			k.logger.Printf("takeover: %v; checks start afresh", err)
+			if err = k.eng.Adopt(adopt, nil); err != nil {
+				k.eng.Close()
+				return err
+			}
+		}
+		if h != nil {
+			k.logger.Printf("takeover: health checks resume from the old daemon's verdicts (%d virtual servers)", len(h.Services))
+		}
+	}
 	if err := k.eng.Load(cfg.Services); err != nil {
 		k.eng.Close()
 		return err
@@ -110,6 +133,16 @@ func (k *keepalivedSource) reload() {
 	if !reflect.DeepEqual(cfg.VRRP, k.vrrp) {
 		k.logger.Printf("SIGHUP: the vrrp_instance / vrrp_sync_group blocks changed: VRRP changes take a restart; the running VRRP instances stay as they were")
 	}
+}
+
+// handoff is the engine's state for a successor, as JSON.
+func (k *keepalivedSource) handoff() json.RawMessage {
+	b, err := json.Marshal(k.eng.Handoff())
+	if err != nil {
+		k.logger.Printf("takeover: health verdicts not handed over: %v", err)
+		return nil
+	}
+	return b
 }
 
 func (k *keepalivedSource) close() {

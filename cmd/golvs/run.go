@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
@@ -378,13 +379,22 @@ func runMain(args []string) int {
 	defer close(stopHealth)
 	var healthSrc metrics.HealthSource
 	if ka != nil {
-		if err := ka.start(srv, kaCfg, stopHealth); err != nil {
+		var adopt []ipvs.ServiceConfig
+		var handed json.RawMessage
+		if tk != nil {
+			adopt, handed = d.Model().Services, tk.Health
+			if adopt == nil {
+				adopt = []ipvs.ServiceConfig{}
+			}
+		}
+		if err := ka.start(srv, kaCfg, stopHealth, adopt, handed); err != nil {
 			if tk == nil {
 				return fatal(2, "keepalived.conf rejected: %v", err)
 			}
 			logger.Printf("keepalived.conf rejected, health checks off: %v", err)
 		} else {
 			healthSrc = healthMetrics{ka.eng}
+			srv.HealthHandoff = ka.handoff
 		}
 		defer ka.close()
 	}

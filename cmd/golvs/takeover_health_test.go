@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golvs/golvs/internal/testutil"
+	"github.com/golvs/golvs/lab"
+)
+
+// TestTakeoverKeepsHealth: a takeover of a daemon whose services come from
+// keepalived.conf keeps the health checks' verdicts: a real server its
+// checker found down is not put back in the pool by the new process (as
+// a fresh start would until its checker failed again), and one that is
+// up is not taken out (a fresh start does that with alpha until its
+// checker passes).
+func TestTakeoverKeepsHealth(t *testing.T) {
+	testutil.RequireNetns(t)
+	dir := t.TempDir()
+	bin := buildGolvs(t)
+	topo := testutil.NATLab(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	// Only rs1 serves port 80: rs2's checker fails.
+	if _, err := lab.Serve(ctx, topo.RS[0], "rs1", []int{80}, nil); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "keepalived.conf")
+	text := fmt.Sprintf(`virtual_server %s 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    alpha
+    real_server %s 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+    real_server %s 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+}
+`, lab.VIP, lab.RIP(1), lab.RIP(2))
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
+	logPath := filepath.Join(dir, "daemon.log")
+	var pids []int
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+		for _, pid := range pids {
+			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+				time.Sleep(50 * time.Millisecond)
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("daemon log:\n%s", b)
+		}
+	})
+	old := startRun(t, topo, bin, logPath, "--keepalived-conf", conf)
+	pids = append(pids, old.cmd.Process.Pid)
+	pid := waitDaemon(t, 0, logPath)
+	rs1, rs2 := lab.RIP(1).String()+":80", lab.RIP(2).String()+":80"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := admOut(t, "-L", "-n")
+		if strings.Contains(l, rs1) && !strings.Contains(l, rs2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the checkers did not settle (rs1 up, rs2 down) within 30 s:\n%s", l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	saved := admOut(t, "-S", "-n")
+
+	next := startRun(t, topo, bin, logPath, "--takeover", "--keepalived-conf", conf)
+	pids = append(pids, next.cmd.Process.Pid)
+	old.wait(t, "the old daemon after the takeover")
+	if p := waitDaemon(t, pid, logPath); p != next.cmd.Process.Pid {
+		t.Fatalf("pid %d answers, want the new daemon %d", p, next.cmd.Process.Pid)
+	}
+	// From the first listing on, and for longer than a fresh checker
+	// takes to change its mind (alpha: one pass; rs2: one failure).
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if got := admOut(t, "-S", "-n"); got != saved {
+			t.Fatalf("after the takeover the pool changed:\n%s\nwant (as the old daemon's checkers left it)\n%s", got, saved)
+		}
+	}
+	b, _ := os.ReadFile(logPath)
+	if strings.Contains(string(b), "rejected") {
+		t.Fatalf("the new daemon refused keepalived.conf:\n%s", b)
+	}
+}
