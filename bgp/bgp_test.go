@@ -183,6 +183,9 @@ func TestValidate(t *testing.T) {
 		{"retry", func(c *Config) { c.ConnectRetry = time.Millisecond }, "connect retry"},
 		{"drain", func(c *Config) { c.Drain = -time.Second }, "--bgp-drain"},
 		{"wait", func(c *Config) { c.ShutdownWait = time.Hour }, "--bgp-shutdown-wait"},
+		{"graceful restart 4096s", func(c *Config) { c.GracefulRestart = 4096 * time.Second }, "--bgp-graceful-restart"},
+		{"graceful restart fraction", func(c *Config) { c.GracefulRestart = 1500 * time.Millisecond }, "whole seconds"},
+		{"graceful restart negative", func(c *Config) { c.GracefulRestart = -time.Second }, "1s..4095s"},
 		{"too many peers", func(c *Config) {
 			c.Peers = nil
 			for i := range MaxPeers + 1 {

@@ -159,6 +159,19 @@ type Config struct {
 	// withdrawal, for packets routers still send while they converge.
 	// Default 2 s.
 	Drain time.Duration
+	// GracefulRestart, when set, is the restart time golvs advertises in
+	// the Graceful Restart capability (RFC 4724, 1 s..4095 s): a graceful
+	// restart of golvs (--takeover, SIGUSR2) then ends its sessions with
+	// no NOTIFICATION and routers keep its routes, for up to this long,
+	// until the new process has announced them again, instead of the
+	// withdrawal and re-announcement without it. The cost: routers keep
+	// the routes of a director that crashed for as long too (its
+	// sessions end without NOTIFICATION as well). 0: off.
+	GracefulRestart time.Duration
+	// Restarting marks the speaker of a process that takes over (the
+	// Restart State bit): GoBGP sends its routes once each router has
+	// sent its End-of-RIB.
+	Restarting bool
 	// Logf receives every log line (nil: none).
 	Logf func(format string, args ...any)
 }
@@ -171,6 +184,8 @@ const (
 	DefaultDrain        = 2 * time.Second
 	// MaxPeers bounds the sessions one director holds.
 	MaxPeers = 64
+	// MaxRestartTime is the largest Graceful Restart time (12 bits).
+	MaxRestartTime = 4095 * time.Second
 )
 
 // Validate checks the configuration and fills defaults: the errors name
@@ -225,6 +240,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Drain < 0 || c.Drain > 10*time.Minute {
 		return fmt.Errorf("%w: --bgp-drain %v out of range (0..10m)", ErrBadConfig, c.Drain)
+	}
+	if c.GracefulRestart != 0 && (c.GracefulRestart < time.Second || c.GracefulRestart > MaxRestartTime || c.GracefulRestart%time.Second != 0) {
+		return fmt.Errorf("%w: --bgp-graceful-restart %v: 0 (off) or whole seconds, 1s..4095s (RFC 4724's restart time)", ErrBadConfig, c.GracefulRestart)
 	}
 	return nil
 }

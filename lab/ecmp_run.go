@@ -34,6 +34,8 @@ type ECMPRunOptions struct {
 	// ShutdownWait and Drain are the directors' --bgp-shutdown-wait and
 	// --bgp-drain.
 	ShutdownWait, Drain time.Duration
+	// DirectorFlags are added to every director's command line.
+	DirectorFlags []string
 }
 
 // ECMPLab is a running ECMP lab: bird routing the VIP over the directors
@@ -123,12 +125,13 @@ func StartECMP(o ECMPRunOptions) (l *ECMPLab, err error) {
 
 // DirectorArgs returns director i's command line.
 func (l *ECMPLab) DirectorArgs(i int) []string {
-	return []string{"run", "-i", DirExt, "--fix-host", "--workers", "1",
+	a := []string{"run", "-i", DirExt, "--fix-host", "--workers", "1",
 		"--rules", filepath.Join(l.O.Dir, "rules"), "--control", l.DirectorSocket(i), "--sloppy-tcp",
 		"--bgp-asn", strconv.Itoa(int(ECMPDirectorASN)), "--bgp-router-id", ECMPDirectorIP(i).String(),
 		"--bgp-peer", fmt.Sprintf("%s:%d", ECMPRouterIP, ECMPRouterASN),
 		"--bgp-hold-time", l.O.HoldTime.String(), "--bgp-connect-retry", "1s",
 		"--bgp-shutdown-wait", l.O.ShutdownWait.String(), "--bgp-drain", l.O.Drain.String()}
+	return append(a, l.O.DirectorFlags...)
 }
 
 // directorArgs is DirectorArgs with the misbehaving peers, when the

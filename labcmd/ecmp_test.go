@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,4 +297,98 @@ func TestECMPFailover(t *testing.T) {
 	}
 	t.Logf("moved by the failure: %.1f%% of flows changed director (ideal 1/N %.1f%%), 0 changed real server; by the return: %.1f%%",
 		100*d.MovedFraction, 100*d.IdealMoved, 100*r.MovedFraction)
+}
+
+// TestECMPTakeoverGracefulRestart: with --bgp-graceful-restart, a
+// graceful restart of the director (SIGUSR2: it starts its own binary
+// with --takeover) leaves bird's kernel route to the VIP in place the
+// whole time: the old process ends its session without NOTIFICATION,
+// bird keeps the route as stale, and the new process announces it again
+// (and bird keeps it after the End-of-RIB). Without the flag the old
+// process withdraws the route before the new one can announce it.
+func TestECMPTakeoverGracefulRestart(t *testing.T) {
+	testutil.RequireNetns(t)
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Skip("bird2 is not installed (Debian package bird2; .ci/run installs it): the ECMP test needs a real BGP router")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "golvs")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/golvs").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	l, err := lab.StartECMP(lab.ECMPRunOptions{
+		ECMPOptions:   lab.ECMPOptions{Suffix: lab.RandomSuffix(), Directors: 1, RealServers: 1, Clients: 1},
+		Exe:           bin,
+		Dir:           filepath.Join(dir, "lab"),
+		HoldTime:      3 * time.Second,
+		ShutdownWait:  time.Second,
+		Drain:         100 * time.Millisecond,
+		DirectorFlags: []string{"--bgp-graceful-restart", "30s"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	old := status(t, l, 1).PID
+	var next int
+	t.Cleanup(func() { // before l.Close: the successor is not the lab's own
+		if next != 0 {
+			_ = syscall.Kill(next, syscall.SIGTERM)
+			for i := 0; i < 200 && syscall.Kill(next, 0) == nil; i++ {
+				time.Sleep(25 * time.Millisecond)
+			}
+			_ = syscall.Kill(next, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			for _, f := range []string{"director1.log", "bird.log"} {
+				b, _ := os.ReadFile(filepath.Join(dir, "lab", f))
+				t.Logf("%s:\n%s", f, b)
+			}
+		}
+	})
+	want := []netip.Addr{lab.ECMPDirectorIP(1)}
+	if _, err := l.WaitNextHops(want, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	// Watch the router's route until the successor's session is up with
+	// the route announced, and a second more.
+	var gone []time.Duration
+	start := time.Now()
+	var upAt time.Time
+	for time.Since(start) < 60*time.Second && (upAt.IsZero() || time.Since(upAt) < time.Second) {
+		hops, err := l.Topo.RouterNextHops(lab.VIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(hops, want) {
+			gone = append(gone, time.Since(start))
+		}
+		if upAt.IsZero() {
+			if cl, err := control.Dial(l.DirectorSocket(1)); err == nil {
+				rep, err := cl.Do(&control.Request{Op: "status"})
+				cl.Close()
+				if err == nil && rep.PID != old && rep.BGP != nil {
+					next = rep.PID
+					st := rep.BGP
+					if len(st.Peers) == 1 && st.Peers[0].State == "established" && len(st.Routes) == 1 && st.Routes[0].Announced {
+						upAt = time.Now()
+					}
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if upAt.IsZero() {
+		t.Fatalf("no successor with its session up and the route announced within 60 s (successor pid %d)", next)
+	}
+	if len(gone) > 0 {
+		t.Fatalf("the router lost the route to the VIP during the takeover (%d of its polls, first at %v, last at %v)", len(gone), gone[0], gone[len(gone)-1])
+	}
+	if rs := birdRoutes(t, l); len(rs) != 1 || rs["director1"].Via != want[0] {
+		t.Fatalf("bird's routes to the VIP after the takeover: %+v, want the one from director1", rs)
+	}
+	t.Logf("takeover: successor pid %d up with its route %v after SIGUSR2; the router's route never left", next, upAt.Sub(start).Round(time.Millisecond))
 }

@@ -164,8 +164,16 @@ func (sp *Speaker) apiPeer(p bgp.Peer) *api.Peer {
 		{Config: &api.AfiSafiConfig{Family: famV4, Enabled: true}, PrefixLimits: &api.PrefixLimit{Family: famV4, MaxPrefixes: MaxPrefixes}},
 		{Config: &api.AfiSafiConfig{Family: famV6, Enabled: true}, PrefixLimits: &api.PrefixLimit{Family: famV6, MaxPrefixes: MaxPrefixes}},
 	}
+	var gr *api.GracefulRestart
+	if rt := sp.cfg.GracefulRestart; rt > 0 {
+		gr = &api.GracefulRestart{Enabled: true, RestartTime: uint32(rt / time.Second), LocalRestarting: sp.cfg.Restarting}
+		for _, f := range fams {
+			f.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+	}
 	return &api.Peer{
-		Conf: &api.PeerConf{NeighborAddress: p.Addr.String(), PeerAsn: p.ASN},
+		GracefulRestart: gr,
+		Conf:            &api.PeerConf{NeighborAddress: p.Addr.String(), PeerAsn: p.ASN},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:          hold,
 			KeepaliveInterval: max(hold/3, 1),
@@ -487,9 +495,19 @@ func (sp *Speaker) Peers() []bgp.PeerStatus {
 	return out
 }
 
+// Handover ends every session for a successor process (a graceful
+// restart): with Graceful Restart configured, without a NOTIFICATION to
+// the peers that negotiated it, which keep the routes until the
+// successor announces them again; without it, as Close. GoBGP stops.
+func (sp *Speaker) Handover() {
+	sp.closeWith(sp.cfg.GracefulRestart > 0)
+}
+
 // Close ends every session (a NOTIFICATION Cease to each peer, so routers
 // drop the routes at once) and stops GoBGP.
-func (sp *Speaker) Close() {
+func (sp *Speaker) Close() { sp.closeWith(false) }
+
+func (sp *Speaker) closeWith(graceful bool) {
 	sp.mu.Lock()
 	if sp.closed {
 		sp.mu.Unlock()
@@ -503,17 +521,19 @@ func (sp *Speaker) Close() {
 		}
 	}
 	sp.mu.Unlock()
-	sp.close()
+	sp.stop(graceful)
 }
 
-func (sp *Speaker) close() {
+func (sp *Speaker) close() { sp.stop(false) }
+
+func (sp *Speaker) stop(graceful bool) {
 	if sp.cancel != nil {
 		sp.cancel()
 	}
 	sp.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
-	if err := sp.s.StopBgp(ctx, &api.StopBgpRequest{}); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := sp.s.StopBgp(ctx, &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		sp.logs.Logf("bgp: stopping: %v", err)
 	}
 	sp.s.Stop()

@@ -24,6 +24,7 @@ type bgpFlags struct {
 	peers              listFlag
 	hold, wait, drain  *time.Duration
 	stall, connectWait *time.Duration
+	gr                 *time.Duration
 }
 
 func addBGPFlags(fs *flag.FlagSet) *bgpFlags {
@@ -35,6 +36,7 @@ func addBGPFlags(fs *flag.FlagSet) *bgpFlags {
 	b.wait = fs.Duration("bgp-shutdown-wait", bgp.DefaultShutdownWait, "at shutdown, how long the routes carry the GRACEFUL_SHUTDOWN community (65535:0) before they are withdrawn")
 	b.drain = fs.Duration("bgp-drain", bgp.DefaultDrain, "at shutdown, how long golvs keeps forwarding after withdrawing its routes")
 	b.connectWait = fs.Duration("bgp-connect-retry", bgp.DefaultConnectRetry, "how often an unreachable or refusing BGP peer is tried again")
+	b.gr = fs.Duration("bgp-graceful-restart", 0, "advertise BGP Graceful Restart (RFC 4724) with this restart time (1s..4095s; 0: off): a graceful restart of golvs (--takeover, SIGUSR2) keeps its routes at the routers instead of withdrawing and announcing them again; routers then also keep a crashed director's routes for up to this long")
 	b.stall = fs.Duration("bgp-stall", bgp.DefaultStall, "withdraw the routes when a packet worker has not come round its loop for this long")
 	return b
 }
@@ -48,7 +50,7 @@ func (b *bgpFlags) config() (*bgp.Config, error) {
 		}
 		return nil, nil
 	}
-	c := &bgp.Config{HoldTime: *b.hold, ConnectRetry: *b.connectWait, ShutdownWait: *b.wait, Drain: *b.drain}
+	c := &bgp.Config{HoldTime: *b.hold, ConnectRetry: *b.connectWait, ShutdownWait: *b.wait, Drain: *b.drain, GracefulRestart: *b.gr}
 	var err error
 	if c.ASN, err = bgp.ParseASN(*b.asn); err != nil {
 		return nil, fmt.Errorf("--bgp-asn: %w", err)
@@ -76,6 +78,7 @@ func (b *bgpFlags) config() (*bgp.Config, error) {
 
 // bgpRun is the running speaker and announcer.
 type bgpRun struct {
+	cfg  *bgp.Config
 	sp   *speaker.Speaker
 	ann  *bgp.Announcer
 	stop context.CancelFunc // ends the announcer's loop
@@ -96,7 +99,7 @@ func startBGP(cfg *bgp.Config, d *director.Director, srv *control.Server, health
 		func() []bgp.VIP { return bgp.VIPsOf(d.Snapshot().List, quorum) },
 		func() (bool, string) { running, beats := d.Heartbeats(); return wd.Check(running, beats, time.Now()) })
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &bgpRun{sp: sp, ann: ann, stop: cancel, done: make(chan struct{})}
+	b := &bgpRun{cfg: cfg, sp: sp, ann: ann, stop: cancel, done: make(chan struct{})}
 	go func() { defer close(b.done); ann.Run(ctx) }()
 	srv.BGPStatus = ann.Status
 	return b, nil
@@ -130,8 +133,11 @@ func (b *bgpRun) addMetrics(c *metrics.Collector) *metrics.Collector {
 // lifetime returns the context the data path runs under: without BGP,
 // ctx itself; with it, one that ends after ctx does and the routes have
 // been marked GRACEFUL_SHUTDOWN, withdrawn and drained. A second
-// SIGINT/SIGTERM cuts the waits short.
-func (b *bgpRun) lifetime(ctx context.Context) context.Context {
+// SIGINT/SIGTERM cuts the waits short. A process that handed over to a
+// successor (handedOver) with Graceful Restart configured withdraws
+// nothing: its sessions end without NOTIFICATION and the routers keep
+// the routes for the successor to announce again.
+func (b *bgpRun) lifetime(ctx context.Context, handedOver func() bool) context.Context {
 	if b == nil {
 		return ctx
 	}
@@ -159,6 +165,10 @@ func (b *bgpRun) lifetime(ctx context.Context) context.Context {
 		}()
 		b.stop()
 		<-b.done
+		if handedOver() && b.cfg.GracefulRestart > 0 {
+			b.sp.Handover()
+			return
+		}
 		b.ann.Shutdown(cut)
 	}()
 	return dp

@@ -401,6 +401,7 @@ func runMain(args []string) int {
 	var bg *bgpRun
 	if bgpCfg != nil {
 		bgpCfg.Logf = logger.Printf
+		bgpCfg.Restarting = tk != nil
 		if bg, err = startBGP(bgpCfg, d, srv, healthSrc, *bgpf.stall); err != nil {
 			return fatal(1, "%v", err)
 		}
@@ -445,7 +446,7 @@ func runMain(args []string) int {
 	}
 	srv.OnHandover(stop)
 	logger.Printf("%d workers, %d services, control socket %s, %s semantics (%s)", d.Workers(), len(d.Snapshot().List), *sock, sem, sem.Kernels())
-	life := bg.lifetime(ctx) // with BGP: ends once the routes are withdrawn and drained
+	life := bg.lifetime(ctx, srv.HandedOver) // with BGP: ends once the routes are withdrawn and drained
 	go func() {
 		<-life.Done()
 		stopRun()
