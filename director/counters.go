@@ -100,6 +100,7 @@ func (c *Counters) Get() (out [NumCounters]uint64) {
 type workerCounters struct {
 	_ [64]byte
 	v [NumCounters]atomic.Uint64
+	m [NumModeCounters]atomic.Uint64 // the mode counters (modes.go)
 	_ [64]byte
 }
 
@@ -143,6 +144,15 @@ func (s *counterSet) addSource(fn func(out *[NumCounters]uint64)) {
 	defer s.mu.Unlock()
 	l := append(append([]func(*[NumCounters]uint64){}, *s.sources.Load()...), fn)
 	s.sources.Store(&l)
+}
+
+// modeSum adds up the workers' mode counters into out.
+func (s *counterSet) modeSum(out *[NumModeCounters]uint64) {
+	for _, b := range *s.blocks.Load() {
+		for i := range b.m {
+			out[i] += b.m[i].Load()
+		}
+	}
 }
 
 func (s *counterSet) sum(i int) uint64 {

@@ -30,6 +30,7 @@ func TestCountersConcurrent(t *testing.T) {
 			for j := 0; j < per; j++ {
 				w.count(CntNoConn)
 				w.count((i + j) % NumCounters)
+				w.mcount((i + j) % MCntReassembled) // the reassembler keeps its own from there
 			}
 		}(i, w)
 	}
@@ -47,6 +48,14 @@ func TestCountersConcurrent(t *testing.T) {
 					return
 				}
 				last = v
+				var m uint64
+				for _, x := range d.ModeCounters() {
+					m += x
+				}
+				if m > workers*per {
+					t.Errorf("mode counters sum to %d, at most %d", m, workers*per)
+					return
+				}
 			}
 		}()
 	}
@@ -64,6 +73,15 @@ func TestCountersConcurrent(t *testing.T) {
 	want[CntTableFull] += 5
 	if got != want {
 		t.Fatalf("counters %v, want %v", got, want)
+	}
+	var wantM [NumModeCounters]uint64
+	for i := 0; i < workers; i++ {
+		for j := 0; j < per; j++ {
+			wantM[(i+j)%MCntReassembled]++
+		}
+	}
+	if gotM := d.ModeCounters(); gotM != wantM {
+		t.Fatalf("mode counters %v, want %v", gotM, wantM)
 	}
 }
 
@@ -182,9 +200,11 @@ func TestTotals(t *testing.T) {
 func ipLen(eth []byte) uint64 { return uint64(eth[16])<<8 | uint64(eth[17]) }
 
 func TestCounterSets(t *testing.T) {
-	d, _, _, _ := testDirector(t, false)
+	d, w, _, _ := testDirector(t, false)
 	d.Drops[CntNoConn].Add(3)
-	d.modes.cnt[MCntTOA].Add(2)
+	w.mcount(MCntTOA) // each worker counts on its own line; read summed
+	w2 := d.newWorker()
+	w2.mcount(MCntTOA)
 	sets := d.CounterSets()
 	seen := map[string]bool{}
 	for _, s := range sets {

@@ -254,7 +254,7 @@ func (d *Director) LocalAddrs() []LocalAddrStat {
 // FullNATErr returns ErrNoLocalPort, with the count, once the pool ran out
 // of ports at least once; nil otherwise.
 func (d *Director) FullNATErr() error {
-	if n := d.modes.cnt[MCntNoPort].Load(); n > 0 {
+	if n := d.ModeCounters()[MCntNoPort]; n > 0 {
 		return fmt.Errorf("%w (%d connections refused)", ErrNoLocalPort, n)
 	}
 	return nil
@@ -273,7 +273,7 @@ func (w *Worker) createFullNAT(sv *Service, dest *ipvs.Dest, dport uint16) bool 
 		l, lport, ok = pl.alloc(p.Proto)
 	}
 	if !ok {
-		w.d.mcount(MCntNoPort)
+		w.mcount(MCntNoPort)
 		if now := w.d.CT.Now(); w.d.modes.lastNoPort.Swap(now) != now {
 			w.d.logf("%v", w.d.FullNATErr())
 		}
@@ -314,9 +314,9 @@ func (w *Worker) fullnatIn(f *netio.Frame, nh *ipvs.NextHop) bool {
 	forward.DecTTL(f.Data, p)
 	if syn && !w.d.modes.noTOA.Load() {
 		if !forward.TOAFits(f.Data, p, mtu) {
-			w.d.mcount(MCntTOASkipped)
+			w.mcount(MCntTOASkipped)
 		} else {
-			w.d.mcount(MCntTOA)
+			w.mcount(MCntTOA)
 			f.Data = f.Data[:p.End]
 			if !f.Grow(forward.TOALen) {
 				b := w.m.alloc(w, netio.VnetHdrLen+forward.TOALen+p.End)

@@ -26,7 +26,7 @@ func (w *Worker) createFullNAT6(sv *Service, dest *ipvs.Dest, dport uint16) bool
 		l, lport, ok = pl.alloc(p.Proto)
 	}
 	if !ok {
-		w.d.mcount(MCntNoPort)
+		w.mcount(MCntNoPort)
 		if now := w.d.CT.Now(); w.d.modes.lastNoPort.Swap(now) != now {
 			w.d.logf("%v", w.d.FullNATErr())
 		}
@@ -68,9 +68,9 @@ func (w *Worker) fullnatIn6(f *netio.Frame, nh *ipvs.NextHop) bool {
 	forward.DecHopLimit(f.Data, p)
 	if syn && !w.d.modes.noTOA.Load() {
 		if !forward.TOA6Fits(f.Data, p, mtu) {
-			w.d.mcount(MCntTOASkipped)
+			w.mcount(MCntTOASkipped)
 		} else {
-			w.d.mcount(MCntTOA)
+			w.mcount(MCntTOA)
 			f.Data = f.Data[:p.End]
 			if !f.Grow(forward.TOA6Len) {
 				b := w.m.alloc(w, netio.VnetHdrLen+forward.TOA6Len+p.End)

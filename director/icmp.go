@@ -71,7 +71,7 @@ func (w *Worker) icmpToServer(f *netio.Frame) {
 	case ipvs.MethodRoute, ipvs.MethodTunnel:
 		// The real server holds the VIP: the error goes as it is (DR) or
 		// in the tunnel (TUN).
-		w.d.mcount(MCntICMPRelayed)
+		w.mcount(MCntICMPRelayed)
 		w.inboundMode(f, dst, nh)
 		return
 	default:
@@ -85,7 +85,7 @@ func (w *Worker) icmpToServer(f *netio.Frame) {
 	forward.DecTTL(f.Data, p)
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
 	if w.emit(nh.IfIndex, f, mtu) {
-		w.d.mcount(MCntICMPRelayed)
+		w.mcount(MCntICMPRelayed)
 	}
 }
 
@@ -118,7 +118,7 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 	}
 	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
 	if w.emit(int(h.ClientIf), f, mtu) {
-		w.d.mcount(MCntICMPRelayed)
+		w.mcount(MCntICMPRelayed)
 	}
 }
 
@@ -129,7 +129,7 @@ func (w *Worker) icmpToClient(f *netio.Frame) {
 // queued with the batch.
 func (w *Worker) rejectNoDest(f *netio.Frame) {
 	if !w.d.icmpLimit.allow() {
-		w.d.mcount(MCntICMPLimited)
+		w.mcount(MCntICMPLimited)
 		return
 	}
 	p := &w.p
@@ -138,7 +138,7 @@ func (w *Worker) rejectNoDest(f *netio.Frame) {
 	clear(b[:netio.VnetHdrLen])
 	n := forward.BuildUnreach(b[netio.VnetHdrLen:], f.Data[p.L3:p.End], p.Dst, forward.ICMPPortUnreach, 0, mac, packet.Eth(f.Data).Src())
 	if w.send(f.IfIndex, b[:netio.VnetHdrLen+n], false) {
-		w.d.mcount(MCntUnreachSent)
+		w.mcount(MCntUnreachSent)
 	}
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[CntNoDest] + " (ICMP port unreachable sent)"

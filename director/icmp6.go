@@ -67,7 +67,7 @@ func (w *Worker) icmp6ToServer(f *netio.Frame) {
 	case ipvs.MethodRoute, ipvs.MethodTunnel:
 		// The real server holds the VIP: the error goes as it is (DR) or
 		// in the tunnel (TUN).
-		w.d.mcount(MCntICMPRelayed)
+		w.mcount(MCntICMPRelayed)
 		w.inboundMode6(f, dst, nh)
 		return
 	default:
@@ -92,7 +92,7 @@ func (w *Worker) icmp6ToServer(f *netio.Frame) {
 	forward.DecHopLimit(f.Data, p)
 	forward.MAC(f.Data, nh.SrcMAC, nh.DstMAC)
 	if w.emit6(nh.IfIndex, f, mtu, nil) {
-		w.d.mcount(MCntICMPRelayed)
+		w.mcount(MCntICMPRelayed)
 	}
 }
 
@@ -131,6 +131,6 @@ func (w *Worker) icmp6ToClient(f *netio.Frame) {
 	forward.DecHopLimit(f.Data, p)
 	forward.MAC(f.Data, w.ownMAC(int(h.ClientIf), f), h.ClientMAC)
 	if w.emit6(int(h.ClientIf), f, mtu, nil) {
-		w.d.mcount(MCntICMPRelayed)
+		w.mcount(MCntICMPRelayed)
 	}
 }

@@ -55,7 +55,8 @@ var DroppingModeCounters = []int{MCntNoPort, MCntReasmTimeout, MCntReasmEvicted}
 
 // modeState is the director-wide state of the non-NAT methods.
 type modeState struct {
-	cnt [NumModeCounters]atomic.Uint64
+	// The mode counters are the workers' (workerCounters.m), summed on
+	// read like the drop counters.
 	// mtu holds the links' MTUs by interface index (any index: container
 	// hosts have them in the tens of thousands), copied on write and
 	// swapped whole; a link not in it counts as 1500. The kernel's link
@@ -85,9 +86,7 @@ const arenaSize = 256 << 10
 
 // ModeCounters returns the mode counters.
 func (d *Director) ModeCounters() (out [NumModeCounters]uint64) {
-	for i := range d.modes.cnt {
-		out[i] = d.modes.cnt[i].Load()
-	}
+	d.cset.modeSum(&out)
 	st := d.reasm.Stats() // the reassembler keeps its own
 	out[MCntReassembled], out[MCntReasmTimeout], out[MCntReasmEvicted] = st.Reassembled, st.Timeouts, st.Evicted
 	return
@@ -102,7 +101,8 @@ func (d *Director) initModes() {
 	}
 }
 
-func (d *Director) mcount(i int) { d.modes.cnt[i].Add(1) }
+// mcount counts a mode event on the worker's own cache line.
+func (w *Worker) mcount(i int) { w.cnt.m[i].Add(1) }
 
 // linkMTU returns the MTU of one of the director's links.
 func (d *Director) linkMTU(ifindex int) int {
@@ -442,7 +442,7 @@ func (w *Worker) tunnelSegments(f *netio.Frame, ifindex, mss, oh int) bool {
 			return false
 		}
 	}
-	w.d.mcount(MCntGSOSegmented)
+	w.mcount(MCntGSOSegmented)
 	return true
 }
 

@@ -120,6 +120,6 @@ func (w *Worker) tunnelSegments6(f *netio.Frame, ifindex, mss, oh int) bool {
 			return false
 		}
 	}
-	w.d.mcount(MCntGSOSegmented)
+	w.mcount(MCntGSOSegmented)
 	return true
 }

@@ -127,8 +127,8 @@ func (w *Worker) fragment(ifindex int, f *netio.Frame, mtu int, t *forward.Tunne
 			return false
 		}
 	}
-	w.d.mcount(MCntFragmented)
-	w.d.modes.cnt[MCntFragsSent].Add(uint64(nf))
+	w.mcount(MCntFragmented)
+	w.cnt.m[MCntFragsSent].Add(uint64(nf))
 	return true
 }
 
@@ -136,7 +136,7 @@ func (w *Worker) fragment(ifindex int, f *netio.Frame, mtu int, t *forward.Tunne
 // to the sender of the frame p describes, within the rate limit.
 func (w *Worker) fragNeeded(f *netio.Frame, src [4]byte, mtu int) {
 	if !w.d.icmpLimit.allow() {
-		w.d.mcount(MCntICMPLimited)
+		w.mcount(MCntICMPLimited)
 		return
 	}
 	p := &w.p
@@ -145,7 +145,7 @@ func (w *Worker) fragNeeded(f *netio.Frame, src [4]byte, mtu int) {
 	clear(b[:netio.VnetHdrLen])
 	n := forward.BuildFragNeeded(b[netio.VnetHdrLen:], f.Data[p.L3:p.End], src, uint16(mtu), mac, packet.Eth(f.Data).Src())
 	if w.send(f.IfIndex, b[:netio.VnetHdrLen+n], false) {
-		w.d.mcount(MCntFragNeeded)
+		w.mcount(MCntFragNeeded)
 	}
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[CntTooBig] + " (ICMP fragmentation-needed sent)"

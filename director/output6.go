@@ -118,8 +118,8 @@ func (w *Worker) fragment6(ifindex int, f *netio.Frame, mtu int, t *forward.Tunn
 			return false
 		}
 	}
-	w.d.mcount(MCntFragmented)
-	w.d.modes.cnt[MCntFragsSent].Add(uint64(nf))
+	w.mcount(MCntFragmented)
+	w.cnt.m[MCntFragsSent].Add(uint64(nf))
 	return true
 }
 
@@ -127,7 +127,7 @@ func (w *Worker) fragment6(ifindex int, f *netio.Frame, mtu int, t *forward.Tunn
 // the sender of the frame p describes, within the rate limit.
 func (w *Worker) packetTooBig(f *netio.Frame, src *[16]byte, mtu int) {
 	if w.icmp6Error(f, src, packet.ICMPv6PacketTooBig, 0, uint32(mtu)) {
-		w.d.mcount(MCntPacketTooBig)
+		w.mcount(MCntPacketTooBig)
 	}
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[CntTooBig] + " (ICMPv6 packet too big sent)"
@@ -138,7 +138,7 @@ func (w *Worker) packetTooBig(f *netio.Frame, src *[16]byte, mtu int) {
 // back to its sender, within the ICMP rate limit.
 func (w *Worker) icmp6Error(f *netio.Frame, src *[16]byte, typ, code uint8, param uint32) bool {
 	if !w.d.icmpLimit.allow() {
-		w.d.mcount(MCntICMPLimited)
+		w.mcount(MCntICMPLimited)
 		return false
 	}
 	p := &w.p
@@ -156,7 +156,7 @@ func (w *Worker) rejectNoDest6(f *netio.Frame) {
 	p := &w.p
 	vip := p.Dst6
 	if w.icmp6Error(f, &vip, packet.ICMPv6DestUnreach, forward.ICMPv6PortUnreach, 0) {
-		w.d.mcount(MCntUnreachSent)
+		w.mcount(MCntUnreachSent)
 	}
 	if traceCompiled && w.ev != nil {
 		w.ev.Verdict = dropVerdicts[CntNoDest] + " (ICMPv6 port unreachable sent)"
