@@ -323,7 +323,7 @@ func TestECMPTakeoverGracefulRestart(t *testing.T) {
 		HoldTime:      3 * time.Second,
 		ShutdownWait:  time.Second,
 		Drain:         100 * time.Millisecond,
-		DirectorFlags: []string{"--bgp-graceful-restart", "30s"},
+		DirectorFlags: []string{"--bgp-graceful-restart", "60s"}, // a slow CI start stays well inside it
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func TestTakeoverKeepsHealth(t *testing.T) {
     real_server %s 80 {
         weight 1
         TCP_CHECK {
-            connect_timeout 1
+            connect_timeout 3
             retry 1
             delay_before_retry 1
         }
@@ -49,7 +49,7 @@ func TestTakeoverKeepsHealth(t *testing.T) {
     real_server %s 80 {
         weight 1
         TCP_CHECK {
-            connect_timeout 1
+            connect_timeout 3
             retry 1
             delay_before_retry 1
         }
