@@ -286,7 +286,7 @@ func (sp *Speaker) watchGap(p *peer) {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for {
-		opening := true
+		opening := false // a peer ListPeer does not know is in no gap
 		err := sp.s.ListPeer(ctx, &api.ListPeerRequest{Address: p.cfg.Addr.String()}, func(x *api.Peer) {
 			opening = x.State != nil && x.State.SessionState == api.PeerState_SESSION_STATE_OPENCONFIRM
 		})
