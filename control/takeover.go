@@ -189,7 +189,7 @@ func (s *Server) serveTakeover(c net.Conn, r *bufio.Reader) {
 // start: the VRRP speaker first (told to stop without resigning, and to
 // tell its followers nothing more, so no role change restarts a sync
 // daemon), then the sync daemons, whose sockets the successor binds. The
-// bye message carries both.
+// bye message carries both, and the health checks' verdicts.
 func (s *Server) handHA() *takeoverMsg {
 	bye := &takeoverMsg{Bye: true}
 	if s.vr != nil {

@@ -53,10 +53,10 @@ var ModeCounterNames = [NumModeCounters]string{
 // its drop cause.)
 var DroppingModeCounters = []int{MCntNoPort, MCntReasmTimeout, MCntReasmEvicted}
 
-// modeState is the director-wide state of the non-NAT methods.
+// modeState is the director-wide state of the non-NAT methods. (Their
+// counters are the workers' own, workerCounters.m, summed on read like
+// the drop counters.)
 type modeState struct {
-	// The mode counters are the workers' (workerCounters.m), summed on
-	// read like the drop counters.
 	// mtu holds the links' MTUs by interface index (any index: container
 	// hosts have them in the tens of thousands), copied on write and
 	// swapped whole; a link not in it counts as 1500. The kernel's link
