@@ -366,7 +366,7 @@ func sleep(ctx context.Context, d time.Duration) {
 
 // Status returns the speaker's status.
 func (a *Announcer) Status() *Status {
-	s := &Status{ASN: a.cfg.ASN, RouterID: a.cfg.RouterID.String(), Peers: a.sp.Peers()}
+	s := &Status{ASN: a.cfg.ASN, RouterID: a.cfg.RouterID.String(), Peers: a.sp.Peers(), GracefulRestart: a.cfg.GracefulRestart}
 	a.mu.Lock()
 	s.Announcements, s.Withdrawals, s.ShuttingDown, s.DataPath = a.ann, a.wd, a.shutting, a.dpState
 	for p, r := range a.routes {

@@ -340,6 +340,7 @@ func TestAnnouncer(t *testing.T) {
 	dpOK, dpWhy := true, ""
 	cfg := validConfig()
 	cfg.ShutdownWait, cfg.Drain = 30*time.Millisecond, 30*time.Millisecond
+	cfg.GracefulRestart = 60 * time.Second
 	var logs []string
 	cfg.Logf = func(f string, a ...any) { mu.Lock(); logs = append(logs, fmt.Sprintf(f, a...)); mu.Unlock() }
 	a := NewAnnouncer(cfg, sp,
@@ -403,7 +404,7 @@ func TestAnnouncer(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	st.Write(&buf)
-	for _, w := range []string{"bgp: AS 65001, router id 198.18.0.1, data path running, shutting down", "bgp peer 198.18.0.254 AS 65000: established", "bgp route 198.18.0.100/32: withdrawn (shutting down)"} {
+	for _, w := range []string{"bgp: AS 65001, router id 198.18.0.1, data path running, graceful restart 1m0s, shutting down", "bgp peer 198.18.0.254 AS 65000: established", "bgp route 198.18.0.100/32: withdrawn (shutting down)"} {
 		if !strings.Contains(buf.String(), w) {
 			t.Errorf("status text lacks %q:\n%s", w, buf.String())
 		}

@@ -21,6 +21,8 @@ type Status struct {
 	// "stalled: ...").
 	DataPath     string `json:"data_path"`
 	ShuttingDown bool   `json:"shutting_down,omitempty"`
+	// GracefulRestart is the restart time advertised (RFC 4724; 0: off).
+	GracefulRestart time.Duration `json:"graceful_restart,omitempty"`
 }
 
 // PeerStatus is one session.
@@ -66,6 +68,9 @@ func StateNumber(state string) int { return stateNumbers[state] }
 // `golvs adm --status`'s own.
 func (s *Status) Write(w io.Writer) {
 	fmt.Fprintf(w, "bgp: AS %d, router id %s, data path %s", s.ASN, s.RouterID, s.DataPath)
+	if s.GracefulRestart > 0 {
+		fmt.Fprintf(w, ", graceful restart %v", s.GracefulRestart)
+	}
 	if s.ShuttingDown {
 		fmt.Fprint(w, ", shutting down")
 	}
