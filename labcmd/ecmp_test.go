@@ -107,6 +107,22 @@ func exec1(t *testing.T, l *lab.ECMPLab, i int, args ...string) {
 	}
 }
 
+// ecmpPrereqs skips without netns or bird2, and builds the directors'
+// golvs binary into a fresh temporary folder, returned with it.
+func ecmpPrereqs(t *testing.T) (dir, bin string) {
+	t.Helper()
+	testutil.RequireNetns(t)
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Skip("bird2 is not installed (Debian package bird2; .ci/run installs it): the ECMP test needs a real BGP router")
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "golvs")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/golvs").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	end := time.Now().Add(d)
@@ -127,15 +143,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // shut down with SIGTERM marks its route GRACEFUL_SHUTDOWN, which bird
 // honours, before withdrawing it.
 func TestECMPFailover(t *testing.T) {
-	testutil.RequireNetns(t)
-	if _, err := exec.LookPath("bird"); err != nil {
-		t.Skip("bird2 is not installed (Debian package bird2; .ci/run installs it): the ECMP test needs a real BGP router")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "golvs")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/golvs").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := ecmpPrereqs(t)
 	o := &ecmpOpts{conns: 300, fail: 2, readd: true, interval: 500 * time.Millisecond}
 	o.ECMPRunOptions = lab.ECMPRunOptions{
 		ECMPOptions:  lab.ECMPOptions{Suffix: lab.RandomSuffix(), Directors: 3, RealServers: 3, Clients: 50, BadPeers: true},
@@ -307,15 +315,7 @@ func TestECMPFailover(t *testing.T) {
 // (and bird keeps it after the End-of-RIB). Without the flag the old
 // process withdraws the route before the new one can announce it.
 func TestECMPTakeoverGracefulRestart(t *testing.T) {
-	testutil.RequireNetns(t)
-	if _, err := exec.LookPath("bird"); err != nil {
-		t.Skip("bird2 is not installed (Debian package bird2; .ci/run installs it): the ECMP test needs a real BGP router")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "golvs")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/golvs").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := ecmpPrereqs(t)
 	l, err := lab.StartECMP(lab.ECMPRunOptions{
 		ECMPOptions:   lab.ECMPOptions{Suffix: lab.RandomSuffix(), Directors: 1, RealServers: 1, Clients: 1},
 		Exe:           bin,

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,24 +60,9 @@ func TestTakeoverKeepsHealth(t *testing.T) {
 	}
 	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
 	logPath := filepath.Join(dir, "daemon.log")
-	var pids []int
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-		}
-		for _, pid := range pids {
-			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-				time.Sleep(50 * time.Millisecond)
-			}
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("daemon log:\n%s", b)
-		}
-	})
+	pids := stopDaemons(t, logPath)
 	old := startRun(t, topo, bin, logPath, "--keepalived-conf", conf)
-	pids = append(pids, old.cmd.Process.Pid)
+	*pids = append(*pids, old.cmd.Process.Pid)
 	pid := waitDaemon(t, 0, logPath)
 	rs1, rs2 := lab.RIP(1).String()+":80", lab.RIP(2).String()+":80"
 	deadline := time.Now().Add(30 * time.Second)
@@ -95,7 +79,7 @@ func TestTakeoverKeepsHealth(t *testing.T) {
 	saved := admOut(t, "-S", "-n")
 
 	next := startRun(t, topo, bin, logPath, "--takeover", "--keepalived-conf", conf)
-	pids = append(pids, next.cmd.Process.Pid)
+	*pids = append(*pids, next.cmd.Process.Pid)
 	old.wait(t, "the old daemon after the takeover")
 	if p := waitDaemon(t, pid, logPath); p != next.cmd.Process.Pid {
 		t.Fatalf("pid %d answers, want the new daemon %d", p, next.cmd.Process.Pid)

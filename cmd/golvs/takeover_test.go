@@ -126,25 +126,10 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
 	logPath := filepath.Join(dir, "daemon.log")
-	var pids []int
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
-		}
-		for _, pid := range pids { // let it restore the host before the namespace goes
-			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-				time.Sleep(50 * time.Millisecond)
-			}
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("daemon log:\n%s", b)
-		}
-	})
+	pids := stopDaemons(t, logPath)
 
 	old := startRun(t, topo, oldBin, logPath, "--rules", rules)
-	pids = append(pids, old.cmd.Process.Pid)
+	*pids = append(*pids, old.cmd.Process.Pid)
 	pid := waitDaemon(t, 0, logPath)
 	var conns []*testutil.EchoConn
 	for i := 0; i < 8; i++ {
@@ -156,7 +141,7 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 
 	// 1. golvs run --takeover with the new binary.
 	next := startRun(t, topo, newBin, logPath, "--takeover")
-	pids = append(pids, next.cmd.Process.Pid)
+	*pids = append(*pids, next.cmd.Process.Pid)
 	old.wait(t, "the old daemon after the takeover")
 	newPID := waitDaemon(t, pid, logPath)
 	if newPID != next.cmd.Process.Pid {
@@ -191,7 +176,7 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	}
 	next.wait(t, "the daemon after SIGUSR2")
 	third := waitDaemon(t, newPID, logPath)
-	pids = append(pids, third)
+	*pids = append(*pids, third)
 	testutil.CheckEcho(t, conns, 5*time.Second, "after SIGUSR2")
 	if got := admOut(t, "-S", "-n"); got != saved {
 		t.Fatalf("configuration after SIGUSR2:\n%s\nwant\n%s", got, saved)
@@ -207,6 +192,30 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	if n := strings.Count(string(b), "took over from pid"); n != 2 {
 		t.Fatalf("%d takeovers logged, want 2:\n%s", n, b)
 	}
+}
+
+// stopDaemons registers a cleanup that stops the daemons whose pids the
+// test adds to the returned list: SIGTERM, up to 5 s each to restore the
+// host before the namespace goes, then SIGKILL; on failure it logs the
+// daemons' log.
+func stopDaemons(t *testing.T, logPath string) *[]int {
+	pids := new([]int)
+	t.Cleanup(func() {
+		for _, pid := range *pids {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+		for _, pid := range *pids {
+			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+				time.Sleep(50 * time.Millisecond)
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("daemon log:\n%s", b)
+		}
+	})
+	return pids
 }
 
 // serviceLine returns the fields of the first service line of a listing.
