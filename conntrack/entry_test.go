@@ -1,6 +1,8 @@
 package conntrack
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
 	"testing"
 	"unsafe"
 )
@@ -38,5 +40,22 @@ func TestEntryWord(t *testing.T) {
 	}
 	if e.State() != TCPSynRecv || e.Flags() != FlagNoOutput || e.InPkts() != 15 {
 		t.Fatalf("state %d flags %#x packets %d, want %d %#x 15", e.State(), e.Flags(), e.InPkts(), TCPSynRecv, FlagNoOutput)
+	}
+}
+
+// TestConnKey4 holds ConnKey4's word-wise build to the struct literal it
+// stands for, over random fields (the protocol's byte and the padding
+// included).
+func TestConnKey4(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 10000 {
+		var src, dst [4]byte
+		binary.LittleEndian.PutUint32(src[:], r.Uint32())
+		binary.LittleEndian.PutUint32(dst[:], r.Uint32())
+		sp, dp, pr := uint16(r.Uint32()), uint16(r.Uint32()), uint8(r.Uint32())
+		want := Key{SrcIP: src, DstIP: dst, SrcPort: sp, DstPort: dp, Proto: pr}
+		if got := ConnKey4(src, dst, sp, dp, pr); got != want {
+			t.Fatalf("ConnKey4(%v, %v, %d, %d, %d) = %+v, want %+v", src, dst, sp, dp, pr, got, want)
+		}
 	}
 }

@@ -257,7 +257,7 @@ func csumMode(f *netio.Frame) forward.Csum {
 // inbound handles a client -> VIP packet.
 func (w *Worker) inbound(f *netio.Frame, sv *Service) {
 	p := &w.p
-	k := conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SPort, DstPort: p.DPort, Proto: p.Proto}
+	k := conntrack.ConnKey4(p.Src, p.Dst, p.SPort, p.DPort, p.Proto)
 	h := &w.hit
 	if traceCompiled && w.tr != nil {
 		w.traceStart(f, "request", sv, p.Src, p.Dst, p.SPort, p.DPort)
@@ -434,7 +434,7 @@ func (w *Worker) schedule(f *netio.Frame, sv *Service, k *conntrack.Key) bool {
 // server, or nothing of golvs's.
 func (w *Worker) reply(f *netio.Frame) {
 	p := &w.p
-	k := conntrack.Key{SrcIP: p.Src, DstIP: p.Dst, SrcPort: p.SPort, DstPort: p.DPort, Proto: p.Proto}
+	k := conntrack.ConnKey4(p.Src, p.Dst, p.SPort, p.DPort, p.Proto)
 	h := &w.hit
 	if forward.TTLExpired(f.Data, p) {
 		// Replies are forwarded as a router does: TTL <= 1 is dropped

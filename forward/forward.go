@@ -94,8 +94,7 @@ func fixL4(l4 []byte, proto uint8, cs Csum, oldA, newA uint32, oldP, newP uint16
 		if proto == 17 && c == 0 {
 			return // UDP without a checksum stays without one
 		}
-		c = packet.Update32(c, oldA, newA)
-		c = packet.Update16(c, oldP, newP)
+		c = packet.UpdateAddrPort(c, oldA, newA, oldP, newP)
 		if proto == 17 && c == 0 {
 			c = 0xffff
 		}

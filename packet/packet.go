@@ -92,11 +92,17 @@ func (h IPv4) SetDstWithChecksum(a [4]byte) {
 	copy(h[ip4Dst:], a[:])
 }
 
-// DecTTL decrements the TTL and updates the header checksum.
+// DecTTL decrements the TTL and updates the header checksum: the word
+// TTL<<8|proto drops by 0x0100, so the checksum rises by 0x0100 with the
+// end-around carry (RFC 1141). As the kernel's ip_decrease_ttl does, a
+// sum of exactly 0xffff is carried round too, to 0x0000: a recomputed
+// checksum is never 0xffff, so the result is always the recomputed one.
+// The caller has checked TTL > 1.
 func (h IPv4) DecTTL() {
-	old := uint16(h[ip4TTL])<<8 | uint16(h[ip4Proto])
 	h[ip4TTL]--
-	h.SetChecksum(Update16(h.Checksum(), old, uint16(h[ip4TTL])<<8|uint16(h[ip4Proto])))
+	c := uint32(h.Checksum()) + 0x0100
+	c += (c + 1) >> 16 // 1 when c >= 0xffff
+	h.SetChecksum(uint16(c))
 }
 
 func be32(b []byte) uint32 { return binary.BigEndian.Uint32(b) }
