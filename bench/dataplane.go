@@ -37,7 +37,8 @@ const (
 	MaxDPWorkers    = 64
 	MaxDPServers    = 16
 	MaxDPConc       = 1000
-	MaxStreamBytes  = 64 << 20 // what lab.Serve answers at most
+	MaxBusyPoll     = 10 * time.Millisecond // golvs run --busy-poll's limit
+	MaxStreamBytes  = 64 << 20              // what lab.Serve answers at most
 	dpDrain         = 200 * time.Millisecond
 	dpConntrackMax  = 1 << 22
 )
@@ -67,11 +68,15 @@ type DataplaneConfig struct {
 	ReqDuration time.Duration // per request-loop cell (0: Duration)
 	StreamBytes int           // bytes of the single-stream test
 	Rings       []int         // golvs's receive ring versions to measure (2, 3)
-	Placements  []string      // "split" (director work on its own CPUs), "inline" (on the generator's)
-	NoDropRow   bool          // skip the golvs NAT row without the drop rule
-	TxRingRow   bool          // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
-	Refs        []string      // packet-rate references to measure (nil: all the host has)
-	NoSearch    bool          // skip the lossless-rate search
+	// BusyPolls are the --busy-poll windows golvs's NAT request loops run
+	// with, a row each; every other golvs row uses the first (nil: golvs
+	// run's default, director.DefaultSpin).
+	BusyPolls  []time.Duration
+	Placements []string // "split" (director work on its own CPUs), "inline" (on the generator's)
+	NoDropRow  bool     // skip the golvs NAT row without the drop rule
+	TxRingRow  bool     // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
+	Refs       []string // packet-rate references to measure (nil: all the host has)
+	NoSearch   bool     // skip the lossless-rate search
 	// IPv6 adds a golvs row per mode forwarding IPv6 frames (named
 	// ...-ipv6) to the IPv6 VIP of a dual-stack lab, beside the IPv4 rows
 	// (the references stay IPv4): the ratio of each row to its -ipv6
@@ -119,6 +124,14 @@ func (c *DataplaneConfig) Validate() error {
 	for _, v := range c.Rings {
 		if v != 2 && v != 3 {
 			return fmt.Errorf("bench dataplane: --ring %d: allowed 2 or 3", v)
+		}
+	}
+	for i, v := range c.BusyPolls {
+		if v < 0 || v > MaxBusyPoll {
+			return fmt.Errorf("bench dataplane: --busy-poll %s out of range (allowed: 0..%s, as golvs run takes)", v, MaxBusyPoll)
+		}
+		if slices.Contains(c.BusyPolls[:i], v) {
+			return fmt.Errorf("bench dataplane: --busy-poll %s given twice", v)
 		}
 	}
 	for _, ref := range c.Refs {
@@ -364,7 +377,10 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	refs := r.references(hostPeers)
 	golvsRuns := r.golvsRuns()
 	proxies := r.proxies()
-	reqPaths := 2 + len(c.Rings) + len(proxies) // direct, golvs nat per ring, fullnat, proxies
+	reqPaths := 2 + len(c.Rings)*max(len(c.BusyPolls), 1) + len(proxies) // direct, golvs nat per ring and busy-poll, fullnat, proxies
+	if r.kernelNAT() {
+		reqPaths++ // nft-dnat
+	}
 	if !slices.Contains(c.Modes, "fullnat") {
 		reqPaths--
 	}
@@ -466,7 +482,17 @@ type golvsRun struct {
 	ring    int
 	noDrop  bool
 	txRing  bool
-	v6      bool // IPv6 frames to the IPv6 VIP
+	v6      bool          // IPv6 frames to the IPv6 VIP
+	spin    time.Duration // --busy-poll
+}
+
+// spin is the --busy-poll of every golvs row but the NAT request loops'
+// (which run each of BusyPolls).
+func (r *dpRun) spin() time.Duration {
+	if len(r.c.BusyPolls) == 0 {
+		return director.DefaultSpin
+	}
+	return r.c.BusyPolls[0]
 }
 
 func (g golvsRun) name() string {
@@ -483,6 +509,9 @@ func (g golvsRun) name() string {
 	if g.v6 {
 		n += "-ipv6"
 	}
+	if g.spin != director.DefaultSpin {
+		n += "-busypoll" + g.spin.String()
+	}
 	return n
 }
 
@@ -497,21 +526,21 @@ func (r *dpRun) golvsRuns() []golvsRun {
 				continue
 			}
 			for _, w := range r.c.Workers {
-				out = append(out, golvsRun{mode: mode, workers: w, ring: ring})
+				out = append(out, golvsRun{mode: mode, workers: w, ring: ring, spin: r.spin()})
 			}
 		}
 	}
 	if slices.Contains(r.c.Modes, "nat") {
 		if !r.c.NoDropRow {
-			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], noDrop: true})
+			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], noDrop: true, spin: r.spin()})
 		}
 		if r.c.TxRingRow {
-			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], txRing: true})
+			out = append(out, golvsRun{mode: "nat", workers: r.c.Workers[0], ring: r.c.Rings[0], txRing: true, spin: r.spin()})
 		}
 	}
 	if r.c.IPv6 {
 		for _, mode := range r.c.Modes {
-			out = append(out, golvsRun{mode: mode, workers: r.c.Workers[0], ring: r.c.Rings[0], v6: true})
+			out = append(out, golvsRun{mode: mode, workers: r.c.Workers[0], ring: r.c.Rings[0], v6: true, spin: r.spin()})
 		}
 	}
 	return out
@@ -1203,6 +1232,7 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 		Ring:       netio.RingConfig{Version: g.ring},
 		NoDropRule: g.noDrop,
 		TxRing:     g.txRing,
+		Spin:       g.spin,
 	}
 	if method == ipvs.MethodFullNAT {
 		for i := 0; i < 4; i++ {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/golvs/golvs/director"
 )
 
 // DataplaneMain is "golvs bench dataplane [flags]": it builds the NAT lab,
@@ -29,7 +31,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 		asJSON                bool
 		packets               uint64
 	)
-	var rings, places, conc, refs string
+	var rings, spins, places, conc, refs string
 	fs.DurationVar(&c.Duration, "duration", 2*time.Second, fmt.Sprintf("traffic time per packet-rate measurement (at most %s)", MaxDPDuration))
 	fs.DurationVar(&c.ReqDuration, "req-duration", 0, "time per request-loop measurement (0: --duration)")
 	fs.Float64Var(&c.Rate, "rate", 0, fmt.Sprintf("frames a second the generator offers (0: flat out; else %d..%d)", MinDPRate, MaxDPRate))
@@ -40,6 +42,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&workers, "workers", "1", "golvs worker counts to measure, comma-separated (e.g. 1,2,4,8 on a larger machine)")
 	fs.StringVar(&mixes, "mix", "syn,est,udp", "traffic mixes: syn (new TCP flows), est (ACKs of open flows), udp (empty: no floods)")
 	fs.StringVar(&modes, "modes", "nat,dr,tun,fullnat", "golvs forwarding modes: nat, dr, tun, fullnat (comma-separated)")
+	fs.StringVar(&spins, "busy-poll", director.DefaultSpin.String(), "golvs's --busy-poll for every golvs row (its default: golvs run's), or a comma-separated list (e.g. 0,50us) for a golvs NAT request-loop row each, to show what looking for frames after traffic buys per crossing; the floods and other rows use the first")
 	fs.StringVar(&rings, "ring", "2", "golvs's receive rings to measure, comma-separated: 2 (TPACKET_V2, golvs's default: each frame handed over at once), 3 (TPACKET_V3: 1 MiB blocks, up to 1 ms of delay below flood rates)")
 	fs.StringVar(&places, "placement", "split,inline", "where the director's work runs: split (its threads and its kernel receive processing on their own CPU), inline (on the generator's CPU)")
 	fs.StringVar(&refs, "refs", strings.Join(allRefs, ","), "packet-rate references to measure, comma-separated (those the host lacks are skipped)")
@@ -54,7 +57,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&out, "out", "", "folder to write the table (dataplane.txt), the report (dataplane.json) and the plots (SVG and PNG) to, created if missing")
 	fs.BoolVar(&asJSON, "json", false, "write the report as JSON instead of a table")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: golvs bench dataplane [flags]\n\nBuilds the NAT lab in network namespaces. Request loops first: wrk (or a\nbuilt-in client) at each --concurrency, Connection: close, and one stream,\nthrough the kernel routing (direct), golvs NAT and FULLNAT, HAProxy mode tcp\nand nginx stream. Then floods: pre-built frames from the client's TX ring,\ncounted at the real servers, through golvs in each mode and ring, and in\nthe same run the generator into a sink (its own ceiling), the kernel as a\nrouter, the kernel's NAT (nftables), netsniff-ng and netio's own no-work\nceiling, in each --placement. A peer this host lacks is skipped, naming its\npackage. Needs root.\n\n")
+		fmt.Fprintf(stderr, "usage: golvs bench dataplane [flags]\n\nBuilds the NAT lab in network namespaces. Request loops first: wrk (or a\nbuilt-in client) at each --concurrency, Connection: close, and one stream,\nthrough the kernel routing (direct), golvs NAT and FULLNAT, HAProxy mode tcp,\nnginx stream and the kernel's NAT (nftables DNAT). Then floods: pre-built frames from the client's TX ring,\ncounted at the real servers, through golvs in each mode and ring, and in\nthe same run the generator into a sink (its own ceiling), the kernel as a\nrouter, the kernel's NAT (nftables), netsniff-ng and netio's own no-work\nceiling, in each --placement. A peer this host lacks is skipped, naming its\npackage. Needs root.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +87,13 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 			return usagef("bench dataplane: --ring %q: not a number", v)
 		}
 		c.Rings = append(c.Rings, n)
+	}
+	for _, v := range splitList(spins) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return usagef("bench dataplane: --busy-poll %q: not a duration (e.g. 0, 50us)", v)
+		}
+		c.BusyPolls = append(c.BusyPolls, d)
 	}
 	c.Placements = splitList(places)
 	c.Refs = splitList(refs)

@@ -65,8 +65,8 @@ type reqPath struct {
 // tcpTests runs the request loops at each concurrency and the stream on
 // every path, one path at a time in the director: the kernel routing to
 // a real server (direct, to its port 8080), golvs NAT with each ring,
-// golvs FULLNAT, and the proxy peers the host has (HAProxy mode tcp,
-// nginx stream). The real servers keep their real MACs here; nothing is
+// golvs FULLNAT, the proxy peers the host has (HAProxy mode tcp, nginx
+// stream) and the kernel's NAT (nftables DNAT, when the host has nft). The real servers keep their real MACs here; nothing is
 // pinned by the bench (golvs pins its workers as it does by default).
 func (r *dpRun) tcpTests(proxies []string) error {
 	vip := netip.AddrPortFrom(lab.VIP, 80)
@@ -90,8 +90,14 @@ func (r *dpRun) tcpTests(proxies []string) error {
 		return p
 	}
 	w := r.c.Workers[0]
+	spins := r.c.BusyPolls
+	if len(spins) == 0 {
+		spins = []time.Duration{0}
+	}
 	for _, ring := range r.c.Rings {
-		paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: w, ring: ring}))
+		for _, spin := range spins {
+			paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: w, ring: ring, spin: spin}))
+		}
 	}
 	for _, m := range r.c.Modes {
 		if m == "fullnat" {
@@ -101,6 +107,20 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	for _, p := range proxies {
 		bin := r.peers[p]
 		paths = append(paths, reqPath{name: p, addr: vip, start: func() (func() error, error) { return r.startProxy(p, bin) }})
+	}
+	// The kernel's own NAT (nftables DNAT with conntrack) on the same
+	// path: what a kernel load balancer costs on this host, the bar the
+	// 0.8-of-direct target stands for.
+	refs := proxies
+	if r.kernelNAT() {
+		paths = append(paths, reqPath{name: peerNFT, addr: vip, start: func() (func() error, error) {
+			stop, err := startNFT(r)
+			if err != nil {
+				return nil, err
+			}
+			return func() error { stop(); return nil }, nil
+		}})
+		refs = append(slices.Clone(proxies), peerNFT)
 	}
 	if r.wrk == "" {
 		r.note("request loops: wrk is not installed (apt-get install wrk): the built-in Go client ran them, which costs the client more per request than wrk")
@@ -116,8 +136,15 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	if slices.Contains(r.c.Modes, "tun") {
 		r.skip("golvs-tun request loops", "not measured: TUN's real servers need their own lab with a router and rs-tun endpoints (golvs lab tun); its floods are measured")
 	}
-	r.pathRatios(paths, proxies)
+	r.pathRatios(paths, refs)
 	return nil
+}
+
+// kernelNAT reports that the host has nft, so the request loops run
+// through the kernel's NAT too.
+func (r *dpRun) kernelNAT() bool {
+	_, ok := r.peers[peerNFT]
+	return ok
 }
 
 // runPaths runs every path's request loops and stream, one path at a time.
@@ -230,7 +257,8 @@ func (r *dpRun) startDR(mt *lab.ModeTopology, g golvsRun) (*golvsDir, error) {
 }
 
 // pathRatios divides each path's request rate by direct's and golvs's by
-// each proxy's, per concurrency, and the streams likewise.
+// each reference's (the proxies, the kernel's NAT), per concurrency, and
+// the streams likewise.
 func (r *dpRun) pathRatios(paths []reqPath, proxies []string) {
 	req := func(path string, n int) Num {
 		for _, q := range r.rep.Requests {

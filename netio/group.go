@@ -32,17 +32,44 @@ import (
 // often hands the goroutine to another thread, which loses its pinning.)
 //
 // With Spin set, a worker that has just had frames keeps looking at its
-// rings for up to Spin before it sleeps: a frame that comes within that
-// window is taken microseconds sooner, with no wake-up, at the price of a
-// CPU kept busy for Spin after each burst of traffic.
+// rings for a while before it sleeps: a frame that comes within that
+// window is taken microseconds sooner, with no wake-up. The window adapts,
+// as the kernel's halt polling for KVM guests does (halt_poll_ns): it
+// starts at 0, doubles (from spinGrowStart) up to Spin each time the
+// worker woke for a frame that came within Spin of the end of traffic (a
+// longer look would have caught it without the wake-up), and halves (to 0
+// below spinGrowStart) each time it slept longer than Spin (the look was
+// spent for nothing). Request and answer a few tens of microseconds apart
+// keep it open; traffic that comes a frame every millisecond, or none,
+// closes it, and then a worker costs what one without Spin costs.
 type Group struct {
 	Rings   []*Ring
-	Spin    time.Duration
+	Spin    time.Duration // the longest look (0: never look, sleep at once)
+	window  time.Duration // the current look, 0..Spin
 	pfds    []unix.PollFd
 	last    time.Time // when the worker last finished with frames
 	hot     bool      // the last Wait returned with frames ready
 	yielded time.Time // when the worker last yielded
 }
+
+// spinGrowStart is the first window a closed one opens to.
+const spinGrowStart = 5 * time.Microsecond
+
+// adapt moves the look window after a wake-up, given how long the worker
+// was without frames (from the end of its last traffic to the wake-up).
+func (g *Group) adapt(idle time.Duration) {
+	switch {
+	case idle <= g.Spin && g.window < g.Spin:
+		g.window = min(max(2*g.window, spinGrowStart), g.Spin)
+	case idle > g.Spin && g.window > 0:
+		if g.window /= 2; g.window < spinGrowStart {
+			g.window = 0
+		}
+	}
+}
+
+// Window returns the current look window (for status and tests).
+func (g *Group) Window() time.Duration { return g.window }
 
 // yieldEvery is how long a Group's goroutine runs (or sleeps) at most
 // between two yields, well inside the Go runtime's 10 ms preemption limit
@@ -77,12 +104,12 @@ func (g *Group) Wait(timeout time.Duration) {
 		return
 	}
 	if g.Spin > 0 && g.hot {
-		// The worker has just handled frames: the spin window starts now.
+		// The worker has just handled frames: its idle time starts now.
 		g.last = time.Now()
 	}
 	g.hot = false
-	if g.Spin > 0 && !g.last.IsZero() {
-		end := g.last.Add(g.Spin)
+	if g.window > 0 && !g.last.IsZero() {
+		end := g.last.Add(g.window)
 		for i := 0; ; i++ {
 			if g.ready() {
 				g.hot = true
@@ -108,4 +135,12 @@ func (g *Group) Wait(timeout time.Duration) {
 	}
 	_, _ = unix.Poll(g.pfds, int(min(timeout, yieldEvery)/time.Millisecond))
 	g.hot = g.ready()
+	if g.Spin > 0 && !g.last.IsZero() {
+		// Woken with frames, or by the timeout: that counts only once the
+		// worker has been idle longer than Spin (a short timeout says
+		// nothing of when the next frame comes).
+		if idle := time.Since(g.last); g.hot || idle > g.Spin {
+			g.adapt(idle)
+		}
+	}
 }

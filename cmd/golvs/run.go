@@ -64,7 +64,7 @@ func runMain(args []string) int {
 	quiet := fs.Bool("q", false, "do not log next-hop and host events")
 	ringVersion := fs.Int("ring", 2, "receive ring: 2 (TPACKET_V2: each frame handed over at once; MTU slots plus 68 KiB slots for GSO/GRO aggregates) or 3 (TPACKET_V3: frames batched in 1 MiB blocks handed over when full or after 1 ms, so up to 1 ms added per crossing below flood rates)")
 	ringFrames := fs.Int("ring-frames", 0, "receive ring 2: MTU slots per worker and interface (0: as many as fit 8 MiB, 4096 at MTU 1500); more absorbs longer bursts, at 2 KiB of locked memory each")
-	spin := fs.Duration("busy-poll", 0, "how long a worker keeps looking for frames after traffic before sleeping in poll() (0: never): saves a wake-up per crossing on a director with CPUs to spare, at the cost of a CPU kept busy that long after every burst (which slows everything else sharing it)")
+	spin := fs.Duration("busy-poll", director.DefaultSpin, "the longest a worker keeps looking for frames after traffic before sleeping in poll() (0: never look): saves a wake-up per crossing. The look adapts between 0 and this, growing while frames come within it and shrinking while it finds none, so sparse traffic costs no spinning")
 	fanout := fs.String("fanout", "cpu", "how frames are spread over workers: cpu (the worker of the CPU that received the frame; pair with RSS/RPS) or hash (by flow hash, whatever CPU received it)")
 	noPin := fs.Bool("no-pin", false, "do not pin worker i to its CPU")
 	txMode := fs.String("tx", "mmsg", "how workers send: mmsg (one non-blocking sendmmsg per batch) or ring (a PACKET_TX_RING per worker and interface, one non-blocking kick per batch)")
