@@ -92,7 +92,7 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	w := r.c.Workers[0]
 	spins := r.c.BusyPolls
 	if len(spins) == 0 {
-		spins = []time.Duration{0}
+		spins = []time.Duration{director.DefaultSpin}
 	}
 	for _, ring := range r.c.Rings {
 		for _, spin := range spins {
@@ -101,7 +101,7 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	}
 	for _, m := range r.c.Modes {
 		if m == "fullnat" {
-			paths = append(paths, golvsPath(golvsRun{mode: m, workers: w, ring: r.c.Rings[0]}))
+			paths = append(paths, golvsPath(golvsRun{mode: m, workers: w, ring: r.c.Rings[0], spin: r.spin()}))
 		}
 	}
 	for _, p := range proxies {
@@ -208,7 +208,7 @@ func (r *dpRun) drLoops() ([]reqPath, error) {
 		return nil, err
 	}
 	w := r.c.Workers[0]
-	g := golvsRun{mode: "dr", workers: w, ring: r.c.Rings[0]}
+	g := golvsRun{mode: "dr", workers: w, ring: r.c.Rings[0], spin: r.spin()}
 	paths := []reqPath{
 		{name: "direct-dr", addr: netip.AddrPortFrom(lab.DRRIP(1), directPort), start: func() (func() error, error) {
 			return func() error { return nil }, nil

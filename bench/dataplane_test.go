@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -356,7 +357,7 @@ func TestDataplaneSmoke(t *testing.T) {
 		Workers: []int{1}, Mixes: []Mix{MixEst, MixUDP}, Modes: []string{"nat", "fullnat"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
 		StreamBytes: 256 << 10, LatRate: 0, Rings: []int{2}, Placements: []string{placeSplit}, NoDropRow: true,
 		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}, // the peers' floods are the slow part
-		IPv6: true}
+		IPv6: true, BusyPolls: []time.Duration{director.DefaultSpin, 0}}
 	start := time.Now()
 	rep, err := RunDataplane(c)
 	if err != nil {
@@ -401,8 +402,15 @@ func TestDataplaneSmoke(t *testing.T) {
 			t.Errorf("requests %s c%d (%s): %+v", q.Path, q.Concurrency, q.Tool, q)
 		}
 	}
-	if !paths["direct"] || !paths["golvs-nat-w1"] {
-		t.Errorf("request loops on %v, want direct and golvs-nat-w1", paths)
+	// Every golvs row runs golvs's default --busy-poll and keeps its
+	// plain name; the second window gets a NAT row of its own.
+	for _, p := range []string{"direct", "golvs-nat-w1", "golvs-nat-w1-busypoll0s", "golvs-fullnat-w1"} {
+		if !paths[p] {
+			t.Errorf("request loops on %v, want %s", paths, p)
+		}
+	}
+	if _, err := exec.LookPath("nft"); err == nil && !paths[peerNFT] {
+		t.Errorf("request loops on %v: the host has nft, want %s", paths, peerNFT)
 	}
 	for _, st := range rep.Streams {
 		if st.Bytes < 256<<10 || st.Error != "" {
