@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -587,4 +588,93 @@ func TestGroupYields(t *testing.T) {
 	if !r.ready {
 		t.Fatal("a frame did not end the wait")
 	}
+}
+
+// TestGroupSpinAdapts runs the look window on a real ring: frames that
+// come a few hundred microseconds after the last open it (each wake-up
+// was one a long enough look would have saved) until a look outlasts the
+// gaps and catches the frames without a wake-up, where it stops growing;
+// a quiet ring shuts it again. Spin is 5 ms, ten times the gaps sent, so
+// a busy machine's delays do not decide the outcome; only the end states
+// are checked.
+func TestGroupSpinAdapts(t *testing.T) {
+	ns := vethNS(t, 1500)
+	f, err := BuildFilter([]Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, tx, bmac := openRingTx(t, ns, RingConfig{Filter: f, Version: 2, Frames: 128})
+	const spin = 5 * time.Millisecond
+	g := NewGroup([]*Ring{ring})
+	g.Spin = spin
+	type report struct {
+		frames int
+		window time.Duration
+	}
+	if w := g.Window(); w != 0 {
+		t.Fatalf("window %s before any traffic, want 0", w)
+	}
+	reports := make(chan report, 1024)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var b Block
+		var fr Frame
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			g.Wait(time.Hour)
+			n := 0
+			for ring.TryNext(&b) {
+				for b.Frame(&fr) {
+					n++
+				}
+				b.Release()
+			}
+			select {
+			case reports <- report{n, g.Window()}:
+			default:
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	next := func(deadline time.Duration, ok func(report) bool) report {
+		t.Helper()
+		end := time.After(deadline)
+		for {
+			select {
+			case r := <-reports:
+				if ok(r) {
+					return r
+				}
+			case <-end:
+				t.Fatalf("no report as wanted within %s", deadline)
+			}
+		}
+	}
+	// Traffic a frame every 300 us or more: the window opens past that.
+	const gap = 300 * time.Microsecond
+	var win time.Duration
+	for i := 0; i < 60 && win < gap; i++ {
+		tx.Queue(tcpFrame(60, bmac, uint16(1000+i)))
+		tx.Flush()
+		win = next(30*time.Second, func(r report) bool { return r.frames > 0 }).window
+		if win > spin {
+			t.Fatalf("window %s past Spin %s", win, spin)
+		}
+		time.Sleep(gap)
+	}
+	if win < gap {
+		t.Fatalf("60 frames %s apart opened the window to %s only", gap, win)
+	}
+	// Quiet: every wake-up is a timeout long past Spin, and the window
+	// halves down to shut.
+	next(30*time.Second, func(r report) bool { return r.window == 0 })
 }

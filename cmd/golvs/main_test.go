@@ -107,6 +107,8 @@ func TestRunBadInput(t *testing.T) {
 		{"bad icmp rate", []string{"run", "-i", "lo", "--icmp-msgs-per-sec", "-5"}, "--icmp-msgs-per-sec -5 out of range"},
 		{"bad icmp burst", []string{"run", "-i", "lo", "--icmp-msgs-burst", "0"}, "--icmp-msgs-burst 0 out of range"},
 		{"status extra argument", []string{"adm", "--status", "--verbose"}, `unexpected argument "--verbose"`},
+		{"busy-poll past its limit", []string{"run", "-i", "lo", "--busy-poll", "11ms"}, "--busy-poll 11ms out of range (0..10ms)"},
+		{"negative busy-poll", []string{"run", "-i", "lo", "--busy-poll", "-1us"}, "--busy-poll -1µs out of range"},
 		{"bad proc interval", []string{"run", "-i", "lo", "--proc-dir", t.TempDir(), "--proc-interval", "1ms"}, "--proc-interval 1ms out of range"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"lab bad weights", []string{"lab", "nat", "--weights", "2,x"}, `"x" is not a weight`},
