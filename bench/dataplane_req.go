@@ -66,8 +66,9 @@ type reqPath struct {
 // every path, one path at a time in the director: the kernel routing to
 // a real server (direct, to its port 8080), golvs NAT with each ring,
 // golvs FULLNAT, the proxy peers the host has (HAProxy mode tcp, nginx
-// stream) and the kernel's NAT (nftables DNAT, when the host has nft). The real servers keep their real MACs here; nothing is
-// pinned by the bench (golvs pins its workers as it does by default).
+// stream) and the kernel's NAT (nftables DNAT, when the host has nft).
+// The real servers keep their real MACs here; nothing is pinned by the
+// bench (golvs pins its workers as it does by default).
 func (r *dpRun) tcpTests(proxies []string) error {
 	vip := netip.AddrPortFrom(lab.VIP, 80)
 	paths := []reqPath{{name: "direct", addr: netip.AddrPortFrom(lab.RIP(1), directPort), start: func() (func() error, error) {
@@ -259,7 +260,7 @@ func (r *dpRun) startDR(mt *lab.ModeTopology, g golvsRun) (*golvsDir, error) {
 // pathRatios divides each path's request rate by direct's and golvs's by
 // each reference's (the proxies, the kernel's NAT), per concurrency, and
 // the streams likewise.
-func (r *dpRun) pathRatios(paths []reqPath, proxies []string) {
+func (r *dpRun) pathRatios(paths []reqPath, refPaths []string) {
 	req := func(path string, n int) Num {
 		for _, q := range r.rep.Requests {
 			if q.Path == path && q.Concurrency == n {
@@ -284,7 +285,7 @@ func (r *dpRun) pathRatios(paths []reqPath, proxies []string) {
 		if p.direct != "" {
 			refs = []string{p.direct} // another lab: the proxies ran in the NAT lab
 		} else if strings.HasPrefix(p.name, "golvs-") {
-			refs = append(refs, proxies...)
+			refs = append(refs, refPaths...)
 		}
 		for _, ref := range refs {
 			for _, n := range r.c.Concurrency {

@@ -187,3 +187,15 @@ func TestDecTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestDecTTLZero: a TTL of 0 (which no caller forwards) is left as it
+// is, checksum and all.
+func TestDecTTLZero(t *testing.T) {
+	h := IPv4{0x45, 0, 0, 0x28, 0, 0, 0x40, 0, 0, 6, 0, 0, 198, 18, 0, 1, 198, 19, 0, 2}
+	h.SetChecksum(h.HeaderChecksum())
+	before := append(IPv4(nil), h...)
+	h.DecTTL()
+	if string(h) != string(before) {
+		t.Fatalf("DecTTL changed a TTL-0 header: % x, was % x", h, before)
+	}
+}

@@ -97,8 +97,12 @@ func (h IPv4) SetDstWithChecksum(a [4]byte) {
 // end-around carry (RFC 1141). As the kernel's ip_decrease_ttl does, a
 // sum of exactly 0xffff is carried round too, to 0x0000: a recomputed
 // checksum is never 0xffff, so the result is always the recomputed one.
-// The caller has checked TTL > 1.
+// The caller has checked TTL > 1; a TTL of 0 is left alone (the sum's
+// step would be another then).
 func (h IPv4) DecTTL() {
+	if h[ip4TTL] == 0 {
+		return
+	}
 	h[ip4TTL]--
 	c := uint32(h.Checksum()) + 0x0100
 	c += (c + 1) >> 16 // 1 when c >= 0xffff
