@@ -384,8 +384,10 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	if !slices.Contains(c.Modes, "fullnat") {
 		reqPaths--
 	}
-	if slices.Contains(c.Modes, "dr") {
-		reqPaths += 2 // direct-dr, golvs-dr
+	for _, m := range []string{"dr", "tun"} {
+		if slices.Contains(c.Modes, m) {
+			reqPaths += 2 // direct-MODE, golvs-MODE
+		}
 	}
 	r.steps = reqPaths*(len(c.Concurrency)+1) + len(places)*(len(refs)+len(golvsRuns))*len(c.Mixes)
 

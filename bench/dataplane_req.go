@@ -23,6 +23,7 @@ import (
 	"github.com/golvs/golvs/ipvs"
 	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/netio"
+	"github.com/golvs/golvs/rstun"
 )
 
 // golvsCounters reads golvs's drop counters and the mode counters that
@@ -127,15 +128,15 @@ func (r *dpRun) tcpTests(proxies []string) error {
 		r.note("request loops: wrk is not installed (apt-get install wrk): the built-in Go client ran them, which costs the client more per request than wrk")
 	}
 	r.runPaths(paths)
-	if slices.Contains(r.c.Modes, "dr") {
-		drPaths, err := r.drLoops()
-		if err != nil {
-			r.skip("golvs-dr request loops", err.Error())
+	for _, m := range []string{"dr", "tun"} {
+		if !slices.Contains(r.c.Modes, m) {
+			continue
 		}
-		paths = append(paths, drPaths...)
-	}
-	if slices.Contains(r.c.Modes, "tun") {
-		r.skip("golvs-tun request loops", "not measured: TUN's real servers need their own lab with a router and rs-tun endpoints (golvs lab tun); its floods are measured")
+		mp, err := r.modeLoops(m)
+		if err != nil {
+			r.skip("golvs-"+m+" request loops", err.Error())
+		}
+		paths = append(paths, mp...)
 	}
 	r.pathRatios(paths, refs)
 	return nil
@@ -184,13 +185,22 @@ func (r *dpRun) runPaths(paths []reqPath) {
 	}
 }
 
-// drLoops runs DR's request loops in a DR lab of their own (the client,
-// the director and the real servers on one segment, the VIP on the real
-// servers' loopback, their answers straight to the client): golvs DR
-// against direct-dr, the client talking to a real server's own address on
-// the same segment. The NAT lab is set aside meanwhile.
-func (r *dpRun) drLoops() ([]reqPath, error) {
-	mt, err := lab.BuildDR(lab.Options{Suffix: lab.RandomSuffix(), RealServers: r.c.RealServers})
+// modeLoops runs the request loops of DR or TUN in a lab of that mode
+// (the NAT lab is set aside meanwhile), where the real servers answer the
+// client themselves: golvs in that mode against direct-MODE, the client
+// talking to a real server's own address (port 8080) the way the lab
+// routes it. DR: the client, the director and the real servers on one
+// segment, the VIP on the real servers' loopback. TUN: the real servers
+// behind a router, the director's IPIP tunnel to them ended by golvs's
+// userspace decapsulator (rstun) in each, which holds the VIP; the
+// client reaches their own addresses through the router.
+func (r *dpRun) modeLoops(mode string) ([]reqPath, error) {
+	o := lab.Options{Suffix: lab.RandomSuffix(), RealServers: r.c.RealServers}
+	build, rip := lab.BuildDR, lab.DRRIP
+	if mode == "tun" {
+		build, rip = lab.BuildTUN, lab.TUNRIP
+	}
+	mt, err := build(o)
 	if err != nil {
 		return nil, err
 	}
@@ -201,21 +211,37 @@ func (r *dpRun) drLoops() ([]reqPath, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i, ns := range mt.RS {
+		if mode == "tun" {
+			var ep *rstun.Endpoint
+			if err := ns.Do(func() (err error) {
+				ep, err = rstun.Open(rstun.Config{Interface: "eth0", VIPs: []netip.Addr{lab.VIP}})
+				return err
+			}); err != nil {
+				return nil, fmt.Errorf("rs-tun in %s: %w", ns.Name, err)
+			}
+			defer ep.Close()
+			go func() { _ = ep.Run(ctx) }()
+		}
 		if _, err := lab.ServeAt(ctx, ns, fmt.Sprintf("rs%d", i+1), lab.VIP, []int{80, directPort}, nil); err != nil {
+			return nil, err
+		}
+	}
+	if mode == "tun" {
+		if err := lab.RouteVia(mt.Client, netip.PrefixFrom(lab.TUNRIP(1), 24).Masked(), lab.RouterClientIP); err != nil {
 			return nil, err
 		}
 	}
 	if err := loadGenSysctls(mt.Client); err != nil {
 		return nil, err
 	}
-	w := r.c.Workers[0]
-	g := golvsRun{mode: "dr", workers: w, ring: r.c.Rings[0], spin: r.spin()}
+	direct := "direct-" + mode
+	g := golvsRun{mode: mode, workers: r.c.Workers[0], ring: r.c.Rings[0], spin: r.spin()}
 	paths := []reqPath{
-		{name: "direct-dr", addr: netip.AddrPortFrom(lab.DRRIP(1), directPort), start: func() (func() error, error) {
+		{name: direct, addr: netip.AddrPortFrom(rip(1), directPort), start: func() (func() error, error) {
 			return func() error { return nil }, nil
 		}},
-		{name: g.name(), addr: netip.AddrPortFrom(lab.VIP, 80), direct: "direct-dr", start: func() (func() error, error) {
-			d, err := r.startDR(mt, g)
+		{name: g.name(), addr: netip.AddrPortFrom(lab.VIP, 80), direct: direct, start: func() (func() error, error) {
+			d, err := r.startMode(mt, g, rip)
 			if err != nil {
 				return nil, err
 			}
@@ -227,16 +253,24 @@ func (r *dpRun) drLoops() ([]reqPath, error) {
 	return paths, nil
 }
 
-// startDR starts golvs DR in the DR lab: one interface, the VIP's ARP
-// answered there, each real server a DR dest of TCP VIP:80.
-func (r *dpRun) startDR(mt *lab.ModeTopology, g golvsRun) (*golvsDir, error) {
+// startMode starts golvs DR or TUN in that mode's lab: the VIP's ARP
+// answered on ext0 (TUN also sends through int0, towards the router),
+// each real server a dest of TCP VIP:80 in the mode.
+func (r *dpRun) startMode(mt *lab.ModeTopology, g golvsRun, rip func(int) netip.Addr) (*golvsDir, error) {
+	ifaces := []director.Interface{{Name: lab.DirExt, ARP: true}}
+	method := ipvs.MethodRoute
+	if g.mode == "tun" {
+		ifaces = append(ifaces, director.Interface{Name: lab.DirInt})
+		method = ipvs.MethodTunnel
+	}
 	var d *director.Director
 	err := mt.Director.Do(func() (err error) {
 		d, err = director.New(director.Config{
-			Interfaces: []director.Interface{{Name: lab.DirExt, ARP: true}},
+			Interfaces: ifaces,
 			Workers:    g.workers,
 			Ring:       netio.RingConfig{Version: g.ring},
 			FixHost:    true,
+			Spin:       g.spin,
 		})
 		return err
 	})
@@ -247,7 +281,7 @@ func (r *dpRun) startDR(mt *lab.ModeTopology, g golvsRun) (*golvsDir, error) {
 	err = d.AddService(svc)
 	for i := range mt.RS {
 		if err == nil {
-			err = d.AddDest(svc.ServiceKey, ipvs.DestConfig{Addr: lab.DRRIP(i + 1), Port: 80, Method: ipvs.MethodRoute, Weight: 1})
+			err = d.AddDest(svc.ServiceKey, ipvs.DestConfig{Addr: rip(i + 1), Port: 80, Method: method, Weight: 1})
 		}
 	}
 	if err != nil {

@@ -354,7 +354,7 @@ func TestDataplaneSmoke(t *testing.T) {
 		t.Skip("skipping: builds a lab (-short)")
 	}
 	c := DataplaneConfig{Duration: 100 * time.Millisecond, Size: 64, Flows: 64, MaxPackets: 1_000_000, RealServers: 2,
-		Workers: []int{1}, Mixes: []Mix{MixEst, MixUDP}, Modes: []string{"nat", "fullnat"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
+		Workers: []int{1}, Mixes: []Mix{MixEst, MixUDP}, Modes: []string{"nat", "fullnat", "tun"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
 		StreamBytes: 256 << 10, LatRate: 0, Rings: []int{2}, Placements: []string{placeSplit}, NoDropRow: true,
 		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}, // the peers' floods are the slow part
 		IPv6: true, BusyPolls: []time.Duration{director.DefaultSpin, 0}}
@@ -404,7 +404,8 @@ func TestDataplaneSmoke(t *testing.T) {
 	}
 	// Every golvs row runs golvs's default --busy-poll and keeps its
 	// plain name; the second window gets a NAT row of its own.
-	for _, p := range []string{"direct", "golvs-nat-w1", "golvs-nat-w1-busypoll0s", "golvs-fullnat-w1"} {
+	// TUN's loops run in a TUN lab of their own, against direct-tun.
+	for _, p := range []string{"direct", "golvs-nat-w1", "golvs-nat-w1-busypoll0s", "golvs-fullnat-w1", "direct-tun", "golvs-tun-w1"} {
 		if !paths[p] {
 			t.Errorf("request loops on %v, want %s", paths, p)
 		}

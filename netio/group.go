@@ -68,7 +68,8 @@ func (g *Group) adapt(idle time.Duration) {
 	}
 }
 
-// Window returns the current look window (for status and tests).
+// Window returns the current look window. Only the goroutine that
+// calls Wait may read it (tests do).
 func (g *Group) Window() time.Duration { return g.window }
 
 // yieldEvery is how long a Group's goroutine runs (or sleeps) at most

@@ -54,19 +54,38 @@ func vethNS(t *testing.T, mtu int) *lab.NS {
 }
 
 // ipv4Only is a filter that takes every IPv4 frame (and not the IPv6
+// chatter of a link that just came up).
+func ipv4Only() []bpf.RawInstruction {
+	f, err := bpf.Assemble(append(preamble(false),
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 0, SkipFalse: 1},
+		bpf.RetConstant{Val: snapAll},
+		bpf.RetConstant{Val: 0}))
+	if err != nil {
+		panic(err)
+	}
+	return f
+}
 
 // openRingTx opens a ring with cfg on b0 and a Tx on a0 in ns, closed
 // when the test ends, and returns b0's MAC.
 func openRingTx(t *testing.T, ns interface{ Do(func() error) error }, cfg RingConfig) (*Ring, *Tx, net.HardwareAddr) {
 	t.Helper()
 	var ring *Ring
+	if err := ns.Do(func() (err error) { ring, err = OpenRing("b0", cfg); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ring.Close() })
+	tx, mac := openPeerTx(t, ns)
+	return ring, tx, mac
+}
+
+// openPeerTx opens a Tx on a0 in ns, closed when the test ends, and
+// returns b0's MAC (where its frames go).
+func openPeerTx(t *testing.T, ns interface{ Do(func() error) error }) (*Tx, net.HardwareAddr) {
+	t.Helper()
 	var tx *Tx
 	var mac net.HardwareAddr
 	err := ns.Do(func() error {
-		var err error
-		if ring, err = OpenRing("b0", cfg); err != nil {
-			return err
-		}
 		ifi, err := net.InterfaceByName("b0")
 		if err != nil {
 			return err
@@ -78,20 +97,8 @@ func openRingTx(t *testing.T, ns interface{ Do(func() error) error }, cfg RingCo
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { tx.Close(); ring.Close() })
-	return ring, tx, mac
-}
-
-// chatter of a link that just came up).
-func ipv4Only() []bpf.RawInstruction {
-	f, err := bpf.Assemble(append(preamble(false),
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0x0800, SkipTrue: 0, SkipFalse: 1},
-		bpf.RetConstant{Val: snapAll},
-		bpf.RetConstant{Val: 0}))
-	if err != nil {
-		panic(err)
-	}
-	return f
+	t.Cleanup(func() { tx.Close() })
+	return tx, mac
 }
 
 // tcpUDPOnly takes IPv4 and IPv6 TCP and UDP frames (the IPv6 ones with
@@ -424,8 +431,6 @@ func TestFanoutMergedTiers(t *testing.T) {
 	const workers = 2
 	fo := NewFanout(FanoutCPU)
 	var rings [workers]*Ring
-	var tx *Tx
-	var bmac net.HardwareAddr
 	err := ns.Do(func() error {
 		for w := range rings {
 			var err error
@@ -433,21 +438,17 @@ func TestFanoutMergedTiers(t *testing.T) {
 				return err
 			}
 		}
-		ifi, err := net.InterfaceByName("b0")
-		if err != nil {
-			return err
-		}
-		bmac = ifi.HardwareAddr
-		tx, err = OpenTx("a0")
-		return err
+		return nil
 	})
+	for _, r := range rings {
+		if r != nil {
+			defer r.Close()
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range rings {
-		defer r.Close()
-	}
-	defer tx.Close()
+	tx, bmac := openPeerTx(t, ns)
 	// One group: every socket of both rings reports the same group, of
 	// the CBPF kind.
 	var group int

@@ -31,13 +31,9 @@ func TestTakeoverKeepsHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "keepalived.conf")
-	text := fmt.Sprintf(`virtual_server %s 80 {
-    delay_loop 1
-    lb_algo rr
-    lb_kind NAT
-    protocol TCP
-    alpha
-    real_server %s 80 {
+	text := fmt.Sprintf("virtual_server %s 80 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    alpha\n", lab.VIP)
+	for i := range 2 {
+		text += fmt.Sprintf(`    real_server %s 80 {
         weight 1
         TCP_CHECK {
             connect_timeout 3
@@ -45,25 +41,15 @@ func TestTakeoverKeepsHealth(t *testing.T) {
             delay_before_retry 1
         }
     }
-    real_server %s 80 {
-        weight 1
-        TCP_CHECK {
-            connect_timeout 3
-            retry 1
-            delay_before_retry 1
-        }
-    }
-}
-`, lab.VIP, lab.RIP(1), lab.RIP(2))
+`, lab.RIP(i+1))
+	}
+	text += "}\n"
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
-	logPath := filepath.Join(dir, "daemon.log")
-	pids := stopDaemons(t, logPath)
-	old := startRun(t, topo, bin, logPath, "--keepalived-conf", conf)
-	*pids = append(*pids, old.cmd.Process.Pid)
-	pid := waitDaemon(t, 0, logPath)
+	ds := newDaemons(t, topo, dir)
+	old := ds.start(bin, "--keepalived-conf", conf)
+	pid := ds.ready(0)
 	rs1, rs2 := lab.RIP(1).String()+":80", lab.RIP(2).String()+":80"
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -78,10 +64,9 @@ func TestTakeoverKeepsHealth(t *testing.T) {
 	}
 	saved := admOut(t, "-S", "-n")
 
-	next := startRun(t, topo, bin, logPath, "--takeover", "--keepalived-conf", conf)
-	*pids = append(*pids, next.cmd.Process.Pid)
+	next := ds.start(bin, "--takeover", "--keepalived-conf", conf)
 	old.wait(t, "the old daemon after the takeover")
-	if p := waitDaemon(t, pid, logPath); p != next.cmd.Process.Pid {
+	if p := ds.ready(pid); p != next.cmd.Process.Pid {
 		t.Fatalf("pid %d answers, want the new daemon %d", p, next.cmd.Process.Pid)
 	}
 	// From the first listing on, and for longer than a fresh checker
@@ -91,8 +76,7 @@ func TestTakeoverKeepsHealth(t *testing.T) {
 			t.Fatalf("after the takeover the pool changed:\n%s\nwant (as the old daemon's checkers left it)\n%s", got, saved)
 		}
 	}
-	b, _ := os.ReadFile(logPath)
-	if strings.Contains(string(b), "rejected") {
+	if b := ds.logText(); strings.Contains(b, "rejected") {
 		t.Fatalf("the new daemon refused keepalived.conf:\n%s", b)
 	}
 }

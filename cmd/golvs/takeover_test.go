@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,13 +125,9 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	if err := os.WriteFile(rules, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
-	logPath := filepath.Join(dir, "daemon.log")
-	pids := stopDaemons(t, logPath)
-
-	old := startRun(t, topo, oldBin, logPath, "--rules", rules)
-	*pids = append(*pids, old.cmd.Process.Pid)
-	pid := waitDaemon(t, 0, logPath)
+	ds := newDaemons(t, topo, dir)
+	old := ds.start(oldBin, "--rules", rules)
+	pid := ds.ready(0)
 	var conns []*testutil.EchoConn
 	for i := 0; i < 8; i++ {
 		conns = append(conns, testutil.DialEcho(t, topo.Client, netip.AddrPortFrom(lab.VIP, 7)))
@@ -140,10 +137,9 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	saved := admOut(t, "-S", "-n")
 
 	// 1. golvs run --takeover with the new binary.
-	next := startRun(t, topo, newBin, logPath, "--takeover")
-	*pids = append(*pids, next.cmd.Process.Pid)
+	next := ds.start(newBin, "--takeover")
 	old.wait(t, "the old daemon after the takeover")
-	newPID := waitDaemon(t, pid, logPath)
+	newPID := ds.ready(pid)
 	if newPID != next.cmd.Process.Pid {
 		t.Fatalf("pid %d answers, want the new daemon %d", newPID, next.cmd.Process.Pid)
 	}
@@ -175,47 +171,80 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	next.wait(t, "the daemon after SIGUSR2")
-	third := waitDaemon(t, newPID, logPath)
-	*pids = append(*pids, third)
+	ds.ready(newPID)
 	testutil.CheckEcho(t, conns, 5*time.Second, "after SIGUSR2")
 	if got := admOut(t, "-S", "-n"); got != saved {
 		t.Fatalf("configuration after SIGUSR2:\n%s\nwant\n%s", got, saved)
 	}
 	loop.WaitOK(loop.OK.Load() + 20)
 	loop.End(t)
-	b, _ := os.ReadFile(logPath)
-	for _, l := range strings.Split(string(b), "\n") {
+	b := ds.logText()
+	for _, l := range strings.Split(b, "\n") {
 		if strings.Contains(l, "took over") {
 			t.Log(l)
 		}
 	}
-	if n := strings.Count(string(b), "took over from pid"); n != 2 {
+	if n := strings.Count(b, "took over from pid"); n != 2 {
 		t.Fatalf("%d takeovers logged, want 2:\n%s", n, b)
 	}
 }
 
-// stopDaemons registers a cleanup that stops the daemons whose pids the
-// test adds to the returned list: SIGTERM, up to 5 s each to restore the
-// host before the namespace goes, then SIGKILL; on failure it logs the
-// daemons' log.
-func stopDaemons(t *testing.T, logPath string) *[]int {
-	pids := new([]int)
+// daemons are a test's `golvs run` processes in a lab's director: one
+// control socket (GOLVS_SOCKET, set for the test) and one log in dir.
+// Every daemon started or adopted is stopped when the test ends: SIGTERM,
+// up to 5 s each to restore the host before the namespace goes, then
+// SIGKILL; on failure the log is printed.
+type daemons struct {
+	t    *testing.T
+	topo *lab.Topology
+	log  string
+	pids []int
+}
+
+func newDaemons(t *testing.T, topo *lab.Topology, dir string) *daemons {
+	t.Setenv("GOLVS_SOCKET", filepath.Join(dir, "golvs.sock"))
+	ds := &daemons{t: t, topo: topo, log: filepath.Join(dir, "daemon.log")}
 	t.Cleanup(func() {
-		for _, pid := range *pids {
+		for _, pid := range ds.pids {
 			_ = syscall.Kill(pid, syscall.SIGTERM)
 		}
-		for _, pid := range *pids {
+		for _, pid := range ds.pids {
 			for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
 				time.Sleep(50 * time.Millisecond)
 			}
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("daemon log:\n%s", b)
+			t.Logf("daemon log:\n%s", ds.logText())
 		}
 	})
-	return pids
+	return ds
+}
+
+// start starts `golvs run` from bin with the lab's interfaces and extra.
+func (ds *daemons) start(bin string, extra ...string) *daemonProc {
+	ds.t.Helper()
+	p := startRun(ds.t, ds.topo, bin, ds.log, extra...)
+	ds.pids = append(ds.pids, p.cmd.Process.Pid)
+	return p
+}
+
+// ready waits until a daemon other than notPID answers with every real
+// server resolved, adopts it (a daemon a SIGUSR2 started is nobody's
+// child here) and returns its pid.
+func (ds *daemons) ready(notPID int) int {
+	ds.t.Helper()
+	pid := waitDaemon(ds.t, notPID, ds.log)
+	if !slices.Contains(ds.pids, pid) {
+		ds.pids = append(ds.pids, pid)
+	}
+	return pid
+}
+
+// logText returns what the daemons logged so far.
+func (ds *daemons) logText() string {
+	b, _ := os.ReadFile(ds.log)
+	return string(b)
 }
 
 // serviceLine returns the fields of the first service line of a listing.
