@@ -3,6 +3,7 @@ package director
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -17,9 +18,14 @@ import (
 // FULLNAT local addresses (spec §5.5). Each new conn takes the next LIP
 // round robin and, on it, the next free port of its protocol from a
 // counter, so (LIP, lport) — and with it (LIP, lport, RIP, rport) — is
-// unique among live conns by construction: a port is marked in a bitmap
-// when a conn takes it and cleared when the conn leaves the table
-// (conntrack's OnExpire). A pool with no free port left refuses the conn,
+// unique among live conns by construction. Each counter starts at a
+// random port of the range (as the kernel picks ephemeral ports, RFC
+// 6056): a director just started, or one that just took over, must not
+// give its first conns the pairs the last one gave, which the real
+// servers may still hold in TIME_WAIT (a SYN to one can be answered
+// with an ACK, and the client then waits a second to try again). A port
+// is marked in a bitmap when a conn takes it and cleared when the conn
+// leaves the table (conntrack's OnExpire). A pool with no free port left refuses the conn,
 // counts it (fullnat-no-port) and logs ErrNoLocalPort; it never reuses a
 // port in use. The bitmap lock is taken only when a conn is created or
 // expires, never per packet.
@@ -193,6 +199,7 @@ func (d *Director) SetLocalAddrs(addrs []netip.Addr, portMin, portMax uint16) er
 		for i := range l.used {
 			l.used[i] = make([]uint64, (span+63)/64)
 			l.free[i] = span
+			l.next[i] = rand.Uint32N(uint32(span))
 		}
 		if a.Is4() {
 			pl.lips = append(pl.lips, l)

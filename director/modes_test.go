@@ -151,6 +151,40 @@ func TestFullNATReply(t *testing.T) {
 	}
 }
 
+// TestFullNATPortStart: each director's first FULLNAT conn takes a
+// local port from anywhere in the range, not its low end, so a director
+// just started (or taken over) does not reuse the pairs the last one
+// began with; after that, ports go up one by one, wrapping at the top.
+func TestFullNATPortStart(t *testing.T) {
+	first := map[uint16]bool{}
+	for range 16 {
+		d, w, _, in := modeDirector(t, ipvs.MethodFullNAT, false)
+		var ports []uint16
+		for i := range 3 {
+			w.handle(frame(t, ifExt, cliMAC, extMAC, cip, vip, 6, uint16(40000+i), 80, 0x02, nil))
+			if len(in.frames) != i+1 {
+				t.Fatalf("SYN %d not forwarded (drops %v)", i, d.Drops.Get())
+			}
+			p := decodeOut(t, in.frames[i])
+			ports = append(ports, uint16(p.Layer(layers.LayerTypeTCP).(*layers.TCP).SrcPort))
+		}
+		for i, p := range ports {
+			if p < DefaultLocalPortMin {
+				t.Fatalf("local port %d below the range", p)
+			}
+			if i > 0 && p != ports[i-1]+1 && !(ports[i-1] == DefaultLocalPortMax && p == DefaultLocalPortMin) {
+				t.Fatalf("local ports %v: want consecutive after the first", ports)
+			}
+		}
+		first[ports[0]] = true
+	}
+	// 16 starts drawn from 60,536 ports: all at one port has odds of
+	// 1 in 60,536^15.
+	if len(first) < 2 {
+		t.Fatalf("16 directors all began at local port %v", first)
+	}
+}
+
 // modeEstablished returns a worker with an established flow of method m
 // and a frame of it to replay.
 func modeEstablished(t testing.TB, m ipvs.Method, gue bool) (*Worker, *netio.Frame, []byte) {
