@@ -237,6 +237,20 @@ type DPStream struct {
 	Error string `json:"error,omitempty"`
 }
 
+// DPStreamPair is a path's stream against its direct reference's, run
+// alternately, each path started for its one transfer and stopped after
+// it: the host's drift over the minutes between two paths' turns, which
+// moved direct's own rate 2x between runs, falls on both alike.
+type DPStreamPair struct {
+	Path      string `json:"path"`
+	Reference string `json:"reference"`
+	Pairs     int    `json:"pairs"`
+	Ratio     Num    `json:"ratio"` // the median of the pairs' ratios
+	Min       Num    `json:"min"`
+	Max       Num    `json:"max"`
+	Error     string `json:"error,omitempty"`
+}
+
 // DPPathRatio is a path's request rate (or stream throughput) over
 // another's in the same run.
 type DPPathRatio struct {
@@ -254,23 +268,24 @@ type DPSkip struct {
 
 // DataplaneReport is the outcome of one run.
 type DataplaneReport struct {
-	Topology    string        `json:"topology"`
-	CPUs        int           `json:"cpus"`
-	Pinning     string        `json:"pinning"`
-	Duration    float64       `json:"duration_s"`
-	Rate        float64       `json:"rate_pps"` // 0: flat out
-	LatRate     float64       `json:"latency_rate_pps"`
-	Size        int           `json:"frame_bytes"`
-	Flows       int           `json:"flows"`
-	RealServers int           `json:"real_servers"`
-	Placements  []DPPlacement `json:"placements"`
-	Cells       []DPCell      `json:"cells"`
-	Ratios      []DPRatio     `json:"ratios"`
-	Requests    []DPReq       `json:"requests"`
-	Streams     []DPStream    `json:"streams"`
-	PathRatios  []DPPathRatio `json:"path_ratios"`
-	Skipped     []DPSkip      `json:"skipped"`
-	Notes       []string      `json:"notes"`
+	Topology    string         `json:"topology"`
+	CPUs        int            `json:"cpus"`
+	Pinning     string         `json:"pinning"`
+	Duration    float64        `json:"duration_s"`
+	Rate        float64        `json:"rate_pps"` // 0: flat out
+	LatRate     float64        `json:"latency_rate_pps"`
+	Size        int            `json:"frame_bytes"`
+	Flows       int            `json:"flows"`
+	RealServers int            `json:"real_servers"`
+	Placements  []DPPlacement  `json:"placements"`
+	Cells       []DPCell       `json:"cells"`
+	Ratios      []DPRatio      `json:"ratios"`
+	Requests    []DPReq        `json:"requests"`
+	Streams     []DPStream     `json:"streams"`
+	StreamPairs []DPStreamPair `json:"stream_pairs,omitempty"`
+	PathRatios  []DPPathRatio  `json:"path_ratios"`
+	Skipped     []DPSkip       `json:"skipped"`
+	Notes       []string       `json:"notes"`
 }
 
 // DPPlacement says where a placement put the work.
@@ -898,7 +913,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 
 // The lossless-rate search: searchSteps offers of searchStep each.
 const (
-	searchSteps = 5
+	searchSteps = 8
 	searchStep  = 400 * time.Millisecond
 	searchLoss  = 0.01
 )
@@ -1070,7 +1085,9 @@ func startKernelForward(r *dpRun) (func(), error) {
 
 // startCeiling runs the netio ceiling forwarder in the director.
 func startCeiling(r *dpRun) (func(), error) {
-	f := &ceilingForwarder{}
+	// golvs's rows look for frames before they sleep (--busy-poll): a
+	// ceiling that slept at once would be no ceiling for them.
+	f := &ceilingForwarder{spin: r.spin()}
 	for i := range r.topo.RS {
 		var m [6]byte
 		copy(m[:], lab.BenchMAC(i+1))

@@ -181,6 +181,16 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 				return err
 			}
 		}
+		if len(r.StreamPairs) > 0 {
+			fmt.Fprintf(w, "\none TCP stream against direct, paired: the path and its direct reference alternately, each started for its one\ntransfer (after a 1 KiB request) and stopped after it, %d pairs; ratio = the median of the pairs' ratios (the stream ratio to direct below)\n", streamRuns)
+			fmt.Fprintf(tw, "path\treference\tpairs\tratio\tmin\tmax\terror\t\n")
+			for _, x := range r.StreamPairs {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", x.Path, x.Reference, x.Pairs, fmtNum(x.Ratio, "%.3f"), fmtNum(x.Min, "%.3f"), fmtNum(x.Max, "%.3f"), x.Error)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
 		if len(r.PathRatios) > 0 {
 			fmt.Fprintf(w, "\nratios, same run (req/s at each concurrency, or the stream's MB/s; above 1 the path is faster)\n")
 			fmt.Fprintf(tw, "path\treference\tconns\tratio\t\n")

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -183,6 +184,81 @@ func (r *dpRun) runPaths(paths []reqPath) {
 			r.note("%s: %v", p.name, err)
 		}
 	}
+	if r.c.StreamBytes > 0 {
+		r.pairStreams(paths)
+	}
+}
+
+func isDirect(name string) bool { return name == "direct" || strings.HasPrefix(name, "direct-") }
+
+// pairStreams runs each path's stream against its direct reference's
+// (direct, or the mode lab's direct-MODE), alternately, streamRuns pairs.
+func (r *dpRun) pairStreams(paths []reqPath) {
+	byName := map[string]reqPath{}
+	for _, p := range paths {
+		byName[p.name] = p
+	}
+	for _, p := range paths {
+		ref, ok := byName[cmp.Or(p.direct, "direct")]
+		if isDirect(p.name) || !ok {
+			continue
+		}
+		r.progress(p.name + " stream pairs")
+		res := DPStreamPair{Path: p.name, Reference: ref.name, Ratio: Num(math.NaN()), Min: Num(math.NaN()), Max: Num(math.NaN())}
+		var ratios []float64
+		for range streamRuns {
+			d, err := r.oneStream(ref)
+			var g float64
+			if err == nil {
+				g, err = r.oneStream(p)
+			}
+			if err != nil {
+				res.Error = err.Error()
+				break
+			}
+			ratios = append(ratios, g/d)
+		}
+		res.Pairs = len(ratios)
+		if res.Error == "" {
+			sort.Float64s(ratios)
+			res.Ratio, res.Min, res.Max = Num(ratios[len(ratios)/2]), Num(ratios[0]), Num(ratios[len(ratios)-1])
+		}
+		r.rep.StreamPairs = append(r.rep.StreamPairs, res)
+	}
+}
+
+// oneStream starts p, sends one small request through it (the first
+// packets of a path resolve neighbours and fill caches), times one
+// StreamBytes transfer and stops p: the MB/s.
+func (r *dpRun) oneStream(p reqPath) (mbps float64, err error) {
+	stop, err := p.start()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
+	}
+	defer func() {
+		if e := stop(); e != nil && err == nil {
+			err = fmt.Errorf("%s: %w", p.name, e)
+		}
+	}()
+	get := func(n int) (int, error) {
+		resp, got, err := lab.GetPath(r.topo.Client, p.addr, fmt.Sprintf("/bytes/%d", n), 30*time.Second)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", p.name, err)
+		}
+		return got, nil
+	}
+	if _, err := get(1024); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	n, err := get(r.c.StreamBytes)
+	if err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(t0).Seconds() / 1e6, nil
 }
 
 // modeLoops runs the request loops of DR or TUN in a lab of that mode
@@ -312,7 +388,7 @@ func (r *dpRun) pathRatios(paths []reqPath, refPaths []string) {
 		return Num(math.NaN())
 	}
 	for _, p := range paths {
-		if p.name == "direct" || strings.HasPrefix(p.name, "direct-") {
+		if isDirect(p.name) {
 			continue
 		}
 		refs := []string{"direct"}
@@ -326,7 +402,13 @@ func (r *dpRun) pathRatios(paths []reqPath, refPaths []string) {
 				r.rep.PathRatios = append(r.rep.PathRatios, DPPathRatio{Path: p.name, Reference: ref, Concurrency: n, Ratio: req(p.name, n) / req(ref, n)})
 			}
 			if r.c.StreamBytes > 0 {
-				r.rep.PathRatios = append(r.rep.PathRatios, DPPathRatio{Path: p.name, Reference: ref, Ratio: str(p.name) / str(ref)})
+				ratio := str(p.name) / str(ref)
+				for _, pr := range r.rep.StreamPairs {
+					if pr.Path == p.name && pr.Reference == ref {
+						ratio = pr.Ratio // against its direct reference: the pairs'
+					}
+				}
+				r.rep.PathRatios = append(r.rep.PathRatios, DPPathRatio{Path: p.name, Reference: ref, Ratio: ratio})
 			}
 		}
 	}

@@ -418,6 +418,29 @@ func TestDataplaneSmoke(t *testing.T) {
 			t.Errorf("stream %s: %d bytes, error %q", st.Path, st.Bytes, st.Error)
 		}
 	}
+	// Every path but the direct ones has its stream paired with its
+	// direct reference, and that pair's ratio is the one reported.
+	pairs := map[string]DPStreamPair{}
+	for _, x := range rep.StreamPairs {
+		pairs[x.Path] = x
+		if x.Error != "" || x.Pairs != streamRuns || !(x.Min <= x.Ratio && x.Ratio <= x.Max) || !(x.Ratio > 0) {
+			t.Errorf("stream pair %+v", x)
+		}
+	}
+	for p := range paths {
+		want := "direct"
+		if p == "golvs-tun-w1" {
+			want = "direct-tun"
+		}
+		if x, ok := pairs[p]; !isDirect(p) && (!ok || x.Reference != want) {
+			t.Errorf("stream of %s: paired %+v (%v), want against %s", p, x, ok, want)
+		}
+	}
+	for _, x := range rep.PathRatios {
+		if pr, ok := pairs[x.Path]; ok && x.Concurrency == 0 && x.Reference == pr.Reference && x.Ratio != pr.Ratio {
+			t.Errorf("stream ratio %s/%s %v, want the pairs' %v", x.Path, x.Reference, x.Ratio, pr.Ratio)
+		}
+	}
 	var out bytes.Buffer
 	if err := WriteDataplaneTable(&out, rep); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,8 @@ import (
 )
 
 // ceilingForwarder is golvs's netio (its rings, fanout group, drop rule
-// and transmit, waiting as golvs's workers wait) with no per-packet work: it takes each
+// and transmit, waiting as golvs's workers wait, with the same busy-poll
+// window) with no per-packet work: it takes each
 // frame from the director's client-side ring and sends it unchanged but
 // for its MACs out of the server side, to the real servers in turn. No
 // decode, no lookup, no rewrite: what it moves is the ceiling AF_PACKET
@@ -22,6 +23,7 @@ type ceilingForwarder struct {
 	ring netio.RingStats // the ring's counters so far
 	src  [6]byte
 	dsts [][6]byte
+	spin time.Duration // the busy-poll window golvs's rows run with
 	Fwd  uint64
 }
 
@@ -37,6 +39,7 @@ func (c *ceilingForwarder) run(stop <-chan struct{}, tid chan<- int) {
 	i := 0
 	// Waits as golvs's workers do.
 	g := netio.NewGroup([]*netio.Ring{c.in})
+	g.Spin = c.spin
 	for {
 		select {
 		case <-stop:
