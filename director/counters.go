@@ -16,7 +16,7 @@ var CounterNames = [NumCounters]string{
 	"bad-ip-checksum", "bad-ip-options", "bad-ip6-ext",
 	"no-conn", "no-dest", "dest-unavailable", "table-full", "next-hop-unresolved",
 	"ttl-expired", "not-ours", "arp-answered", "icmp-ignored", "tx-errors",
-	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes",
+	"tx-dropped", "ring-packets", "ring-drops", "ring-freezes", "ring-errors",
 	"other-host", "l2-broadcast", "l2-multicast", "vlan", "martian-source", "martian-dest",
 	"too-big", "arp-other",
 	"standby", "drop-packet", "backup", "client-unresolved",
@@ -40,6 +40,7 @@ const (
 	CntRingPackets
 	CntRingDrops     // frames the kernel lost because a receive ring was full
 	CntRingFreezes   // times a TPACKET_V3 ring froze its queue
+	CntRingErrors    // errors the kernel reported on a receive ring (its link went down or was removed)
 	CntOtherHost     // addressed to another host's MAC (PACKET_OTHERHOST)
 	CntBroadcast     // IPv4 in an Ethernet broadcast (no router forwards it)
 	CntMulticast     // IPv4 in an Ethernet multicast
@@ -193,7 +194,7 @@ func (d *Director) CounterSets() []CounterSet {
 	sets := []CounterSet{
 		{
 			Name:  "drops",
-			Help:  "Frames golvs did not forward, by cause (arp-answered and arp-other count the ARP frames it handled; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick; standby counts frames dropped while parked for a graceful restart, backup those a VRRP backup or a sync backup with backup_only left alone).",
+			Help:  "Frames golvs did not forward, by cause (arp-answered and arp-other count the ARP frames it handled; tx-errors and tx-dropped are live; ring-packets, ring-drops and ring-freezes are the kernel's ring statistics, read every housekeeping tick; ring-errors counts the errors the kernel reported on a ring (its link went down or was removed); standby counts frames dropped while parked for a graceful restart, backup those a VRRP backup or a sync backup with backup_only left alone).",
 			Label: "cause", Names: CounterNames[:], Values: drops[:],
 		},
 		{

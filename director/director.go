@@ -144,8 +144,9 @@ type Director struct {
 
 	neigh   *netio.Neigh
 	nl      *netlink.Handle
-	rings   [][]*netio.Ring // [worker][interface]
-	ringMu  sync.Mutex      // rings' statistics are read, and the rings closed, under it
+	rings   [][]*netio.Ring        // [worker][interface]
+	ringMu  sync.Mutex             // rings' statistics are read, and the rings closed, under it
+	ringErr map[*netio.Ring]uint64 // each ring's error count at the last read (under ringMu)
 	txs     []sender
 	workers []*Worker
 	cpus    []int // the CPU each worker is pinned to (nil: not pinned)
@@ -440,12 +441,24 @@ func (d *Director) readRingStats() {
 	d.ringMu.Lock()
 	defer d.ringMu.Unlock()
 	var sum netio.RingStats
+	down := map[int]unix.Errno{} // interfaces whose rings reported errors since the last read
 	for _, rs := range d.rings {
 		for _, r := range rs {
 			if st, err := r.Stats(); err == nil {
 				sum.Add(st)
 			}
+			if n, e := r.Errors(); n != d.ringErr[r] {
+				if d.ringErr == nil {
+					d.ringErr = map[*netio.Ring]uint64{}
+				}
+				d.Drops[CntRingErrors].Add(n - d.ringErr[r])
+				d.ringErr[r] = n
+				down[r.IfIndex()] = e
+			}
 		}
+	}
+	for idx, e := range down {
+		d.logf("receive ring on %s: %v: its link went down or was removed; golvs receives on it again once the link is up (a link removed and made again needs golvs run restarted)", d.IfName(idx), e)
 	}
 	d.Drops[CntRingPackets].Add(sum.Packets)
 	d.Drops[CntRingDrops].Add(sum.Drops)

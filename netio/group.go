@@ -47,6 +47,7 @@ type Group struct {
 	Spin    time.Duration // the longest look (0: never look, sleep at once)
 	window  time.Duration // the current look, 0..Spin
 	pfds    []unix.PollFd
+	owners  []*Ring   // the ring of each pfds entry
 	last    time.Time // when the worker last finished with frames
 	hot     bool      // the last Wait returned with frames ready
 	yielded time.Time // when the worker last yielded
@@ -83,6 +84,7 @@ func NewGroup(rings []*Ring) *Group {
 	for _, r := range rings {
 		for _, s := range r.socks {
 			g.pfds = append(g.pfds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN | unix.POLLERR})
+			g.owners = append(g.owners, r)
 		}
 	}
 	return g
@@ -134,7 +136,9 @@ func (g *Group) Wait(timeout time.Duration) {
 	for i := range g.pfds {
 		g.pfds[i].Revents = 0
 	}
-	_, _ = unix.Poll(g.pfds, int(min(timeout, yieldEvery)/time.Millisecond))
+	if n, _ := unix.Poll(g.pfds, int(min(timeout, yieldEvery)/time.Millisecond)); n > 0 {
+		takeErrs(g.pfds, func(i int) *Ring { return g.owners[i] })
+	}
 	g.hot = g.ready()
 	if g.Spin > 0 && !g.last.IsZero() {
 		// Woken with frames, or by the timeout: that counts only once the

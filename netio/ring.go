@@ -166,6 +166,39 @@ type Ring struct {
 	closed  atomic.Bool
 	mcMu    sync.Mutex
 	mc      map[[6]byte]bool // multicast groups joined (SetMulticast)
+	errs    atomic.Uint64    // socket errors the kernel reported (takeErr)
+	lastErr atomic.Int32
+}
+
+// takeErr reads, and so clears, the pending error of the ring's socket
+// fd, which poll() reported (POLLERR). The kernel sets ENETDOWN on every
+// packet socket of a link that goes down or is removed, and poll()
+// reports it until it is read: a worker that did not read it would find
+// its socket ready forever and never sleep again (a link down and up
+// again left golvs's worker at 100% of a CPU). A link that comes back
+// up delivers to the socket again by itself.
+func (r *Ring) takeErr(fd int) {
+	e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil || e == 0 {
+		return
+	}
+	r.errs.Add(1)
+	r.lastErr.Store(int32(e))
+}
+
+// Errors returns how many errors the kernel has reported on the ring's
+// sockets (ENETDOWN: its link went down or was removed) and the last.
+func (r *Ring) Errors() (uint64, unix.Errno) {
+	return r.errs.Load(), unix.Errno(r.lastErr.Load())
+}
+
+// takeErrs takes the error of every socket whose poll entry reported one.
+func takeErrs(pfds []unix.PollFd, owner func(i int) *Ring) {
+	for i := range pfds {
+		if pfds[i].Revents&unix.POLLERR != 0 {
+			owner(i).takeErr(int(pfds[i].Fd))
+		}
+	}
 }
 
 // rxSock is one packet socket and its ring.
@@ -606,9 +639,12 @@ func (r *Ring) Next(timeout time.Duration, b *Block) (ok bool, err error) {
 	for i, s := range r.socks {
 		pfd[i] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN | unix.POLLERR}
 	}
-	_, err = unix.Poll(pfd[:len(r.socks)], int(timeout/time.Millisecond))
+	n, err := unix.Poll(pfd[:len(r.socks)], int(timeout/time.Millisecond))
 	if err != nil && err != unix.EINTR {
 		return false, err
+	}
+	if n > 0 {
+		takeErrs(pfd[:len(r.socks)], func(int) *Ring { return r })
 	}
 	return r.TryNext(b), nil
 }

@@ -686,3 +686,72 @@ func TestGroupSpinAdapts(t *testing.T) {
 	// halves down to shut.
 	next(30*time.Second, func(r report) bool { return r.window == 0 })
 }
+
+// TestRingLinkFlap takes the ring's link down and up again: the kernel
+// reports ENETDOWN on the ring's sockets, which must be read (counted in
+// Errors), or poll() reports it forever and a worker never sleeps again;
+// the ring then receives again. Both waits are checked, Group.Wait (the
+// workers') and Ring.Next (rs-tun's): after the flap each must sleep out
+// its timeout on a quiet ring (a wait that spun returned at once, tens of
+// thousands of times in the time allowed here, where sleeping allows 75).
+func TestRingLinkFlap(t *testing.T) {
+	ns := vethNS(t, 1500)
+	ring, tx, bmac := openRingTx(t, ns, RingConfig{Filter: ipv4Only(), Version: 2, Frames: 128})
+	flap := func() {
+		t.Helper()
+		err := ns.Do(func() error {
+			l, err := netlink.LinkByName("b0")
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetDown(l); err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(l)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// waits counts the returns of wait within 300 ms on a quiet ring.
+	waits := func(wait func()) int {
+		n := 0
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); n++ {
+			wait()
+		}
+		return n
+	}
+	var b Block
+	g := NewGroup([]*Ring{ring})
+	for _, c := range []struct {
+		name string
+		wait func()
+	}{
+		{"Group.Wait", func() { g.Wait(50 * time.Millisecond) }},
+		{"Ring.Next", func() {
+			if ok, err := ring.Next(50*time.Millisecond, &b); err != nil {
+				t.Fatal(err)
+			} else if ok {
+				b.Release()
+			}
+		}},
+	} {
+		before, _ := ring.Errors()
+		flap()
+		// Group.Wait sleeps 4 ms at most (yieldEvery), Ring.Next the 50
+		// ms asked: at most 75 returns in 300 ms.
+		if n := waits(c.wait); n > 1000 {
+			t.Fatalf("%s: returned %d times in 300 ms after a link flap: it does not sleep", c.name, n)
+		}
+		n, e := ring.Errors()
+		if n == before || e != unix.ENETDOWN {
+			t.Fatalf("%s: ring errors %d (before the flap %d), last %v; want ENETDOWN counted", c.name, n, before, e)
+		}
+		tx.Queue(tcpFrame(60, bmac, 4242))
+		tx.Flush()
+		got := drain(t, ring, 1, func(*Frame) {})
+		if got != 1 {
+			t.Fatalf("%s: the ring took %d frames after the link came back, want 1", c.name, got)
+		}
+	}
+}
