@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/golvs/golvs/conntrack"
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/ipvs"
@@ -83,17 +81,7 @@ func TestLinkFlap(t *testing.T) {
 		t.Fatalf("%s: no answer through the VIP: %v (drops %v)", when, last, d.Drops.Get())
 	}
 	get("before the flap")
-	err = topo.Director.Do(func() error {
-		l, err := netlink.LinkByName(lab.DirExt)
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetDown(l); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
-	if err != nil {
+	if err := lab.FlapLink(topo.Director, lab.DirExt); err != nil {
 		t.Fatal(err)
 	}
 	want := "receive ring on " + lab.DirExt + ": network is down"

@@ -40,6 +40,27 @@ func RouteVia(ns *NS, dst netip.Prefix, gw netip.Addr) error {
 	return nil
 }
 
+// FlapLink takes link name in ns down and up again, as a cable pulled
+// and put back, or a driver reset, would.
+func FlapLink(ns *NS, name string) error {
+	h, err := netlink.NewHandleAt(ns.Handle)
+	if err != nil {
+		return fmt.Errorf("lab: netlink in %s: %w", ns.Name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err == nil {
+		err = h.LinkSetDown(l)
+	}
+	if err == nil {
+		err = h.LinkSetUp(l)
+	}
+	if err != nil {
+		return fmt.Errorf("lab: flapping %s in %s: %w", name, ns.Name, err)
+	}
+	return nil
+}
+
 // WriteSysctl writes a /proc/sys file (path relative to /proc/sys, with
 // slashes) inside ns and returns its old value, so the caller can put it
 // back.

@@ -697,22 +697,6 @@ func TestGroupSpinAdapts(t *testing.T) {
 func TestRingLinkFlap(t *testing.T) {
 	ns := vethNS(t, 1500)
 	ring, tx, bmac := openRingTx(t, ns, RingConfig{Filter: ipv4Only(), Version: 2, Frames: 128})
-	flap := func() {
-		t.Helper()
-		err := ns.Do(func() error {
-			l, err := netlink.LinkByName("b0")
-			if err != nil {
-				return err
-			}
-			if err := netlink.LinkSetDown(l); err != nil {
-				return err
-			}
-			return netlink.LinkSetUp(l)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	// waits counts the returns of wait within 300 ms on a quiet ring.
 	waits := func(wait func()) int {
 		n := 0
@@ -737,7 +721,9 @@ func TestRingLinkFlap(t *testing.T) {
 		}},
 	} {
 		before, _ := ring.Errors()
-		flap()
+		if err := lab.FlapLink(ns, "b0"); err != nil {
+			t.Fatal(err)
+		}
 		// Group.Wait sleeps 4 ms at most (yieldEvery), Ring.Next the 50
 		// ms asked: at most 75 returns in 300 ms.
 		if n := waits(c.wait); n > 1000 {
