@@ -11,11 +11,11 @@ import (
 
 // ceilingForwarder is golvs's netio (its rings, fanout group, drop rule
 // and transmit, waiting as golvs's workers wait, with the same busy-poll
-// window) with no per-packet work: it takes each
-// frame from the director's client-side ring and sends it unchanged but
-// for its MACs out of the server side, to the real servers in turn. No
-// decode, no lookup, no rewrite: what it moves is the ceiling AF_PACKET
-// sets for any forwarder built on netio, golvs included.
+// window) with no per-packet work: it takes each frame from the
+// director's client-side ring and sends it unchanged but for its MACs
+// out of the server side, to the real servers in turn. No decode, no
+// lookup, no rewrite: what it moves is the ceiling AF_PACKET sets for any
+// forwarder built on netio, golvs included.
 type ceilingForwarder struct {
 	in   *netio.Ring
 	out  *netio.Tx

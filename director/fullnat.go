@@ -25,9 +25,9 @@ import (
 // servers may still hold in TIME_WAIT (a SYN to one can be answered
 // with an ACK, and the client then waits a second to try again). A port
 // is marked in a bitmap when a conn takes it and cleared when the conn
-// leaves the table (conntrack's OnExpire). A pool with no free port left refuses the conn,
-// counts it (fullnat-no-port) and logs ErrNoLocalPort; it never reuses a
-// port in use. The bitmap lock is taken only when a conn is created or
+// leaves the table (conntrack's OnExpire). A pool with no free port left
+// refuses the conn, counts it (fullnat-no-port) and logs ErrNoLocalPort;
+// it never reuses a port in use. The bitmap lock is taken only when a conn is created or
 // expires, never per packet.
 
 // Default local port range, as Alibaba LVS and DPVS use.

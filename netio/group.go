@@ -136,8 +136,9 @@ func (g *Group) Wait(timeout time.Duration) {
 	for i := range g.pfds {
 		g.pfds[i].Revents = 0
 	}
-	if n, _ := unix.Poll(g.pfds, int(min(timeout, yieldEvery)/time.Millisecond)); n > 0 {
-		takeErrs(g.pfds, func(i int) *Ring { return g.owners[i] })
+	n, _ := unix.Poll(g.pfds, int(min(timeout, yieldEvery)/time.Millisecond))
+	for i := 0; n > 0 && i < len(g.pfds); i++ {
+		g.owners[i].takeErrIf(&g.pfds[i])
 	}
 	g.hot = g.ready()
 	if g.Spin > 0 && !g.last.IsZero() {

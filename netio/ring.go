@@ -192,12 +192,11 @@ func (r *Ring) Errors() (uint64, unix.Errno) {
 	return r.errs.Load(), unix.Errno(r.lastErr.Load())
 }
 
-// takeErrs takes the error of every socket whose poll entry reported one.
-func takeErrs(pfds []unix.PollFd, owner func(i int) *Ring) {
-	for i := range pfds {
-		if pfds[i].Revents&unix.POLLERR != 0 {
-			owner(i).takeErr(int(pfds[i].Fd))
-		}
+// takeErrIf takes the error of the socket of poll entry pfd, if poll()
+// reported one.
+func (r *Ring) takeErrIf(pfd *unix.PollFd) {
+	if pfd.Revents&unix.POLLERR != 0 {
+		r.takeErr(int(pfd.Fd))
 	}
 }
 
@@ -643,8 +642,8 @@ func (r *Ring) Next(timeout time.Duration, b *Block) (ok bool, err error) {
 	if err != nil && err != unix.EINTR {
 		return false, err
 	}
-	if n > 0 {
-		takeErrs(pfd[:len(r.socks)], func(int) *Ring { return r })
+	for i := 0; n > 0 && i < len(r.socks); i++ {
+		r.takeErrIf(&pfd[i])
 	}
 	return r.TryNext(b), nil
 }
