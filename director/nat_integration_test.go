@@ -2,7 +2,10 @@ package director
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +22,20 @@ type natLab struct {
 	servers []*lab.Server
 	cancel  context.CancelFunc
 	done    chan struct{}
+	logMu   sync.Mutex
+	logs    []string // what the director logged
+}
+
+// logged reports whether the director has logged a line containing s.
+func (nl *natLab) logged(s string) bool {
+	nl.logMu.Lock()
+	defer nl.logMu.Unlock()
+	for _, l := range nl.logs {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // startNAT builds the lab, starts real servers on tcpPort/udpPort and a
@@ -43,7 +60,12 @@ func startNAT(t *testing.T, rs int, tcpPort, udpPort int) *natLab {
 			Workers:    2,
 			Conntrack:  conntrack.Config{Tick: 100 * time.Millisecond, Shards: 64},
 			FixHost:    true,
-			Logf:       t.Logf,
+			Logf: func(format string, args ...any) {
+				nl.logMu.Lock()
+				nl.logs = append(nl.logs, fmt.Sprintf(format, args...))
+				nl.logMu.Unlock()
+				t.Logf(format, args...)
+			},
 		})
 		return err
 	})
