@@ -37,8 +37,8 @@ const (
 	MaxDPWorkers    = 64
 	MaxDPServers    = 16
 	MaxDPConc       = 1000
-	MaxBusyPoll     = 10 * time.Millisecond // golvs run --busy-poll's limit
-	MaxStreamBytes  = 64 << 20              // what lab.Serve answers at most
+	MaxBusyPoll     = director.MaxSpin // golvs run --busy-poll's limit
+	MaxStreamBytes  = 64 << 20         // what lab.Serve answers at most
 	dpDrain         = 200 * time.Millisecond
 	dpConntrackMax  = 1 << 22
 )
@@ -399,12 +399,17 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	if !slices.Contains(c.Modes, "fullnat") {
 		reqPaths--
 	}
+	directs := 1 // direct, and direct-MODE in each mode's lab
 	for _, m := range []string{"dr", "tun"} {
 		if slices.Contains(c.Modes, m) {
 			reqPaths += 2 // direct-MODE, golvs-MODE
+			directs++
 		}
 	}
 	r.steps = reqPaths*(len(c.Concurrency)+1) + len(places)*(len(refs)+len(golvsRuns))*len(c.Mixes)
+	if c.StreamBytes > 0 {
+		r.steps += reqPaths - directs // each path's stream pairs
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -240,25 +240,13 @@ func (r *dpRun) oneStream(p reqPath) (mbps float64, err error) {
 			err = fmt.Errorf("%s: %w", p.name, e)
 		}
 	}()
-	get := func(n int) (int, error) {
-		resp, got, err := lab.GetPath(r.topo.Client, p.addr, fmt.Sprintf("/bytes/%d", n), 30*time.Second)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", p.name, err)
-		}
-		return got, nil
+	if _, _, err := r.fetch(p.addr, 1024); err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
 	}
-	if _, err := get(1024); err != nil {
-		return 0, err
+	if _, mbps, err = r.fetch(p.addr, r.c.StreamBytes); err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
 	}
-	t0 := time.Now()
-	n, err := get(r.c.StreamBytes)
-	if err != nil {
-		return 0, err
-	}
-	return float64(n) / time.Since(t0).Seconds() / 1e6, nil
+	return mbps, nil
 }
 
 // modeLoops runs the request loops of DR or TUN in a lab of that mode
@@ -603,22 +591,32 @@ func (r *dpRun) stream(name string, addr netip.AddrPort) DPStream {
 	res := DPStream{Path: name, MBps: Num(math.NaN())}
 	var rates []float64
 	for range streamRuns {
-		t0 := time.Now()
-		resp, n, err := lab.GetPath(r.topo.Client, addr, fmt.Sprintf("/bytes/%d", r.c.StreamBytes), 30*time.Second)
-		el := time.Since(t0)
-		if err == nil {
-			err = resp.Err
-		}
+		n, mbps, err := r.fetch(addr, r.c.StreamBytes)
 		if err != nil {
 			res.Error = err.Error()
 			return res
 		}
 		res.Bytes = n
-		rates = append(rates, float64(n)/el.Seconds()/1e6)
+		rates = append(rates, mbps)
 	}
 	sort.Float64s(rates)
 	res.MBps = Num(rates[len(rates)/2])
 	return res
+}
+
+// fetch gets n bytes from addr's HTTP server on one new connection from
+// the client: the bytes read and the rate in MB/s, dial to last byte.
+func (r *dpRun) fetch(addr netip.AddrPort, n int) (int, float64, error) {
+	t0 := time.Now()
+	resp, got, err := lab.GetPath(r.topo.Client, addr, fmt.Sprintf("/bytes/%d", n), 30*time.Second)
+	el := time.Since(t0)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return got, float64(got) / el.Seconds() / 1e6, nil
 }
 
 // httpGet is one HTTP/1.0 exchange on a new connection, read to the end.

@@ -55,6 +55,9 @@ type Interface struct {
 // servers and director), one connection at a time: see the README.
 const DefaultSpin = 50 * time.Microsecond
 
+// MaxSpin is the longest --busy-poll golvs run takes.
+const MaxSpin = 10 * time.Millisecond
+
 // Config sets up a director. Zero values take defaults.
 type Config struct {
 	Interfaces []Interface
@@ -144,9 +147,8 @@ type Director struct {
 
 	neigh   *netio.Neigh
 	nl      *netlink.Handle
-	rings   [][]*netio.Ring        // [worker][interface]
-	ringMu  sync.Mutex             // rings' statistics are read, and the rings closed, under it
-	ringErr map[*netio.Ring]uint64 // each ring's error count at the last read (under ringMu)
+	rings   [][]*netio.Ring // [worker][interface]
+	ringMu  sync.Mutex      // rings' statistics are read, and the rings closed, under it
 	txs     []sender
 	workers []*Worker
 	cpus    []int // the CPU each worker is pinned to (nil: not pinned)
@@ -436,33 +438,30 @@ func pinPlan(allowed []int, n int, mode netio.FanoutMode) []int {
 }
 
 // readRingStats adds what the kernel counted on the rings since the last
-// read (reading resets them) to the ring counters.
+// read (reading resets them) to the ring counters, and logs a link whose
+// rings reported an error.
 func (d *Director) readRingStats() {
 	d.ringMu.Lock()
 	defer d.ringMu.Unlock()
 	var sum netio.RingStats
-	down := map[int]unix.Errno{} // interfaces whose rings reported errors since the last read
 	for _, rs := range d.rings {
 		for _, r := range rs {
-			if st, err := r.Stats(); err == nil {
-				sum.Add(st)
+			st, err := r.Stats()
+			if err != nil {
+				continue
 			}
-			if n, e := r.Errors(); n != d.ringErr[r] {
-				if d.ringErr == nil {
-					d.ringErr = map[*netio.Ring]uint64{}
-				}
-				d.Drops[CntRingErrors].Add(n - d.ringErr[r])
-				d.ringErr[r] = n
-				down[r.IfIndex()] = e
+			sum.Add(st)
+			if st.Errors > 0 {
+				// Every worker's ring on the link saw it: the rate limiter
+				// keeps one line.
+				d.logf("receive ring on %s: %v: its link went down or was removed; golvs receives on it again once the link is up (a link removed and made again needs golvs run restarted)", d.IfName(r.IfIndex()), st.LastErr)
 			}
 		}
-	}
-	for idx, e := range down {
-		d.logf("receive ring on %s: %v: its link went down or was removed; golvs receives on it again once the link is up (a link removed and made again needs golvs run restarted)", d.IfName(idx), e)
 	}
 	d.Drops[CntRingPackets].Add(sum.Packets)
 	d.Drops[CntRingDrops].Add(sum.Drops)
 	d.Drops[CntRingFreezes].Add(sum.Freezes)
+	d.Drops[CntRingErrors].Add(sum.Errors)
 }
 
 // checkHost makes sure the kernel will not handle VIP traffic itself:

@@ -27,8 +27,8 @@ import (
 // is marked in a bitmap when a conn takes it and cleared when the conn
 // leaves the table (conntrack's OnExpire). A pool with no free port left
 // refuses the conn, counts it (fullnat-no-port) and logs ErrNoLocalPort;
-// it never reuses a port in use. The bitmap lock is taken only when a conn is created or
-// expires, never per packet.
+// it never reuses a port in use. The bitmap lock is taken only when a
+// conn is created or expires, never per packet.
 
 // Default local port range, as Alibaba LVS and DPVS use.
 const (

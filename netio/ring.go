@@ -166,7 +166,7 @@ type Ring struct {
 	closed  atomic.Bool
 	mcMu    sync.Mutex
 	mc      map[[6]byte]bool // multicast groups joined (SetMulticast)
-	errs    atomic.Uint64    // socket errors the kernel reported (takeErr)
+	errs    atomic.Uint64    // socket errors the kernel reported (takeErr), since Stats last read them
 	lastErr atomic.Int32
 }
 
@@ -184,12 +184,6 @@ func (r *Ring) takeErr(fd int) {
 	}
 	r.errs.Add(1)
 	r.lastErr.Store(int32(e))
-}
-
-// Errors returns how many errors the kernel has reported on the ring's
-// sockets (ENETDOWN: its link went down or was removed) and the last.
-func (r *Ring) Errors() (uint64, unix.Errno) {
-	return r.errs.Load(), unix.Errno(r.lastErr.Load())
 }
 
 // takeErrIf takes the error of the socket of poll entry pfd, if poll()
@@ -751,6 +745,11 @@ type RingStats struct {
 	Packets uint64 // frames the filter let in, dropped ones included
 	Drops   uint64 // frames lost because the ring was full
 	Freezes uint64 // times a version 3 ring froze its queue (full, waiting for userspace)
+	// Errors the kernel reported on the ring's sockets (ENETDOWN: its
+	// link went down or was removed; see takeErr), the last of them in
+	// LastErr.
+	Errors  uint64
+	LastErr unix.Errno
 }
 
 // Add adds o to s.
@@ -758,6 +757,10 @@ func (s *RingStats) Add(o RingStats) {
 	s.Packets += o.Packets
 	s.Drops += o.Drops
 	s.Freezes += o.Freezes
+	s.Errors += o.Errors
+	if o.Errors > 0 {
+		s.LastErr = o.LastErr
+	}
 }
 
 // Stats returns the kernel's counters since the last call: reading them
@@ -766,6 +769,9 @@ func (r *Ring) Stats() (RingStats, error) {
 	var out RingStats
 	if r.closed.Load() {
 		return out, nil
+	}
+	if out.Errors = r.errs.Swap(0); out.Errors > 0 {
+		out.LastErr = unix.Errno(r.lastErr.Load())
 	}
 	for _, s := range r.socks {
 		if s.v2 {

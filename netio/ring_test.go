@@ -688,9 +688,9 @@ func TestGroupSpinAdapts(t *testing.T) {
 }
 
 // TestRingLinkFlap takes the ring's link down and up again: the kernel
-// reports ENETDOWN on the ring's sockets, which must be read (counted in
-// Errors), or poll() reports it forever and a worker never sleeps again;
-// the ring then receives again. Both waits are checked, Group.Wait (the
+// reports ENETDOWN on the ring's sockets, which must be read (and is
+// counted in the ring's Stats), or poll() reports it forever and a worker
+// never sleeps again; the ring then receives again. Both waits are checked, Group.Wait (the
 // workers') and Ring.Next (rs-tun's): after the flap each must sleep out
 // its timeout on a quiet ring (a wait that spun returned at once, tens of
 // thousands of times in the time allowed here, where sleeping allows 75).
@@ -720,7 +720,9 @@ func TestRingLinkFlap(t *testing.T) {
 			}
 		}},
 	} {
-		before, _ := ring.Errors()
+		if _, err := ring.Stats(); err != nil { // reset: what follows is this flap's
+			t.Fatal(err)
+		}
 		if err := lab.FlapLink(ns, "b0"); err != nil {
 			t.Fatal(err)
 		}
@@ -729,9 +731,12 @@ func TestRingLinkFlap(t *testing.T) {
 		if n := waits(c.wait); n > 1000 {
 			t.Fatalf("%s: returned %d times in 300 ms after a link flap: it does not sleep", c.name, n)
 		}
-		n, e := ring.Errors()
-		if n == before || e != unix.ENETDOWN {
-			t.Fatalf("%s: ring errors %d (before the flap %d), last %v; want ENETDOWN counted", c.name, n, before, e)
+		st, err := ring.Stats()
+		if err != nil || st.Errors == 0 || st.LastErr != unix.ENETDOWN {
+			t.Fatalf("%s: ring stats %+v, %v; want ENETDOWN counted", c.name, st, err)
+		}
+		if st, _ := ring.Stats(); st.Errors != 0 {
+			t.Fatalf("%s: errors %d counted again by a second read", c.name, st.Errors)
 		}
 		tx.Queue(tcpFrame(60, bmac, 4242))
 		tx.Flush()

@@ -145,8 +145,8 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: --tx %q (allowed: mmsg, ring)\n", *txMode)
 		return 2
 	}
-	if *spin < 0 || *spin > 10*time.Millisecond {
-		fmt.Fprintf(os.Stderr, "golvs run: --busy-poll %s out of range (0..10ms)\n", *spin)
+	if *spin < 0 || *spin > director.MaxSpin {
+		fmt.Fprintf(os.Stderr, "golvs run: --busy-poll %s out of range (0..%s)\n", *spin, director.MaxSpin)
 		return 2
 	}
 	fmode, err := netio.ParseFanoutMode(*fanout)
