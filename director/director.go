@@ -105,8 +105,13 @@ type Config struct {
 	// real server again (sh, mh): the new pick is where the flow goes.
 	SloppyTCP bool
 	// Standby starts the director parked (SetStandby): its workers drop
-	// IP frames until SetStandby(false); a graceful restart uses it.
+	// IP frames until SetStandby(false); a graceful restart uses it. Such
+	// a successor leaves the running golvs's interface locks and drop rule
+	// alone until it is gone (TakeDropRule).
 	Standby bool
+	// LockDir holds the interface locks that keep a second golvs off
+	// interfaces one already serves (iflock.go); "": DefaultLockDir.
+	LockDir string
 	// NoPMTU drops tunnelled packets too big for the path instead of
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
@@ -156,6 +161,7 @@ type Director struct {
 	drop    *netio.DropRule
 	dropMu  sync.Mutex
 	dropOff string // why there is no drop rule
+	locks   *ifaceLocks
 	ifMAC   map[int][6]byte
 	ifARP   map[int]bool
 	filter  sync.Mutex
@@ -268,14 +274,26 @@ func New(c Config) (*Director, error) {
 	}
 	d.nl = nl
 	names := make([]string, len(c.Interfaces))
+	index := map[string]int{}
 	for i, ifc := range c.Interfaces {
 		names[i] = ifc.Name
-		if _, err := netio.InterfaceByName(ifc.Name); err != nil {
+		ifi, err := netio.InterfaceByName(ifc.Name)
+		if err != nil {
 			nl.Close()
 			return nil, err
 		}
+		index[ifc.Name] = ifi.Index
+	}
+	lockDir := c.LockDir
+	if lockDir == "" {
+		lockDir = DefaultLockDir
+	}
+	if d.locks, err = lockInterfaces(lockDir, names, index, c.Standby); err != nil {
+		nl.Close()
+		return nil, err
 	}
 	if err := d.checkHost(names); err != nil {
+		d.locks.Close()
 		nl.Close()
 		return nil, err
 	}
@@ -356,7 +374,13 @@ func New(c Config) (*Director, error) {
 		}
 	})
 	if !c.NoDropRule {
-		dr, err := netio.OpenDropRule(names)
+		open := netio.OpenDropRule
+		if c.Standby {
+			// A successor: the running golvs's rule stays until this
+			// one leaves standby (SetStandby).
+			open = netio.AdoptDropRule
+		}
+		dr, err := open(names)
 		switch {
 		case errors.Is(err, netio.ErrNoNftables):
 			d.dropOff = fmt.Sprintf("no drop rule: %v; the kernel also runs every frame golvs forwards through its IP stack (and drops it there)", err)
@@ -518,11 +542,13 @@ func (d *Director) HostReport() []string {
 	}
 	out = append(out, "IPv6 forwarding off (net.ipv6.conf.all.forwarding=0); IPv6 fragments reassembled by golvs (the kernel's fanout reassembles IPv4 only)")
 	out = append(out, "VIPs are not assigned to the kernel: it never answers or resets VIP connections")
+	d.dropMu.Lock()
 	if d.drop != nil {
 		out = append(out, d.drop.Describe())
 	} else if d.dropOff != "" {
 		out = append(out, d.dropOff)
 	}
+	d.dropMu.Unlock()
 	if len(d.rings) > 0 && len(d.rings[0]) > 0 {
 		pin := "workers not pinned"
 		if d.cpus != nil {
@@ -828,6 +854,8 @@ func (d *Director) Close() {
 		f()
 	}
 	d.restore = nil
+	d.locks.Close() // last: the host is as it was
+	d.locks = nil
 }
 
 // Workers returns the number of workers.

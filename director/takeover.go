@@ -48,6 +48,10 @@ func (d *Director) HostSettings() []HostSetting { return slices.Clone(d.handover
 func (d *Director) ForgetHost() {
 	d.handover.host = nil
 	d.restore = nil
+	d.dropMu.Lock()
+	d.drop.Forget()
+	d.drop = nil
+	d.dropMu.Unlock()
 }
 
 // AdoptHost takes over a predecessor's host settings: restored when this
@@ -65,6 +69,27 @@ func (d *Director) AdoptHost(hs []HostSetting) {
 // workers drop every IP frame they read (counted as standby) and still
 // answer ARP.
 func (d *Director) SetStandby(on bool) { d.handover.standby.Store(on) }
+
+// TakeDropRule replaces, in a successor (Config.Standby), the
+// predecessor's drop-rule tables with this director's; call it once the
+// predecessor is gone (an older golvs removes its tables as it exits).
+// Without a drop rule to take (taken already, turned off, or the
+// director closed) it does nothing. On failure the director goes on
+// without one, as HostReport then says.
+func (d *Director) TakeDropRule() error {
+	d.dropMu.Lock()
+	defer d.dropMu.Unlock()
+	if d.drop == nil || !d.drop.Pending() {
+		return nil
+	}
+	if err := d.drop.Take(); err != nil {
+		d.drop.Forget()
+		d.drop = nil
+		d.dropOff = fmt.Sprintf("no drop rule: %v; the kernel also runs every frame golvs forwards through its IP stack (and drops it there)", err)
+		return fmt.Errorf("director: taking over the drop rule: %w", err)
+	}
+	return nil
+}
 
 // Standby reports whether the director is in standby.
 func (d *Director) Standby() bool { return d.handover.standby.Load() }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -44,7 +45,10 @@ import (
 //
 // The tables are named after the interface, so a golvs killed without
 // cleaning up leaves tables that the next start on the same interface
-// finds and replaces; Close removes them.
+// finds and replaces; Close removes them. A successor in a graceful
+// restart adopts its predecessor's (AdoptDropRule) and replaces them once
+// the predecessor is gone (Take), which lets go of them without removing
+// them (Forget).
 
 // DropTablePrefix starts the name of every drop-rule table.
 const DropTablePrefix = "golvs-"
@@ -57,8 +61,13 @@ var ErrNoNftables = errors.New("netio: the kernel has no nftables netdev ingress
 
 // DropRule is the installed drop rule on a set of interfaces.
 type DropRule struct {
-	conn   *nftables.Conn
-	tables []*dropTable
+	conn    *nftables.Conn
+	ifnames []string
+	tables  []*dropTable
+	// pending: adopted (AdoptDropRule), not yet taken; dst and src are
+	// what Set last gave, for Take.
+	pending  bool
+	dst, src []Match
 	// Stale names the tables an earlier golvs left behind that Open
 	// removed.
 	Stale []string
@@ -85,20 +94,61 @@ var setNames = [8]string{"dst3", "dst2", "src3", "src2", "dst3_6", "dst2_6", "sr
 // left there. A kernel without nftables netdev support gives an error
 // that is ErrNoNftables.
 func OpenDropRule(ifnames []string) (*DropRule, error) {
+	r, err := newDropRule(ifnames)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.install(); err != nil {
+		r.closeConn()
+		return nil, err
+	}
+	return r, nil
+}
+
+// AdoptDropRule opens the drop rule of a director that takes over from a
+// running golvs (a graceful restart): the predecessor's tables, which
+// drop what it forwards, stay as they are, and Set only records what to
+// drop, until Take replaces them with this director's. Closed before
+// Take, it leaves them alone: the takeover failed and the predecessor
+// carries on with its own.
+func AdoptDropRule(ifnames []string) (*DropRule, error) {
+	r, err := newDropRule(ifnames)
+	if err != nil {
+		return nil, err
+	}
+	// Fail now, not at Take, on a kernel without nftables.
+	if _, err := r.conn.ListTablesOfFamily(nftables.TableFamilyNetdev); err != nil {
+		r.closeConn()
+		if unsupported(err) {
+			return nil, fmt.Errorf("%w: %v", ErrNoNftables, err)
+		}
+		return nil, dropErr("listing tables", err)
+	}
+	r.pending = true
+	return r, nil
+}
+
+func newDropRule(ifnames []string) (*DropRule, error) {
 	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, dropErr("netlink", err)
 	}
-	r := &DropRule{conn: conn}
-	fail := func(op string, err error) (*DropRule, error) {
-		r.closeConn()
-		return nil, dropErr(op, err)
-	}
+	return &DropRule{conn: conn, ifnames: slices.Clone(ifnames)}, nil
+}
+
+// install removes the interfaces' tables that are there (a predecessor's,
+// or ones a golvs that did not stop cleanly left: named in Stale) and
+// creates empty ones.
+func (r *DropRule) install() error {
+	conn := r.conn
 	existing, err := conn.ListTablesOfFamily(nftables.TableFamilyNetdev)
 	if err != nil {
-		return fail("listing tables", err)
+		if unsupported(err) {
+			return fmt.Errorf("%w: %v", ErrNoNftables, err)
+		}
+		return dropErr("listing tables", err)
 	}
-	for _, name := range ifnames {
+	for _, name := range r.ifnames {
 		tn := DropTableName(name)
 		for _, t := range existing {
 			if t.Name == tn {
@@ -109,10 +159,11 @@ func OpenDropRule(ifnames []string) (*DropRule, error) {
 	}
 	if len(r.Stale) > 0 {
 		if err := conn.Flush(); err != nil {
-			return fail("removing stale tables", err)
+			return dropErr("removing stale tables", err)
 		}
 	}
-	for _, name := range ifnames {
+	r.tables = nil
+	for _, name := range r.ifnames {
 		dt := &dropTable{ifname: name}
 		dt.t = conn.AddTable(&nftables.Table{Name: DropTableName(name), Family: nftables.TableFamilyNetdev})
 		for i, n := range setNames {
@@ -126,7 +177,7 @@ func OpenDropRule(ifnames []string) (*DropRule, error) {
 				s.KeyType = key2
 			}
 			if err := conn.AddSet(s, nil); err != nil {
-				return fail("set "+n, err)
+				return dropErr("set "+n, err)
 			}
 			dt.sets[i] = s
 		}
@@ -141,13 +192,39 @@ func OpenDropRule(ifnames []string) (*DropRule, error) {
 		r.tables = append(r.tables, dt)
 	}
 	if err := conn.Flush(); err != nil {
+		r.tables = nil
 		if unsupported(err) {
-			r.closeConn()
-			return nil, fmt.Errorf("%w: %v", ErrNoNftables, err)
+			return fmt.Errorf("%w: %v", ErrNoNftables, err)
 		}
-		return fail("creating tables", err)
+		return dropErr("creating tables", err)
 	}
-	return r, nil
+	return nil
+}
+
+// Pending says the rule was adopted and not yet taken (AdoptDropRule).
+func (r *DropRule) Pending() bool { return r.pending }
+
+// Take replaces the predecessor's tables of an adopted rule with this
+// director's, dropping what Set last gave. A rule not adopted, or taken
+// already, is left as it is.
+func (r *DropRule) Take() error {
+	if !r.pending {
+		return nil
+	}
+	r.Stale = nil
+	if err := r.install(); err != nil {
+		return err
+	}
+	r.pending = false
+	return r.Set(r.dst, r.src)
+}
+
+// Forget lets go of the rule without removing its tables: a successor
+// that took over (AdoptDropRule) replaces them.
+func (r *DropRule) Forget() {
+	if r != nil {
+		r.closeConn()
+	}
 }
 
 func unsupported(err error) bool {
@@ -166,11 +243,11 @@ func dropErr(op string, err error) error {
 	return fmt.Errorf("netio: drop rule: %s: %w", op, err)
 }
 
-// Tables names the installed tables.
+// Tables names the tables: installed, or (adopted) to be taken.
 func (r *DropRule) Tables() []string {
 	var out []string
-	for _, t := range r.tables {
-		out = append(out, t.t.Name)
+	for _, n := range r.ifnames {
+		out = append(out, DropTableName(n))
 	}
 	return out
 }
@@ -178,10 +255,10 @@ func (r *DropRule) Tables() []string {
 // Describe says, for `golvs run`'s "relies on" lines, what is installed.
 func (r *DropRule) Describe() string {
 	var names []string
-	for _, t := range r.tables {
-		names = append(names, "netdev "+t.t.Name)
+	for _, n := range r.Tables() {
+		names = append(names, "netdev "+n)
 	}
-	return fmt.Sprintf("nftables %s: the kernel drops, at ingress (after golvs's packet sockets have their copy, before IP), the frames golvs forwards (to its services; NAT/FULLNAT replies from real servers) unless addressed to this host; removed at exit, replaced at the next start after a crash",
+	return fmt.Sprintf("nftables %s: the kernel drops, at ingress (after golvs's packet sockets have their copy, before IP), the frames golvs forwards (to its services; NAT/FULLNAT replies from real servers) unless addressed to this host; removed at exit, handed to a successor (--takeover), replaced at the next start after a crash",
 		strings.Join(names, ", "))
 }
 
@@ -190,6 +267,13 @@ func (r *DropRule) Describe() string {
 // TCP and UDP; Port 0 for any port; Bits short of the address for a
 // prefix).
 func (r *DropRule) Set(dst, src []Match) error {
+	if r.pending {
+		r.dst, r.src = slices.Clone(dst), slices.Clone(src)
+		return nil
+	}
+	if r.conn == nil {
+		return errors.New("netio: drop rule: closed")
+	}
 	var elems [8][]nftables.SetElement
 	var rules [][]expr.Any
 	seen := map[[2]Match]bool{}
@@ -397,9 +481,14 @@ func prefixRule(m Match, isSrc bool) []expr.Any {
 	return append(ex, unicastDrop(m.V6)...)
 }
 
-// Close removes the tables.
+// Close removes the tables (an adopted rule not taken: the
+// predecessor's stay).
 func (r *DropRule) Close() error {
 	if r == nil || r.conn == nil {
+		return nil
+	}
+	if r.pending {
+		r.closeConn()
 		return nil
 	}
 	for _, t := range r.tables {

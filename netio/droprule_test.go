@@ -310,3 +310,107 @@ func TestDropRule6(t *testing.T) {
 		}
 	}
 }
+
+// dropElems lists, in the calling thread's namespace, the VIP:port keys in
+// b0's drop table (its dst3 set), as "a.b.c.d:port"; nil without the
+// table.
+func dropElems(t *testing.T) []string {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := &nftables.Table{Name: DropTableName("b0"), Family: nftables.TableFamilyNetdev}
+	set, err := c.GetSetByName(tab, "dst3")
+	if err != nil {
+		return nil // no table (or no set)
+	}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, e := range els {
+		k := e.Key // address, protocol and port, each padded to 4 bytes
+		out = append(out, net.IP(k[:4]).String()+":"+strconv.Itoa(int(binary.BigEndian.Uint16(k[8:10]))))
+	}
+	return out
+}
+
+// A graceful restart's drop rule: the successor's (AdoptDropRule) leaves
+// the running golvs's table alone, Set included, until Take replaces it;
+// closed before Take (a failed takeover) it leaves it too; the
+// predecessor lets go of its own without removing it (Forget).
+func TestDropRuleAdopt(t *testing.T) {
+	ns := vethNS(t, 1500)
+	a := []Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 100}, Port: 80}}
+	b := []Match{{Proto: 6, Addr: [4]byte{198, 18, 0, 101}, Port: 443}}
+	err := ns.Do(func() error {
+		old, err := OpenDropRule([]string{"b0"})
+		if err != nil {
+			return err
+		}
+		defer old.Close()
+		if err := old.Set(a, nil); err != nil {
+			return err
+		}
+		want := func(step string, w ...string) {
+			t.Helper()
+			if got := dropElems(t); strings.Join(got, " ") != strings.Join(w, " ") || (got == nil) != (w == nil) {
+				t.Fatalf("%s: the table drops %v, want %v", step, got, w)
+			}
+		}
+		want("the running golvs's rule", "198.18.0.100:80")
+
+		failed, err := AdoptDropRule([]string{"b0"})
+		if err != nil {
+			return err
+		}
+		if !failed.Pending() || strings.Join(failed.Tables(), ",") != "golvs-b0" {
+			t.Fatalf("adopted: pending %v, tables %v", failed.Pending(), failed.Tables())
+		}
+		if err := failed.Set(b, nil); err != nil {
+			return err
+		}
+		want("a successor's Set before Take", "198.18.0.100:80")
+		if err := failed.Close(); err != nil {
+			return err
+		}
+		want("a successor closed before Take", "198.18.0.100:80")
+
+		next, err := AdoptDropRule([]string{"b0"})
+		if err != nil {
+			return err
+		}
+		if err := next.Set(b, nil); err != nil {
+			return err
+		}
+		old.Forget()
+		want("the predecessor let go", "198.18.0.100:80")
+		if err := next.Take(); err != nil {
+			return err
+		}
+		if next.Pending() || strings.Join(next.Stale, ",") != "golvs-b0" {
+			t.Fatalf("taken: pending %v, replaced %v", next.Pending(), next.Stale)
+		}
+		want("taken", "198.18.0.101:443")
+		if err := next.Take(); err != nil { // a second Take changes nothing
+			return err
+		}
+		if err := next.Set(a, b); err != nil {
+			return err
+		}
+		want("Set after Take", "198.18.0.100:80")
+		if err := next.Close(); err != nil {
+			return err
+		}
+		want("closed")
+		return nil
+	})
+	if errors.Is(err, ErrNoNftables) {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}

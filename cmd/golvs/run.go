@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -275,12 +276,19 @@ func runMain(args []string) int {
 		cfg.Interfaces = append(cfg.Interfaces, director.Interface{Name: name, ARP: opt == "arp"})
 	}
 	var tk *control.Takeover
+	prev := -1 // a pidfd of the daemon taken over from
 	if *takeover {
 		// Ask first: the daemon we replace says what it runs, and keeps
 		// forwarding until this one is ready.
 		if tk, err = control.BeginTakeover(*sock); err != nil {
 			fmt.Fprintf(os.Stderr, "golvs run: %v\n", err)
 			return 1
+		}
+		// A handle on the old daemon now, before it can exit (and its
+		// pid be reused): waitExit watches it.
+		if fd, err := unix.PidfdOpen(tk.PID, 0); err == nil {
+			prev = fd
+			defer unix.Close(fd)
 		}
 		cfg.Standby = true
 	}
@@ -356,6 +364,18 @@ func runMain(args []string) int {
 		}
 		d.AdoptHost(tk.Host)
 		logger.Printf("took over from pid %d: %d connections, forwarding paused %v", tk.PID, res.Conns, res.Paused.Round(time.Millisecond))
+		// The drop rule once the old daemon is gone: an older golvs
+		// removes its tables as it exits, whatever their name.
+		side.Add(1)
+		go func() {
+			defer side.Done()
+			if !waitExit(ctx, tk.PID, prev, 10*time.Second) {
+				logger.Printf("takeover: pid %d still runs after 10 s; taking over its drop rule anyway", tk.PID)
+			}
+			if err := d.TakeDropRule(); err != nil {
+				logger.Printf("host: %v", err)
+			}
+		}()
 		if res.Failed > 0 {
 			logger.Printf("takeover: %d entries not imported (last: %v)", res.Failed, res.LastErr)
 		}
@@ -515,5 +535,29 @@ func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
 		}
 		logger.Printf("SIGUSR2: started %s (pid %d) to take over", exe, cmd.Process.Pid)
 		go func() { _ = cmd.Wait() }()
+	}
+}
+
+// waitExit waits up to limit for process pid to exit, watching pidfd when
+// there is one (>= 0), else looking every 10 ms; false if it still runs.
+func waitExit(ctx context.Context, pid, pidfd int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		left := time.Until(deadline)
+		if pidfd >= 0 {
+			pfd := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+			n, err := unix.Poll(pfd, int(min(left, 100*time.Millisecond)/time.Millisecond))
+			if n > 0 || err != nil && err != unix.EINTR {
+				return true
+			}
+		} else {
+			if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+				return true
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if left <= 0 || ctx.Err() != nil {
+			return false
+		}
 	}
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
+
 	"github.com/golvs/golvs/control"
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
+	"github.com/golvs/golvs/netio"
 )
 
 // daemonProc is a `golvs run` started in the lab's director namespace.
@@ -135,6 +140,25 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	loop := testutil.StartRequests(topo.Client, netip.AddrPortFrom(lab.VIP, 80), 2)
 	loop.WaitOK(20)
 	saved := admOut(t, "-S", "-n")
+	checkDropTables(t, topo, "the first daemon", 80, 7)
+
+	// 0. A second daemon (no --takeover) on the same interfaces is
+	// refused, and the first serves on with its drop rule.
+	second := ds.start(oldBin, "--rules", rules, "--control", filepath.Join(dir, "second.sock"))
+	select {
+	case err := <-second.done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("a second daemon on the same interfaces: %v, want exit status 1", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a second daemon on the same interfaces still runs after 30 s")
+	}
+	if !strings.Contains(ds.logText(), "interface served by another golvs: "+lab.DirExt+" (pid "+fmt.Sprint(pid)) {
+		t.Fatalf("the second daemon did not say why it stopped:\n%s", ds.logText())
+	}
+	checkDropTables(t, topo, "after the second daemon was refused", 80, 7)
+	loop.WaitOK(loop.OK.Load() + 20)
 
 	// 1. golvs run --takeover with the new binary.
 	next := ds.start(newBin, "--takeover")
@@ -144,6 +168,12 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 		t.Fatalf("pid %d answers, want the new daemon %d", newPID, next.cmd.Process.Pid)
 	}
 	testutil.CheckEcho(t, conns, 5*time.Second, "after --takeover")
+	checkDropTables(t, topo, "after --takeover", 80, 7)
+	// The successor's rule follows its services.
+	admOut(t, "-A", "-t", lab.VIP.String()+":8081", "-s", "rr")
+	checkDropTables(t, topo, "a service added after --takeover", 80, 7, 8081)
+	admOut(t, "-D", "-t", lab.VIP.String()+":8081")
+	checkDropTables(t, topo, "the service deleted", 80, 7)
 	if got := admOut(t, "-S", "-n"); got != saved {
 		t.Fatalf("configuration after the takeover:\n%s\nwant\n%s", got, saved)
 	}
@@ -173,6 +203,7 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	next.wait(t, "the daemon after SIGUSR2")
 	ds.ready(newPID)
 	testutil.CheckEcho(t, conns, 5*time.Second, "after SIGUSR2")
+	checkDropTables(t, topo, "after SIGUSR2", 80, 7)
 	if got := admOut(t, "-S", "-n"); got != saved {
 		t.Fatalf("configuration after SIGUSR2:\n%s\nwant\n%s", got, saved)
 	}
@@ -255,4 +286,64 @@ func serviceLine(listing string) []string {
 		}
 	}
 	return nil
+}
+
+// checkDropTables waits up to 5 s for the director namespace to hold the
+// drop-rule table of each of the lab's director interfaces, with rules in
+// its ingress chain and the VIP's TCP ports (the services) in its dst3
+// set: a successor takes its predecessor's tables once that one is gone,
+// and keeps them in step with the services from then on.
+func checkDropTables(t *testing.T, topo *lab.Topology, when string, ports ...int) {
+	t.Helper()
+	var want []string
+	for _, p := range ports {
+		want = append(want, fmt.Sprintf("%s:%d", lab.VIP, p))
+	}
+	slices.Sort(want)
+	var last string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		last = ""
+		err := topo.Director.Do(func() error {
+			c, err := nftables.New()
+			if err != nil {
+				return err
+			}
+			for _, ifn := range []string{lab.DirExt, lab.DirInt} {
+				tab := &nftables.Table{Name: netio.DropTableName(ifn), Family: nftables.TableFamilyNetdev}
+				rules, err := c.GetRules(tab, &nftables.Chain{Name: "ingress", Table: tab})
+				if err != nil || len(rules) == 0 {
+					last += fmt.Sprintf(" %s: %d rules (%v)", tab.Name, len(rules), err)
+					continue
+				}
+				set, err := c.GetSetByName(tab, "dst3")
+				if err != nil {
+					return err
+				}
+				els, err := c.GetSetElements(set)
+				if err != nil {
+					return err
+				}
+				var got []string
+				for _, e := range els {
+					// address, protocol, port: each padded to 4 bytes
+					got = append(got, fmt.Sprintf("%s:%d", net.IP(e.Key[:4]), int(e.Key[8])<<8|int(e.Key[9])))
+				}
+				slices.Sort(got)
+				if !slices.Equal(got, want) {
+					last += fmt.Sprintf(" %s drops %v, want %v", tab.Name, got, want)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: drop rule:%s", when, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -1,0 +1,148 @@
+package director
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultLockDir holds the interface locks (Config.LockDir).
+const DefaultLockDir = "/run/golvs/ifaces"
+
+// ErrInterfaceBusy says another golvs serves one of the interfaces.
+var ErrInterfaceBusy = errors.New("director: interface served by another golvs")
+
+// ifaceLocks are the director's claims on its interfaces: one file per
+// interface, named after the network namespace and the interface index
+// (so a renamed interface, or one of the same name in another namespace,
+// is told apart), held with an exclusive flock while the director runs.
+// The kernel lets go of a flock when its holder exits, however it exits:
+// a golvs killed with -9 leaves no lock behind, only a file the next one
+// takes.
+//
+// Two directors on one interface would both forward every frame (two
+// copies to each peer, possibly to different real servers), and the
+// second would remove the first's drop rule as if a crash had left it.
+// So a director refuses an interface another one holds, except a
+// successor (Config.Standby) that takes over from it through the control
+// socket: that one waits for the lock in the background and has it once
+// its predecessor is gone (within lockPoll; a third golvs started in that
+// moment would get it instead).
+type ifaceLocks struct {
+	files []*os.File
+	done  chan struct{} // closed when Close starts: stop waiting
+}
+
+// lockInterfaces takes the locks of the interfaces (index by name) in
+// dir, in the calling thread's network namespace.
+func lockInterfaces(dir string, names []string, index map[string]int, successor bool) (*ifaceLocks, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, fmt.Errorf("director: interface lock: the network namespace: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("director: interface lock: %w", err)
+	}
+	l := &ifaceLocks{done: make(chan struct{})}
+	for _, name := range names {
+		path := filepath.Join(dir, fmt.Sprintf("net%d-if%d.lock", st.Ino, index[name]))
+		f, err := tryLock(path)
+		switch {
+		case err == nil:
+			l.files = append(l.files, f)
+		case errors.Is(err, unix.EWOULDBLOCK) && successor:
+			go l.wait(path)
+		case errors.Is(err, unix.EWOULDBLOCK):
+			holder := "unknown"
+			if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+				holder = strings.TrimSpace(string(b))
+			}
+			l.Close()
+			return nil, fmt.Errorf("%w: %s (pid %s; lock %s): stop it first, or replace it with golvs run --takeover",
+				ErrInterfaceBusy, name, holder, path)
+		default:
+			l.Close()
+			return nil, fmt.Errorf("director: interface lock %s: %w", path, err)
+		}
+	}
+	return l, nil
+}
+
+// tryLock takes path's lock without waiting (an error that is
+// EWOULDBLOCK: another holds it) and writes this process's pid into it.
+// The holder removes the file as it lets go, so a lock taken on a file
+// no longer at path (removed and made again meanwhile) is let go and
+// taken again on the file there now.
+func tryLock(path string) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			return nil, err
+		}
+		var a, b unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
+			if err := f.Truncate(0); err == nil {
+				_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+			}
+			return f, nil
+		}
+		f.Close()
+	}
+}
+
+// wait takes path's lock once its holder lets go (a successor's), holds
+// it until the director closes, then lets go.
+func (l *ifaceLocks) wait(path string) {
+	t := time.NewTicker(lockPoll)
+	defer t.Stop()
+	for {
+		f, err := tryLock(path)
+		if err == nil {
+			<-l.done
+			release(f)
+			return
+		}
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// lockPoll is how often a successor tries its predecessor's lock.
+const lockPoll = 20 * time.Millisecond
+
+// release removes a held lock's file, then lets go of the lock (in this
+// order: whoever then locks the file it had open finds it gone from the
+// path, and makes a new one).
+func release(f *os.File) {
+	_ = os.Remove(f.Name())
+	f.Close()
+}
+
+// Close lets go of the locks.
+func (l *ifaceLocks) Close() {
+	if l == nil {
+		return
+	}
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	for _, f := range l.files {
+		release(f)
+	}
+	l.files = nil
+}
