@@ -183,6 +183,18 @@ func TestDropRuleAfterKill(t *testing.T) {
 	if got := tables["golvs-ext0"]; len(got) != 1 || got[0] != lab.VIP.String()+":80" {
 		t.Fatalf("helper's drop rule: %v, want golvs-ext0 and golvs-int0 dropping VIP:80", tables)
 	}
+	// While it runs, a second director on its interfaces is refused, and
+	// leaves its drop rule alone.
+	err = topo.Director.Do(func() error {
+		_, err := New(Config{Interfaces: []Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}}, Workers: 1, FixHost: true})
+		return err
+	})
+	if !errors.Is(err, ErrInterfaceBusy) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d;", cmd.Process.Pid)) {
+		t.Fatalf("a second director beside the helper: %v, want %v naming pid %d", err, ErrInterfaceBusy, cmd.Process.Pid)
+	}
+	if got := dropTables(t, topo.Director)["golvs-ext0"]; len(got) != 1 {
+		t.Fatalf("the helper's drop rule after the second director was refused: %v", got)
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
