@@ -376,8 +376,8 @@ func New(c Config) (*Director, error) {
 	if !c.NoDropRule {
 		open := netio.OpenDropRule
 		if c.Standby {
-			// A successor: the running golvs's rule stays until this
-			// one leaves standby (SetStandby).
+			// A successor: the running golvs's rule stays until that
+			// one is gone (TakeDropRule).
 			open = netio.AdoptDropRule
 		}
 		dr, err := open(names)

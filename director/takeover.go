@@ -44,7 +44,8 @@ func (d *Director) recordHost(path, old string) {
 func (d *Director) HostSettings() []HostSetting { return slices.Clone(d.handover.host) }
 
 // ForgetHost drops the host settings to restore: a successor restores
-// them when it stops (AdoptHost).
+// them when it stops (AdoptHost). The drop rule's tables stay too, for
+// the successor to replace (TakeDropRule).
 func (d *Director) ForgetHost() {
 	d.handover.host = nil
 	d.restore = nil

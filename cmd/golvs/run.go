@@ -369,7 +369,11 @@ func runMain(args []string) int {
 		side.Add(1)
 		go func() {
 			defer side.Done()
-			if !waitExit(ctx, tk.PID, prev, 10*time.Second) {
+			gone := waitExit(ctx, tk.PID, prev, 10*time.Second)
+			if ctx.Err() != nil {
+				return // stopping already
+			}
+			if !gone {
 				logger.Printf("takeover: pid %d still runs after 10 s; taking over its drop rule anyway", tk.PID)
 			}
 			if err := d.TakeDropRule(); err != nil {
