@@ -277,6 +277,10 @@ func New(c Config) (*Director, error) {
 	index := map[string]int{}
 	for i, ifc := range c.Interfaces {
 		names[i] = ifc.Name
+		if _, dup := index[ifc.Name]; dup {
+			nl.Close()
+			return nil, fmt.Errorf("director: interface %q given twice", ifc.Name)
+		}
 		ifi, err := netio.InterfaceByName(ifc.Name)
 		if err != nil {
 			nl.Close()

@@ -23,6 +23,17 @@ func TestHostLeakChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	ifs := []Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}}
+	// An interface given twice is a mistake in the configuration, said as
+	// such (not taken for another golvs holding it).
+	err = topo.Director.Do(func() error {
+		_, err := New(Config{Interfaces: append(ifs, Interface{Name: lab.DirExt}), Workers: 1, FixHost: true})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), `interface "`+lab.DirExt+`" given twice`) {
+		t.Fatalf("an interface given twice: got %v", err)
+	}
+	// Each refusal lets go of what it took: the starts below find the
+	// interfaces free.
 	err = topo.Director.Do(func() error {
 		_, err := New(Config{Interfaces: ifs, Workers: 1})
 		return err
