@@ -49,10 +49,17 @@ func lockInterfaces(dir string, names []string, index map[string]int, successor 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("director: interface lock: %w", err)
 	}
+	sweep(dir)
 	l := &ifaceLocks{done: make(chan struct{})}
 	for _, name := range names {
 		path := filepath.Join(dir, fmt.Sprintf("net%d-if%d.lock", st.Ino, index[name]))
 		f, err := tryLock(path)
+		for try := 0; errors.Is(err, unix.EWOULDBLOCK) && !successor && try < busyTries; try++ {
+			// A golvs starting elsewhere may hold a free file for a
+			// moment (sweep): a holder is one that keeps it.
+			time.Sleep(busyWait)
+			f, err = tryLock(path)
+		}
 		switch {
 		case err == nil:
 			l.files = append(l.files, f)
@@ -76,15 +83,20 @@ func lockInterfaces(dir string, names []string, index map[string]int, successor 
 
 // tryLock takes path's lock without waiting (an error that is
 // EWOULDBLOCK: another holds it) and writes this process's pid into it.
-// The holder removes the file as it lets go, so a lock taken on a file
-// no longer at path (removed and made again meanwhile) is let go and
-// taken again on the file there now.
 func tryLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return lockOpened(path, f)
+}
+
+// lockOpened takes the lock of f, opened at path. The holder removes the
+// file as it lets go, so a lock taken on a file no longer at path
+// (removed, and perhaps made again, since f was opened) is let go and
+// taken again on the file there now.
+func lockOpened(path string, f *os.File) (*os.File, error) {
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, err
-		}
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 			f.Close()
 			return nil, err
@@ -97,6 +109,10 @@ func tryLock(path string) (*os.File, error) {
 			return f, nil
 		}
 		f.Close()
+		var err error
+		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+			return nil, err
+		}
 	}
 }
 
@@ -119,6 +135,41 @@ func (l *ifaceLocks) wait(path string) {
 		}
 	}
 }
+
+// sweep removes the lock files in dir that nobody holds: those of a
+// golvs killed with SIGKILL (its namespace perhaps gone since). So the
+// directory holds the live locks and the few left since the last start.
+// Each is locked for the moment of its removal, as a holder removes its
+// own, so whoever opened it meanwhile makes a new one (tryLock).
+func sweep(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); !strings.HasPrefix(n, "net") || !strings.HasSuffix(n, ".lock") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		var a, b unix.Stat_t
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil &&
+			unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
+			_ = os.Remove(path)
+		}
+		f.Close()
+	}
+}
+
+// busyTries and busyWait: how long a start looks again at an interface's
+// lock before it takes it for another golvs's.
+const (
+	busyTries = 5
+	busyWait  = 10 * time.Millisecond
+)
 
 // lockPoll is how often a successor tries its predecessor's lock.
 const lockPoll = 20 * time.Millisecond
