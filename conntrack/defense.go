@@ -285,8 +285,9 @@ func (t *Table) expireSoon(tpl *Entry) {
 // evictLocked picks, unlinks (step 1) and returns the conn a new conn
 // replaces in a full shard (lock held), or nil: among the first 8 entries
 // from a random slot of the in index (more while none of them may go; at
-// most 64 slots looked at), the half-open or closing TCP conn nearest its
-// expiry. A sample, not a scan:
+// most 64 entries looked at, however sparse the index: a small table's
+// index has room for more than the table holds), the half-open or
+// closing TCP conn nearest its expiry. A sample, not a scan:
 // each costs a cache miss, and a full table is when they count. Under a
 // flood nearly every sample holds flood entries; a young one is chosen
 // only if it is the oldest of its sample, so a legitimate handshake
@@ -300,7 +301,7 @@ func (t *Table) evictLocked(s *shard) *Entry {
 	var best *Entry
 	var bestExp int32
 	seen := 0
-	for range min(x.size, 64) {
+	for range x.size {
 		if x.tags[j] != 0 {
 			e := t.entryRef(x.slots[j])
 			if evictable(e) {
@@ -309,9 +310,10 @@ func (t *Table) evictLocked(s *shard) *Entry {
 				}
 			}
 			// Eight entries are enough when one of them may go; when
-			// none may, the scan goes on (at most 64 slots), so a table
-			// where replaceable conns are a minority still finds one.
-			if seen++; seen >= 8 && best != nil {
+			// none may, the scan goes on (at most 64 entries), so a
+			// table where replaceable conns are a minority still finds
+			// one.
+			if seen++; seen >= 8 && best != nil || seen >= 64 {
 				break
 			}
 		}
