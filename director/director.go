@@ -107,7 +107,7 @@ type Config struct {
 	// Standby starts the director parked (SetStandby): its workers drop
 	// IP frames until SetStandby(false); a graceful restart uses it. Such
 	// a successor leaves the running golvs's interface locks and drop rule
-	// alone until it is gone (TakeDropRule).
+	// alone until it is gone (TakeHost).
 	Standby bool
 	// LockDir holds the interface locks that keep a second golvs off
 	// interfaces one already serves (iflock.go); "": DefaultLockDir.
@@ -381,7 +381,7 @@ func New(c Config) (*Director, error) {
 		open := netio.OpenDropRule
 		if c.Standby {
 			// A successor: the running golvs's rule stays until that
-			// one is gone (TakeDropRule).
+			// one is gone (TakeHost).
 			open = netio.AdoptDropRule
 		}
 		dr, err := open(names)
@@ -858,8 +858,10 @@ func (d *Director) Close() {
 		f()
 	}
 	d.restore = nil
+	d.dropMu.Lock() // TakeHost takes the locks under it
 	d.locks.Close() // last: the host is as it was
 	d.locks = nil
+	d.dropMu.Unlock()
 }
 
 // Workers returns the number of workers.

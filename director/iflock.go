@@ -31,13 +31,16 @@ var ErrInterfaceBusy = errors.New("director: interface served by another golvs")
 // second would remove the first's drop rule as if a crash had left it.
 // So a director refuses an interface another one holds, except a
 // successor (Config.Standby) that takes over from it through the control
-// socket: that one waits for the lock in the background and has it once
-// its predecessor is gone (within lockPoll; a third golvs started in that
-// moment would get it instead).
+// socket: that one notes the locks it could not take (pending) and takes
+// them, with the drop rule, once its predecessor's process has exited
+// (Director.TakeHost).
 type ifaceLocks struct {
-	files []*os.File
-	done  chan struct{} // closed when Close starts: stop waiting
+	files   []*os.File
+	pending []pendingLock
 }
+
+// pendingLock is an interface lock a successor takes later.
+type pendingLock struct{ name, path string }
 
 // lockInterfaces takes the locks of the interfaces (index by name) in
 // dir, in the calling thread's network namespace.
@@ -50,35 +53,67 @@ func lockInterfaces(dir string, names []string, index map[string]int, successor 
 		return nil, fmt.Errorf("director: interface lock: %w", err)
 	}
 	sweep(dir)
-	l := &ifaceLocks{done: make(chan struct{})}
+	l := &ifaceLocks{}
 	for _, name := range names {
 		path := filepath.Join(dir, fmt.Sprintf("net%d-if%d.lock", st.Ino, index[name]))
-		f, err := tryLock(path)
-		for try := 0; errors.Is(err, unix.EWOULDBLOCK) && !successor && try < busyTries; try++ {
-			// A golvs starting elsewhere may hold a free file for a
-			// moment (sweep): a holder is one that keeps it.
-			time.Sleep(busyWait)
-			f, err = tryLock(path)
+		tries := busyTries
+		if successor {
+			tries = 0 // its predecessor holds it: no need to look again
 		}
+		f, err := claim(name, path, tries)
 		switch {
 		case err == nil:
 			l.files = append(l.files, f)
-		case errors.Is(err, unix.EWOULDBLOCK) && successor:
-			go l.wait(path)
-		case errors.Is(err, unix.EWOULDBLOCK):
-			holder := "unknown"
-			if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-				holder = strings.TrimSpace(string(b))
-			}
-			l.Close()
-			return nil, fmt.Errorf("%w: %s (pid %s; lock %s): stop it first, or replace it with golvs run --takeover",
-				ErrInterfaceBusy, name, holder, path)
+		case errors.Is(err, ErrInterfaceBusy) && successor:
+			l.pending = append(l.pending, pendingLock{name, path})
 		default:
 			l.Close()
-			return nil, fmt.Errorf("director: interface lock %s: %w", path, err)
+			return nil, err
 		}
 	}
 	return l, nil
+}
+
+// take takes a successor's pending locks; an error (ErrInterfaceBusy:
+// a third golvs has one) leaves those it could not take pending.
+func (l *ifaceLocks) take() error {
+	var errs []error
+	left := l.pending[:0]
+	for _, p := range l.pending {
+		f, err := claim(p.name, p.path, busyTries)
+		if err != nil {
+			errs = append(errs, err)
+			left = append(left, p)
+			continue
+		}
+		l.files = append(l.files, f)
+	}
+	l.pending = left
+	return errors.Join(errs...)
+}
+
+// claim takes the lock of interface name at path, or says who holds it
+// (ErrInterfaceBusy). A golvs starting elsewhere may hold a free file for
+// a moment (sweep): a holder is one that keeps it through tries more
+// looks, busyWait apart.
+func claim(name, path string, tries int) (*os.File, error) {
+	f, err := tryLock(path)
+	for try := 0; errors.Is(err, unix.EWOULDBLOCK) && try < tries; try++ {
+		time.Sleep(busyWait)
+		f, err = tryLock(path)
+	}
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		holder := "unknown"
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			holder = strings.TrimSpace(string(b))
+		}
+		return nil, fmt.Errorf("%w: %s (pid %s; lock %s): stop it first, or replace it with golvs run --takeover",
+			ErrInterfaceBusy, name, holder, path)
+	}
+	return nil, fmt.Errorf("director: interface lock %s: %w", path, err)
 }
 
 // tryLock takes path's lock without waiting (an error that is
@@ -101,8 +136,7 @@ func lockOpened(path string, f *os.File) (*os.File, error) {
 			f.Close()
 			return nil, err
 		}
-		var a, b unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
+		if sameFile(f, path) {
 			if err := f.Truncate(0); err == nil {
 				_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 			}
@@ -116,24 +150,11 @@ func lockOpened(path string, f *os.File) (*os.File, error) {
 	}
 }
 
-// wait takes path's lock once its holder lets go (a successor's), holds
-// it until the director closes, then lets go.
-func (l *ifaceLocks) wait(path string) {
-	t := time.NewTicker(lockPoll)
-	defer t.Stop()
-	for {
-		f, err := tryLock(path)
-		if err == nil {
-			<-l.done
-			release(f)
-			return
-		}
-		select {
-		case <-l.done:
-			return
-		case <-t.C:
-		}
-	}
+// sameFile says whether f is the file at path now (not one removed from
+// it since f was opened).
+func sameFile(f *os.File, path string) bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev
 }
 
 // sweep removes the lock files in dir that nobody holds: those of a
@@ -155,9 +176,7 @@ func sweep(dir string) {
 		if err != nil {
 			continue
 		}
-		var a, b unix.Stat_t
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil &&
-			unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil && sameFile(f, path) {
 			_ = os.Remove(path)
 		}
 		f.Close()
@@ -170,9 +189,6 @@ const (
 	busyTries = 5
 	busyWait  = 10 * time.Millisecond
 )
-
-// lockPoll is how often a successor tries its predecessor's lock.
-const lockPoll = 20 * time.Millisecond
 
 // release removes a held lock's file, then lets go of the lock (in this
 // order: whoever then locks the file it had open finds it gone from the
@@ -187,13 +203,8 @@ func (l *ifaceLocks) Close() {
 	if l == nil {
 		return
 	}
-	select {
-	case <-l.done:
-	default:
-		close(l.done)
-	}
 	for _, f := range l.files {
 		release(f)
 	}
-	l.files = nil
+	l.files, l.pending = nil, nil
 }

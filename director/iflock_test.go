@@ -10,14 +10,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // The interface locks: a second director on an interface is refused with
-// the holder's pid; a successor waits and has the lock once the holder
-// lets go; every file is gone once the last holder closes.
+// the holder's pid; a successor notes the locks it cannot take and takes
+// them once the holder lets go; every file is gone once the last holder
+// closes.
 func TestInterfaceLocks(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"ext0", "int0"}
@@ -49,29 +49,27 @@ func TestInterfaceLocks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a successor: %v", err)
 	}
-	time.Sleep(3 * lockPoll)
+	if len(succ.files) != 0 || len(succ.pending) != 2 {
+		t.Fatalf("a successor beside the first holds %d locks, %d pending; want 0 and 2", len(succ.files), len(succ.pending))
+	}
+	if err := succ.take(); !errors.Is(err, ErrInterfaceBusy) || len(succ.pending) != 2 {
+		t.Fatalf("a successor taking with the first still there: %v, %d pending", err, len(succ.pending))
+	}
 	if _, err := lockInterfaces(dir, names, index, false); !errors.Is(err, ErrInterfaceBusy) {
 		t.Fatalf("with the first still there: %v", err)
 	}
 	first.Close()
-	// The successor has both locks within a few polls.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		time.Sleep(5 * lockPoll)
-		_, err := lockInterfaces(dir, names[:1], index, false)
-		_, err2 := lockInterfaces(dir, names[1:], index, false)
-		if errors.Is(err, ErrInterfaceBusy) && errors.Is(err2, ErrInterfaceBusy) {
-			break
-		}
-		if err == nil || err2 == nil {
-			t.Fatalf("a third director took an interface %v after the first let go: %v, %v", 5*lockPoll, err, err2)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the successor never took the locks")
+	// Once the first is gone the successor has both locks, and a third
+	// director is refused.
+	if err := succ.take(); err != nil || len(succ.files) != 2 || len(succ.pending) != 0 {
+		t.Fatalf("the successor after the first let go: %v, %d held, %d pending", err, len(succ.files), len(succ.pending))
+	}
+	for _, n := range names {
+		if _, err := lockInterfaces(dir, []string{n}, index, false); !errors.Is(err, ErrInterfaceBusy) {
+			t.Fatalf("a third director took %s from the successor: %v", n, err)
 		}
 	}
 	succ.Close()
-	time.Sleep(3 * lockPoll) // the waiting goroutines let go
 	if files, _ := filepath.Glob(filepath.Join(dir, "*.lock")); len(files) != 0 {
 		t.Fatalf("lock files left: %v", files)
 	}

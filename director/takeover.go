@@ -2,6 +2,7 @@ package director
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -45,7 +46,7 @@ func (d *Director) HostSettings() []HostSetting { return slices.Clone(d.handover
 
 // ForgetHost drops the host settings to restore: a successor restores
 // them when it stops (AdoptHost). The drop rule's tables stay too, for
-// the successor to replace (TakeDropRule).
+// the successor to replace (TakeHost).
 func (d *Director) ForgetHost() {
 	d.handover.host = nil
 	d.restore = nil
@@ -71,25 +72,33 @@ func (d *Director) AdoptHost(hs []HostSetting) {
 // answer ARP.
 func (d *Director) SetStandby(on bool) { d.handover.standby.Store(on) }
 
-// TakeDropRule replaces, in a successor (Config.Standby), the
-// predecessor's drop-rule tables with this director's; call it once the
-// predecessor is gone (an older golvs removes its tables as it exits).
-// Without a drop rule to take (taken already, turned off, or the
-// director closed) it does nothing. On failure the director goes on
-// without one, as HostReport then says.
-func (d *Director) TakeDropRule() error {
+// TakeHost claims, in a successor (Config.Standby), what its predecessor
+// held on the host: the interface locks it could not take at start, and
+// the drop rule, whose tables it replaces with its own. Call it once the
+// predecessor's process has exited (an older golvs removes its tables as
+// it exits, whatever their name; a newer one lets go of its locks). A
+// director with nothing to take (taken already, or closed) does nothing.
+// A lock a third golvs took meanwhile is an ErrInterfaceBusy error; a
+// drop rule that cannot be taken leaves the director without one, as
+// HostReport then says.
+func (d *Director) TakeHost() error {
 	d.dropMu.Lock()
 	defer d.dropMu.Unlock()
-	if d.drop == nil || !d.drop.Pending() {
-		return nil
+	var errs []error
+	if d.locks != nil {
+		if err := d.locks.take(); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := d.drop.Take(); err != nil {
-		d.drop.Forget()
-		d.drop = nil
-		d.dropOff = fmt.Sprintf("no drop rule: %v; the kernel also runs every frame golvs forwards through its IP stack (and drops it there)", err)
-		return fmt.Errorf("director: taking over the drop rule: %w", err)
+	if d.drop != nil && d.drop.Pending() {
+		if err := d.drop.Take(); err != nil {
+			d.drop.Forget()
+			d.drop = nil
+			d.dropOff = fmt.Sprintf("no drop rule: %v; the kernel also runs every frame golvs forwards through its IP stack (and drops it there)", err)
+			errs = append(errs, fmt.Errorf("director: taking over the drop rule: %w", err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Standby reports whether the director is in standby.

@@ -364,7 +364,8 @@ func runMain(args []string) int {
 		}
 		d.AdoptHost(tk.Host)
 		logger.Printf("took over from pid %d: %d connections, forwarding paused %v", tk.PID, res.Conns, res.Paused.Round(time.Millisecond))
-		// The drop rule once the old daemon is gone: an older golvs
+		// The interface locks and the drop rule once the old daemon is
+		// gone: it holds its locks until it exits, and an older golvs
 		// removes its tables as it exits, whatever their name.
 		side.Add(1)
 		go func() {
@@ -374,9 +375,9 @@ func runMain(args []string) int {
 				return // stopping already
 			}
 			if !gone {
-				logger.Printf("takeover: pid %d still runs after 10 s; taking over its drop rule anyway", tk.PID)
+				logger.Printf("takeover: pid %d still runs after 10 s; taking over its interfaces and drop rule anyway", tk.PID)
 			}
-			if err := d.TakeDropRule(); err != nil {
+			if err := d.TakeHost(); err != nil {
 				logger.Printf("host: %v", err)
 			}
 		}()

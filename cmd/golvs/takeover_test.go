@@ -19,6 +19,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/golvs/golvs/control"
+	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/internal/testutil"
 	"github.com/golvs/golvs/lab"
 	"github.com/golvs/golvs/netio"
@@ -169,6 +170,7 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	}
 	testutil.CheckEcho(t, conns, 5*time.Second, "after --takeover")
 	checkDropTables(t, topo, "after --takeover", 80, 7)
+	checkLocks(t, newPID, "after --takeover")
 	// The successor's rule follows its services.
 	admOut(t, "-A", "-t", lab.VIP.String()+":8081", "-s", "rr")
 	checkDropTables(t, topo, "a service added after --takeover", 80, 7, 8081)
@@ -343,6 +345,30 @@ func checkDropTables(t *testing.T, topo *lab.Topology, when string, ports ...int
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: drop rule:%s", when, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkLocks waits up to 5 s for pid to hold the lock of both of the lab
+// director's interfaces (a successor takes its predecessor's once that
+// one is gone): two lock files naming it.
+func checkLocks(t *testing.T, pid int, when string) {
+	t.Helper()
+	var n int
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		files, _ := filepath.Glob(filepath.Join(director.DefaultLockDir, "*.lock"))
+		n = 0
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == fmt.Sprint(pid) {
+				n++
+			}
+		}
+		if n == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: pid %d holds %d interface locks, want 2", when, pid, n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
