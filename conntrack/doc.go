@@ -44,6 +44,9 @@
 //
 // On the packet path the table never allocates, and an established flow's
 // packet writes nothing to its entry unless its state or expiry tick
-// changes. A full table (the configured maximum) replaces a half-open or
+// changes; such a packet's lookup does not take the lock either, on
+// amd64: it reads between two reads of the lock's word and is retried
+// under the lock if a critical section ran meanwhile (the quiet path,
+// table.go). A full table (the configured maximum) replaces a half-open or
 // closing conn, or refuses and counts, instead of growing.
 package conntrack

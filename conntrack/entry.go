@@ -153,12 +153,16 @@ type Hit struct {
 	A6 Addrs6
 }
 
+// fill copies e into h. It reads each pointer of e once: the quiet
+// lookups (table.go) call it without a lock, and check afterwards that
+// nothing changed, but a pointer read twice could be nil the second time.
 func fill(e *Entry, h *Hit) {
 	h.In, h.Out = e.In, e.Out
-	h.Dest, h.Method = e.Dest, e.Method
+	d := e.Dest
+	h.Dest, h.Method = d, e.Method
 	h.SvcStats = nil
-	if e.Dest != nil {
-		h.SvcStats = e.Dest.SvcStats
+	if d != nil {
+		h.SvcStats = d.SvcStats
 	}
 	h.ClientIf, h.ClientMAC, h.Aux = e.ClientIf, e.ClientMAC, e.Aux
 }

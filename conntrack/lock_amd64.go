@@ -7,3 +7,8 @@ package conntrack
 //
 //go:noescape
 func storeRelease(p *uint32, v uint32)
+
+// optimistic: lookups of a packet that changes nothing read without the
+// shard lock (the quiet path, table.go), which needs loads kept in order:
+// amd64 does not reorder loads with loads.
+const optimistic = true

@@ -350,11 +350,23 @@ const (
 // returns Reused (IPVS's conn_reuse_mode 1).
 func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 	hk, s := t.locate(k)
-	s.mu.Lock()
-	e := t.findIn(s, hk, k)
+	var e *Entry // found under the lock
+	if optimistic {
+		switch r, qe := t.quiet(s, hk, k, nil, false, tcpFlags, h); r {
+		case quietHit:
+			return Found
+		case quietMiss:
+			return Miss
+		case quietLocked:
+			e = qe
+		}
+	}
 	if e == nil {
-		s.mu.Unlock()
-		return Miss
+		s.mu.Lock()
+		if e = t.findIn(s, hk, k); e == nil {
+			s.mu.Unlock()
+			return Miss
+		}
 	}
 	if k.Proto == 6 && tcpFlags&0x06 == 0x02 && e.Tpl == nil {
 		if st := e.State(); st == TCPTimeWait || st == TCPClose {
@@ -377,11 +389,23 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 // OUTPUT transition, refreshes the expiry and fills h.
 func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
 	hk, s := t.locate(k)
-	s.mu.Lock()
-	e := t.findOut(s, hk, k)
+	var e *Entry // found under the lock
+	if optimistic {
+		switch r, qe := t.quiet(s, hk, k, nil, true, tcpFlags, h); r {
+		case quietHit:
+			return true
+		case quietMiss:
+			return false
+		case quietLocked:
+			e = qe
+		}
+	}
 	if e == nil {
-		s.mu.Unlock()
-		return false
+		s.mu.Lock()
+		if e = t.findOut(s, hk, k); e == nil {
+			s.mu.Unlock()
+			return false
+		}
 	}
 	t.step(e, true, tcpFlags, h)
 	fill(e, h)
@@ -730,4 +754,181 @@ func (t *Table) Flush() {
 		s.mu.Unlock()
 		t.teardownAll(s, all)
 	}
+}
+
+// The quiet path. Most packets of a flow change nothing in its entry:
+// once a TCP conn is established and 15 inbound packets are counted, a
+// packet moves no state, counts nothing and, within one tick of the
+// coarse clock, leaves the expiry as it is; step then writes nothing.
+// For such a packet a lookup need not take the shard's lock, which is a
+// locked instruction and a write to a line every worker of the shard
+// reads. It reads the index and the entry between two reads of the
+// lock's word instead (a sequence lock: the word is odd while the lock
+// is held and moves on with every critical section): if no critical
+// section of the shard ran in between, what it read was a consistent
+// state, as good as one read under the lock. Anything the quiet path
+// cannot settle (a miss, a packet that changes the entry, a critical
+// section meanwhile, a sync master's hook, which writes on every
+// packet) is left to the locked path, which is exactly what ran before.
+//
+// Why a quiet read is safe, step by step:
+//   - the index's slices never grow or move (index.go), and every slot
+//     ever written holds 0 or a reference: quietFind bounds-checks each
+//     reference and each chunk before it reads an entry, so a racing
+//     writer can make it read stale or mixed values, never out of bounds
+//     or through nil;
+//   - an entry's fixed fields change only when it is allocated or freed,
+//     both under its home lock, and the in index lives in the home shard:
+//     an unchanged home word means the entry read was the one indexed;
+//   - an entry reached through the out index (another shard's) is freed
+//     only after its out reference is removed under that shard's lock,
+//     and filled in before the reference is inserted: an unchanged word
+//     of the out shard means it stayed allocated and whole;
+//   - the word, expiry and timeout are atomics, read as the locked path
+//     reads them (which holds only one of the two shards' locks too);
+//   - ordering: on amd64 loads are not reordered with loads, and Go's
+//     atomic loads order the compiler's, so the reads between the two
+//     loads of the word happen between them. Elsewhere, and under the
+//     race detector (to which these reads are races by design), the
+//     quiet path is compiled out (optimistic, lock_amd64.go).
+
+// How a quiet attempt ended (quiet).
+const (
+	quietNo     = iota // not answered, no lock held: look up under the lock
+	quietHit           // found, h filled, no lock taken
+	quietMiss          // absent, no lock taken
+	quietLocked        // found, but the packet writes: the lock is now held
+)
+
+// quiet tries the quiet path of a lookup (a6: IPv6; out: a reply). A
+// packet that writes to its entry still saves the second probe: the lock
+// is taken from the word read before the probe (lockFrom), which
+// succeeds only if no critical section ran since, so the entry found is
+// still the one indexed, and is returned with the lock held. A miss is as
+// good as one under the lock once the word is found unchanged.
+func (t *Table) quiet(s *shard, hk uint64, k *Key, a6 *Pair6, out bool, tcpFlags uint8, h *Hit) (int, *Entry) {
+	seq := s.mu.seq()
+	if seq&1 != 0 {
+		return quietNo, nil
+	}
+	e, ad, absent := t.quietFind(s, hk, k, a6, out)
+	if e == nil {
+		if absent && s.mu.seq() == seq {
+			return quietMiss, nil
+		}
+		return quietNo, nil
+	}
+	// A sync master's hook runs under the home lock on every inbound
+	// packet: those take the lock.
+	if (out || t.syncHook.Load() == nil) && t.quietStep(e, out, tcpFlags, h) {
+		fill(e, h)
+		if ad != nil {
+			h.A6 = *ad
+		}
+		if s.mu.seq() == seq {
+			return quietHit, nil
+		}
+		return quietNo, nil
+	}
+	if s.mu.lockFrom(seq) {
+		return quietLocked, e
+	}
+	return quietNo, nil
+}
+
+// quietFind is findIn (out: findOut; a6 not nil: findIn6, findOut6)
+// without the lock of s: the entry, or nil with absent true when the
+// probe reached an empty slot, or nil with absent false when a
+// reference read was not an allocated entry's. For an IPv6 key it
+// returns the entry's addresses too (read through the chunk it found,
+// never through the entry's id, which a racing reuse may change).
+func (t *Table) quietFind(s *shard, hk uint64, k *Key, a6 *Pair6, out bool) (e *Entry, ad *Addrs6, absent bool) {
+	x := &s.in
+	if out {
+		x = &s.out
+	}
+	tag := tagOf(hk)
+	for i, n := x.home(hk), uint32(0); n < x.size; n++ {
+		tg := x.tags[i]
+		if tg == 0 {
+			return nil, nil, true
+		}
+		if tg == tag {
+			ref := x.slots[i]
+			sh, id := ref>>refBits, ref&(1<<refBits-1)-1
+			if sh >= uint32(len(t.shards)) {
+				return nil, nil, false
+			}
+			sl := &t.shards[sh].slab
+			c := id >> chunkBits
+			if c >= uint32(len(sl.chunks)) {
+				return nil, nil, false
+			}
+			ch := sl.chunks[c]
+			if ch == nil {
+				return nil, nil, false
+			}
+			e = &ch[id&(chunkSize-1)]
+			if !out && e.In == *k || out && e.Out == *k && e.word.Load()&wDead == 0 {
+				if a6 == nil {
+					return e, nil, false
+				}
+				sd := sl.side[c]
+				if sd == nil {
+					return nil, nil, false
+				}
+				if ad = &sd[id&(chunkSize-1)]; !out && ad.In == *a6 || out && ad.Out == *a6 {
+					return e, ad, false
+				}
+			}
+		}
+		if i++; i == x.size {
+			i = 0
+		}
+	}
+	return nil, nil, false
+}
+
+// quietStep reports whether step would write nothing for this packet,
+// setting h's states as step would. (Kept in step with step and with
+// LookupIn's reuse of a closed conn.)
+func (t *Table) quietStep(e *Entry, out bool, tcpFlags uint8, h *Hit) bool {
+	w := e.word.Load()
+	st := uint8(w & wStateMask)
+	proto := e.In.Proto
+	if proto == 6 {
+		if !out && tcpFlags&0x06 == 0x02 && (st == TCPTimeWait || st == TCPClose) {
+			return false // a new SYN may reuse the closed conn's tuple
+		}
+		tbl := &tcpTrans
+		if t.def.secureOn.Load() {
+			tbl = &tcpTransSecure
+		}
+		dir := DirInput
+		if out {
+			dir = DirOutput
+		} else if w&wNoOutput != 0 {
+			dir = DirInputOnly
+		}
+		if tcpNext(tbl, dir, tcpFlags, st) != st {
+			return false
+		}
+	}
+	if out {
+		if w&wNoOutput != 0 {
+			return false
+		}
+		if tpl := e.Tpl; proto == 17 && tpl != nil && tpl.word.Load()&wStateMask != uint32(TplAssured) {
+			return false // the reply assures the template (one pointer read: see fill)
+		}
+	} else if w&wPktMask != wPktMask {
+		return false
+	}
+	sec, ticks := t.tmo.of(proto, st)
+	exp := e.expires.Load()
+	if e.timeout.Load() != sec || exp != int32(t.now.Load()+ticks) || exp < e.slot.Load() {
+		return false
+	}
+	h.OldState, h.NewState = st, st
+	return true
 }
