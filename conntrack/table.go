@@ -843,7 +843,7 @@ func (t *Table) quiet(s *shard, hk uint64, k *Key, a6 *Pair6, out bool, tcpFlags
 // returns the entry's addresses too (read through the chunk it found,
 // never through the entry's id, which a racing reuse may change).
 func (t *Table) quietFind(s *shard, hk uint64, k *Key, a6 *Pair6, out bool) (e *Entry, ad *Addrs6, absent bool) {
-	x := &s.in
+	x, sl := &s.in, &s.slab // the in index holds only its own shard's entries
 	if out {
 		x = &s.out
 	}
@@ -855,11 +855,14 @@ func (t *Table) quietFind(s *shard, hk uint64, k *Key, a6 *Pair6, out bool) (e *
 		}
 		if tg == tag {
 			ref := x.slots[i]
-			sh, id := ref>>refBits, ref&(1<<refBits-1)-1
-			if sh >= uint32(len(t.shards)) {
-				return nil, nil, false
+			id := ref&(1<<refBits-1) - 1
+			if out {
+				sh := ref >> refBits
+				if sh >= uint32(len(t.shards)) {
+					return nil, nil, false
+				}
+				sl = &t.shards[sh].slab
 			}
-			sl := &t.shards[sh].slab
 			c := id >> chunkBits
 			if c >= uint32(len(sl.chunks)) {
 				return nil, nil, false

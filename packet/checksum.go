@@ -52,6 +52,23 @@ func Sum(b []byte, s uint32) uint32 {
 	return addSwapped(s, acc)
 }
 
+// HeaderOK reports whether an IPv4 header's checksum verifies: its words
+// sum to 0xffff. The sum is read in little-endian words and folded
+// without the swap back to network order that Sum does: a one's
+// complement sum is the byte swap of itself in the other order (RFC 1071
+// §2(B)), and 0xffff swapped is 0xffff.
+func HeaderOK(h []byte) bool {
+	if len(h) != 20 {
+		return Fold(Sum(h, 0)) == 0xffff
+	}
+	acc := uint64(binary.LittleEndian.Uint32(h)) + uint64(binary.LittleEndian.Uint32(h[4:])) +
+		uint64(binary.LittleEndian.Uint32(h[8:])) + uint64(binary.LittleEndian.Uint32(h[12:])) +
+		uint64(binary.LittleEndian.Uint32(h[16:]))
+	acc = acc&0xffffffff + acc>>32
+	acc = acc&0xffffffff + acc>>32
+	return Fold(uint32(acc)) == 0xffff
+}
+
 // addSwapped folds a little-endian sum to 16 bits, swaps it into network
 // order and adds it to the running sum s.
 func addSwapped(s uint32, acc uint64) uint32 {

@@ -22,6 +22,48 @@ func refSum(b []byte, s uint32) uint16 {
 	return uint16(acc)
 }
 
+// TestHeaderOKModel checks HeaderOK against RFC 1071's loop: a header
+// verifies exactly when the loop sums it to 0xffff. Random 20- to
+// 60-byte headers with their checksum set right, then with one bit
+// flipped, or one 16-bit word swapped with its neighbour's (which a
+// one's complement sum cannot see), plus the headers that sum to 0x0000
+// (all zeros) and to 0xffff with every carry (all 0xff).
+func TestHeaderOKModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 20000; round++ {
+		n := 20 + 4*r.IntN(11)
+		if round%2 == 0 {
+			n = 20
+		}
+		h := make([]byte, n)
+		for i := range h {
+			h[i] = byte(r.Uint32())
+		}
+		switch round % 7 {
+		case 0:
+			clear(h)
+		case 1:
+			for i := range h {
+				h[i] = 0xff
+			}
+		default:
+			h[10], h[11] = 0, 0
+			c := ^refSum(h, 0)
+			h[10], h[11] = byte(c>>8), byte(c)
+			switch round % 7 {
+			case 3:
+				h[r.IntN(n)] ^= 1 << r.IntN(8)
+			case 4:
+				i := 2 * r.IntN(n/2-1)
+				h[i], h[i+1], h[i+2], h[i+3] = h[i+2], h[i+3], h[i], h[i+1]
+			}
+		}
+		if got, want := HeaderOK(h), refSum(h, 0) == 0xffff; got != want {
+			t.Fatalf("round %d, %d bytes % x: HeaderOK %v, RFC 1071 loop says %v", round, n, h, got, want)
+		}
+	}
+}
+
 // TestSumModel checks Sum against refSum on random data of every length
 // up to 300 bytes, with random running sums, and on the inputs where
 // carries pile up (all 0xff) or the sum is zero, where ones' complement

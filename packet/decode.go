@@ -113,7 +113,7 @@ func Decode(frame []byte, p *Parsed) {
 	}
 	// The kernel's ip_rcv_core drops a header whose checksum is wrong
 	// (a rewrite would otherwise forward it still wrong, or fix it).
-	if Fold(Sum(ip[:ihl], 0)) != 0xffff {
+	if !HeaderOK(ip[:ihl]) {
 		p.Reason = ReasonBadIPCsum
 		return
 	}
