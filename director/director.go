@@ -116,6 +116,13 @@ type Config struct {
 	// answering ICMP fragmentation-needed: the mistake IPVS avoids, for
 	// the tun-no-pmtu teaching lab.
 	NoPMTU bool
+	// OnReplaced is told the name of a served interface that was removed
+	// and made again (a new interface under its name, up): the director's
+	// sockets stay bound to the old one, so it serves the name again only
+	// once restarted. golvs run restarts itself then, as on SIGUSR2. It is
+	// called once per new interface, from a goroutine that must not block.
+	// nil: the director only logs it and reports it in HostReport.
+	OnReplaced func(name string)
 	// Logf reports events (next hops resolved, host changes); nil: quiet.
 	// Lines reach it through a rate limiter (internal/ratelog): an
 	// identical line at most once a minute, its repeats summarised.
@@ -165,6 +172,10 @@ type Director struct {
 	ifMAC   map[int][6]byte
 	ifARP   map[int]bool
 	filter  sync.Mutex
+	// replaced: served interfaces whose name names another interface now
+	// (interfaceReplaced), by name: the new one's index.
+	replMu   sync.Mutex
+	replaced map[string]int
 
 	kick    chan struct{}
 	restore []func()
@@ -302,7 +313,7 @@ func New(c Config) (*Director, error) {
 		return nil, err
 	}
 	d.snmp = openKernelSnmp() // from this thread: its namespace's
-	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU})
+	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU, OnReplaced: d.interfaceReplaced})
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -538,9 +549,44 @@ func (d *Director) checkHost(names []string) error {
 	return nil
 }
 
+// interfaceReplaced is told (netio.NeighConfig.OnReplaced) that the name
+// of a served interface names another interface now, which is up: the
+// served one was removed and made again. The rings and transmit sockets
+// stay bound to the old one (the kernel gives the new one another
+// index), as do the interface locks and MACs, so the director does not
+// serve the name until it restarts. It logs that once per new interface,
+// and hands the name to Config.OnReplaced (golvs run restarts).
+func (d *Director) interfaceReplaced(name string, served, now int) {
+	d.replMu.Lock()
+	seen := d.replaced[name] == now
+	if !seen {
+		if d.replaced == nil {
+			d.replaced = map[string]int{}
+		}
+		d.replaced[name] = now
+	}
+	d.replMu.Unlock()
+	if seen {
+		return
+	}
+	next := "restart golvs run to serve it (SIGUSR2 restarts it without losing connections)"
+	if d.c.OnReplaced != nil {
+		next = "golvs restarts to serve it, keeping its connections"
+	}
+	d.logf("host: interface %s was removed and made again (index %d, now %d): golvs's sockets are bound to the old one; %s", name, served, now, next)
+	if d.c.OnReplaced != nil {
+		d.c.OnReplaced(name)
+	}
+}
+
 // HostReport says what the director relies on, for `golvs run` to print.
 func (d *Director) HostReport() []string {
 	var out []string
+	d.replMu.Lock()
+	for name, now := range d.replaced {
+		out = append(out, fmt.Sprintf("%s: NOT SERVED: the interface was removed and made again (now index %d); golvs serves it again once restarted", name, now))
+	}
+	d.replMu.Unlock()
 	for _, ifc := range d.c.Interfaces {
 		out = append(out, fmt.Sprintf("%s: IPv4 forwarding off (the kernel drops VIP traffic and replies silently; golvs forwards them), ARP and Neighbor Solicitations for VIPs answered by golvs: %v", ifc.Name, ifc.ARP))
 	}

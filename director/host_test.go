@@ -2,6 +2,7 @@ package director
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -66,5 +67,41 @@ func TestHostLeakChecks(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A served interface made again is logged and handed to OnReplaced once
+// per new interface (the kernel notifies it many times), and the host
+// report says it is not served.
+func TestInterfaceReplacedReported(t *testing.T) {
+	var lines []string
+	var told []string
+	d := NewOffline(Config{
+		Interfaces: []Interface{{Name: "int0"}},
+		Logf:       func(f string, a ...any) { lines = append(lines, fmt.Sprintf(f, a...)) },
+		OnReplaced: func(name string) { told = append(told, name) },
+	})
+	defer d.Close()
+	for _, l := range d.HostReport() {
+		if strings.Contains(l, "NOT SERVED") {
+			t.Fatalf("before anything happened: %s", l)
+		}
+	}
+	d.interfaceReplaced("int0", 5, 9)
+	d.interfaceReplaced("int0", 5, 9)
+	if len(told) != 1 || told[0] != "int0" || len(lines) != 1 || !strings.Contains(lines[0], "int0 was removed and made again (index 5, now 9)") {
+		t.Fatalf("told %q, logged %q; want int0 once", told, lines)
+	}
+	found := false
+	for _, l := range d.HostReport() {
+		found = found || strings.HasPrefix(l, "int0: NOT SERVED") && strings.Contains(l, "index 9")
+	}
+	if !found {
+		t.Fatalf("the host report does not say int0 is not served: %q", d.HostReport())
+	}
+	// Made again once more: told again.
+	d.interfaceReplaced("int0", 5, 11)
+	if len(told) != 2 {
+		t.Fatalf("a second new int0 was not told: %q", told)
 	}
 }

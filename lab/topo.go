@@ -215,6 +215,23 @@ func (t *Topology) Close() {
 // Namespaces lists the lab's namespaces.
 func (t *Topology) Namespaces() []*NS { return t.all }
 
+// ReplugDirInt removes the director's lan interface and makes it again,
+// as ifdown and ifup of a VLAN or a bond do: the same name, MAC and
+// address, plugged into the lan bridge again, but a new interface to the
+// kernel (another index). For tests of a director that outlives it.
+func (t *Topology) ReplugDirInt() error {
+	if err := withLink(t.Director, DirInt, func(h *netlink.Handle, l netlink.Link) error {
+		return h.LinkDel(l) // its peer on the bridge goes with it
+	}); err != nil {
+		return fmt.Errorf("lab: removing %s: %w", DirInt, err)
+	}
+	if err := veth(t.Director, DirInt, MAC(roleDirector, 2), pfx(DirIntIP, 24),
+		t.Switch, "p-dir", MAC(roleSwitch, 1), netip.Prefix{}); err != nil {
+		return err
+	}
+	return enslave(t.Switch, "p-dir", "br0")
+}
+
 // DeleteByNames removes namespaces left by a kept lab; missing ones are
 // skipped. It returns the names it removed.
 func DeleteByNames(names []string) []string {

@@ -81,6 +81,14 @@ type NeighConfig struct {
 	// and again whenever the kernel says it changed. It is called from
 	// the watcher goroutine (and from NewNeigh) and must not block.
 	OnLink func(ifindex, mtu int)
+	// OnReplaced reports that the name of one of the interfaces now
+	// names another interface, which is up: the one served was removed
+	// and made again (ifdown and ifup of a VLAN or a bond do that), or
+	// renamed and another given its name. Its packet sockets stay bound
+	// to the old one. It is called from the watcher goroutine, on every
+	// notification about the new interface while it is up (and at each
+	// resync), and must not block.
+	OnReplaced func(name string, served, now int)
 }
 
 // Defaults.
@@ -536,6 +544,7 @@ func (n *Neigh) watch() {
 				n.overruns.Add(1)
 				n.drain()
 				n.Resync()
+				n.checkNames()
 				n.routeGen.Add(1)
 			case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 			case errors.Is(err, os.ErrClosed):
@@ -585,7 +594,8 @@ func (n *Neigh) apply(msgs []syscall.NetlinkMessage) {
 			}
 			a := l.Attrs()
 			if n.links[a.Index] == nil {
-				continue // not one of golvs's interfaces
+				n.replaced(a) // not one of golvs's interfaces: one under a served name?
+				continue
 			}
 			if n.c.OnLink != nil {
 				n.c.OnLink(a.Index, a.MTU)
@@ -598,6 +608,32 @@ func (n *Neigh) apply(msgs []syscall.NetlinkMessage) {
 			n.mu.Lock()
 			n.notifyLocked()
 			n.mu.Unlock()
+		}
+	}
+}
+
+// replaced reports a link that is up under the name of a served
+// interface but is not that interface (NeighConfig.OnReplaced).
+func (n *Neigh) replaced(a *netlink.LinkAttrs) {
+	if n.c.OnReplaced == nil || a.Flags&net.FlagUp == 0 {
+		return
+	}
+	for idx, l := range n.links {
+		if l.Name == a.Name && idx != a.Index {
+			n.c.OnReplaced(a.Name, idx, a.Index)
+		}
+	}
+}
+
+// checkNames looks each served name up again, for the link notifications
+// an overrun lost (Resync).
+func (n *Neigh) checkNames() {
+	if n.c.OnReplaced == nil {
+		return
+	}
+	for _, l := range n.links {
+		if nl, err := n.nl.LinkByName(l.Name); err == nil {
+			n.replaced(nl.Attrs())
 		}
 	}
 }

@@ -387,3 +387,73 @@ func TestNeighConcurrent(t *testing.T) {
 		t.Fatalf("followed %d after settling, want %d", st.Tracked, max)
 	}
 }
+
+// TestNeighReplaced: removing the served interface and making another
+// under its name is reported once the new one is up (not while it is
+// down), with both indices; a new interface under another name is not;
+// and an overrun's re-read finds a replacement whose notifications were
+// lost.
+func TestNeighReplaced(t *testing.T) {
+	type rep struct {
+		name        string
+		served, now int
+	}
+	got := make(chan rep, 64)
+	nl := newNeighLab(t, NeighConfig{OnReplaced: func(name string, served, now int) { got <- rep{name, served, now} }})
+	served := nl.a0.Attrs().Index
+	none := func(what string) {
+		t.Helper()
+		select {
+		case r := <-got:
+			t.Fatalf("%s: reported %+v", what, r)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	mk := func(name string) netlink.Link {
+		t.Helper()
+		if err := nl.ha.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := nl.ha.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	// Another interface, up: nothing.
+	other := mk("c0")
+	if err := nl.ha.LinkSetUp(other); err != nil {
+		t.Fatal(err)
+	}
+	none("another interface")
+	// a0 removed and made again (a veth to nowhere), down: nothing yet.
+	if err := nl.ha.LinkDel(nl.a0); err != nil {
+		t.Fatal(err)
+	}
+	again := mk("a0")
+	none("the new a0, still down")
+	if err := nl.ha.LinkSetUp(again); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r != (rep{"a0", served, again.Attrs().Index}) || r.now == served {
+			t.Fatalf("reported %+v, want a0 from index %d to %d", r, served, again.Attrs().Index)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new a0 came up and nothing was reported")
+	}
+	// The re-read after an overrun looks at the names again.
+	for len(got) > 0 {
+		<-got
+	}
+	nl.n.checkNames()
+	select {
+	case r := <-got:
+		if r.name != "a0" || r.now != again.Attrs().Index {
+			t.Fatalf("the re-read reported %+v", r)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the re-read did not report the new a0")
+	}
+}

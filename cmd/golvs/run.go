@@ -260,6 +260,15 @@ func runMain(args []string) int {
 		ICMPMsgsPerSec:          *icmpRate,
 		ICMPMsgsBurst:           *icmpBurst,
 	}
+	// A served interface removed and made again: restart, as on SIGUSR2
+	// (restarts).
+	replaced := make(chan string, 1)
+	cfg.OnReplaced = func(name string) {
+		select {
+		case replaced <- name:
+		default: // a restart is already on its way
+		}
+	}
 	if *icmpRate == 0 {
 		cfg.ICMPMsgsPerSec = -1 // none
 	}
@@ -477,7 +486,7 @@ func runMain(args []string) int {
 		stopRun()
 	}()
 	go srv.Serve(life)
-	go restartOnSIGUSR2(ctx, args, logger)
+	go restarts(ctx, args, logger, replaced)
 	<-ran
 	side.Wait()
 	if srv.HandedOver() {
@@ -513,13 +522,22 @@ func takeoverArgs(args []string) []string {
 	return out
 }
 
-// restartOnSIGUSR2 starts this daemon's own binary (as it is on disk now,
-// so an upgraded one) with the same flags and --takeover on SIGUSR2; the
-// new process takes over and this one stops.
-func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
+// replacedSettle is how long after a served interface was made again
+// golvs restarts: the new interface gets its addresses and routes in the
+// moments after it comes up (ifup, a container runtime), and a golvs
+// started before they are there would not know them.
+const replacedSettle = time.Second
+
+// restarts starts this daemon's own binary (as it is on disk now, so an
+// upgraded one) with the same flags and --takeover on SIGUSR2, and
+// replacedSettle after the director reports a served interface removed
+// and made again (its sockets are bound to the old one; a new process
+// opens them on the new one); the new process takes over and this one
+// stops.
+func restarts(ctx context.Context, args []string, logger *log.Logger, replaced <-chan string) {
 	exe, err := os.Executable()
 	if err != nil {
-		logger.Printf("SIGUSR2 restarts are off: %v", err)
+		logger.Printf("restarts (SIGUSR2, an interface made again) are off: %v", err)
 		return
 	}
 	ch := make(chan os.Signal, 1)
@@ -527,18 +545,26 @@ func restartOnSIGUSR2(ctx context.Context, args []string, logger *log.Logger) {
 	defer signal.Stop(ch)
 	next := append([]string{"run"}, append(takeoverArgs(args), "--takeover")...)
 	for {
+		why := "SIGUSR2"
 		select {
 		case <-ctx.Done():
 			return
 		case <-ch:
+		case name := <-replaced:
+			why = "interface " + name + " made again"
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(replacedSettle):
+			}
 		}
 		cmd := exec.Command(exe, next...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
-			logger.Printf("SIGUSR2: starting %s: %v", exe, err)
+			logger.Printf("%s: starting %s: %v", why, exe, err)
 			continue
 		}
-		logger.Printf("SIGUSR2: started %s (pid %d) to take over", exe, cmd.Process.Pid)
+		logger.Printf("%s: started %s (pid %d) to take over", why, exe, cmd.Process.Pid)
 		go func() { _ = cmd.Wait() }()
 	}
 }

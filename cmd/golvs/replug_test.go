@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golvs/golvs/internal/testutil"
+	"github.com/golvs/golvs/lab"
+)
+
+// A served interface removed and made again, as ifdown and ifup of a
+// VLAN or a bond do: the kernel gives the new one another index, and the
+// running golvs's sockets stay on the old one. golvs notices the new
+// interface under the name once it is up, restarts itself as on SIGUSR2,
+// and the new process serves it: the connections open before carry on,
+// new ones are made, the new process holds the drop rule and the
+// interface locks (of the new interface), and its status reports nothing
+// unserved. Without the restart, nothing reaches the real servers again.
+func TestInterfaceMadeAgain(t *testing.T) {
+	testutil.RequireNetns(t)
+	dir := t.TempDir()
+	bin := buildGolvs(t)
+	topo := testutil.NATLab(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i, ns := range topo.RS {
+		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EchoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
+	}
+	rules := filepath.Join(dir, "rules")
+	text := ""
+	for _, port := range []string{"80", "7"} {
+		text += "-A -t " + lab.VIP.String() + ":" + port + " -s rr\n"
+		for i := range topo.RS {
+			text += "-a -t " + lab.VIP.String() + ":" + port + " -r " + lab.RIP(i+1).String() + ":" + port + " -m\n"
+		}
+	}
+	if err := os.WriteFile(rules, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ds := newDaemons(t, topo, dir)
+	ds.start(bin, "--rules", rules)
+	pid := ds.ready(0)
+	var conns []*testutil.EchoConn
+	for i := 0; i < 4; i++ {
+		conns = append(conns, testutil.DialEcho(t, topo.Client, netip.AddrPortFrom(lab.VIP, 7)))
+	}
+
+	if err := topo.ReplugDirInt(); err != nil {
+		t.Fatal(err)
+	}
+	newPID := ds.ready(pid)
+	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first daemon (pid %d) still runs 30 s after the new one (pid %d) answered", pid, newPID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testutil.CheckEcho(t, conns, 10*time.Second, "after "+lab.DirInt+" was made again")
+	loop := testutil.StartRequests(topo.Client, netip.AddrPortFrom(lab.VIP, 80), 2)
+	loop.WaitOK(20)
+	loop.End(t)
+	checkDropTables(t, topo, "after the restart", 80, 7)
+	checkLocks(t, newPID, "after the restart")
+	rep, err := status()
+	if err != nil || !rep.OK {
+		t.Fatalf("status of the new daemon: %v %+v", err, rep)
+	}
+	for _, l := range rep.Host {
+		if strings.Contains(l, "NOT SERVED") {
+			t.Fatalf("the new daemon reports an interface unserved: %s", l)
+		}
+	}
+	log := ds.logText()
+	for _, want := range []string{
+		"interface " + lab.DirInt + " made again: started", // the host event itself is not logged with -q
+		"took over from pid " + fmt.Sprint(pid),
+	} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("the log does not say %q:\n%s", want, log)
+		}
+	}
+}
