@@ -350,23 +350,9 @@ const (
 // returns Reused (IPVS's conn_reuse_mode 1).
 func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 	hk, s := t.locate(k)
-	var e *Entry // found under the lock
-	if optimistic {
-		switch r, qe := t.quiet(s, hk, k, nil, false, tcpFlags, h); r {
-		case quietHit:
-			return Found
-		case quietMiss:
-			return Miss
-		case quietLocked:
-			e = qe
-		}
-	}
-	if e == nil {
-		s.mu.Lock()
-		if e = t.findIn(s, hk, k); e == nil {
-			s.mu.Unlock()
-			return Miss
-		}
+	e, r := t.lookup(s, hk, k, nil, false, tcpFlags, h)
+	if r != lookLocked {
+		return Verdict(r) // lookHit: Found, lookMiss: Miss
 	}
 	if k.Proto == 6 && tcpFlags&0x06 == 0x02 && e.Tpl == nil {
 		if st := e.State(); st == TCPTimeWait || st == TCPClose {
@@ -389,23 +375,9 @@ func (t *Table) LookupIn(k *Key, tcpFlags uint8, h *Hit) Verdict {
 // OUTPUT transition, refreshes the expiry and fills h.
 func (t *Table) LookupOut(k *Key, tcpFlags uint8, h *Hit) bool {
 	hk, s := t.locate(k)
-	var e *Entry // found under the lock
-	if optimistic {
-		switch r, qe := t.quiet(s, hk, k, nil, true, tcpFlags, h); r {
-		case quietHit:
-			return true
-		case quietMiss:
-			return false
-		case quietLocked:
-			e = qe
-		}
-	}
-	if e == nil {
-		s.mu.Lock()
-		if e = t.findOut(s, hk, k); e == nil {
-			s.mu.Unlock()
-			return false
-		}
+	e, r := t.lookup(s, hk, k, nil, true, tcpFlags, h)
+	if r != lookLocked {
+		return r == lookHit
 	}
 	t.step(e, true, tcpFlags, h)
 	fill(e, h)
@@ -792,48 +764,69 @@ func (t *Table) Flush() {
 //     race detector (to which these reads are races by design), the
 //     quiet path is compiled out (optimistic, lock_amd64.go).
 
-// How a quiet attempt ended (quiet).
+// How a lookup's search ended (lookup). lookHit and lookMiss are the
+// Verdicts Found and Miss.
 const (
-	quietNo     = iota // not answered, no lock held: look up under the lock
-	quietHit           // found, h filled, no lock taken
-	quietMiss          // absent, no lock taken
-	quietLocked        // found, but the packet writes: the lock is now held
+	lookMiss   = int(Miss)  // absent; no lock held
+	lookHit    = int(Found) // found quietly, h filled; no lock taken
+	lookLocked = -1         // found, and the lock is held: the packet writes
 )
 
-// quiet tries the quiet path of a lookup (a6: IPv6; out: a reply). A
-// packet that writes to its entry still saves the second probe: the lock
-// is taken from the word read before the probe (lockFrom), which
-// succeeds only if no critical section ran since, so the entry found is
-// still the one indexed, and is returned with the lock held. A miss is as
-// good as one under the lock once the word is found unchanged.
-func (t *Table) quiet(s *shard, hk uint64, k *Key, a6 *Pair6, out bool, tcpFlags uint8, h *Hit) (int, *Entry) {
-	seq := s.mu.seq()
-	if seq&1 != 0 {
-		return quietNo, nil
+// lookup finds the entry of a packet's key (a6 not nil: IPv6; out: a
+// reply's key, in the out index) in shard s: quietly when it can (the
+// quiet path above), else under the lock. A packet that writes to its
+// entry still saves the second probe: the lock is taken from the word
+// read before the quiet probe (lockFrom), which succeeds only if no
+// critical section ran since, so the entry found is still the one
+// indexed. A miss is as good as one under the lock once the word is
+// found unchanged.
+func (t *Table) lookup(s *shard, hk uint64, k *Key, a6 *Pair6, out bool, tcpFlags uint8, h *Hit) (*Entry, int) {
+	if optimistic {
+		if seq := s.mu.seq(); seq&1 == 0 {
+			e, ad, absent := t.quietFind(s, hk, k, a6, out)
+			if e == nil {
+				if absent && s.mu.seq() == seq {
+					return nil, lookMiss
+				}
+				return t.lookupLocked(s, hk, k, a6, out)
+			}
+			// A sync master's hook runs under the home lock on every
+			// inbound packet: those take the lock.
+			if (out || t.syncHook.Load() == nil) && t.quietStep(e, out, tcpFlags, h) {
+				fill(e, h)
+				if ad != nil {
+					h.A6 = *ad
+				}
+				if s.mu.seq() == seq {
+					return nil, lookHit
+				}
+			} else if s.mu.lockFrom(seq) {
+				return e, lookLocked
+			}
+		}
 	}
-	e, ad, absent := t.quietFind(s, hk, k, a6, out)
+	return t.lookupLocked(s, hk, k, a6, out)
+}
+
+// lookupLocked is lookup's search under the lock.
+func (t *Table) lookupLocked(s *shard, hk uint64, k *Key, a6 *Pair6, out bool) (*Entry, int) {
+	s.mu.Lock()
+	var e *Entry
+	switch {
+	case a6 == nil && !out:
+		e = t.findIn(s, hk, k)
+	case a6 == nil:
+		e = t.findOut(s, hk, k)
+	case !out:
+		e = t.findIn6(s, hk, k, a6)
+	default:
+		e = t.findOut6(s, hk, k, a6)
+	}
 	if e == nil {
-		if absent && s.mu.seq() == seq {
-			return quietMiss, nil
-		}
-		return quietNo, nil
+		s.mu.Unlock()
+		return nil, lookMiss
 	}
-	// A sync master's hook runs under the home lock on every inbound
-	// packet: those take the lock.
-	if (out || t.syncHook.Load() == nil) && t.quietStep(e, out, tcpFlags, h) {
-		fill(e, h)
-		if ad != nil {
-			h.A6 = *ad
-		}
-		if s.mu.seq() == seq {
-			return quietHit, nil
-		}
-		return quietNo, nil
-	}
-	if s.mu.lockFrom(seq) {
-		return quietLocked, e
-	}
-	return quietNo, nil
+	return e, lookLocked
 }
 
 // quietFind is findIn (out: findOut; a6 not nil: findIn6, findOut6)

@@ -105,23 +105,9 @@ func (t *Table) fill6(e *Entry, h *Hit) {
 // (Kept in step with LookupIn.)
 func (t *Table) LookupIn6(k *Key, a *Pair6, tcpFlags uint8, h *Hit) Verdict {
 	hk, s := t.locate(k)
-	var e *Entry // found under the lock
-	if optimistic {
-		switch r, qe := t.quiet(s, hk, k, a, false, tcpFlags, h); r {
-		case quietHit:
-			return Found
-		case quietMiss:
-			return Miss
-		case quietLocked:
-			e = qe
-		}
-	}
-	if e == nil {
-		s.mu.Lock()
-		if e = t.findIn6(s, hk, k, a); e == nil {
-			s.mu.Unlock()
-			return Miss
-		}
+	e, r := t.lookup(s, hk, k, a, false, tcpFlags, h)
+	if r != lookLocked {
+		return Verdict(r) // lookHit: Found, lookMiss: Miss
 	}
 	if k.Proto == 6 && tcpFlags&0x06 == 0x02 && e.Tpl == nil {
 		if st := e.State(); st == TCPTimeWait || st == TCPClose {
@@ -144,23 +130,9 @@ func (t *Table) LookupIn6(k *Key, a *Pair6, tcpFlags uint8, h *Hit) Verdict {
 // LookupOut.)
 func (t *Table) LookupOut6(k *Key, a *Pair6, tcpFlags uint8, h *Hit) bool {
 	hk, s := t.locate(k)
-	var e *Entry // found under the lock
-	if optimistic {
-		switch r, qe := t.quiet(s, hk, k, a, true, tcpFlags, h); r {
-		case quietHit:
-			return true
-		case quietMiss:
-			return false
-		case quietLocked:
-			e = qe
-		}
-	}
-	if e == nil {
-		s.mu.Lock()
-		if e = t.findOut6(s, hk, k, a); e == nil {
-			s.mu.Unlock()
-			return false
-		}
+	e, r := t.lookup(s, hk, k, a, true, tcpFlags, h)
+	if r != lookLocked {
+		return r == lookHit
 	}
 	t.step(e, true, tcpFlags, h)
 	t.fill6(e, h)
