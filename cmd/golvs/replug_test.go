@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,26 +24,7 @@ func TestInterfaceMadeAgain(t *testing.T) {
 	testutil.RequireNetns(t)
 	dir := t.TempDir()
 	bin := buildGolvs(t)
-	topo := testutil.NATLab(t, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	for i, ns := range topo.RS {
-		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
-			t.Fatal(err)
-		}
-		testutil.EchoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
-	}
-	rules := filepath.Join(dir, "rules")
-	text := ""
-	for _, port := range []string{"80", "7"} {
-		text += "-A -t " + lab.VIP.String() + ":" + port + " -s rr\n"
-		for i := range topo.RS {
-			text += "-a -t " + lab.VIP.String() + ":" + port + " -r " + lab.RIP(i+1).String() + ":" + port + " -m\n"
-		}
-	}
-	if err := os.WriteFile(rules, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	topo, rules := httpEchoLab(t, dir)
 	ds := newDaemons(t, topo, dir)
 	ds.start(bin, "--rules", rules)
 	pid := ds.ready(0)

@@ -111,26 +111,7 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-ldflags", "-X main.Version=9.9.9-upgrade", "-o", newBin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	topo := testutil.NATLab(t, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	for i, ns := range topo.RS {
-		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
-			t.Fatal(err)
-		}
-		testutil.EchoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
-	}
-	rules := filepath.Join(dir, "rules")
-	text := ""
-	for _, port := range []string{"80", "7"} {
-		text += "-A -t " + lab.VIP.String() + ":" + port + " -s rr\n"
-		for i := range topo.RS {
-			text += "-a -t " + lab.VIP.String() + ":" + port + " -r " + lab.RIP(i+1).String() + ":" + port + " -m\n"
-		}
-	}
-	if err := os.WriteFile(rules, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	topo, rules := httpEchoLab(t, dir)
 	ds := newDaemons(t, topo, dir)
 	old := ds.start(oldBin, "--rules", rules)
 	pid := ds.ready(0)
@@ -220,6 +201,34 @@ func TestTakeoverUpgradeUnderLoad(t *testing.T) {
 	if n := strings.Count(b, "took over from pid"); n != 2 {
 		t.Fatalf("%d takeovers logged, want 2:\n%s", n, b)
 	}
+}
+
+// httpEchoLab builds a NAT lab with two real servers, each serving HTTP
+// on port 80 and a line echo on port 7 (both stop at the test's end),
+// and writes rules for the two VIP services (rr, NAT) into dir.
+func httpEchoLab(t *testing.T, dir string) (*lab.Topology, string) {
+	t.Helper()
+	topo := testutil.NATLab(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i, ns := range topo.RS {
+		if _, err := lab.Serve(ctx, ns, fmt.Sprintf("rs%d", i+1), []int{80}, nil); err != nil {
+			t.Fatal(err)
+		}
+		testutil.EchoServe(t, ctx, ns, lab.RIP(i+1).String(), 7)
+	}
+	rules := filepath.Join(dir, "rules")
+	text := ""
+	for _, port := range []string{"80", "7"} {
+		text += "-A -t " + lab.VIP.String() + ":" + port + " -s rr\n"
+		for i := range topo.RS {
+			text += "-a -t " + lab.VIP.String() + ":" + port + " -r " + lab.RIP(i+1).String() + ":" + port + " -m\n"
+		}
+	}
+	if err := os.WriteFile(rules, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return topo, rules
 }
 
 // daemons are a test's `golvs run` processes in a lab's director: one
