@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,5 +69,64 @@ func TestInterfaceMadeAgain(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Fatalf("the log does not say %q:\n%s", want, log)
 		}
+	}
+}
+
+// A successor started for an interface made again that fails (exits at
+// once) is started again after each wait of the retry list, then golvs
+// gives up and says so; a new report starts over, and a SIGUSR2's
+// successor that fails is not retried.
+func TestRestarterRetries(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	r := restarter{exe: "/bin/false", args: []string{"run", "--takeover"}, settle: time.Millisecond,
+		retries: []time.Duration{time.Millisecond, 2 * time.Millisecond},
+		logf: func(f string, a ...any) {
+			mu.Lock()
+			lines = append(lines, fmt.Sprintf(f, a...))
+			mu.Unlock()
+		}}
+	count := func(s string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, s) {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor := func(s string, n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); count(s) < n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				got := count(s)
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("%d lines say %q, want %d:\n%s", got, s, n, strings.Join(lines, "\n"))
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig := make(chan os.Signal, 1)
+	replaced := make(chan string, 1)
+	go r.run(ctx, sig, replaced)
+	replaced <- "int0"
+	waitFor("giving up", 1)
+	if s, f := count("int0 made again: started"), count("failed: exit status 1"); s != 3 || f != 3 {
+		t.Fatalf("%d started, %d failed; want 3 and 3 (the first and two retries)", s, f)
+	}
+	replaced <- "int0"
+	waitFor("giving up", 2)
+	if s := count("int0 made again: started"); s != 6 {
+		t.Fatalf("a new report started %d in all, want 6", s)
+	}
+	sig <- syscall.SIGUSR2
+	waitFor("SIGUSR2: the new process", 1) // it failed
+	time.Sleep(50 * time.Millisecond)      // a retry would start within 2 ms
+	if s := count("started"); s != 7 {
+		t.Fatalf("%d started after a SIGUSR2 whose successor failed, want 7 (no retry)", s)
 	}
 }

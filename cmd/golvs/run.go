@@ -528,6 +528,12 @@ func takeoverArgs(args []string) []string {
 // started before they are there would not know them.
 const replacedSettle = time.Second
 
+// replacedRetries are the waits before starting a successor again after
+// one started for an interface made again failed (it exits at once,
+// saying why: the interface gone again, a host check); then golvs gives
+// up, logs it and serves on without the interface (SIGUSR2 tries again).
+var replacedRetries = []time.Duration{2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, 60 * time.Second}
+
 // restarts starts this daemon's own binary (as it is on disk now, so an
 // upgraded one) with the same flags and --takeover on SIGUSR2, and
 // replacedSettle after the director reports a served interface removed
@@ -540,32 +546,71 @@ func restarts(ctx context.Context, args []string, logger *log.Logger, replaced <
 		logger.Printf("restarts (SIGUSR2, an interface made again) are off: %v", err)
 		return
 	}
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGUSR2)
-	defer signal.Stop(ch)
-	next := append([]string{"run"}, append(takeoverArgs(args), "--takeover")...)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	defer signal.Stop(sig)
+	r := restarter{exe: exe, args: append([]string{"run"}, append(takeoverArgs(args), "--takeover")...),
+		logf: logger.Printf, settle: replacedSettle, retries: replacedRetries}
+	r.run(ctx, sig, replaced)
+}
+
+// restarter starts successors (restarts).
+type restarter struct {
+	exe     string
+	args    []string
+	logf    func(format string, args ...any)
+	settle  time.Duration
+	retries []time.Duration
+}
+
+func (r *restarter) run(ctx context.Context, sig <-chan os.Signal, replaced <-chan string) {
+	failed := make(chan string, 1) // an interface whose successor failed
+	tries := 0
 	for {
-		why := "SIGUSR2"
+		why, name, wait := "SIGUSR2", "", time.Duration(0)
 		select {
 		case <-ctx.Done():
 			return
-		case <-ch:
-		case name := <-replaced:
-			why = "interface " + name + " made again"
+		case <-sig:
+		case name = <-replaced:
+			why, wait, tries = "interface "+name+" made again", r.settle, 0
+		case name = <-failed:
+			if tries == len(r.retries) {
+				r.logf("interface %s made again: %d new processes failed, giving up: it stays unserved (SIGUSR2 tries again)", name, tries+1)
+				continue
+			}
+			why, wait = "interface "+name+" made again", r.retries[tries]
+			tries++
+		}
+		if wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(replacedSettle):
+			case <-time.After(wait):
 			}
 		}
-		cmd := exec.Command(exe, next...)
+		cmd := exec.Command(r.exe, r.args...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
-			logger.Printf("%s: starting %s: %v", why, exe, err)
+			r.logf("%s: starting %s: %v", why, r.exe, err)
 			continue
 		}
-		logger.Printf("%s: started %s (pid %d) to take over", why, exe, cmd.Process.Pid)
-		go func() { _ = cmd.Wait() }()
+		r.logf("%s: started %s (pid %d) to take over", why, r.exe, cmd.Process.Pid)
+		go func() {
+			err := cmd.Wait()
+			// A successor that took over outlives this process; one that
+			// exits while it still runs failed.
+			if err == nil {
+				return
+			}
+			r.logf("%s: the new process (pid %d) failed: %v", why, cmd.Process.Pid, err)
+			if name != "" {
+				select {
+				case failed <- name:
+				default:
+				}
+			}
+		}()
 	}
 }
 
