@@ -123,6 +123,14 @@ func TestRestarterRetries(t *testing.T) {
 	if s := count("int0 made again: started"); s != 6 {
 		t.Fatalf("a new report started %d in all, want 6", s)
 	}
+	// A binary that cannot be started is retried the same way.
+	r.exe = "/nonexistent/golvs"
+	replaced <- "int1"
+	waitFor("giving up", 3)
+	if s := count("int1 made again: starting /nonexistent/golvs"); s != 3 {
+		t.Fatalf("%d starts of a missing binary, want 3", s)
+	}
+	r.exe = "/bin/false"
 	sig <- syscall.SIGUSR2
 	waitFor("SIGUSR2: the new process", 1) // it failed
 	time.Sleep(50 * time.Millisecond)      // a retry would start within 2 ms

@@ -589,26 +589,29 @@ func (r *restarter) run(ctx context.Context, sig <-chan os.Signal, replaced <-ch
 			case <-time.After(wait):
 			}
 		}
-		cmd := exec.Command(r.exe, r.args...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Start(); err != nil {
-			r.logf("%s: starting %s: %v", why, r.exe, err)
-			continue
-		}
-		r.logf("%s: started %s (pid %d) to take over", why, r.exe, cmd.Process.Pid)
-		go func() {
-			err := cmd.Wait()
-			// A successor that took over outlives this process; one that
-			// exits while it still runs failed.
-			if err == nil {
-				return
-			}
-			r.logf("%s: the new process (pid %d) failed: %v", why, cmd.Process.Pid, err)
+		// A successor that failed, to start or later (one that took
+		// over outlives this process), is started again for an
+		// interface made again.
+		retry := func() {
 			if name != "" {
 				select {
 				case failed <- name:
 				default:
 				}
+			}
+		}
+		cmd := exec.Command(r.exe, r.args...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			r.logf("%s: starting %s: %v", why, r.exe, err)
+			retry()
+			continue
+		}
+		r.logf("%s: started %s (pid %d) to take over", why, r.exe, cmd.Process.Pid)
+		go func() {
+			if err := cmd.Wait(); err != nil {
+				r.logf("%s: the new process (pid %d) failed: %v", why, cmd.Process.Pid, err)
+				retry()
 			}
 		}()
 	}
