@@ -738,10 +738,11 @@ func (t *Table) Flush() {
 // lock's word instead (a sequence lock: the word is odd while the lock
 // is held and moves on with every critical section): if no critical
 // section of the shard ran in between, what it read was a consistent
-// state, as good as one read under the lock. Anything the quiet path
-// cannot settle (a miss, a packet that changes the entry, a critical
-// section meanwhile, a sync master's hook, which writes on every
-// packet) is left to the locked path, which is exactly what ran before.
+// state, as good as one read under the lock; a miss read so is as good
+// as one under the lock too. Anything the quiet path cannot settle (a
+// packet that changes the entry, a critical section meanwhile, a sync
+// master's hook, which writes on every packet) is left to the locked
+// path, which is exactly what ran before.
 //
 // Why a quiet read is safe, step by step:
 //   - the index's slices never grow or move (index.go), and every slot

@@ -167,11 +167,7 @@ func BuildNAT(o Options) (t *Topology, err error) {
 	if err := bridge(t.Switch, "br0"); err != nil {
 		return t, err
 	}
-	if err := veth(t.Director, DirInt, MAC(roleDirector, 2), pfx(DirIntIP, 24),
-		t.Switch, "p-dir", MAC(roleSwitch, 1), netip.Prefix{}); err != nil {
-		return t, err
-	}
-	if err := enslave(t.Switch, "p-dir", "br0"); err != nil {
+	if err := t.plugDirInt(); err != nil {
 		return t, err
 	}
 	for i, rs := range t.RS {
@@ -225,6 +221,12 @@ func (t *Topology) ReplugDirInt() error {
 	}); err != nil {
 		return fmt.Errorf("lab: removing %s: %w", DirInt, err)
 	}
+	return t.plugDirInt()
+}
+
+// plugDirInt makes the director's lan interface and plugs its peer into
+// the lan bridge.
+func (t *Topology) plugDirInt() error {
 	if err := veth(t.Director, DirInt, MAC(roleDirector, 2), pfx(DirIntIP, 24),
 		t.Switch, "p-dir", MAC(roleSwitch, 1), netip.Prefix{}); err != nil {
 		return err
