@@ -38,7 +38,8 @@ const (
 	MaxDPServers    = 16
 	MaxDPConc       = 1000
 	MaxBusyPoll     = director.MaxSpin // golvs run --busy-poll's limit
-	MaxStreamBytes  = 64 << 20         // what lab.Serve answers at most
+	MaxStreamBytes  = lab.MaxBulk      // what lab.Serve answers at most
+	DefStreamBytes  = 1 << 30          // the stream test's default: 1 GiB, a third of a second direct here
 	dpDrain         = 200 * time.Millisecond
 	dpConntrackMax  = 1 << 22
 )
@@ -408,7 +409,7 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	}
 	r.steps = reqPaths*(len(c.Concurrency)+1) + len(places)*(len(refs)+len(golvsRuns))*len(c.Mixes)
 	if c.StreamBytes > 0 {
-		r.steps += reqPaths - directs // each path's stream pairs
+		r.steps += reqPaths - directs + 1 // each path's stream pairs, and the loopback ceiling
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -52,7 +52,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&c.NoDropRow, "no-drop-row", false, "skip the golvs NAT row without the drop rule (--no-drop-rule), whose gap to the default row is the rule's gain")
 	fs.IntVar(&c.RealServers, "rs", 2, fmt.Sprintf("real servers (1..%d)", MaxDPServers))
 	fs.StringVar(&conc, "concurrency", "1,10,50", fmt.Sprintf("request loops: connections at once, comma-separated (each 1..%d; empty: no request loops)", MaxDPConc))
-	fs.IntVar(&c.StreamBytes, "stream-bytes", MaxStreamBytes, fmt.Sprintf("bytes of the single-stream test (0..%d)", MaxStreamBytes))
+	fs.IntVar(&c.StreamBytes, "stream-bytes", DefStreamBytes, fmt.Sprintf("bytes of the single-stream test (0..%d)", MaxStreamBytes))
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof) of the packet-rate measurements to this file")
 	fs.StringVar(&out, "out", "", "folder to write the table (dataplane.txt), the report (dataplane.json) and the plots (SVG and PNG) to, created if missing")
 	fs.BoolVar(&asJSON, "json", false, "write the report as JSON instead of a table")
@@ -172,7 +172,7 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 			return err
 		}
 		if len(r.Streams) > 0 {
-			fmt.Fprintf(w, "\none TCP stream (one connection, the answer's body; the median rate of %d runs)\n", streamRuns)
+			fmt.Fprintf(w, "\none TCP stream (one connection, the answer's body; the median rate of %d runs); %s: the same client and server in the\nclient's namespace over loopback, no director (the ceiling of the client and server themselves)\n", streamRuns, streamCeiling)
 			fmt.Fprintf(tw, "path\tMB\tMB/s\terror\t\n")
 			for _, st := range r.Streams {
 				fmt.Fprintf(tw, "%s\t%.1f\t%s\t%s\t\n", st.Path, float64(st.Bytes)/1e6, fmtNum(st.MBps, "%.0f"), st.Error)

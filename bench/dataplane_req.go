@@ -128,6 +128,11 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	if r.wrk == "" {
 		r.note("request loops: wrk is not installed (apt-get install wrk): the built-in Go client ran them, which costs the client more per request than wrk")
 	}
+	if r.c.StreamBytes > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		r.rep.Streams = append(r.rep.Streams, r.loopbackStream(ctx))
+		cancel()
+	}
 	r.runPaths(paths)
 	for _, m := range []string{"dr", "tun"} {
 		if !slices.Contains(r.c.Modes, m) {
@@ -580,9 +585,9 @@ func (r *dpRun) goLoop(addr netip.AddrPort, n int, d time.Duration) goResult {
 	return goResult{hist: hist, reqs: reqs, errs: errs, first: first, el: time.Since(start)}
 }
 
-// streamRuns is how many times each path's stream runs: one 64 MiB
-// transfer lasts a fraction of a second here, and its rate moved 2x
-// between runs; the median of seven moves much less.
+// streamRuns is how many times each path's stream runs: one transfer
+// lasts a fraction of a second here, and its rate moved 2x between runs;
+// the median of seven moves much less.
 const streamRuns = 7
 
 // stream fetches StreamBytes on one connection, streamRuns times, and
@@ -606,18 +611,36 @@ func (r *dpRun) stream(name string, addr netip.AddrPort) DPStream {
 
 // fetch gets n bytes from addr's HTTP server on one new connection from
 // the client: the bytes read and the rate in MB/s, dial to last byte.
+// It reads with lab.Fetch, which keeps nothing (the client-loopback row
+// shows that it outruns every path).
 func (r *dpRun) fetch(addr netip.AddrPort, n int) (int, float64, error) {
-	t0 := time.Now()
-	resp, got, err := lab.GetPath(r.topo.Client, addr, fmt.Sprintf("/bytes/%d", n), 30*time.Second)
-	el := time.Since(t0)
-	if err == nil {
-		err = resp.Err
-	}
+	got, el, err := lab.Fetch(r.topo.Client, addr, fmt.Sprintf("/bytes/%d", n), 60*time.Second)
 	if err != nil {
 		return 0, 0, err
 	}
-	return got, float64(got) / el.Seconds() / 1e6, nil
+	return int(got), float64(got) / el.Seconds() / 1e6, nil
 }
+
+// loopbackStream is the stream's ceiling on this host: the same client
+// and server in the client's own namespace, to its own address (over
+// loopback), with no
+// director and no link between them. A path whose rate comes near it is
+// limited by the client or the server, not by what it measures.
+func (r *dpRun) loopbackStream(ctx context.Context) DPStream {
+	r.progress(streamCeiling + " stream")
+	if _, err := lab.Serve(ctx, r.topo.Client, streamCeiling, []int{loopbackPort}, nil); err != nil {
+		return DPStream{Path: streamCeiling, MBps: Num(math.NaN()), Error: err.Error()}
+	}
+	// Its own address: the kernel routes it over loopback.
+	return r.stream(streamCeiling, netip.AddrPortFrom(lab.CIP, loopbackPort))
+}
+
+// streamCeiling names the loopback stream row; loopbackPort is its
+// server's port in the client's namespace.
+const (
+	streamCeiling = "client-loopback"
+	loopbackPort  = 8081
+)
 
 // httpGet is one HTTP/1.0 exchange on a new connection, read to the end.
 func httpGet(addr netip.AddrPort, path string, timeout time.Duration) error {

@@ -413,10 +413,15 @@ func TestDataplaneSmoke(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err == nil && !paths[peerNFT] {
 		t.Errorf("request loops on %v: the host has nft, want %s", paths, peerNFT)
 	}
+	ceiling := false
 	for _, st := range rep.Streams {
 		if st.Bytes < 256<<10 || st.Error != "" {
 			t.Errorf("stream %s: %d bytes, error %q", st.Path, st.Bytes, st.Error)
 		}
+		ceiling = ceiling || st.Path == streamCeiling
+	}
+	if !ceiling {
+		t.Errorf("streams %+v: no %s row (the client's own ceiling)", rep.Streams, streamCeiling)
 	}
 	// Every path but the direct ones has its stream paired with its
 	// direct reference, and that pair's ratio is the one reported.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,25 +164,29 @@ func (s *Server) serveConn(c net.Conn) {
 	extra := 0
 	if f := strings.Fields(line); len(f) >= 2 && strings.HasPrefix(f[1], "/bytes/") {
 		fmt.Sscanf(f[1], "/bytes/%d", &extra)
-		if extra < 0 || extra > 64<<20 {
+		if extra < 0 || extra > MaxBulk {
 			extra = 0
 		}
 	}
 	fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body)+extra, body)
-	if extra > 0 {
-		buf := make([]byte, 32<<10)
-		for i := range buf {
-			buf[i] = 'x'
+	for extra > 0 {
+		n := min(extra, len(bulk))
+		if _, err := c.Write(bulk[:n]); err != nil {
+			return
 		}
-		for extra > 0 {
-			n := min(extra, len(buf))
-			if _, err := c.Write(buf[:n]); err != nil {
-				return
-			}
-			extra -= n
-		}
+		extra -= n
 	}
 }
+
+// MaxBulk is the longest /bytes/N answer a Server gives (4 GiB); a
+// longer N answers the name alone.
+const MaxBulk = 4 << 30
+
+// bulk is what /bytes/N answers, written 256 KiB at a time (one write
+// system call each; 32 KiB writes made the server cost more per byte
+// than the paths it measures). Never written after init, so every
+// connection shares it.
+var bulk = []byte(strings.Repeat("x", 256<<10))
 
 func (s *Server) udpLoop(pc net.PacketConn) {
 	buf := make([]byte, 2048)
@@ -316,6 +321,84 @@ func getN1(addr netip.AddrPort, path string, timeout time.Duration) (Response, i
 	body := s[i+4:]
 	r.Body, _, _ = strings.Cut(body, "\n")
 	return r, len(body)
+}
+
+// Fetch gets path from addr's HTTP server on one new connection from
+// inside ns and reads the answer through one reused 1 MiB buffer, keeping
+// none of it: the body's length and the time from dial to its last byte.
+// It is the bulk client for streams, costing one read per 1 MiB at most,
+// so that it outruns the paths it measures (GetPath keeps the whole
+// answer, and at 1 GB/s its copies cost more than the paths did). The
+// body must be as long as the answer's Content-Length.
+func Fetch(ns *NS, addr netip.AddrPort, path string, timeout time.Duration) (body int64, el time.Duration, err error) {
+	err = ns.Do(func() error {
+		start := time.Now()
+		c, err := net.DialTimeout(tcpNet(addr.Addr()), addr.String(), timeout)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(start.Add(timeout))
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
+			return err
+		}
+		buf := make([]byte, 1<<20)
+		var head []byte // the answer up to the end of its header
+		want := int64(-1)
+		for {
+			n, rerr := c.Read(buf)
+			if want < 0 && n > 0 {
+				head = append(head, buf[:n]...)
+				i := strings.Index(string(head), "\r\n\r\n")
+				switch {
+				case i >= 0:
+					if want, err = contentLength(string(head[:i])); err != nil {
+						return fmt.Errorf("lab: answer from %s: %w", addr, err)
+					}
+					body = int64(len(head) - i - 4)
+				case len(head) > 16<<10:
+					return fmt.Errorf("lab: answer from %s: no end of header in its first 16 KiB", addr)
+				}
+			} else {
+				body += int64(n)
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return rerr
+			}
+		}
+		el = time.Since(start)
+		switch {
+		case want < 0:
+			return fmt.Errorf("lab: answer from %s ended in its header: %q", addr, truncate(string(head), 80))
+		case body != want:
+			return fmt.Errorf("lab: answer from %s: %d bytes of body, Content-Length %d", addr, body, want)
+		}
+		return nil
+	})
+	return body, el, err
+}
+
+// contentLength checks an HTTP/1.0 200 answer's header and returns its
+// Content-Length.
+func contentLength(head string) (int64, error) {
+	lines := strings.Split(head, "\r\n")
+	if !strings.HasPrefix(lines[0], "HTTP/1.0 200") {
+		return 0, fmt.Errorf("status %q", truncate(lines[0], 80))
+	}
+	for _, l := range lines[1:] {
+		k, v, ok := strings.Cut(l, ":")
+		if ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil || n < 0 {
+				return 0, fmt.Errorf("Content-Length %q", truncate(v, 40))
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no Content-Length")
 }
 
 func truncate(s string, n int) string {
