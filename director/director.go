@@ -176,6 +176,13 @@ type Director struct {
 	// (interfaceReplaced), by name: the new one's index.
 	replMu   sync.Mutex
 	replaced map[string]int
+	// The interfaces' MACs as followed (ifmac.go): the table the workers
+	// read once per batch, and the sockets that announce a change.
+	macMu    sync.Mutex
+	macs     atomic.Pointer[[]ifaceMAC]
+	macEarly map[int][6]byte // changes seen before the table was published
+	annTx    map[int]*netio.Tx
+	ifName   map[int]string // fixed once macs is published
 
 	kick    chan struct{}
 	restore []func()
@@ -313,7 +320,7 @@ func New(c Config) (*Director, error) {
 		return nil, err
 	}
 	d.snmp = openKernelSnmp() // from this thread: its namespace's
-	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU, OnReplaced: d.interfaceReplaced})
+	neigh, err := netio.NewNeigh(nl, names, netio.NeighConfig{OnLink: d.SetLinkMTU, OnReplaced: d.interfaceReplaced, OnMAC: d.macChanged})
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -330,6 +337,14 @@ func New(c Config) (*Director, error) {
 				d.ifARP[idx] = ifc.ARP
 			}
 		}
+	}
+	ifNames := map[int]string{}
+	for idx, l := range neigh.Links() {
+		ifNames[idx] = l.Name
+	}
+	if err := d.setMACs(ifNames); err != nil {
+		d.Close()
+		return nil, err
 	}
 	filter, err := netio.BuildFilter(nil, nil, true)
 	if err != nil {
@@ -895,6 +910,7 @@ func (d *Director) Close() {
 		d.neigh.Close()
 		d.neigh = nil
 	}
+	d.closeAnnounce()
 	if d.nl != nil {
 		d.nl.Close()
 		d.nl = nil

@@ -46,7 +46,7 @@ type Worker struct {
 	dec    sched.Decision // scratch for traced scheduler decisions
 	st     statCache      // packet and byte counts, added up once per batch
 
-	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet)
+	macs []ifaceMAC // the director's interface MACs by ifindex (a slice, not the map, per packet), loaded once per batch (ifmac.go)
 	cnt  *workerCounters
 
 	vipSnap *Snapshot // the snapshot vipList was built from (validate.go)
@@ -68,6 +68,10 @@ type ifaceMAC struct {
 func (d *Director) newWorker() *Worker {
 	w := &Worker{d: d, id: len(d.workers), cnt: d.cset.newBlock()}
 	w.st.tot = &d.Total
+	if t := d.macs.Load(); t != nil {
+		w.macs = *t
+		return w
+	}
 	for idx, mac := range d.ifMAC {
 		for len(w.macs) <= idx {
 			w.macs = append(w.macs, ifaceMAC{})
@@ -176,6 +180,9 @@ func (w *Worker) loop(stop chan struct{}) {
 // switch and the tracer, each loaded once.
 func (w *Worker) load() {
 	w.snap = w.d.snap.Load()
+	if t := w.d.macs.Load(); t != nil {
+		w.macs = *t
+	}
 	w.backup = w.d.srv.backup.Load() || w.d.syncBackup.Load()
 	if traceCompiled {
 		w.tr = w.d.tracer.Load()

@@ -89,6 +89,13 @@ type NeighConfig struct {
 	// notification about the new interface while it is up (and at each
 	// resync), and must not block.
 	OnReplaced func(name string, served, now int)
+	// OnMAC reports that a served interface's MAC changed (an active-backup
+	// bond with fail_over_mac=active taking the new slave's, `ip link set
+	// dev X address`): the interface is the same, so its sockets still
+	// serve it, but the frames golvs builds must come from the new MAC. It
+	// is called from the watcher goroutine, once per change (a change an
+	// overrun lost is found by re-reading the links), and must not block.
+	OnMAC func(ifindex int, old, now [6]byte)
 }
 
 // Defaults.
@@ -129,6 +136,7 @@ type Neigh struct {
 	sock  *nl.NetlinkSocket
 
 	mu        sync.Mutex
+	macs      map[int][6]byte // the links' MACs as last seen (OnMAC)
 	tracked   map[NeighKey]*tracked
 	untracked int
 	changes   chan struct{} // closed (and replaced) when anything followed changes
@@ -172,7 +180,7 @@ func NewNeigh(h *netlink.Handle, names []string, c NeighConfig) (*Neigh, error) 
 	if c.AskEvery <= 0 {
 		c.AskEvery = DefaultAskEvery
 	}
-	n := &Neigh{nl: h, c: c, links: map[int]*Link{}, tracked: map[NeighKey]*tracked{},
+	n := &Neigh{nl: h, c: c, links: map[int]*Link{}, macs: map[int][6]byte{}, tracked: map[NeighKey]*tracked{},
 		changes: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	// Subscribe before reading anything, so no change falls in between.
 	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_NEIGH, unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE)
@@ -218,6 +226,7 @@ func NewNeigh(h *netlink.Handle, names []string, c NeighConfig) (*Neigh, error) 
 			lk.Addrs6 = append(lk.Addrs6, netip.PrefixFrom(ip, ones))
 		}
 		n.links[lk.Index] = lk
+		n.macs[lk.Index] = lk.MAC
 		mtus[lk.Index] = attrs.MTU
 	}
 	if c.OnLink != nil {
@@ -426,7 +435,7 @@ func (n *Neigh) Entry(k NeighKey) (NeighEntry, bool) {
 // it: ErrPending while the kernel resolves it, ErrNeighFailed when the
 // kernel gave up, ErrUntracked when it cannot be followed.
 func (n *Neigh) Hop(l *Link, via, src netip.Addr) (Hop, error) {
-	h := Hop{IfIndex: l.Index, SrcMAC: l.MAC, SrcIP: src, Via: via}
+	h := Hop{IfIndex: l.Index, SrcMAC: n.MAC(l), SrcIP: src, Via: via}
 	e, ok := n.Entry(NeighKey{IfIndex: l.Index, Addr: via})
 	switch {
 	case !ok:
@@ -600,6 +609,7 @@ func (n *Neigh) apply(msgs []syscall.NetlinkMessage) {
 			if n.c.OnLink != nil {
 				n.c.OnLink(a.Index, a.MTU)
 			}
+			n.checkMAC(a)
 			n.mu.Lock()
 			n.notifyLocked()
 			n.mu.Unlock()
@@ -625,15 +635,50 @@ func (n *Neigh) replaced(a *netlink.LinkAttrs) {
 	}
 }
 
-// checkNames looks each served name up again, for the link notifications
-// an overrun lost (Resync).
-func (n *Neigh) checkNames() {
-	if n.c.OnReplaced == nil {
+// MAC returns a served link's MAC as last seen: Link.MAC is the one it
+// had when golvs started.
+func (n *Neigh) MAC(l *Link) [6]byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if mac, ok := n.macs[l.Index]; ok {
+		return mac
+	}
+	return l.MAC
+}
+
+// checkMAC reports a served link whose MAC is not the one last seen
+// (NeighConfig.OnMAC). The next hops through it (Hop) have the new one
+// as their source from then on.
+func (n *Neigh) checkMAC(a *netlink.LinkAttrs) {
+	if len(a.HardwareAddr) != 6 {
 		return
 	}
-	for _, l := range n.links {
-		if nl, err := n.nl.LinkByName(l.Name); err == nil {
-			n.replaced(nl.Attrs())
+	mac := [6]byte(a.HardwareAddr)
+	n.mu.Lock()
+	old, ok := n.macs[a.Index]
+	if ok && old != mac {
+		n.macs[a.Index] = mac
+	}
+	n.mu.Unlock()
+	if !ok || old == mac {
+		return
+	}
+	if n.c.OnMAC != nil {
+		n.c.OnMAC(a.Index, old, mac)
+	}
+}
+
+// checkNames looks each served link up again, by name and by index, for
+// the link notifications an overrun lost (Resync).
+func (n *Neigh) checkNames() {
+	for idx, l := range n.links {
+		if n.c.OnReplaced != nil {
+			if nl, err := n.nl.LinkByName(l.Name); err == nil {
+				n.replaced(nl.Attrs())
+			}
+		}
+		if nl, err := n.nl.LinkByIndex(idx); err == nil {
+			n.checkMAC(nl.Attrs())
 		}
 	}
 }

@@ -457,3 +457,88 @@ func TestNeighReplaced(t *testing.T) {
 		t.Fatal("the re-read did not report the new a0")
 	}
 }
+
+// TestNeighMAC changes a served interface's MAC (as a bond with
+// fail_over_mac=active does on a failover) and checks that the change is
+// reported once, that next hops through it take the new MAC as their
+// source, that a socket bound to it reads the new MAC, and that the
+// re-read after an overrun finds a change whose notification was lost.
+func TestNeighMAC(t *testing.T) {
+	type rep struct {
+		idx      int
+		old, now [6]byte
+	}
+	got := make(chan rep, 64)
+	nl := newNeighLab(t, NeighConfig{OnMAC: func(idx int, old, now [6]byte) { got <- rep{idx, old, now} }})
+	idx := nl.a0.Attrs().Index
+	start := [6]byte(nl.a0.Attrs().HardwareAddr)
+	l := nl.n.Links()[idx]
+	if nl.n.MAC(l) != start {
+		t.Fatalf("MAC %x, want %x", nl.n.MAC(l), start)
+	}
+	var tx *Tx
+	if err := nl.a.Do(func() (err error) { tx, err = OpenTx("a0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	set := func(mac [6]byte) {
+		t.Helper()
+		if err := nl.ha.LinkSetHardwareAddr(nl.a0, net.HardwareAddr(mac[:])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another link attribute changing (the MTU): no report.
+	if err := nl.ha.LinkSetMTU(nl.a0, 1400); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("an MTU change reported %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	mac := [6]byte{0x02, 0x00, 0x5e, 0x10, 0x20, 0x30}
+	set(mac)
+	select {
+	case r := <-got:
+		if r != (rep{idx, start, mac}) {
+			t.Fatalf("reported %+v, want %d from %x to %x", r, idx, start, mac)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the MAC changed and nothing was reported")
+	}
+	if got := nl.n.MAC(l); got != mac {
+		t.Errorf("MAC %x after the change, want %x", got, mac)
+	}
+	if h, _ := nl.n.Hop(l, netip.MustParseAddr("198.18.5.2"), netip.MustParseAddr("198.18.5.1")); h.SrcMAC != mac {
+		t.Errorf("a next hop's source MAC %x, want %x", h.SrcMAC, mac)
+	}
+	if m, err := tx.MAC(); err != nil || m != mac {
+		t.Errorf("Tx.MAC: %x, %v; want %x", m, err, mac)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("reported twice: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// A change whose notification was lost: the re-read after an
+	// overrun finds it, and reports it once.
+	back := [6]byte{0x02, 0x00, 0x5e, 0x10, 0x20, 0x31}
+	nl.n.mu.Lock()
+	nl.n.macs[idx] = back // as if golvs had seen back last
+	nl.n.mu.Unlock()
+	nl.n.checkNames()
+	select {
+	case r := <-got:
+		if r != (rep{idx, back, mac}) {
+			t.Fatalf("the re-read reported %+v, want %x to %x", r, back, mac)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the re-read found nothing")
+	}
+	nl.n.checkNames()
+	select {
+	case r := <-got:
+		t.Fatalf("a second re-read reported %+v", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+}

@@ -81,6 +81,21 @@ func OpenTx(ifname string) (*Tx, error) {
 // IfIndex returns the interface the Tx sends on.
 func (t *Tx) IfIndex() int { return t.ifindex }
 
+// MAC returns the interface's MAC as it is now: the kernel reads it from
+// the device when asked (getsockname on the bound socket), so it follows
+// a changed address, and asks nothing of any namespace.
+func (t *Tx) MAC() ([6]byte, error) {
+	sa, err := unix.Getsockname(t.fd)
+	if err != nil {
+		return [6]byte{}, fmt.Errorf("netio: getsockname on interface %d: %w", t.ifindex, err)
+	}
+	ll, ok := sa.(*unix.SockaddrLinklayer)
+	if !ok || ll.Halen != 6 {
+		return [6]byte{}, fmt.Errorf("netio: interface %d has no Ethernet address", t.ifindex)
+	}
+	return [6]byte(ll.Addr[:6]), nil
+}
+
 // Queue adds a frame (virtio header first, as Frame.Buf returns it) to the
 // batch. The bytes must stay valid until Flush; a full batch flushes.
 func (t *Tx) Queue(buf []byte) {

@@ -179,6 +179,11 @@ func garpFrame(b []byte, mac [6]byte, a netip.Addr) int {
 }
 
 func (g *garper) send(a netip.Addr) error {
+	// The interface's MAC as it is now: an active-backup bond with
+	// fail_over_mac=active changes it on a failover.
+	if mac, err := g.tx.MAC(); err == nil {
+		g.mac = mac
+	}
 	for i := range g.buf {
 		g.buf[i] = 0
 	}
