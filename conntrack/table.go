@@ -119,6 +119,11 @@ func capFor(maxEntries, shards int) int {
 // entry before its victim is freed).
 const inFlight = 64
 
+// maxEntries is the most --conn-max may ask for (an int64, so that the
+// check also compiles where int has 32 bits: there, an int cannot exceed
+// it anyway).
+const maxEntries int64 = 1 << 31
+
 // New creates a table.
 func New(c Config) *Table {
 	t, err := NewChecked(c)
@@ -146,8 +151,8 @@ func (c Config) normalize() (Config, int, error) {
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = 1 << 20
 	}
-	if c.MaxEntries > 1<<31 {
-		return c, 0, fmt.Errorf("%w: %d entries (at most %d)", ErrConfig, c.MaxEntries, 1<<31)
+	if int64(c.MaxEntries) > maxEntries {
+		return c, 0, fmt.Errorf("%w: %d entries (at most %d)", ErrConfig, c.MaxEntries, int64(maxEntries))
 	}
 	perShard := capFor(c.MaxEntries, n)
 	if perShard+inFlight >= 1<<refBits {

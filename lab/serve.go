@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -178,9 +179,9 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 }
 
-// MaxBulk is the longest /bytes/N answer a Server gives (4 GiB); a
-// longer N answers the name alone.
-const MaxBulk = 4 << 30
+// MaxBulk is the longest /bytes/N answer a Server gives (4 GiB, or what
+// an int holds where it has 32 bits); a longer N answers the name alone.
+const MaxBulk = min(4<<30, math.MaxInt)
 
 // bulk is what /bytes/N answers, written 256 KiB at a time (one write
 // system call each; 32 KiB writes made the server cost more per byte
