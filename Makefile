@@ -22,8 +22,8 @@ test: vet lint unit race bench-smoke fuzz-smoke
 vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	# The other architectures golvs builds for: 64-bit arm, and 32-bit
-	# (where an int has 32 bits: a constant that overflows it fails here).
+	@# The other architectures golvs builds for: 64-bit arm, and 32-bit
+	@# (where an int has 32 bits: a constant that overflows it fails here).
 	GOARCH=arm64 $(GO) vet ./...
 	GOARCH=386 $(GO) vet ./...
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy (run go mod tidy):"; $(GO) mod tidy -diff; exit 1; }

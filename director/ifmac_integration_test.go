@@ -1,7 +1,6 @@
 package director
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -16,40 +15,45 @@ import (
 )
 
 // TestMACChangeFollowed changes the MAC of the director's client-side
-// interface while golvs serves (as an active-backup bond with
-// fail_over_mac=active does on a failover). The evidence is the client's:
-// its kernel's ARP entry for the VIP moves to the new MAC with no traffic
-// sent (only the gratuitous ARP can do that), a request through the VIP
-// is answered in frames from the new MAC (a capture decoded by gopacket),
-// and an ARP entry resolved afresh holds the new MAC.
+// interface while golvs serves both families (as an active-backup bond
+// with fail_over_mac=active does on a failover). The evidence is the
+// client's: its kernel's ARP entry for the VIP and its NDP entry for the
+// IPv6 VIP move to the new MAC with no traffic sent (only the gratuitous
+// ARP and the unsolicited Neighbor Advertisement can do that), a request
+// through each VIP is answered in frames from the new MAC and none from
+// the old (a capture decoded by gopacket), and entries resolved afresh
+// hold the new MAC.
 func TestMACChangeFollowed(t *testing.T) {
-	nl := startNAT(t, 1, 8080, 53)
-	d := nl.d
-	k := ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: 80}
-	if err := d.AddService(ipvs.ServiceConfig{ServiceKey: k, Sched: "rr"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.AddDest(k, ipvs.DestConfig{Addr: lab.RIP(1), Port: 8080, Method: ipvs.MethodMasq, Weight: 1}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := d.WaitResolved(ctx); err != nil {
-		t.Fatal(err)
-	}
-	get := func(when string) {
+	ml := startModeLab(t, "nat", 1, []Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}}, []int{8080}, []int{53}, true)
+	ml.addServicesAt(t, lab.VIP, 80, func(int) ipvs.DestConfig {
+		return ipvs.DestConfig{Addr: lab.RIP(1), Port: 8080, Method: ipvs.MethodMasq, Weight: 1}
+	})
+	ml.addServicesAt(t, lab.VIP6, 80, func(int) ipvs.DestConfig {
+		return ipvs.DestConfig{Addr: lab.RIP6(1), Port: 8080, Method: ipvs.MethodMasq, Weight: 1}
+	})
+	client := ml.mt.Client
+	vips := []netip.Addr{lab.VIP, lab.VIP6}
+	get := func(vip netip.Addr, when string) {
 		t.Helper()
-		r, _, err := lab.GetPath(nl.topo.Client, netip.AddrPortFrom(lab.VIP, 80), "/", 5*time.Second)
+		r, _, err := lab.GetPath(client, netip.AddrPortFrom(vip, 80), "/", 5*time.Second)
 		if err == nil {
 			err = r.Err
 		}
 		if err != nil || r.Body != "rs1" {
-			t.Fatalf("%s: %q, %v (drops %v)", when, r.Body, err, d.Drops.Get())
+			t.Fatalf("%s, %s: %q, %v (drops %v)", vip, when, r.Body, err, ml.d.Drops.Get())
 		}
+	}
+	entries := func(want net.HardwareAddr) bool {
+		for _, vip := range vips {
+			if mac, err := lab.NeighborMAC(client, vip); err != nil || mac.String() != want.String() {
+				return false
+			}
+		}
+		return true
 	}
 	var ext netlink.Link
 	var old net.HardwareAddr
-	err := nl.topo.Director.Do(func() (err error) {
+	err := ml.mt.Director.Do(func() (err error) {
 		ext, err = netlink.LinkByName(lab.DirExt)
 		if err == nil {
 			old = ext.Attrs().HardwareAddr
@@ -59,29 +63,26 @@ func TestMACChangeFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get("before the change")
-	if mac, err := lab.NeighborMAC(nl.topo.Client, lab.VIP); err != nil || mac.String() != old.String() {
-		t.Fatalf("the client's ARP entry for the VIP: %v, %v; want %v", mac, err, old)
+	for _, vip := range vips {
+		get(vip, "before the change")
+	}
+	if !entries(old) {
+		t.Fatalf("before the change, the client's entries for the VIPs do not hold %v", old)
 	}
 	// The kernel lets an ARP frame override an entry only once it is
 	// older than locktime (1 s by default).
 	time.Sleep(1200 * time.Millisecond)
 
 	mac := net.HardwareAddr{0x02, 0x00, 0x5e, 0x44, 0x55, 0x66}
-	if err := nl.topo.Director.Do(func() error { return netlink.LinkSetHardwareAddr(ext, mac) }); err != nil {
+	if err := ml.mt.Director.Do(func() error { return netlink.LinkSetHardwareAddr(ext, mac) }); err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		got, err := lab.NeighborMAC(nl.topo.Client, lab.VIP)
-		if err == nil && got.String() == mac.String() {
-			break
-		}
+	for end := time.Now().Add(10 * time.Second); !entries(mac); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatalf("10 s after %s's MAC changed to %v, the client's entry for the VIP holds %v (%v); logs %q", lab.DirExt, mac, got, err, nl.logLines())
+			m4, _ := lab.NeighborMAC(client, lab.VIP)
+			m6, _ := lab.NeighborMAC(client, lab.VIP6)
+			t.Fatalf("10 s after %s's MAC changed to %v, the client's entries hold %v (VIP) and %v (IPv6 VIP)", lab.DirExt, mac, m4, m6)
 		}
-	}
-	if want := "announced its addresses from it (1:"; !nl.logged(want) {
-		t.Errorf("no %q in %q", want, nl.logLines())
 	}
 
 	// The answers come from the new MAC, and none from the old one.
@@ -89,32 +90,38 @@ func TestMACChangeFollowed(t *testing.T) {
 		return func(f []byte) bool {
 			p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.NoCopy)
 			eth, _ := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
-			ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-			return eth != nil && ip != nil && ip.SrcIP.Equal(lab.VIP.AsSlice()) && eth.SrcMAC.String() == want.String()
+			if eth == nil || eth.SrcMAC.String() != want.String() {
+				return false
+			}
+			if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
+				return ip.SrcIP.Equal(lab.VIP.AsSlice())
+			}
+			ip, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			return ok && ip.SrcIP.Equal(lab.VIP6.AsSlice()) && p.Layer(layers.LayerTypeTCP) != nil
 		}
 	}
-	fromNew := countFrames(t, nl.topo.Client, "eth0", srcIs(mac))
-	fromOld := countFrames(t, nl.topo.Client, "eth0", srcIs(old))
-	get("after the change")
-	for end := time.Now().Add(5 * time.Second); fromNew.n.Load() == 0 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	fromNew := countFrames(t, client, "eth0", srcIs(mac))
+	fromOld := countFrames(t, client, "eth0", srcIs(old))
+	for _, vip := range vips {
+		get(vip, "after the change")
 	}
-	if fromNew.n.Load() == 0 || fromOld.n.Load() != 0 {
-		t.Errorf("answers from the VIP: %d frames from %v (the new MAC), %d from %v (the old)", fromNew.n.Load(), mac, fromOld.n.Load(), old)
+	for end := time.Now().Add(5 * time.Second); fromNew.n.Load() < 2 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	}
+	if fromNew.n.Load() < 2 || fromOld.n.Load() != 0 {
+		t.Errorf("answers from the VIPs: %d frames from %v (the new MAC), %d from %v (the old)", fromNew.n.Load(), mac, fromOld.n.Load(), old)
 	}
 
-	// Resolved afresh: golvs answers ARP with the new MAC.
-	if err := lab.ForgetNeighbor(nl.topo.Client, lab.VIP); err != nil {
-		t.Fatal(err)
+	// Resolved afresh: golvs answers ARP and Neighbor Solicitations with
+	// the new MAC.
+	for _, vip := range vips {
+		if err := lab.ForgetNeighbor(client, vip); err != nil {
+			t.Fatal(err)
+		}
+		get(vip, "after the client forgot the VIP's MAC")
 	}
-	get("after the client forgot the VIP's MAC")
-	if got, err := lab.NeighborMAC(nl.topo.Client, lab.VIP); err != nil || got.String() != mac.String() {
-		t.Fatalf("the client's ARP entry for the VIP resolved afresh: %v, %v; want %v", got, err, mac)
+	if !entries(mac) {
+		m4, _ := lab.NeighborMAC(client, lab.VIP)
+		m6, _ := lab.NeighborMAC(client, lab.VIP6)
+		t.Fatalf("resolved afresh, the client's entries hold %v (VIP) and %v (IPv6 VIP); want %v", m4, m6, mac)
 	}
-}
-
-// logLines returns what the director logged so far.
-func (nl *natLab) logLines() []string {
-	nl.logMu.Lock()
-	defer nl.logMu.Unlock()
-	return append([]string(nil), nl.logs...)
 }

@@ -102,17 +102,22 @@ func NeighborMAC(ns *NS, ip netip.Addr) (net.HardwareAddr, error) {
 	return mac, err
 }
 
-// eachNeighbor calls fn, inside ns, for every neighbour entry of ip.
+// eachNeighbor calls fn, inside ns, for every neighbour entry of ip (an
+// ARP entry, or an NDP one for an IPv6 address).
 func eachNeighbor(ns *NS, ip netip.Addr, fn func(n *netlink.Neigh)) error {
 	return ns.Do(func() error {
 		links, err := netlink.LinkList()
 		if err != nil {
 			return err
 		}
+		fam := netlink.FAMILY_V4
+		if ip.Is6() {
+			fam = netlink.FAMILY_V6
+		}
 		for _, l := range links {
-			neighs, _ := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+			neighs, _ := netlink.NeighList(l.Attrs().Index, fam)
 			for i := range neighs {
-				if a, ok := netip.AddrFromSlice(neighs[i].IP.To4()); ok && a == ip {
+				if a, ok := netip.AddrFromSlice(neighs[i].IP); ok && a.Unmap() == ip {
 					fn(&neighs[i])
 				}
 			}
