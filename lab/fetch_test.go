@@ -118,3 +118,32 @@ func TestFetch(t *testing.T) {
 		}
 	}
 }
+
+// FuzzContentLength: any header is refused with an error or yields a
+// length that a line of it states, after a 200 status line.
+func FuzzContentLength(f *testing.F) {
+	f.Add("HTTP/1.0 200 OK\r\nContent-Length: 12")
+	f.Add("HTTP/1.0 200 OK\r\ncontent-length:7\r\nX: y")
+	f.Add("HTTP/1.0 404 Not Found\r\nContent-Length: 0")
+	f.Add("HTTP/1.0 200 OK\r\nContent-Length: -1")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, head string) {
+		n, err := contentLength(head)
+		if err != nil {
+			return
+		}
+		lines := strings.Split(head, "\r\n")
+		if !strings.HasPrefix(lines[0], "HTTP/1.0 200") || n < 0 {
+			t.Fatalf("%q: accepted with %d", head, n)
+		}
+		for _, l := range lines[1:] {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "content-length") {
+				if strings.TrimSpace(v) != fmt.Sprint(n) && strings.TrimLeft(strings.TrimSpace(v), "+0") != strings.TrimLeft(fmt.Sprint(n), "0") {
+					t.Fatalf("%q: length %d, the header says %q", head, n, v)
+				}
+				return
+			}
+		}
+		t.Fatalf("%q: a length %d with no Content-Length line", head, n)
+	})
+}
