@@ -623,9 +623,9 @@ func (r *dpRun) fetch(addr netip.AddrPort, n int) (int, float64, error) {
 
 // loopbackStream is the stream's ceiling on this host: the same client
 // and server in the client's own namespace, to its own address (over
-// loopback), with no
-// director and no link between them. A path whose rate comes near it is
-// limited by the client or the server, not by what it measures.
+// loopback), with no director and no link between them. A path whose
+// rate comes near it is limited by the client or the server, not by what
+// it measures.
 func (r *dpRun) loopbackStream(ctx context.Context) DPStream {
 	r.progress(streamCeiling + " stream")
 	if _, err := lab.Serve(ctx, r.topo.Client, streamCeiling, []int{loopbackPort}, nil); err != nil {
