@@ -169,7 +169,7 @@ type Director struct {
 	dropMu  sync.Mutex
 	dropOff string // why there is no drop rule
 	locks   *ifaceLocks
-	ifMAC   map[int][6]byte
+	ifMAC   map[int][6]byte // the served interfaces by index, with the MACs read at the start (macs follows changes)
 	ifARP   map[int]bool
 	filter  sync.Mutex
 	// replaced: served interfaces whose name names another interface now

@@ -179,7 +179,6 @@ func (d *Director) announce(idx int, mac [6]byte) (sent, failed int) {
 		return 0, 0
 	}
 	var buf [netio.VnetHdrLen + packet.NALen]byte
-	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	send := func(n int) {
 		if err := tx.Send(buf[:netio.VnetHdrLen+max(n, 60)]); err != nil {
 			failed++
@@ -189,7 +188,7 @@ func (d *Director) announce(idx int, mac [6]byte) (sent, failed int) {
 	}
 	for _, a := range v4 {
 		clear(buf[:])
-		send(packet.BuildARP(buf[netio.VnetHdrLen:], packet.ARPRequest, mac, bcast, mac, a, bcast, a))
+		send(packet.BuildGARP(buf[netio.VnetHdrLen:], mac, a))
 	}
 	allNodes := netip.MustParseAddr("ff02::1").As16()
 	for _, a := range v6 {

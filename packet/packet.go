@@ -164,6 +164,15 @@ func (a ARP) valid() bool {
 		binary.BigEndian.Uint16(a[2:]) == EtherTypeIP4 && a[4] == 6 && a[5] == 4
 }
 
+// BuildGARP writes keepalived's gratuitous ARP for ip into b (at least 42
+// bytes; vrrp_arp.c): an ARP request from mac, to broadcast, with sender
+// and target both ip and target hardware ff:ff:ff:ff:ff:ff. It returns
+// the frame's length (pad it to 60 to send it).
+func BuildGARP(b []byte, mac [6]byte, ip [4]byte) int {
+	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	return BuildARP(b, ARPRequest, mac, bcast, mac, ip, bcast, ip)
+}
+
 // BuildARP writes an Ethernet+ARP frame into b (at least 42 bytes) and
 // returns its length.
 func BuildARP(b []byte, op uint16, srcMAC, dstMAC [6]byte, senderMAC [6]byte, senderIP [4]byte, targetMAC [6]byte, targetIP [4]byte) int {

@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/golvs/golvs/packet"
 )
 
 var (
@@ -281,7 +283,7 @@ func TestGARPFrame(t *testing.T) {
 	// by gopacket.
 	var b [60]byte
 	mac := [6]byte{2, 0, 0x5e, 0, 0xd1, 1}
-	n := garpFrame(b[:], mac, vip)
+	n := packet.BuildGARP(b[:], mac, vip.As4())
 	pk := gopacket.NewPacket(b[:n], layers.LayerTypeEthernet, gopacket.Default)
 	eth := pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 	arp, ok := pk.Layer(layers.LayerTypeARP).(*layers.ARP)

@@ -170,14 +170,6 @@ func openGarper(ifname string) (*garper, error) {
 	return g, nil
 }
 
-// garpFrame writes keepalived's gratuitous ARP for a into b (at least 42
-// bytes) and returns its length.
-func garpFrame(b []byte, mac [6]byte, a netip.Addr) int {
-	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	ip := a.As4()
-	return packet.BuildARP(b, packet.ARPRequest, mac, bcast, mac, ip, bcast, ip)
-}
-
 func (g *garper) send(a netip.Addr) error {
 	// The interface's MAC as it is now: an active-backup bond with
 	// fail_over_mac=active changes it on a failover.
@@ -187,7 +179,7 @@ func (g *garper) send(a netip.Addr) error {
 	for i := range g.buf {
 		g.buf[i] = 0
 	}
-	n := garpFrame(g.buf[netio.VnetHdrLen:], g.mac, a)
+	n := packet.BuildGARP(g.buf[netio.VnetHdrLen:], g.mac, a.As4())
 	if n < 60 {
 		n = 60 // pad to the Ethernet minimum, as the kernel would
 	}
