@@ -178,11 +178,10 @@ type Director struct {
 	replaced map[string]int
 	// The interfaces' MACs as followed (ifmac.go): the table the workers
 	// read once per batch, and the sockets that announce a change.
-	macMu    sync.Mutex
-	macs     atomic.Pointer[[]ifaceMAC]
-	macEarly map[int][6]byte // changes seen before the table was published
-	annTx    map[int]*netio.Tx
-	ifName   map[int]string // fixed once macs is published
+	macMu  sync.Mutex
+	macs   atomic.Pointer[[]ifaceMAC]
+	annTx  map[int]*netio.Tx
+	ifName map[int]string // fixed once macs is published
 
 	kick    chan struct{}
 	restore []func()
@@ -338,11 +337,7 @@ func New(c Config) (*Director, error) {
 			}
 		}
 	}
-	ifNames := map[int]string{}
-	for idx, l := range neigh.Links() {
-		ifNames[idx] = l.Name
-	}
-	if err := d.setMACs(ifNames); err != nil {
+	if err := d.setMACs(neigh); err != nil {
 		d.Close()
 		return nil, err
 	}

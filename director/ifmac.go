@@ -33,27 +33,24 @@ const (
 	announceGap    = time.Second
 )
 
-// setMACs publishes the MAC table from d.ifMAC, with the changes the link
-// watcher reported before it existed, and opens the sockets that announce
-// a change. Called once, from New.
-func (d *Director) setMACs(names map[int]string) error {
+// setMACs publishes the MAC table, from what the link watcher has seen
+// (Neigh.MAC: a change it saw before the table existed is in it), and
+// opens the sockets that announce a change. Called once, from New. It
+// holds macMu from the read to the publication, so a change reported
+// meanwhile is applied after it (macChanged waits for the lock).
+func (d *Director) setMACs(n *netio.Neigh) error {
 	d.macMu.Lock()
 	defer d.macMu.Unlock()
 	var t []ifaceMAC
-	for idx, mac := range d.ifMAC {
+	names := map[int]string{}
+	d.annTx = map[int]*netio.Tx{}
+	for idx, l := range n.Links() {
 		for len(t) <= idx {
 			t = append(t, ifaceMAC{})
 		}
-		t[idx] = ifaceMAC{mac, true}
-	}
-	for idx, mac := range d.macEarly {
-		if idx < len(t) && t[idx].ok {
-			t[idx].mac = mac
-		}
-	}
-	d.annTx = map[int]*netio.Tx{}
-	for idx, name := range names {
-		tx, err := netio.OpenTx(name)
+		t[idx] = ifaceMAC{n.MAC(l), true}
+		names[idx] = l.Name
+		tx, err := netio.OpenTx(l.Name)
 		if err != nil {
 			return err
 		}
@@ -80,15 +77,9 @@ func (d *Director) closeAnnounce() {
 func (d *Director) macChanged(idx int, old, now [6]byte) {
 	d.macMu.Lock()
 	t := d.macs.Load()
-	if t == nil { // New has not published the table yet
-		if d.macEarly == nil {
-			d.macEarly = map[int][6]byte{}
-		}
-		d.macEarly[idx] = now
-		d.macMu.Unlock()
-		return
-	}
-	if idx >= len(*t) || !(*t)[idx].ok {
+	// Nothing to do before New publishes the table (setMACs reads the
+	// MAC then), or when it already read this one.
+	if t == nil || idx >= len(*t) || !(*t)[idx].ok || (*t)[idx].mac == now {
 		d.macMu.Unlock()
 		return
 	}
