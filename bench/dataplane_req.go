@@ -102,6 +102,10 @@ func (r *dpRun) tcpTests(proxies []string) error {
 			paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: w, ring: ring, spin: spin}))
 		}
 	}
+	// Every other worker count: golvs run's default is one per CPU.
+	for _, n := range r.c.Workers[1:] {
+		paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: n, ring: r.c.Rings[0], spin: r.spin()}))
+	}
 	for _, m := range r.c.Modes {
 		if m == "fullnat" {
 			paths = append(paths, golvsPath(golvsRun{mode: m, workers: w, ring: r.c.Rings[0], spin: r.spin()}))

@@ -625,6 +625,7 @@ func (d *Director) HostReport() []string {
 			tx = "a PACKET_TX_RING per worker and interface, one non-blocking kick per batch"
 		}
 		out = append(out, "transmit: "+tx+", qdisc bypassed")
+		out = append(out, fmt.Sprintf("Go: GOMAXPROCS raised by %d while the workers run (a P each, so none waits for the Go scheduler)", len(d.workers)))
 	}
 	return out
 }
@@ -774,6 +775,11 @@ func (d *Director) redrop(s *Snapshot) error {
 func (d *Director) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
+	if len(d.workers) > 0 {
+		before, now, release := reserveProcs(len(d.workers))
+		defer release()
+		d.logf("host: GOMAXPROCS %d -> %d: a P for each of %d workers, so a worker woken by a frame never waits for the Go scheduler", before, now, len(d.workers))
+	}
 	for _, w := range d.workers {
 		wg.Add(1)
 		go func(w *Worker) {

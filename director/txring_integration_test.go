@@ -3,6 +3,7 @@ package director
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -38,9 +39,16 @@ func TestNATTxRing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("starting director: %v", err)
 	}
+	procsBefore := runtime.GOMAXPROCS(0)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
 	svc := ipvs.ServiceConfig{ServiceKey: ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: 80}, Sched: "rr"}
 	if err := d.AddService(svc); err != nil {
 		t.Fatal(err)
@@ -54,6 +62,13 @@ func TestNATTxRing(t *testing.T) {
 	defer wcancel()
 	if err := d.WaitResolved(wctx); err != nil {
 		t.Fatal(err)
+	}
+	// Run gives each worker a P of its own while they run (procs.go).
+	for len(d.WorkerThreads()) < 2 && wctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procsBefore+2 {
+		t.Errorf("GOMAXPROCS %d while 2 workers run, want %d", got, procsBefore+2)
 	}
 	found := false
 	for _, l := range d.HostReport() {
@@ -79,5 +94,11 @@ func TestNATTxRing(t *testing.T) {
 	}
 	if c := d.Drops.Get(); c[CntTxErrors] != 0 || c[CntTxDropped] != 0 {
 		t.Fatalf("tx-errors %d, tx-dropped %d; want 0", c[CntTxErrors], c[CntTxDropped])
+	}
+	cancel()
+	<-done
+	stopped = true
+	if got := runtime.GOMAXPROCS(0); got != procsBefore {
+		t.Errorf("GOMAXPROCS %d after Run returned, want %d as before", got, procsBefore)
 	}
 }
