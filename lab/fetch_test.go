@@ -102,7 +102,7 @@ func TestFetch(t *testing.T) {
 		{"long body", []string{"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n12345"}, 0, "5 bytes of body, Content-Length 2"},
 		{"status", []string{"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"}, 0, `status "HTTP/1.0 404 Not Found"`},
 		{"no length", []string{"HTTP/1.0 200 OK\r\n\r\nabc"}, 0, "no Content-Length"},
-		{"bad length", []string{"HTTP/1.0 200 OK\r\nContent-Length: -4\r\n\r\n"}, 0, `Content-Length " -4"`},
+		{"bad length", []string{"HTTP/1.0 200 OK\r\nContent-Length: -4\r\n\r\n"}, 0, `Content-Length "-4"`},
 		{"endless header", []string{"HTTP/1.0 200 OK\r\n" + strings.Repeat("x", 20<<10)}, 0, "no end of header in its first 16 KiB"},
 		{"cut header", []string{"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n"}, 0, "ended in its header"},
 	}
@@ -126,6 +126,7 @@ func FuzzContentLength(f *testing.F) {
 	f.Add("HTTP/1.0 200 OK\r\ncontent-length:7\r\nX: y")
 	f.Add("HTTP/1.0 404 Not Found\r\nContent-Length: 0")
 	f.Add("HTTP/1.0 200 OK\r\nContent-Length: -1")
+	f.Add("HTTP/1.0 200 OK\r\nContent-Length: +5")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, head string) {
 		n, err := contentLength(head)
@@ -138,7 +139,9 @@ func FuzzContentLength(f *testing.F) {
 		}
 		for _, l := range lines[1:] {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "content-length") {
-				if strings.TrimSpace(v) != fmt.Sprint(n) && strings.TrimLeft(strings.TrimSpace(v), "+0") != strings.TrimLeft(fmt.Sprint(n), "0") {
+				// 1*DIGIT, the number n (leading zeros allowed).
+				v = strings.TrimSpace(v)
+				if v == "" || strings.Trim(v, "0123456789") != "" || strings.TrimLeft(v, "0") != strings.TrimLeft(fmt.Sprint(n), "0") {
 					t.Fatalf("%q: length %d, the header says %q", head, n, v)
 				}
 				return

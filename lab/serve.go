@@ -392,8 +392,10 @@ func contentLength(head string) (int64, error) {
 	for _, l := range lines[1:] {
 		k, v, ok := strings.Cut(l, ":")
 		if ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil || n < 0 {
+			// RFC 9110: 1*DIGIT, so no sign (ParseInt takes "+1" and "-0").
+			v = strings.TrimSpace(v)
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || v == "" || strings.Trim(v, "0123456789") != "" {
 				return 0, fmt.Errorf("Content-Length %q", truncate(v, 40))
 			}
 			return n, nil
