@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -209,11 +210,16 @@ func TestDropRuleAfterKill(t *testing.T) {
 
 	// 2. The next start replaces the stale rule with its own.
 	var d *Director
+	var logMu sync.Mutex // Run logs from its own goroutine
 	var logs []string
 	err = topo.Director.Do(func() (err error) {
 		d, err = New(Config{Interfaces: []Interface{{Name: lab.DirExt, ARP: true}, {Name: lab.DirInt}}, Workers: 1, FixHost: true,
 			Conntrack: conntrack.Config{Tick: 100 * time.Millisecond, Shards: 64},
-			Logf:      func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
+			Logf: func(f string, a ...any) {
+				logMu.Lock()
+				defer logMu.Unlock()
+				logs = append(logs, fmt.Sprintf(f, a...))
+			}})
 		return err
 	})
 	if err != nil {
@@ -230,8 +236,11 @@ func TestDropRuleAfterKill(t *testing.T) {
 		}
 	}
 	defer stop()
-	if !strings.Contains(strings.Join(logs, "\n"), "removed nftables table netdev golvs-ext0") {
-		t.Errorf("start did not report the stale table: %q", logs)
+	logMu.Lock()
+	startLogs := strings.Join(logs, "\n")
+	logMu.Unlock()
+	if !strings.Contains(startLogs, "removed nftables table netdev golvs-ext0") {
+		t.Errorf("start did not report the stale table: %q", startLogs)
 	}
 	k := ipvs.ServiceKey{Proto: ipvs.ProtoTCP, Addr: lab.VIP, Port: 81}
 	if err := d.AddService(ipvs.ServiceConfig{ServiceKey: k, Sched: "rr"}); err != nil {

@@ -135,8 +135,9 @@ func TestConcurrent(t *testing.T) {
 	l := New(s.logf, Config{Burst: burst, Interval: time.Second, MaxKeys: 8, Now: c.now})
 	const workers, calls = 8, 5000
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	stop, flusherDone := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(flusherDone)
 		for {
 			select {
 			case <-stop:
@@ -158,6 +159,9 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
+	// The flusher's last Flush may still be writing its summaries: they
+	// must be in the sink before it is read.
+	<-flusherDone
 	c.add(time.Hour)
 	l.Flush()
 	passed, reported := 0, 0
