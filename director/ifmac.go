@@ -41,14 +41,11 @@ const (
 func (d *Director) setMACs(n *netio.Neigh) error {
 	d.macMu.Lock()
 	defer d.macMu.Unlock()
-	var t []ifaceMAC
+	macs := map[int][6]byte{}
 	names := map[int]string{}
 	d.annTx = map[int]*netio.Tx{}
 	for idx, l := range n.Links() {
-		for len(t) <= idx {
-			t = append(t, ifaceMAC{})
-		}
-		t[idx] = ifaceMAC{n.MAC(l), true}
+		macs[idx] = n.MAC(l)
 		names[idx] = l.Name
 		tx, err := netio.OpenTx(l.Name)
 		if err != nil {
@@ -57,6 +54,7 @@ func (d *Director) setMACs(n *netio.Neigh) error {
 		d.annTx[idx] = tx
 	}
 	d.ifName = names
+	t := macTable(macs)
 	d.macs.Store(&t)
 	return nil
 }

@@ -70,15 +70,23 @@ func (d *Director) newWorker() *Worker {
 	w.st.tot = &d.Total
 	if t := d.macs.Load(); t != nil {
 		w.macs = *t
-		return w
-	}
-	for idx, mac := range d.ifMAC {
-		for len(w.macs) <= idx {
-			w.macs = append(w.macs, ifaceMAC{})
-		}
-		w.macs[idx] = ifaceMAC{mac, true}
+	} else {
+		w.macs = macTable(d.ifMAC) // NewOffline: no link watcher to follow
 	}
 	return w
+}
+
+// macTable is the workers' MAC table: by ifindex, a slice, not the map,
+// per packet.
+func macTable(m map[int][6]byte) []ifaceMAC {
+	var t []ifaceMAC
+	for idx, mac := range m {
+		for len(t) <= idx {
+			t = append(t, ifaceMAC{})
+		}
+		t[idx] = ifaceMAC{mac, true}
+	}
+	return t
 }
 
 // ifMAC returns the MAC of one of the director's interfaces.

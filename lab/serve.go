@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -350,7 +351,7 @@ func Fetch(ns *NS, addr netip.AddrPort, path string, timeout time.Duration) (bod
 			n, rerr := c.Read(buf)
 			if want < 0 && n > 0 {
 				head = append(head, buf[:n]...)
-				i := strings.Index(string(head), "\r\n\r\n")
+				i := bytes.Index(head, []byte("\r\n\r\n"))
 				switch {
 				case i >= 0:
 					if want, err = contentLength(string(head[:i])); err != nil {
