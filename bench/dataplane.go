@@ -190,6 +190,11 @@ type DPCell struct {
 	// CPUus is the director's CPU time per forwarded frame (split
 	// placement: see dirCPU), in microseconds.
 	CPUus Num `json:"cpu_us_per_frame"`
+	// CPUBusy is the share of the director's CPUs that was busy during
+	// the measurement (split placement): near 1 the forwarder used all
+	// it had, well below it something else (the generator's side) set
+	// the rate.
+	CPUBusy Num `json:"director_cpu_busy"`
 	// LosslessPPS is the highest offered rate found forwarded with at
 	// most searchLoss lost (RFC 2544's throughput, bisected; first
 	// placement only).
@@ -898,9 +903,12 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 			}
 		}
 	}
-	cl.CPUus = Num(math.NaN())
+	cl.CPUus, cl.CPUBusy = Num(math.NaN()), Num(math.NaN())
 	if cpu > 0 && st.Recv > 0 && !sink {
 		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
+	}
+	if cpu > 0 && g.Elapsed > 0 && !sink {
+		cl.CPUBusy = Num(min(cpu.Seconds()/(g.Elapsed.Seconds()*float64(len(r.pl.dirCPUs))), 1))
 	}
 	if !measured && c.Rate == 0 && c.LatRate > 0 {
 		// Not measured below saturation here (the latency rate runs in

@@ -8,39 +8,66 @@ import (
 )
 
 // The director's CPU cost per forwarded frame, measured in the split
-// placement: the CPU time of this process's threads other than the
-// generator's and the receivers' (golvs's workers, the netio ceiling;
-// nothing else of the bench runs during a flood), plus the time the
-// director's CPUs spent in interrupts and softirqs (the kernel's receive
-// processing of ext0, moved there with RPS, and all of a kernel
-// forwarder's work). Time other programs take from those CPUs is not in
-// it, so unlike a rate it holds on a busy machine: it is what a frame
-// costs, not how many frames fit in what was left.
+// placement: the time the director's CPUs were not idle. In that
+// placement they hold nothing but the director: its forwarding threads
+// (golvs's workers, the netio ceiling's loop, netsniff-ng) are pinned
+// there, the kernel's receive processing of ext0 is moved there with RPS
+// (all of a kernel forwarder's work), and the bench's other threads, the
+// lan bridge and the receivers are on other CPUs. Anything else the host
+// ran there would count too.
+//
+// Busy time is the wall time less what /proc/stat calls idle, iowait and
+// steal. Its busy columns (user, system, irq, softirq) are not used: they
+// are sampled by the tick, and a CPU that sleeps between bursts has no
+// tick (NO_HZ), so the softirq work an interrupt brings it from idle, a
+// kernel forwarder's whole job, is in no column at all, while the idle
+// column is kept from timestamps at each sleep and wake-up.
+//
+// Until 2026-12-04 it was the bench's threads' utime+stime plus the irq
+// and softirq ticks of those CPUs. Besides missing the softirq work done
+// from idle, with tick-based accounting (no CONFIG_IRQ_TIME_ACCOUNTING,
+// as on the VMs here) a tick that lands in a softirq is charged to the
+// CPU's softirq column *and* to the stime of whatever thread it
+// interrupted, so every softirq that ran on top of a golvs worker (the
+// receive processing the RPS interrupts bring, the receivers' stacks its
+// transmit runs) was counted twice: golvs rows reached 1.4-1.6
+// CPU-seconds a second on one CPU. An external forwarder's threads
+// (netsniff-ng) were not counted at all.
 
 // clkTck is USER_HZ, the unit of /proc's CPU times (100 on Linux).
 const clkTck = 100
 
-// procTicks sums, from the text of /proc/stat, the irq and softirq ticks
-// of the CPUs in cpus.
-func procTicks(stat string, cpus []int) uint64 {
-	var n uint64
+// idleTicks sums, from the text of /proc/stat, the idle, iowait and steal
+// ticks of the CPUs in cpus, and says how many of them it found (each
+// once).
+func idleTicks(stat string, cpus []int) (ticks uint64, found int) {
+	var seen []int
 	for _, line := range strings.Split(stat, "\n") {
 		f := strings.Fields(line)
-		if len(f) < 8 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+		if len(f) < 9 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
 			continue
 		}
 		c, err := strconv.Atoi(f[0][3:])
-		if err != nil || !containsInt(cpus, c) {
+		if err != nil || !containsInt(cpus, c) || containsInt(seen, c) {
 			continue
 		}
-		for _, i := range []int{6, 7} { // irq, softirq
+		var n uint64
+		ok := true
+		for _, i := range []int{4, 5, 8} { // idle, iowait, steal
 			v, err := strconv.ParseUint(f[i], 10, 64)
-			if err == nil {
-				n += v
+			if err != nil {
+				ok = false
+				break
 			}
+			n += v
+		}
+		if ok {
+			ticks += n
+			found++
+			seen = append(seen, c)
 		}
 	}
-	return n
+	return ticks, found
 }
 
 func containsInt(s []int, v int) bool {
@@ -52,49 +79,24 @@ func containsInt(s []int, v int) bool {
 	return false
 }
 
-// threadTicks returns utime+stime of a /proc/PID/task/TID/stat line.
-func threadTicks(stat string) (uint64, bool) {
-	// The command name is in parentheses and may hold spaces: count
-	// fields after its closing one. utime and stime are fields 14, 15.
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 13 {
-		return 0, false
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	s, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return u + s, true
-}
+// cpuClock is the origin of dirCPU's wall time.
+var cpuClock = time.Now()
 
-// dirCPU returns the director's CPU time so far (see above); 0 when the
-// placement is not split.
+// dirCPU returns the director's CPU time so far (see above), as the wall
+// time since cpuClock on each of its CPUs less their idle time: only
+// differences mean anything. 0 when the placement is not split or
+// /proc/stat lacks a director CPU.
 func (r *dpRun) dirCPU() time.Duration {
 	if r.pl == nil || r.pl.name != placeSplit {
 		return 0
 	}
-	var ticks uint64
-	if b, err := os.ReadFile("/proc/stat"); err == nil {
-		ticks = procTicks(string(b), r.pl.dirCPUs)
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
 	}
-	ents, _ := os.ReadDir("/proc/self/task")
-	skip := []string{strconv.Itoa(int(r.gen.tid.Load())), strconv.Itoa(int(r.rx.tid.Load()))}
-	for _, e := range ents {
-		if e.Name() == skip[0] || e.Name() == skip[1] {
-			continue
-		}
-		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/stat")
-		if err != nil {
-			continue // the thread exited
-		}
-		if t, ok := threadTicks(string(b)); ok {
-			ticks += t
-		}
+	idle, found := idleTicks(string(b), r.pl.dirCPUs)
+	if found != len(r.pl.dirCPUs) {
+		return 0
 	}
-	return time.Duration(ticks) * time.Second / clkTck
+	return time.Since(cpuClock)*time.Duration(found) - time.Duration(idle)*time.Second/clkTck
 }

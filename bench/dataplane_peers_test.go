@@ -156,35 +156,3 @@ func FuzzParseWrk(f *testing.F) {
 		}
 	})
 }
-
-// TestCPUTicks reads /proc/stat's irq and softirq columns for the chosen
-// CPUs and a thread's utime+stime (a name with spaces and parentheses).
-func TestCPUTicks(t *testing.T) {
-	stat := "cpu  517016 53949 156535 845725 1350 0 37391 607 0 0\n" +
-		"cpu0 257535 26601 80061 423202 269 5 18589 302 0 0\n" +
-		"cpu1 259480 27348 76474 422523 1080 7 18802 305 0 0\n" +
-		"intr 1 2 3\n"
-	if got := procTicks(stat, []int{1}); got != 7+18802 {
-		t.Errorf("cpu1: %d", got)
-	}
-	if got := procTicks(stat, []int{0, 1}); got != 5+18589+7+18802 {
-		t.Errorf("cpu0,1: %d", got)
-	}
-	line := "1234 (golvs (w) x) S 1 1234 1234 0 -1 4194368 100 0 0 0 42 17 0 0 20 0 9 0 100 0 0"
-	if got, ok := threadTicks(line); !ok || got != 59 {
-		t.Errorf("thread ticks %d, %v; want 59", got, ok)
-	}
-	for _, bad := range []string{"", "1 (x", "1 (x) S 1 2"} {
-		if _, ok := threadTicks(bad); ok {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
-func FuzzCPUTicks(f *testing.F) {
-	f.Add("cpu1 259480 27348 76474 422523 1080 7 18802 305 0 0\n", "1 (a b) S 1 1 1 0 -1 0 0 0 0 0 42 17 0")
-	f.Fuzz(func(t *testing.T, stat, thread string) {
-		_ = procTicks(stat, []int{0, 1, 2})
-		_, _ = threadTicks(thread)
-	})
-}
