@@ -199,6 +199,14 @@ type DPCell struct {
 	// most searchLoss lost (RFC 2544's throughput, bisected; first
 	// placement only).
 	LosslessPPS Num `json:"lossless_pps"`
+	// LosslessCPUus and LosslessBusy are CPUus and CPUBusy during the
+	// search's offer at LosslessPPS (split placement): what a frame
+	// costs, and how much of its CPUs the forwarder used, at the rate it
+	// keeps up with. A forwarder that keeps up with everything offered
+	// with its CPUs well short of busy was not saturated: its lossless
+	// rate is the generator's.
+	LosslessCPUus Num `json:"lossless_cpu_us_per_frame"`
+	LosslessBusy  Num `json:"lossless_director_cpu_busy"`
 }
 
 // DPRatio is a golvs cell over a reference cell of the same mix and
@@ -215,6 +223,12 @@ type DPRatio struct {
 	// rate: what golvs adds per crossing when the reference is the
 	// kernel's own forwarding.
 	AddedP50us Num `json:"added_p50_us"`
+	// CPUPerFrame is golvs's CPU per frame over the reference's, each at
+	// its lossless rate (above 1 golvs costs more), and RefBusy the
+	// share of the director's CPUs the reference used there: well below
+	// 1 the reference was not saturated and Lossless is an upper bound.
+	CPUPerFrame Num `json:"lossless_cpu_per_frame_ratio"`
+	RefBusy     Num `json:"reference_lossless_cpu_busy"`
 }
 
 // DPReq is one request loop: Concurrency connections at once, each
@@ -868,9 +882,9 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		// (its counter also counts the odd ARP or neighbour frame).
 		st = &rxStats{Recv: min(r.linkRx()-rx0, g.Sent)}
 	}
-	lossless := Num(math.NaN())
+	lossless, atLossless := Num(math.NaN()), cpuUse{Num(math.NaN()), Num(math.NaN())}
 	if c.Rate == 0 && !sink && !c.NoSearch && r.pl == r.places[0] && st.Recv > 0 {
-		lossless = r.search(plan, float64(st.Recv)/g.Elapsed.Seconds(), float64(g.Sent)/g.Elapsed.Seconds())
+		lossless, atLossless = r.search(plan, float64(st.Recv)/g.Elapsed.Seconds(), float64(g.Sent)/g.Elapsed.Seconds())
 	}
 	lat := st
 	measured := false
@@ -891,7 +905,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	cl.FwdPPS = Num(float64(st.Recv) / g.Elapsed.Seconds())
 	cl.Loss = Num(1 - float64(st.Recv)/float64(g.Sent))
 	cl.LatLoss = Num(math.NaN())
-	cl.LosslessPPS = lossless
+	cl.LosslessPPS, cl.LosslessCPUus, cl.LosslessBusy = lossless, atLossless.perFrame, atLossless.busy
 	if r.counters != nil {
 		// The flat-out run's, as golvs's counters are.
 		for k, v := range r.counters() {
@@ -904,11 +918,9 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		}
 	}
 	cl.CPUus, cl.CPUBusy = Num(math.NaN()), Num(math.NaN())
-	if cpu > 0 && st.Recv > 0 && !sink {
-		cl.CPUus = Num(float64(cpu.Microseconds()) / float64(st.Recv))
-	}
-	if cpu > 0 && g.Elapsed > 0 && !sink {
-		cl.CPUBusy = Num(min(cpu.Seconds()/(g.Elapsed.Seconds()*float64(len(r.pl.dirCPUs))), 1))
+	if !sink {
+		u := r.cpuUse(cpu, g.Elapsed, st.Recv)
+		cl.CPUus, cl.CPUBusy = u.perFrame, u.busy
 	}
 	if !measured && c.Rate == 0 && c.LatRate > 0 {
 		// Not measured below saturation here (the latency rate runs in
@@ -939,8 +951,9 @@ const (
 // depends on how the CPU is split between the kernel's receive processing
 // of frames it will drop and the forwarder itself (and, on two CPUs, on
 // how fast the generator is then); the lossless rate does not.
-func (r *dpRun) search(plan *flowPlan, fwd, sent float64) Num {
+func (r *dpRun) search(plan *flowPlan, fwd, sent float64) (Num, cpuUse) {
 	lo, hi := 0.0, max(sent, fwd)
+	at := cpuUse{Num(math.NaN()), Num(math.NaN())}
 	rate := fwd
 	for i := 0; i < searchSteps; i++ {
 		rate = max(rate, MinDPRate)
@@ -949,21 +962,47 @@ func (r *dpRun) search(plan *flowPlan, fwd, sent float64) Num {
 			r.tag = 1
 		}
 		r.rx.take(r.tag)
+		cpu0 := r.dirCPU()
 		g := r.send(plan, r.tag, rate, min(searchStep, r.c.Duration), r.c.MaxPackets)
+		cpu := r.dirCPU() - cpu0
 		r.synNext = plan.next
 		time.Sleep(dpDrain)
 		st := r.rx.take(0)
 		if g.Sent > 0 && float64(st.Recv) >= float64(g.Sent)*(1-searchLoss) {
-			lo = max(lo, float64(g.Sent)/g.Elapsed.Seconds())
+			if got := float64(g.Sent) / g.Elapsed.Seconds(); got > lo {
+				lo, at = got, r.cpuUse(cpu, g.Elapsed, st.Recv)
+			}
 		} else {
 			hi = rate
 		}
 		rate = (lo + hi) / 2
 	}
 	if lo == 0 {
-		return Num(math.NaN())
+		return Num(math.NaN()), at
 	}
-	return Num(lo)
+	return Num(lo), at
+}
+
+// cpuUse is the director's CPU during a measurement (split placement).
+type cpuUse struct {
+	perFrame Num // microseconds a forwarded frame
+	busy     Num // the share of the director's CPUs busy
+}
+
+// cpuUse turns the director's CPU time over el, in which recv frames
+// were forwarded, into a cpuUse (NaN where not measured).
+func (r *dpRun) cpuUse(cpu, el time.Duration, recv uint64) cpuUse {
+	u := cpuUse{Num(math.NaN()), Num(math.NaN())}
+	if cpu <= 0 || r.pl == nil || len(r.pl.dirCPUs) == 0 {
+		return u
+	}
+	if recv > 0 {
+		u.perFrame = Num(float64(cpu.Microseconds()) / float64(recv))
+	}
+	if el > 0 {
+		u.busy = Num(min(cpu.Seconds()/(el.Seconds()*float64(len(r.pl.dirCPUs))), 1))
+	}
+	return u
 }
 
 // linkRx returns the frames the director's ext0 has received (its kernel
@@ -1389,8 +1428,9 @@ func (r *dpRun) ratios() {
 			}
 			r.rep.Ratios = append(r.rep.Ratios, DPRatio{Golvs: g.Forwarder, Reference: ref.Forwarder, Placement: g.Placement, Mix: g.Mix,
 				PPS: Num(float64(g.FwdPPS) / float64(ref.FwdPPS)), P99: Num(float64(g.P99us) / float64(ref.P99us)),
-				Lossless:   g.LosslessPPS / ref.LosslessPPS,
-				AddedP50us: g.P50us - ref.P50us})
+				Lossless:    g.LosslessPPS / ref.LosslessPPS,
+				AddedP50us:  g.P50us - ref.P50us,
+				CPUPerFrame: g.LosslessCPUus / ref.LosslessCPUus, RefBusy: ref.LosslessBusy})
 		}
 	}
 }

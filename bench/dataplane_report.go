@@ -214,27 +214,33 @@ func WriteDataplaneTable(w io.Writer, r *DataplaneReport) error {
 	for _, p := range r.Placements {
 		fmt.Fprintf(w, "placement %s: %s\n", p.Name, p.What)
 	}
-	fmt.Fprintf(w, "cpu us/fwd (split only) = the director's CPU time per forwarded frame: the time its CPUs were not idle (wall time less /proc/stat's idle,\niowait, steal), which hold its forwarding threads and the kernel's receive processing of ext0 (all of a kernel forwarder's work); below\nsaturation it includes golvs's look for frames after traffic; dir cpu = the share of the director's CPUs busy then: well below 100%%, the\nforwarder was not what set the rate (the generator's CPU, which also carries the lan bridge and the receivers, was)\n")
+	fmt.Fprintf(w, "cpu us/fwd (split only) = the director's CPU time per forwarded frame: the time its CPUs were not idle (wall time less /proc/stat's idle,\n"+
+		"iowait, steal), which hold its forwarding threads and the kernel's receive processing of ext0 (all of a kernel forwarder's work); below\n"+
+		"saturation it includes golvs's look for frames after traffic; dir cpu = the share of the director's CPUs busy; @lossless: both during the\n"+
+		"search's offer at the lossless rate, flat out otherwise. A forwarder that keeps up with its lossless rate with its CPU well short of 100%%\n"+
+		"was not saturated: the generator's CPU, which also carries the lan bridge and the receivers, set that rate\n")
 	fmt.Fprintf(w, "lossless/s (first placement) = the highest offered rate forwarded with at most %.0f%% lost, bisected in %d offers of %s (RFC 2544's throughput): flat out, a\nforwarder in overload shares its CPU with the kernel's receive processing of frames it then drops, so fwd/s depends on how fast the generator was\n", searchLoss*100, searchSteps, searchStep)
 	fmt.Fprintf(w, "fwd/s = frames reaching the real servers a second; latency = a CLOCK_MONOTONIC stamp in the payload to the kernel's receive time at the real server")
 	if r.Rate == 0 && r.LatRate > 0 {
 		fmt.Fprintf(w, ",\nmeasured after each flat-out run for up to 1s at %.0f frames/s, in the first placement (lat loss: frames lost then)", r.LatRate)
 	}
 	fmt.Fprintf(w, "\n\n")
-	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tlossless/s\tcpu us/fwd\tdir cpu\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs counters\t\n")
+	fmt.Fprintf(tw, "placement\tforwarder\tmix\tsent/s\tfwd/s\tloss\tlossless/s\tcpu us@lossless\tdir cpu@lossless\tcpu us/fwd\tdir cpu\tp50 us\tp90 us\tp99 us\tlat loss\tgolvs counters\t\n")
 	for _, c := range r.Cells {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
-			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"), fmtNum(c.LosslessPPS, "%.0f"), fmtNum(c.CPUus, "%.2f"), fmtNum(c.CPUBusy*100, "%.0f%%"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Placement, c.Forwarder, c.Mix,
+			fmtNum(c.SentPPS, "%.0f"), fmtNum(c.FwdPPS, "%.0f"), fmtNum(c.Loss*100, "%.1f%%"), fmtNum(c.LosslessPPS, "%.0f"),
+			fmtNum(c.LosslessCPUus, "%.2f"), fmtNum(c.LosslessBusy*100, "%.0f%%"), fmtNum(c.CPUus, "%.2f"), fmtNum(c.CPUBusy*100, "%.0f%%"),
 			fmtNum(c.P50us, "%.1f"), fmtNum(c.P90us, "%.1f"), fmtNum(c.P99us, "%.1f"), fmtNum(max(c.LatLoss, 0)*100, "%.1f%%"), fmtDrops(c.Drops))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if len(r.Ratios) > 0 {
-		fmt.Fprintf(w, "\nratios, golvs / reference, same run and placement (fwd/s: above 1 golvs forwards more; p99: above 1 golvs is slower;\nadded p50: golvs's p50 less the reference's at the latency rate, per crossing when the reference is kernel-forward)\n")
-		fmt.Fprintf(tw, "placement\tgolvs\treference\tmix\tfwd/s\tlossless/s\tp99\tadded p50 us\t\n")
+		fmt.Fprintf(w, "\nratios, golvs / reference, same run and placement (fwd/s: above 1 golvs forwards more; p99: above 1 golvs is slower;\nadded p50: golvs's p50 less the reference's at the latency rate, per crossing when the reference is kernel-forward; cpu/fwd: golvs's CPU per\nframe over the reference's, each at its lossless rate, above 1 golvs costs more; ref cpu: the reference's dir cpu there, well below 100%%\nit was not saturated and the lossless ratio is an upper bound)\n")
+		fmt.Fprintf(tw, "placement\tgolvs\treference\tmix\tfwd/s\tlossless/s\tcpu/fwd@lossless\tref cpu@lossless\tp99\tadded p50 us\t\n")
 		for _, x := range r.Ratios {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Placement, x.Golvs, x.Reference, x.Mix, fmtNum(x.PPS, "%.3f"), fmtNum(x.Lossless, "%.3f"), fmtNum(x.P99, "%.2f"), fmtNum(x.AddedP50us, "%.0f"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Placement, x.Golvs, x.Reference, x.Mix, fmtNum(x.PPS, "%.3f"), fmtNum(x.Lossless, "%.3f"),
+				fmtNum(x.CPUPerFrame, "%.2f"), fmtNum(x.RefBusy*100, "%.0f%%"), fmtNum(x.P99, "%.2f"), fmtNum(x.AddedP50us, "%.0f"))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
