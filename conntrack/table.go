@@ -216,6 +216,7 @@ func NewChecked(c Config) (*Table, error) {
 		s.out = newIndex(perShard)
 		s.slab = newSlab(perShard+inFlight, uint8(i))
 		s.wheel = make([]uint32, c.WheelSlots)
+		prefault(s.wheel) // as the indices (index.go)
 		s.rng = t.hk.k2 ^ uint64(i+1)*0x9e3779b97f4a7c15
 	}
 	t.tmo.init(t)
