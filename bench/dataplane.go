@@ -884,7 +884,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		cnt0 = r.counters()
 	}
 	g := r.send(plan, r.tag, c.Rate, c.Duration, c.MaxPackets)
-	cpu := r.dirCPU() - cpu0
+	cpu := r.cpuSince(cpu0)
 	r.synNext = plan.next
 	time.Sleep(dpDrain)
 	st := r.rx.take(0)
@@ -893,7 +893,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 		// (its counter also counts the odd ARP or neighbour frame).
 		st = &rxStats{Recv: min(r.linkRx()-rx0, g.Sent)}
 	}
-	lossless, atLossless := Num(math.NaN()), cpuUse{Num(math.NaN()), Num(math.NaN())}
+	lossless, atLossless := Num(math.NaN()), noCPU
 	if c.Rate == 0 && !sink && !c.NoSearch && r.pl == r.places[0] && st.Recv > 0 {
 		lossless, atLossless = r.search(plan, float64(st.Recv)/g.Elapsed.Seconds(), float64(g.Sent)/g.Elapsed.Seconds())
 	}
@@ -930,7 +930,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	}
 	cl.CPUus, cl.CPUBusy = Num(math.NaN()), Num(math.NaN())
 	if !sink {
-		u := r.cpuUse(cpu, g.Elapsed, st.Recv)
+		u := r.useOf(cpu, g.Elapsed, st.Recv)
 		cl.CPUus, cl.CPUBusy = u.perFrame, u.busy
 	}
 	if !measured && c.Rate == 0 && c.LatRate > 0 {
@@ -964,7 +964,7 @@ const (
 // how fast the generator is then); the lossless rate does not.
 func (r *dpRun) search(plan *flowPlan, fwd, sent float64) (Num, cpuUse) {
 	lo, hi := 0.0, max(sent, fwd)
-	at := cpuUse{Num(math.NaN()), Num(math.NaN())}
+	at := noCPU
 	rate := fwd
 	for i := 0; i < searchSteps; i++ {
 		rate = max(rate, MinDPRate)
@@ -975,13 +975,13 @@ func (r *dpRun) search(plan *flowPlan, fwd, sent float64) (Num, cpuUse) {
 		r.rx.take(r.tag)
 		cpu0 := r.dirCPU()
 		g := r.send(plan, r.tag, rate, min(searchStep, r.c.Duration), r.c.MaxPackets)
-		cpu := r.dirCPU() - cpu0
+		cpu := r.cpuSince(cpu0)
 		r.synNext = plan.next
 		time.Sleep(dpDrain)
 		st := r.rx.take(0)
 		if g.Sent > 0 && float64(st.Recv) >= float64(g.Sent)*(1-searchLoss) {
 			if got := float64(g.Sent) / g.Elapsed.Seconds(); got > lo {
-				lo, at = got, r.cpuUse(cpu, g.Elapsed, st.Recv)
+				lo, at = got, r.useOf(cpu, g.Elapsed, st.Recv)
 			}
 		} else {
 			hi = rate
@@ -1000,10 +1000,13 @@ type cpuUse struct {
 	busy     Num // the share of the director's CPUs busy
 }
 
-// cpuUse turns the director's CPU time over el, in which recv frames
+// noCPU is a cpuUse not measured.
+var noCPU = cpuUse{Num(math.NaN()), Num(math.NaN())}
+
+// useOf turns the director's CPU time over el, in which recv frames
 // were forwarded, into a cpuUse (NaN where not measured).
-func (r *dpRun) cpuUse(cpu, el time.Duration, recv uint64) cpuUse {
-	u := cpuUse{Num(math.NaN()), Num(math.NaN())}
+func (r *dpRun) useOf(cpu, el time.Duration, recv uint64) cpuUse {
+	u := noCPU
 	if cpu <= 0 || r.pl == nil || len(r.pl.dirCPUs) == 0 {
 		return u
 	}

@@ -82,21 +82,37 @@ func containsInt(s []int, v int) bool {
 // cpuClock is the origin of dirCPU's wall time.
 var cpuClock = time.Now()
 
-// dirCPU returns the director's CPU time so far (see above), as the wall
-// time since cpuClock on each of its CPUs less their idle time: only
-// differences mean anything. 0 when the placement is not split or
-// /proc/stat lacks a director CPU.
-func (r *dpRun) dirCPU() time.Duration {
+// cpuMark is a reading of the director's CPU time (see above): the wall
+// time since cpuClock on each of its CPUs less their idle time, so only
+// differences mean anything; ok is false when there was no reading (the
+// placement is not split, or /proc/stat could not be read or lacks a
+// director CPU).
+type cpuMark struct {
+	d  time.Duration
+	ok bool
+}
+
+// dirCPU reads the director's CPU time.
+func (r *dpRun) dirCPU() cpuMark {
 	if r.pl == nil || r.pl.name != placeSplit {
-		return 0
+		return cpuMark{}
 	}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return cpuMark{}
 	}
 	idle, found := idleTicks(string(b), r.pl.dirCPUs)
 	if found != len(r.pl.dirCPUs) {
-		return 0
+		return cpuMark{}
 	}
-	return time.Since(cpuClock)*time.Duration(found) - time.Duration(idle)*time.Second/clkTck
+	return cpuMark{d: time.Since(cpuClock)*time.Duration(found) - time.Duration(idle)*time.Second/clkTck, ok: true}
+}
+
+// cpuSince returns the director's CPU time from m to now; 0 when either
+// reading failed.
+func (r *dpRun) cpuSince(m cpuMark) time.Duration {
+	if n := r.dirCPU(); m.ok && n.ok {
+		return n.d - m.d
+	}
+	return 0
 }
