@@ -928,11 +928,11 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 			}
 		}
 	}
-	cl.CPUus, cl.CPUBusy = Num(math.NaN()), Num(math.NaN())
+	u := noCPU
 	if !sink {
-		u := r.useOf(cpu, g.Elapsed, st.Recv)
-		cl.CPUus, cl.CPUBusy = u.perFrame, u.busy
+		u = r.useOf(cpu, g.Elapsed, st.Recv)
 	}
+	cl.CPUus, cl.CPUBusy = u.perFrame, u.busy
 	if !measured && c.Rate == 0 && c.LatRate > 0 {
 		// Not measured below saturation here (the latency rate runs in
 		// the first placement only): flat-out queueing says nothing.

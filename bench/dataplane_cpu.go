@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +49,7 @@ func idleTicks(stat string, cpus []int) (ticks uint64, found int) {
 			continue
 		}
 		c, err := strconv.Atoi(f[0][3:])
-		if err != nil || !containsInt(cpus, c) || containsInt(seen, c) {
+		if err != nil || !slices.Contains(cpus, c) || slices.Contains(seen, c) {
 			continue
 		}
 		var n uint64
@@ -68,15 +69,6 @@ func idleTicks(stat string, cpus []int) (ticks uint64, found int) {
 		}
 	}
 	return ticks, found
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // cpuClock is the origin of dirCPU's wall time.

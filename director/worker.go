@@ -79,11 +79,12 @@ func (d *Director) newWorker() *Worker {
 // macTable is the workers' MAC table: by ifindex, a slice, not the map,
 // per packet.
 func macTable(m map[int][6]byte) []ifaceMAC {
-	var t []ifaceMAC
+	n := 0
+	for idx := range m {
+		n = max(n, idx+1)
+	}
+	t := make([]ifaceMAC, n)
 	for idx, mac := range m {
-		for len(t) <= idx {
-			t = append(t, ifaceMAC{})
-		}
 		t[idx] = ifaceMAC{mac, true}
 	}
 	return t

@@ -396,7 +396,7 @@ func contentLength(head string) (int64, error) {
 			// RFC 9110: 1*DIGIT, so no sign (ParseInt takes "+1" and "-0").
 			v = strings.TrimSpace(v)
 			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || v == "" || strings.Trim(v, "0123456789") != "" {
+			if err != nil || strings.Trim(v, "0123456789") != "" {
 				return 0, fmt.Errorf("Content-Length %q", truncate(v, 40))
 			}
 			return n, nil
