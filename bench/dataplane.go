@@ -340,6 +340,10 @@ type dpRun struct {
 	counters    func() map[string]uint64 // the running forwarder's own counters (the netio ceiling's, golvs's)
 	fwdThreads  func() []int             // the running forwarder's threads (the netio ceiling's, golvs's workers)
 	curGolvs    *golvsDir                // the golvs path the request loops run through
+	// releaseProcs gives back the Ps reserved for the generator's and
+	// the receivers' threads; procsBase is GOMAXPROCS before it.
+	releaseProcs func()
+	procsBase    int
 }
 
 type genJob struct {
@@ -699,6 +703,21 @@ func (r *dpRun) pinDirector() {
 	}
 }
 
+// checkProcs notes a cell whose locked threads in this process (the
+// generator, the receivers, and an in-process forwarder's: golvs's
+// workers, the netio ceiling's loop) are more than the Ps reserved for
+// them: one of them would then wait in the Go scheduler for another to
+// give its P up, and the row would measure that (see ReserveProcs).
+func (r *dpRun) checkProcs(name string, mix Mix) {
+	locked := 2
+	if r.fwdThreads != nil {
+		locked += len(r.fwdThreads())
+	}
+	if got := runtime.GOMAXPROCS(0); got < r.procsBase+locked {
+		r.note("%s/%s: GOMAXPROCS %d for %d locked threads beside the process's %d Ps: they waited for each other in the Go scheduler", name, mix, got, locked, r.procsBase)
+	}
+}
+
 // pinAll sets the affinity of every thread but skip (nil set: all CPUs).
 func pinAll(set *unix.CPUSet, skip []int32) {
 	if set == nil {
@@ -789,6 +808,12 @@ func (r *dpRun) setupPPS() error {
 	}
 	r.rx = newReceiver(rings)
 	r.gen = newGenerator(tx, cmac, r.dirMAC, r.c.Size, newMonoClock())
+	// The receivers and the generator each run on a locked thread of
+	// their own: a P each (as golvs's workers have, and the netio
+	// ceiling), so that neither waits for the Go scheduler to run, nor
+	// makes a forwarder in this process wait (director.ReserveProcs).
+	r.procsBase = runtime.GOMAXPROCS(0)
+	_, _, r.releaseProcs = director.ReserveProcs(2)
 	go r.rx.run(nil) // placed by place
 	r.genJobs = make(chan genJob)
 	started := make(chan struct{})
@@ -796,6 +821,7 @@ func (r *dpRun) setupPPS() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		r.gen.tid.Store(int32(unix.Gettid()))
+		genThread()
 		r.pinGen()
 		close(started)
 		for j := range r.genJobs {
@@ -818,6 +844,9 @@ func (r *dpRun) closePPS() {
 	}
 	if r.rx != nil {
 		r.rx.close()
+	}
+	if r.releaseProcs != nil {
+		r.releaseProcs()
 	}
 }
 
@@ -845,6 +874,7 @@ func (r *dpRun) cell(name string, mix Mix, direct, noOpen bool) DPCell {
 	c := r.c
 	r.progress(name + " " + string(mix))
 	r.pinDirector()
+	r.checkProcs(name, mix)
 	plan := &flowPlan{mix: mix, flows: c.Flows, targets: r.targets(direct), next: r.synNext}
 	if r.v6 {
 		plan.v6, plan.targets6 = true, [][16]byte{lab.VIP6.As16()}
@@ -1199,6 +1229,11 @@ func startCeiling(r *dpRun) (func(), error) {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	tid := make(chan int, 1)
+	// A P for its locked thread, as golvs's workers have one each: without
+	// it the ceiling, the generator and the receivers, three locked
+	// threads, shared two Ps on a 2-CPU host, and each waited in the Go
+	// scheduler for one of the others to give its P up.
+	_, _, release := director.ReserveProcs(1)
 	go func() {
 		defer close(done)
 		f.run(stop, tid)
@@ -1207,7 +1242,7 @@ func startCeiling(r *dpRun) (func(), error) {
 	t := <-tid
 	r.counters = f.counters
 	r.fwdThreads = func() []int { return []int{t} }
-	return func() { close(stop); <-done; r.counters, r.fwdThreads = nil, nil; f.close() }, nil
+	return func() { close(stop); <-done; release(); r.counters, r.fwdThreads = nil, nil; f.close() }, nil
 }
 
 // startNFT makes the director's kernel a NAT: nftables DNAT with

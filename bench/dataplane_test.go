@@ -388,6 +388,13 @@ func TestDataplaneSmoke(t *testing.T) {
 	if len(rep.Ratios) == 0 {
 		t.Errorf("no ratios")
 	}
+	// Every locked thread of the floods (generator, receivers, the netio
+	// ceiling's loop, golvs's workers) had a P of its own.
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "GOMAXPROCS") {
+			t.Errorf("note: %s", n)
+		}
+	}
 	v6ratio := false
 	for _, q := range rep.Ratios {
 		v6ratio = v6ratio || q.Golvs == "golvs-nat-w1" && q.Reference == "golvs-nat-w1-ipv6"
@@ -481,5 +488,21 @@ func TestGolvsCounters(t *testing.T) {
 	// for it is counted by its drop cause already.
 	if names["icmp-ratelimited"] {
 		t.Errorf("icmp-ratelimited counted as a drop: it would count the frame twice")
+	}
+}
+
+// TestPause: the generator's wait sleeps at least what it is asked (a
+// unit slip, microseconds for nanoseconds, would show), and nothing for
+// nothing.
+func TestPause(t *testing.T) {
+	start := time.Now()
+	pause(3 * time.Millisecond)
+	if el := time.Since(start); el < 3*time.Millisecond {
+		t.Errorf("pause(3ms) returned after %v", el)
+	}
+	start = time.Now()
+	pause(0)
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("pause(0) took %v", el)
 	}
 }

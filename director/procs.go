@@ -25,10 +25,12 @@ var procs struct {
 	reserved int // Ps added for the workers of every running Director
 }
 
-// reserveProcs raises GOMAXPROCS by n and returns what lowers it again
-// (once). Directors running at once add up; the last release restores
-// what GOMAXPROCS was before the first.
-func reserveProcs(n int) (before, now int, release func()) {
+// ReserveProcs raises GOMAXPROCS by n and returns what lowers it again
+// (once). Reservations held at once (Directors running, and anything else
+// in the process that runs on locked threads of its own: the bench's
+// generator, receivers and netio ceiling) add up; the last release
+// restores what GOMAXPROCS was before the first.
+func ReserveProcs(n int) (before, now int, release func()) {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
 	if procs.reserved == 0 {

@@ -11,11 +11,11 @@ import (
 // restores GOMAXPROCS as it was.
 func TestReserveProcs(t *testing.T) {
 	base := runtime.GOMAXPROCS(0)
-	b1, n1, r1 := reserveProcs(2)
+	b1, n1, r1 := ReserveProcs(2)
 	if b1 != base || n1 != base+2 || runtime.GOMAXPROCS(0) != base+2 {
 		t.Fatalf("first reservation: %d -> %d, GOMAXPROCS %d; want %d -> %d", b1, n1, runtime.GOMAXPROCS(0), base, base+2)
 	}
-	b2, n2, r2 := reserveProcs(3)
+	b2, n2, r2 := ReserveProcs(3)
 	if b2 != base+2 || n2 != base+5 || runtime.GOMAXPROCS(0) != base+5 {
 		t.Fatalf("second reservation: %d -> %d, GOMAXPROCS %d; want %d -> %d", b2, n2, runtime.GOMAXPROCS(0), base+2, base+5)
 	}
@@ -41,7 +41,7 @@ func TestReserveProcsConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				_, now, release := reserveProcs(g)
+				_, now, release := ReserveProcs(g)
 				if now < base+g {
 					t.Errorf("reserved %d: GOMAXPROCS %d, want at least %d", g, now, base+g)
 				}
