@@ -811,9 +811,9 @@ func (r *dpRun) setupPPS() error {
 	// The receivers and the generator each run on a locked thread of
 	// their own: a P each (as golvs's workers have, and the netio
 	// ceiling), so that neither waits for the Go scheduler to run, nor
-	// makes a forwarder in this process wait (director.ReserveProcs).
+	// makes a forwarder in this process wait (netio.ReserveProcs).
 	r.procsBase = runtime.GOMAXPROCS(0)
-	_, _, r.releaseProcs = director.ReserveProcs(2)
+	_, _, r.releaseProcs = netio.ReserveProcs(2)
 	go r.rx.run(nil) // placed by place
 	r.genJobs = make(chan genJob)
 	started := make(chan struct{})
@@ -1233,7 +1233,7 @@ func startCeiling(r *dpRun) (func(), error) {
 	// it the ceiling, the generator and the receivers, three locked
 	// threads, shared two Ps on a 2-CPU host, and each waited in the Go
 	// scheduler for one of the others to give its P up.
-	_, _, release := director.ReserveProcs(1)
+	_, _, release := netio.ReserveProcs(1)
 	go func() {
 		defer close(done)
 		f.run(stop, tid)

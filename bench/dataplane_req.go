@@ -319,21 +319,7 @@ func (r *dpRun) modeLoops(mode string) ([]reqPath, error) {
 				return nil, err
 			}
 			r.curGolvs = d
-			// TUN: a P for each real server's decapsulator while its
-			// traffic flows (director.ReserveProcs, as for golvs's
-			// workers). It sleeps in poll() and, woken by a frame, needs
-			// a P to go on; without one of its own it waited for the
-			// real servers' goroutines in this process, which a real
-			// server's kernel ipip never does. Two rounds each way
-			// (2026-12-05): one connection at a time 4,049-4,217 req/s
-			// without, 5,843-5,917 with (0.38-0.41 of direct-tun against
-			// 0.54-0.56; direct-tun's own rate level); 50 at once
-			// 19,496-19,733 against 21,178-21,260.
-			release := func() {}
-			if mode == "tun" {
-				_, _, release = director.ReserveProcs(len(mt.RS))
-			}
-			return func() error { release(); r.curGolvs = nil; d.stop(); return nil }, nil
+			return func() error { r.curGolvs = nil; d.stop(); return nil }, nil
 		}},
 	}
 	r.runPaths(paths)

@@ -776,7 +776,7 @@ func (d *Director) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	if len(d.workers) > 0 {
-		before, now, release := ReserveProcs(len(d.workers))
+		before, now, release := netio.ReserveProcs(len(d.workers))
 		defer release()
 		d.logf("host: GOMAXPROCS %d -> %d: a P for each of %d workers, so a worker woken by a frame never waits for the Go scheduler", before, now, len(d.workers))
 	}

@@ -1,4 +1,4 @@
-package director
+package netio
 
 import (
 	"runtime"
@@ -17,19 +17,21 @@ import (
 // 2-vCPU VM one connection at a time made 171-410 req/s (p50 2.6-6.7
 // ms), against 5,846-6,967 with a P per worker. A lone `golvs run`
 // measured level within noise either way (its other goroutines are
-// mostly idle). So Run adds a P per worker for as long as its workers
-// run: the kernel, not the Go scheduler, then decides who gets a CPU.
+// mostly idle). So Director.Run adds a P per worker for as long as its
+// workers run, and every other loop that waits on packet sockets in a
+// process it may share does the same (rstun's decapsulator; the bench's
+// generator, receivers and netio ceiling): the kernel, not the Go
+// scheduler, then decides who gets a CPU.
 var procs struct {
 	mu       sync.Mutex
 	base     int // GOMAXPROCS before the first reservation
-	reserved int // Ps added for the workers of every running Director
+	reserved int // Ps added for every running loop
 }
 
 // ReserveProcs raises GOMAXPROCS by n and returns what lowers it again
-// (once). Reservations held at once (Directors running, and anything else
-// in the process that runs on locked threads of its own: the bench's
-// generator, receivers and netio ceiling) add up; the last release
-// restores what GOMAXPROCS was before the first.
+// (once). Reservations held at once (Directors' workers, decapsulators,
+// the bench's own loops) add up; the last release restores what
+// GOMAXPROCS was before the first.
 func ReserveProcs(n int) (before, now int, release func()) {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
