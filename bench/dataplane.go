@@ -76,8 +76,11 @@ type DataplaneConfig struct {
 	Placements []string // "split" (director work on its own CPUs), "inline" (on the generator's)
 	NoDropRow  bool     // skip the golvs NAT row without the drop rule
 	TxRingRow  bool     // add a golvs NAT row sending through PACKET_TX_RINGs (--tx ring)
-	Refs       []string // packet-rate references to measure (nil: all the host has)
-	NoSearch   bool     // skip the lossless-rate search
+	// NextRow adds, to the request loops, a golvs NAT row with fanout
+	// next for each worker count above one (golvs run --fanout next).
+	NextRow  bool
+	Refs     []string // packet-rate references to measure (nil: all the host has)
+	NoSearch bool     // skip the lossless-rate search
 	// IPv6 adds a golvs row per mode forwarding IPv6 frames (named
 	// ...-ipv6) to the IPv6 VIP of a dual-stack lab, beside the IPv4 rows
 	// (the references stay IPv4): the ratio of each row to its -ipv6
@@ -335,11 +338,17 @@ type dpRun struct {
 	peers    map[string]string // optional peers this host has: name -> path
 	// nginxModule is the stream module nginx loads ("": built in).
 	nginxModule string
-	peerExit    string                   // set by a peer's stop: what it said when it had exited by itself
-	wrk         string                   // wrk's path ("": the built-in request loop)
-	counters    func() map[string]uint64 // the running forwarder's own counters (the netio ceiling's, golvs's)
-	fwdThreads  func() []int             // the running forwarder's threads (the netio ceiling's, golvs's workers)
-	curGolvs    *golvsDir                // the golvs path the request loops run through
+	// rsNginx is nginx's path, the real servers' program ("": golvs's
+	// lab server stands in, rsNoted once said so); rsRootDir their
+	// shared document root (serveRS).
+	rsNginx    string
+	rsNoted    bool
+	rsRootDir  string
+	peerExit   string                   // set by a peer's stop: what it said when it had exited by itself
+	wrk        string                   // wrk's path ("": the built-in request loop)
+	counters   func() map[string]uint64 // the running forwarder's own counters (the netio ceiling's, golvs's)
+	fwdThreads func() []int             // the running forwarder's threads (the netio ceiling's, golvs's workers)
+	curGolvs   *golvsDir                // the golvs path the request loops run through
 	// releaseProcs gives back the Ps reserved for the generator's and
 	// the receivers' threads; procsBase is GOMAXPROCS before it.
 	releaseProcs func()
@@ -411,12 +420,30 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	}
 	r.topo = topo
 	defer topo.Close()
+	defer func() {
+		if r.rsRootDir != "" {
+			os.RemoveAll(r.rsRootDir)
+		}
+	}()
 	defer pinAll(nil, nil) // every thread back on every CPU
 
 	refs := r.references(hostPeers)
+	if r.rsNginx != "" {
+		rep.Topology += "; real servers: nginx, a process each"
+	} else {
+		rep.Topology += "; real servers: golvs's lab server in the bench's process (no nginx)"
+	}
 	golvsRuns := r.golvsRuns()
 	proxies := r.proxies()
 	reqPaths := 2 + len(c.Rings)*max(len(c.BusyPolls), 1) + len(proxies) // direct, golvs nat per ring and busy-poll, fullnat, proxies
+	reqPaths += len(c.Workers) - 1                                       // golvs nat per further worker count
+	if c.NextRow {
+		for _, w := range c.Workers {
+			if w > 1 {
+				reqPaths++ // and with fanout next
+			}
+		}
+	}
 	if r.kernelNAT() {
 		reqPaths++ // nft-dnat
 	}
@@ -443,9 +470,11 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 		// on the real server that a later connection through the VIP,
 		// with the same ports but the client's TCP timestamps for
 		// another address, runs into.
-		if _, err := lab.Serve(ctx, rs, fmt.Sprintf("rs%d", i+1), []int{80, directPort}, []int{53}); err != nil {
+		stop, err := r.serveRS(ctx, rs, fmt.Sprintf("rs%d", i+1), netip.Addr{}, []int{80, directPort})
+		if err != nil {
 			return nil, fmt.Errorf("bench dataplane: %w", err)
 		}
+		defer stop()
 	}
 	if err := lab.RouteVia(topo.Client, netip.PrefixFrom(lab.DirIntIP, 24).Masked(), lab.DirExtIP); err != nil {
 		return nil, fmt.Errorf("bench dataplane: %w", err)
@@ -530,6 +559,7 @@ type golvsRun struct {
 	txRing  bool
 	v6      bool          // IPv6 frames to the IPv6 VIP
 	spin    time.Duration // --busy-poll
+	next    bool          // --fanout next
 }
 
 // spin is the --busy-poll of every golvs row but the NAT request loops'
@@ -557,6 +587,9 @@ func (g golvsRun) name() string {
 	}
 	if g.spin != director.DefaultSpin {
 		n += "-busypoll" + g.spin.String()
+	}
+	if g.next {
+		n += "-next"
 	}
 	return n
 }
@@ -1144,6 +1177,7 @@ func (r *dpRun) references(pf peerFinder) (out []*reference) {
 	}
 	var skips []DPSkip
 	r.peers, r.nginxModule, skips = pf.find()
+	r.rsNginx, _ = pf.look("nginx")
 	if p, err := pf.look("wrk"); err == nil {
 		r.wrk = p
 	}
@@ -1354,6 +1388,9 @@ func (r *dpRun) startGolvs(g golvsRun) (*golvsDir, error) {
 		NoDropRule: g.noDrop,
 		TxRing:     g.txRing,
 		Spin:       g.spin,
+	}
+	if g.next {
+		cfg.Fanout = netio.FanoutNext
 	}
 	if method == ipvs.MethodFullNAT {
 		for i := 0; i < 4; i++ {

@@ -1,11 +1,18 @@
 package bench
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golvs/golvs/lab"
 )
 
 func TestProxyConfigs(t *testing.T) {
@@ -155,4 +162,66 @@ func FuzzParseWrk(f *testing.F) {
 			t.Fatalf("accepted %q with duration %s", s, w.Duration)
 		}
 	})
+}
+
+// TestRealServerNginx starts a real server as the bench does, nginx in a
+// namespace of its own, and asks it for its name and for the stream's
+// bulk answer (Fetch checks the body against Content-Length); stopping it
+// must end nginx and remove its folder.
+func TestRealServerNginx(t *testing.T) {
+	cfg := rsNginxConfig("/tmp/d", "/tmp/root", "rs3", []int{80, 8080})
+	for _, want := range []string{"worker_processes 1;", "pid /tmp/d/nginx.pid;", "listen 80 ", "listen 8080 ",
+		`return 200 "rs3\n";`, "location /bytes/", "root /tmp/root;", "client_body_temp_path /tmp/d/client_body;"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("real server config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if strings.Count(cfg, "{") != strings.Count(cfg, "}") {
+		t.Errorf("real server config braces do not balance:\n%s", cfg)
+	}
+	if err := lab.RequireRoot(); err != nil {
+		t.Skipf("skipping the nginx run: %v", err)
+	}
+	ngx, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("skipping the nginx run: nginx is not installed (apt-get install nginx-light)")
+	}
+	ns, err := lab.NewNS("golvs-rs-" + lab.RandomSuffix())
+	if err != nil {
+		t.Skipf("skipping the nginx run: no network namespace: %v", err)
+	}
+	defer ns.Delete()
+	r := &dpRun{c: DataplaneConfig{StreamBytes: 3 << 20}, rep: &DataplaneReport{}, rsNginx: ngx}
+	defer func() { os.RemoveAll(r.rsRootDir) }()
+	stop, err := r.serveRS(context.Background(), ns, "rs3", netip.Addr{}, []int{8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort("127.0.0.1:8080")
+	resp, _, err := lab.GetPath(ns, addr, "/", 5*time.Second)
+	if err != nil || resp.Err != nil || resp.Body != "rs3" {
+		t.Errorf("/: %+v, %v; want the body rs3", resp, err)
+	}
+	for _, n := range []int{streamWarmup, 3 << 20} {
+		if got, _, err := lab.Fetch(ns, addr, fmt.Sprintf("/bytes/%d", n), 5*time.Second); err != nil || got != int64(n) {
+			t.Errorf("/bytes/%d: %d bytes, %v", n, got, err)
+		}
+	}
+	if got, _, err := lab.Fetch(ns, addr, "/bytes/5", 5*time.Second); err == nil {
+		t.Errorf("/bytes/5 (no such answer): %d bytes, no error", got)
+	}
+	if len(r.rep.Notes) != 0 {
+		t.Errorf("notes with nginx installed: %q", r.rep.Notes)
+	}
+	stop()
+	err = ns.Do(func() error {
+		c, err := net.DialTimeout("tcp4", addr.String(), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Error("nginx still listening after stop")
+	}
 }

@@ -46,6 +46,7 @@ func DataplaneMain(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&rings, "ring", "2", "golvs's receive rings to measure, comma-separated: 2 (TPACKET_V2, golvs's default: each frame handed over at once), 3 (TPACKET_V3: 1 MiB blocks, up to 1 ms of delay below flood rates)")
 	fs.StringVar(&places, "placement", "split,inline", "where the director's work runs: split (its threads and its kernel receive processing on their own CPU), inline (on the generator's CPU)")
 	fs.StringVar(&refs, "refs", strings.Join(allRefs, ","), "packet-rate references to measure, comma-separated (those the host lacks are skipped)")
+	fs.BoolVar(&c.NextRow, "fanout-next-row", true, "add to the request loops a golvs NAT row with fanout next (golvs run --fanout next) for each --workers count above 1")
 	fs.BoolVar(&c.TxRingRow, "tx-ring-row", true, "add a golvs NAT row whose workers send through PACKET_TX_RINGs (golvs run --tx ring) instead of sendmmsg")
 	fs.BoolVar(&c.NoSearch, "no-search", false, "skip the search for each forwarder's lossless rate (highest offered rate forwarded with at most 1% lost; first placement)")
 	fs.BoolVar(&c.IPv6, "ipv6", false, "also measure golvs over IPv6: a row per mode (named ...-ipv6) forwarding IPv6 frames (at least 84 bytes) to the IPv6 VIP of a dual-stack lab; the ratio of a row to its -ipv6 variant is IPv6's cost (the references stay IPv4)")

@@ -106,6 +106,14 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	for _, n := range r.c.Workers[1:] {
 		paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: n, ring: r.c.Rings[0], spin: r.spin()}))
 	}
+	// With fanout next: on this host the client and the real servers send
+	// from the director's CPUs, and a veth's frame is received on its
+	// sender's CPU.
+	for _, n := range r.c.Workers {
+		if r.c.NextRow && n > 1 {
+			paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: n, ring: r.c.Rings[0], spin: r.spin(), next: true}))
+		}
+	}
 	for _, m := range r.c.Modes {
 		if m == "fullnat" {
 			paths = append(paths, golvsPath(golvsRun{mode: m, workers: w, ring: r.c.Rings[0], spin: r.spin()}))
@@ -249,7 +257,7 @@ func (r *dpRun) oneStream(p reqPath) (mbps float64, err error) {
 			err = fmt.Errorf("%s: %w", p.name, e)
 		}
 	}()
-	if _, _, err := r.fetch(p.addr, 1024); err != nil {
+	if _, _, err := r.fetch(p.addr, streamWarmup); err != nil {
 		return 0, fmt.Errorf("%s: %w", p.name, err)
 	}
 	if _, mbps, err = r.fetch(p.addr, r.c.StreamBytes); err != nil {
@@ -295,9 +303,11 @@ func (r *dpRun) modeLoops(mode string) ([]reqPath, error) {
 			defer ep.Close()
 			go func() { _ = ep.Run(ctx) }()
 		}
-		if _, err := lab.ServeAt(ctx, ns, fmt.Sprintf("rs%d", i+1), lab.VIP, []int{80, directPort}, nil); err != nil {
+		stop, err := r.serveRS(ctx, ns, fmt.Sprintf("rs%d", i+1), lab.VIP, []int{80, directPort})
+		if err != nil {
 			return nil, err
 		}
+		defer stop()
 	}
 	if mode == "tun" {
 		if err := lab.RouteVia(mt.Client, netip.PrefixFrom(lab.TUNRIP(1), 24).Masked(), lab.RouterClientIP); err != nil {
@@ -632,9 +642,11 @@ func (r *dpRun) fetch(addr netip.AddrPort, n int) (int, float64, error) {
 // it measures.
 func (r *dpRun) loopbackStream(ctx context.Context) DPStream {
 	r.progress(streamCeiling + " stream")
-	if _, err := lab.Serve(ctx, r.topo.Client, streamCeiling, []int{loopbackPort}, nil); err != nil {
+	stop, err := r.serveRS(ctx, r.topo.Client, streamCeiling, netip.Addr{}, []int{loopbackPort})
+	if err != nil {
 		return DPStream{Path: streamCeiling, MBps: Num(math.NaN()), Error: err.Error()}
 	}
+	defer stop()
 	// Its own address: the kernel routes it over loopback.
 	return r.stream(streamCeiling, netip.AddrPortFrom(lab.CIP, loopbackPort))
 }
@@ -662,7 +674,7 @@ func httpGet(addr netip.AddrPort, path string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "HTTP/1.0 200") {
+	if !lab.StatusOK(strings.TrimRight(line, "\r\n")) {
 		return fmt.Errorf("bench: bad HTTP status %q", strings.TrimSpace(line))
 	}
 	_, err = io.Copy(io.Discard, br)

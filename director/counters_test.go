@@ -102,6 +102,11 @@ func TestPinPlan(t *testing.T) {
 		{"one worker", []int{0, 1}, 1, netio.FanoutCPU, []int{0}},
 		{"no match", []int{0, 2}, 2, netio.FanoutCPU, []int{0, 2}},
 		{"hash", []int{5, 6, 7}, 4, netio.FanoutHash, []int{5, 6, 7, 5}},
+		// next: the frames of CPU c (worker c mod n) handled on CPU c+1.
+		{"next pair", []int{0, 1}, 2, netio.FanoutNext, []int{1, 0}},
+		{"next all CPUs", []int{0, 1, 2, 3}, 4, netio.FanoutNext, []int{1, 2, 3, 0}},
+		{"next a later pair", []int{2, 3}, 2, netio.FanoutNext, []int{3, 2}},
+		{"next one worker", []int{0, 1}, 1, netio.FanoutNext, []int{0}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

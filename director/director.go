@@ -68,7 +68,8 @@ type Config struct {
 	Ring netio.RingConfig
 	// Fanout is how an interface's frames are spread over the workers
 	// (default FanoutCPU: the worker of the CPU that received the frame;
-	// with more workers than CPUs, FanoutHash).
+	// FanoutNext: the worker of the next CPU; with more workers than
+	// CPUs, FanoutHash).
 	Fanout netio.FanoutMode
 	// NoPin leaves the workers unpinned; by default worker i runs only on
 	// the CPU whose frames it gets.
@@ -449,7 +450,7 @@ func (d *Director) planWorkers() error {
 	if len(allowed) == 0 {
 		return errors.New("director: no CPU allowed to run on")
 	}
-	if d.fanout == netio.FanoutCPU && n > len(allowed) {
+	if d.fanout != netio.FanoutHash && n > len(allowed) {
 		d.fanout = netio.FanoutHash
 		d.logf("host: %d workers for %d CPUs: frames are spread by flow hash (fanout hash), not by CPU", n, len(allowed))
 	}
@@ -463,16 +464,21 @@ func (d *Director) planWorkers() error {
 // pinPlan gives each of n workers a CPU from allowed. With FanoutCPU the
 // kernel hands a frame received on CPU c to worker c mod n, so worker k
 // gets an allowed CPU c with c mod n = k where there is one (and no CPU
-// twice); the rest, and every worker with FanoutHash, go round the allowed
-// CPUs.
+// twice); with FanoutNext (the same in the kernel) one with c mod n =
+// k+1 mod n, so the frames of CPU c are handled on the next; the rest,
+// and every worker with FanoutHash, go round the allowed CPUs.
 func pinPlan(allowed []int, n int, mode netio.FanoutMode) []int {
 	cpus := make([]int, n)
 	used := map[int]bool{}
+	shift := 0
+	if mode == netio.FanoutNext {
+		shift = 1
+	}
 	for k := range cpus {
 		cpus[k] = -1
-		if mode == netio.FanoutCPU {
+		if mode != netio.FanoutHash {
 			for _, c := range allowed {
-				if c%n == k && !used[c] {
+				if c%n == (k+shift)%n && !used[c] {
 					cpus[k] = c
 					break
 				}

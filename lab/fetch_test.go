@@ -101,6 +101,9 @@ func TestFetch(t *testing.T) {
 		{"short body", []string{"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\n12345"}, 0, "5 bytes of body, Content-Length 10"},
 		{"long body", []string{"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n12345"}, 0, "5 bytes of body, Content-Length 2"},
 		{"status", []string{"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"}, 0, `status "HTTP/1.0 404 Not Found"`},
+		{"HTTP/1.1", []string{"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"}, 3, ""},
+		{"status 2000", []string{"HTTP/1.1 2000 OK\r\nContent-Length: 3\r\n\r\nabc"}, 0, `status "HTTP/1.1 2000 OK"`},
+		{"HTTP/2", []string{"HTTP/2 200 OK\r\nContent-Length: 3\r\n\r\nabc"}, 0, `status "HTTP/2 200 OK"`},
 		{"no length", []string{"HTTP/1.0 200 OK\r\n\r\nabc"}, 0, "no Content-Length"},
 		{"bad length", []string{"HTTP/1.0 200 OK\r\nContent-Length: -4\r\n\r\n"}, 0, `Content-Length "-4"`},
 		{"endless header", []string{"HTTP/1.0 200 OK\r\n" + strings.Repeat("x", 20<<10)}, 0, "no end of header in its first 16 KiB"},
@@ -127,6 +130,7 @@ func FuzzContentLength(f *testing.F) {
 	f.Add("HTTP/1.0 404 Not Found\r\nContent-Length: 0")
 	f.Add("HTTP/1.0 200 OK\r\nContent-Length: -1")
 	f.Add("HTTP/1.0 200 OK\r\nContent-Length: +5")
+	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 5")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, head string) {
 		n, err := contentLength(head)
@@ -134,7 +138,7 @@ func FuzzContentLength(f *testing.F) {
 			return
 		}
 		lines := strings.Split(head, "\r\n")
-		if !strings.HasPrefix(lines[0], "HTTP/1.0 200") || n < 0 {
+		if !strings.HasPrefix(lines[0], "HTTP/1.0 200") && !strings.HasPrefix(lines[0], "HTTP/1.1 200") || n < 0 {
 			t.Fatalf("%q: accepted with %d", head, n)
 		}
 		for _, l := range lines[1:] {

@@ -316,7 +316,7 @@ func getN1(addr netip.AddrPort, path string, timeout time.Duration) (Response, i
 	}
 	s := string(all)
 	i := strings.Index(s, "\r\n\r\n")
-	if !strings.HasPrefix(s, "HTTP/1.0 200") || i < 0 {
+	if status, _, _ := strings.Cut(s, "\r\n"); !StatusOK(status) || i < 0 {
 		r.Err = fmt.Errorf("lab: bad HTTP response from %s: %q", addr, truncate(s, 80))
 		return r, 0
 	}
@@ -383,11 +383,20 @@ func Fetch(ns *NS, addr netip.AddrPort, path string, timeout time.Duration) (bod
 	return body, el, err
 }
 
-// contentLength checks an HTTP/1.0 200 answer's header and returns its
-// Content-Length.
+// StatusOK says whether line, an HTTP answer's first line without its
+// line end, is a 200 of HTTP/1.0 or HTTP/1.1 (a 1.0 request may be
+// answered in 1.1, RFC 9110 2.5: nginx does).
+func StatusOK(line string) bool {
+	version, rest, _ := strings.Cut(line, " ")
+	code, _, _ := strings.Cut(rest, " ")
+	return (version == "HTTP/1.0" || version == "HTTP/1.1") && code == "200"
+}
+
+// contentLength checks an HTTP 200 answer's header (StatusOK) and returns
+// its Content-Length.
 func contentLength(head string) (int64, error) {
 	lines := strings.Split(head, "\r\n")
-	if !strings.HasPrefix(lines[0], "HTTP/1.0 200") {
+	if !StatusOK(lines[0]) {
 		return 0, fmt.Errorf("status %q", truncate(lines[0], 80))
 	}
 	for _, l := range lines[1:] {

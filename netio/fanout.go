@@ -24,24 +24,37 @@ const (
 	// (PACKET_FANOUT_HASH): every flow on one worker whatever CPU
 	// received it, at the cost of a cross-CPU wake-up when they differ.
 	FanoutHash
+	// FanoutNext spreads frames as FanoutCPU does (the kernel's part is
+	// the same), for workers pinned one CPU on: a frame received on CPU c
+	// is handled on CPU c+1. For hosts where the frame's sender runs on
+	// the CPU that receives it (a veth fed by local programs: a lab, a
+	// director beside its clients or servers), so the worker does not
+	// wait for the sender to leave its CPU; a NIC's frames lose their
+	// CPU's cache for nothing.
+	FanoutNext
 )
 
 func (m FanoutMode) String() string {
-	if m == FanoutHash {
+	switch m {
+	case FanoutHash:
 		return "hash"
+	case FanoutNext:
+		return "next"
 	}
 	return "cpu"
 }
 
-// ParseFanoutMode reads "cpu" or "hash".
+// ParseFanoutMode reads "cpu", "next" or "hash".
 func ParseFanoutMode(s string) (FanoutMode, error) {
 	switch s {
 	case "cpu":
 		return FanoutCPU, nil
+	case "next":
+		return FanoutNext, nil
 	case "hash":
 		return FanoutHash, nil
 	}
-	return 0, fmt.Errorf("netio: fanout mode %q (allowed: cpu, hash)", s)
+	return 0, fmt.Errorf("netio: fanout mode %q (allowed: cpu, next, hash)", s)
 }
 
 // Fanout is the set of fanout groups one set of workers shares: one group
@@ -50,8 +63,8 @@ func ParseFanoutMode(s string) (FanoutMode, error) {
 // slots). The group asks the kernel to reassemble IPv4 fragments before
 // it picks a socket (PACKET_FANOUT_FLAG_DEFRAG), so a datagram reaches one
 // worker whole, and a classic BPF program of golvs's picks the socket
-// (PACKET_FANOUT_CBPF): the worker by CPU (FanoutCPU) or flow hash
-// (FanoutHash), then the socket of that worker whose slots fit the frame.
+// (PACKET_FANOUT_CBPF): the worker by CPU (FanoutCPU, FanoutNext) or flow
+// hash (FanoutHash), then the socket of that worker whose slots fit the frame.
 //
 // One group per interface, not one per socket kind: the kernel keeps one
 // reassembly queue per datagram for every AF_PACKET group alike, so with
@@ -139,7 +152,7 @@ func fanoutProgram(mode FanoutMode, workers int, his []int) []bpf.Instruction {
 	}
 	a.mark("store")
 	a.add(bpf.StoreScratch{Src: bpf.RegA, N: 0})
-	if mode == FanoutCPU {
+	if mode != FanoutHash {
 		a.add(bpf.LoadExtension{Num: bpf.ExtCPUID})
 	} else {
 		flowHash(&a)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,6 +98,26 @@ func fragmentsOf(dst net.HardwareAddr, n int, sport, id uint16) [][]byte {
 func TestFanoutReassembled(t *testing.T) {
 	for _, mode := range []FanoutMode{FanoutHash, FanoutCPU} {
 		t.Run(mode.String(), func(t *testing.T) { fanoutReassembled(t, mode) })
+	}
+}
+
+// TestFanoutModes: the modes' names read back, a wrong one is refused
+// naming the choices, and next's program in the kernel is cpu's (only
+// the workers' pinning differs).
+func TestFanoutModes(t *testing.T) {
+	for _, m := range []FanoutMode{FanoutCPU, FanoutNext, FanoutHash} {
+		if got, err := ParseFanoutMode(m.String()); err != nil || got != m {
+			t.Errorf("%s: read back as %v, %v", m, got, err)
+		}
+	}
+	if _, err := ParseFanoutMode("rr"); err == nil || !strings.Contains(err.Error(), "cpu, next, hash") {
+		t.Errorf("rr: %v", err)
+	}
+	cpu := fanoutProgram(FanoutCPU, 3, []int{96, 1888})
+	next := fanoutProgram(FanoutNext, 3, []int{96, 1888})
+	hash := fanoutProgram(FanoutHash, 3, []int{96, 1888})
+	if !reflect.DeepEqual(cpu, next) || reflect.DeepEqual(cpu, hash) {
+		t.Errorf("next's program differs from cpu's (or hash's does not)")
 	}
 }
 
