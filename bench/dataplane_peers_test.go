@@ -167,7 +167,8 @@ func FuzzParseWrk(f *testing.F) {
 // TestRealServerNginx starts a real server as the bench does, nginx in a
 // namespace of its own, and asks it for its name and for the stream's
 // bulk answer (Fetch checks the body against Content-Length); stopping it
-// must end nginx and remove its folder.
+// must end nginx. Without nginx, golvs's lab server stands in and the
+// report says so once.
 func TestRealServerNginx(t *testing.T) {
 	cfg := rsNginxConfig("/tmp/d", "/tmp/root", "rs3", []int{80, 8080})
 	for _, want := range []string{"worker_processes 1;", "pid /tmp/d/nginx.pid;", "listen 80 ", "listen 8080 ",
@@ -180,18 +181,34 @@ func TestRealServerNginx(t *testing.T) {
 		t.Errorf("real server config braces do not balance:\n%s", cfg)
 	}
 	if err := lab.RequireRoot(); err != nil {
-		t.Skipf("skipping the nginx run: %v", err)
+		t.Skipf("skipping the servers' runs: %v", err)
+	}
+	ns, err := lab.NewNS("golvs-rs-" + lab.RandomSuffix())
+	if err != nil {
+		t.Skipf("skipping the servers' runs: no network namespace: %v", err)
+	}
+	defer ns.Delete()
+	// Without nginx: golvs's lab server in this process, said once.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := &dpRun{c: DataplaneConfig{StreamBytes: 3 << 20}, rep: &DataplaneReport{}}
+	for _, port := range []int{9001, 9002} {
+		if _, err := r.serveRS(ctx, ns, "rs4", netip.Addr{}, []int{port}); err != nil {
+			t.Fatal(err)
+		}
+		resp, _, err := lab.GetPath(ns, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), "/", 5*time.Second)
+		if err != nil || resp.Err != nil || resp.Body != "rs4" {
+			t.Errorf("stand-in on %d: %+v, %v; want the body rs4", port, resp, err)
+		}
+	}
+	if len(r.rep.Notes) != 1 || !strings.Contains(r.rep.Notes[0], "nginx is not installed") {
+		t.Errorf("stand-in notes %q, want one saying nginx is missing", r.rep.Notes)
 	}
 	ngx, err := exec.LookPath("nginx")
 	if err != nil {
 		t.Skip("skipping the nginx run: nginx is not installed (apt-get install nginx-light)")
 	}
-	ns, err := lab.NewNS("golvs-rs-" + lab.RandomSuffix())
-	if err != nil {
-		t.Skipf("skipping the nginx run: no network namespace: %v", err)
-	}
-	defer ns.Delete()
-	r := &dpRun{c: DataplaneConfig{StreamBytes: 3 << 20}, rep: &DataplaneReport{}, rsNginx: ngx}
+	r = &dpRun{c: DataplaneConfig{StreamBytes: 3 << 20}, rep: &DataplaneReport{}, rsNginx: ngx}
 	defer func() { os.RemoveAll(r.rsRootDir) }()
 	stop, err := r.serveRS(context.Background(), ns, "rs3", netip.Addr{}, []int{8080})
 	if err != nil {
