@@ -1,6 +1,7 @@
 package director
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -117,6 +118,15 @@ func TestPinPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFanoutNextUnpinned: fanout next is a pinning, so with NoPin the
+// director refuses to start rather than run as fanout cpu unpinned.
+func TestFanoutNextUnpinned(t *testing.T) {
+	_, err := New(Config{Interfaces: []Interface{{Name: "lo"}}, Workers: 2, Fanout: netio.FanoutNext, NoPin: true})
+	if err == nil || !strings.Contains(err.Error(), "fanout next") {
+		t.Fatalf("New with fanout next and no pinning: %v, want an error naming fanout next", err)
 	}
 }
 

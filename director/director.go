@@ -281,6 +281,9 @@ func New(c Config) (*Director, error) {
 	if len(c.Interfaces) == 0 {
 		return nil, errors.New("director: no interfaces given")
 	}
+	if c.NoPin && c.Fanout == netio.FanoutNext {
+		return nil, errors.New("director: fanout next is a pinning (each worker one CPU on), which no-pin turns off: use fanout cpu with no-pin")
+	}
 	d := newCore(c)
 	if d.syncErr != nil {
 		d.Close()

@@ -109,6 +109,8 @@ func TestRunBadInput(t *testing.T) {
 		{"status extra argument", []string{"adm", "--status", "--verbose"}, `unexpected argument "--verbose"`},
 		{"busy-poll past its limit", []string{"run", "-i", "lo", "--busy-poll", "11ms"}, "--busy-poll 11ms out of range (0..10ms)"},
 		{"negative busy-poll", []string{"run", "-i", "lo", "--busy-poll", "-1us"}, "--busy-poll -1µs out of range"},
+		{"bad fanout", []string{"run", "-i", "lo", "--fanout", "rr"}, `fanout mode "rr" (allowed: cpu, next, hash)`},
+		{"fanout next unpinned", []string{"run", "-i", "lo", "--fanout", "next", "--no-pin"}, "--fanout next pins each worker one CPU on, and --no-pin turns pinning off"},
 		{"bad proc interval", []string{"run", "-i", "lo", "--proc-dir", t.TempDir(), "--proc-interval", "1ms"}, "--proc-interval 1ms out of range"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"lab bad weights", []string{"lab", "nat", "--weights", "2,x"}, `"x" is not a weight`},

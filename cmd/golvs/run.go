@@ -155,6 +155,10 @@ func runMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "golvs run: --fanout: %v\n", err)
 		return 2
 	}
+	if fmode == netio.FanoutNext && *noPin {
+		fmt.Fprintln(os.Stderr, "golvs run: --fanout next pins each worker one CPU on, and --no-pin turns pinning off: use one of them")
+		return 2
+	}
 	if *workers < 0 || *workers > 1024 {
 		fmt.Fprintf(os.Stderr, "golvs run: --workers %d out of range (0..1024)\n", *workers)
 		return 2
