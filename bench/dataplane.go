@@ -346,6 +346,7 @@ type dpRun struct {
 	rsRootDir  string
 	peerExit   string                   // set by a peer's stop: what it said when it had exited by itself
 	wrk        string                   // wrk's path ("": the built-in request loop)
+	curl       string                   // curl's path, the streams' client ("": lab.Fetch)
 	counters   func() map[string]uint64 // the running forwarder's own counters (the netio ceiling's, golvs's)
 	fwdThreads func() []int             // the running forwarder's threads (the netio ceiling's, golvs's workers)
 	curGolvs   *golvsDir                // the golvs path the request loops run through
@@ -1180,6 +1181,9 @@ func (r *dpRun) references(pf peerFinder) (out []*reference) {
 	r.rsNginx, _ = pf.look("nginx")
 	if p, err := pf.look("wrk"); err == nil {
 		r.wrk = p
+	}
+	if p, err := pf.look("curl"); err == nil {
+		r.curl = p
 	}
 	r.rep.Skipped = append(r.rep.Skipped, skips...)
 	if _, ok := r.peers[peerNFT]; ok {

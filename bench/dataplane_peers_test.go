@@ -242,3 +242,35 @@ func TestRealServerNginx(t *testing.T) {
 		t.Error("nginx still listening after stop")
 	}
 }
+
+func TestParseCurl(t *testing.T) {
+	n, secs, err := parseCurl("golvs-curl 200 1073741824 0.512345\n")
+	if err != nil || n != 1073741824 || secs != 0.512345 {
+		t.Errorf("good line: %d, %v, %v", n, secs, err)
+	}
+	for _, c := range []struct{ out, want string }{
+		{"golvs-curl 404 153 0.001\n", `status "404"`},
+		{"golvs-curl 200 -5 0.1\n", `bad size "-5"`},
+		{"golvs-curl 200 10 0\n", `bad time "0"`},
+		{"golvs-curl 200 10 NaN\n", `bad time "NaN"`},
+		{"golvs-curl 200 10\n", "bad totals"},
+		{"curl: (7) Failed to connect\n", "printed no totals"},
+	} {
+		if _, _, err := parseCurl(c.out); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error with %q", c.out, err, c.want)
+		}
+	}
+}
+
+// FuzzParseCurl: whatever curl printed, an accepted line gives a length
+// of zero or more and a time within the bound.
+func FuzzParseCurl(f *testing.F) {
+	f.Add("golvs-curl 200 1073741824 0.512345\n")
+	f.Add("golvs-curl 000 0 0.000\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		n, secs, err := parseCurl(s)
+		if err == nil && (n < 0 || !(secs > 0) || secs > 2*streamTimeout.Seconds()) {
+			t.Fatalf("accepted %q as %d bytes in %v s", s, n, secs)
+		}
+	})
+}
