@@ -12,7 +12,7 @@ import (
 // the other goroutines wait for the Ps the workers hold. With as many
 // workers as Ps (golvs run's default: one per CPU, and GOMAXPROCS is the
 // CPUs) nothing is left over. It showed where the director shares its
-// process with busy goroutines: `golvs bench dataplane` runs its real
+// process with busy goroutines: `golvs bench dataplane` then ran its real
 // servers (lab.Serve) in its own process, and with two workers on a
 // 2-vCPU VM one connection at a time made 171-410 req/s (p50 2.6-6.7
 // ms), against 5,846-6,967 with a P per worker. A lone `golvs run`

@@ -259,7 +259,7 @@ func (e *Endpoint) Run(ctx context.Context) error {
 	// A P of its own while it runs (netio.ReserveProcs, as a director's
 	// workers have): woken by a frame in poll(), it needs a P to go on,
 	// and in a process with busy goroutines it waited behind them. In
-	// the bench, whose process also runs the real servers, TUN one
+	// the bench, whose process then also ran the real servers, TUN one
 	// connection at a time made 4,049-4,217 req/s without it and
 	// 5,843-5,917 with (2026-12-05; direct-tun level).
 	_, _, release := netio.ReserveProcs(1)
