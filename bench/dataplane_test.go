@@ -13,6 +13,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/golvs/golvs/director"
 	"github.com/golvs/golvs/lab"
@@ -356,7 +357,7 @@ func TestDataplaneSmoke(t *testing.T) {
 	c := DataplaneConfig{Duration: 100 * time.Millisecond, Size: 64, Flows: 64, MaxPackets: 1_000_000, RealServers: 2,
 		Workers: []int{1}, Mixes: []Mix{MixEst, MixUDP}, Modes: []string{"nat", "fullnat", "tun"}, Concurrency: []int{2}, ReqDuration: 300 * time.Millisecond,
 		StreamBytes: 256 << 10, LatRate: 0, Rings: []int{2}, Placements: []string{placeSplit}, NoDropRow: true,
-		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling"}, // the peers' floods are the slow part
+		Refs: []string{fwdSink, "kernel-forward", "netio-ceiling", refXDP}, // the peers' floods are the slow part
 		IPv6: true, BusyPolls: []time.Duration{director.DefaultSpin, 0}}
 	start := time.Now()
 	rep, err := RunDataplane(c)
@@ -380,7 +381,12 @@ func TestDataplaneSmoke(t *testing.T) {
 			t.Errorf("%s/%s: percentiles %v %v %v", cl.Forwarder, cl.Mix, cl.P50us, cl.P90us, cl.P99us)
 		}
 	}
-	for _, f := range []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1", "golvs-nat-w1-ipv6", "golvs-fullnat-w1"} {
+	want := []string{fwdSink, "kernel-forward", "netio-ceiling", "golvs-nat-w1", "golvs-nat-w1-ipv6", "golvs-fullnat-w1"}
+	if fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW, 0); err == nil {
+		unix.Close(fd)
+		want = append(want, refXDP) // this kernel has AF_XDP
+	}
+	for _, f := range want {
 		if !got[f] {
 			t.Errorf("no cell for %s (have %v)", f, got)
 		}

@@ -116,7 +116,7 @@ func fdbEntry(l netlink.Link, mac net.HardwareAddr) *netlink.Neigh {
 // ns, so the kernel's receive processing of its frames runs on cpus. The
 // sysfs of a network namespace is only visible where sysfs is mounted from
 // inside it: the write happens on a throwaway thread in a private mount
-// namespace with its own sysfs mount, so no mount is left anywhere.
+// namespace with its own sysfs mount (WriteSysfs).
 func SteerRPS(ns *NS, dev string, cpus []int) error {
 	var mask [64]uint32 // up to 2048 CPUs
 	top := 0
@@ -132,20 +132,26 @@ func SteerRPS(ns *NS, dev string, cpus []int) error {
 	for i := top; i >= 0; i-- {
 		words = append(words, fmt.Sprintf("%08x", mask[i]))
 	}
-	val := strings.Join(words, ",")
+	return WriteSysfs(ns, "class/net/"+dev+"/queues/rx-0/rps_cpus", strings.Join(words, ","))
+}
+
+// WriteSysfs writes val to /sys/<rel> as ns sees it. The sysfs of a
+// network namespace is only visible where sysfs is mounted from inside
+// it: the write happens on a throwaway thread in a private mount
+// namespace with its own sysfs mount, so no mount is left anywhere.
+func WriteSysfs(ns *NS, rel, val string) error {
 	return ns.Do(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-			return fmt.Errorf("lab: RPS on %s/%s: private mount namespace: %w", ns.Name, dev, err)
+			return fmt.Errorf("lab: sysfs %s in %s: private mount namespace: %w", rel, ns.Name, err)
 		}
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("lab: RPS on %s/%s: making mounts private: %w", ns.Name, dev, err)
+			return fmt.Errorf("lab: sysfs %s in %s: making mounts private: %w", rel, ns.Name, err)
 		}
 		if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
-			return fmt.Errorf("lab: RPS on %s/%s: mounting sysfs: %w", ns.Name, dev, err)
+			return fmt.Errorf("lab: sysfs %s in %s: mounting sysfs: %w", rel, ns.Name, err)
 		}
-		p := "/sys/class/net/" + dev + "/queues/rx-0/rps_cpus"
-		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
-			return fmt.Errorf("lab: RPS on %s/%s: %w", ns.Name, dev, err)
+		if err := os.WriteFile("/sys/"+rel, []byte(val), 0o644); err != nil {
+			return fmt.Errorf("lab: sysfs in %s: %w", ns.Name, err)
 		}
 		return nil
 		// The thread is never unlocked: it dies with its mount namespace.
