@@ -111,7 +111,7 @@ func TestPeersSkipped(t *testing.T) {
 	for _, ref := range refs {
 		names = append(names, ref.name)
 	}
-	if got := strings.Join(names, ","); got != "generator-sink,kernel-forward,netio-ceiling,nft-dnat,netsniff-ng" {
+	if got := strings.Join(names, ","); got != "generator-sink,kernel-forward,netio-ceiling,xdp-ceiling,nft-dnat,netsniff-ng" {
 		t.Errorf("references %s", got)
 	}
 	if got := strings.Join(r.proxies(), ","); got != "haproxy-tcp,nginx-stream" {

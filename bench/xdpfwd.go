@@ -203,8 +203,9 @@ type xdpForwarder struct {
 	dsts [][6]byte
 	spin time.Duration
 	Fwd  uint64
-	// Drops counts frames received with no transmit slot free.
-	Drops uint64
+	// Drops counts frames received with no transmit slot free (read
+	// by counters while run runs).
+	Drops atomic.Uint64
 }
 
 // xdpRingSize is each XSK's ring and umem size, in frames: golvs's
@@ -302,7 +303,7 @@ func (f *xdpForwarder) batch(s *xsk, next *int, n int) int {
 		d := s.rx.xdesc(cons + i)
 		fr := s.umem[d.Addr : d.Addr+uint64(d.Len)]
 		if len(tx.free) == 0 || len(fr) < 14 {
-			f.Drops++
+			f.Drops.Add(1)
 		} else {
 			a := tx.free[len(tx.free)-1]
 			tx.free = tx.free[:len(tx.free)-1]
@@ -363,7 +364,7 @@ func (f *xdpForwarder) counters() map[string]uint64 {
 		st.Rx_fill_ring_empty_descs += x.Rx_fill_ring_empty_descs
 	}
 	return map[string]uint64{"xsk-rx-dropped": st.Rx_dropped, "xsk-rx-ring-full": st.Rx_ring_full,
-		"xsk-fill-empty": st.Rx_fill_ring_empty_descs, "tx-dropped": f.Drops}
+		"xsk-fill-empty": st.Rx_fill_ring_empty_descs, "tx-dropped": f.Drops.Load()}
 }
 
 func (f *xdpForwarder) close() {

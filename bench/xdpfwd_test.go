@@ -225,8 +225,8 @@ func TestXDPForwarder(t *testing.T) {
 		t.Errorf("sink0 got a frame past the %d forwarded: % x", n, buf[:m])
 	}
 	halt()
-	if f.Fwd != n || f.Drops != 0 {
-		t.Errorf("forwarded %d, dropped %d; want %d and 0", f.Fwd, f.Drops, n)
+	if f.Fwd != n || f.Drops.Load() != 0 {
+		t.Errorf("forwarded %d, dropped %d; want %d and 0", f.Fwd, f.Drops.Load(), n)
 	}
 }
 
