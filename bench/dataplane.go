@@ -1248,16 +1248,22 @@ func startKernelForward(r *dpRun) (func(), error) {
 	return func() { _, _ = lab.WriteSysctl(r.topo.Director, "net/ipv4/ip_forward", "0") }, nil
 }
 
+// rsMACs are the real servers' MACs, in turn for the ceilings.
+func (r *dpRun) rsMACs() [][6]byte {
+	var out [][6]byte
+	for i := range r.topo.RS {
+		var m [6]byte
+		copy(m[:], lab.BenchMAC(i+1))
+		out = append(out, m)
+	}
+	return out
+}
+
 // startCeiling runs the netio ceiling forwarder in the director.
 func startCeiling(r *dpRun) (func(), error) {
 	// golvs's rows look for frames before they sleep (--busy-poll): a
 	// ceiling that slept at once would be no ceiling for them.
-	f := &ceilingForwarder{spin: r.spin()}
-	for i := range r.topo.RS {
-		var m [6]byte
-		copy(m[:], lab.BenchMAC(i+1))
-		f.dsts = append(f.dsts, m)
-	}
+	f := &ceilingForwarder{spin: r.spin(), dsts: r.rsMACs()}
 	err := r.topo.Director.Do(func() error {
 		ifi, err := net.InterfaceByName(lab.DirInt)
 		if err != nil {
@@ -1294,7 +1300,14 @@ func startCeiling(r *dpRun) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	stop := make(chan struct{})
+	return r.startLoop(f.run, f.counters, f.close), nil
+}
+
+// startLoop runs an in-process reference forwarder's loop (run) on its
+// own locked thread, makes its counters and thread the run's, and
+// returns its stop: the loop ends, its P goes back, then closeFn.
+func (r *dpRun) startLoop(run func(stop <-chan struct{}, tid chan<- int), counters func() map[string]uint64, closeFn func()) (stop func()) {
+	quit := make(chan struct{})
 	done := make(chan struct{})
 	tid := make(chan int, 1)
 	// A P for its locked thread, as golvs's workers have one each: without
@@ -1304,13 +1317,13 @@ func startCeiling(r *dpRun) (func(), error) {
 	_, _, release := netio.ReserveProcs(1)
 	go func() {
 		defer close(done)
-		f.run(stop, tid)
+		run(quit, tid)
 	}()
 	// Its thread, which pinDirector puts on the director's CPUs.
 	t := <-tid
-	r.counters = f.counters
+	r.counters = counters
 	r.fwdThreads = func() []int { return []int{t} }
-	return func() { close(stop); <-done; release(); r.counters, r.fwdThreads = nil, nil; f.close() }, nil
+	return func() { close(quit); <-done; release(); r.counters, r.fwdThreads = nil, nil; closeFn() }
 }
 
 // refXDP is the AF_XDP reference's row (see xdpfwd.go).
@@ -1319,12 +1332,7 @@ const refXDP = "xdp-ceiling"
 // startXDPCeiling runs the AF_XDP reference forwarder in the director,
 // as startCeiling runs netio's.
 func startXDPCeiling(r *dpRun) (func(), error) {
-	f := &xdpForwarder{spin: r.spin()}
-	for i := range r.topo.RS {
-		var m [6]byte
-		copy(m[:], lab.BenchMAC(i+1))
-		f.dsts = append(f.dsts, m)
-	}
+	f := &xdpForwarder{spin: r.spin(), dsts: r.rsMACs()}
 	err := r.topo.Director.Do(func() error {
 		in, err := netlink.LinkByName(lab.DirExt)
 		if err != nil {
@@ -1357,29 +1365,15 @@ func startXDPCeiling(r *dpRun) (func(), error) {
 		f.close()
 		return nil, err
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	tid := make(chan int, 1)
-	_, _, release := netio.ReserveProcs(1)
-	go func() {
-		defer close(done)
-		f.run(stop, tid)
-	}()
-	t := <-tid
-	r.counters = f.counters
-	r.fwdThreads = func() []int { return []int{t} }
-	return func() {
-		close(stop)
-		<-done
-		release()
-		r.counters, r.fwdThreads, r.kthreads = nil, nil, nil
+	return r.startLoop(f.run, f.counters, func() {
+		r.kthreads = nil
 		// Off while the program still gives veth a NAPI instance (the
 		// setting is refused on a link without one).
 		if err := lab.WriteSysfs(r.topo.Director, "class/net/"+lab.DirExt+"/threaded", "0"); err != nil {
 			r.note("%s: threaded NAPI left on: %v", refXDP, err)
 		}
 		f.close()
-	}, nil
+	}), nil
 }
 
 // kthreads returns the IDs of the kernel threads whose names start with
