@@ -438,14 +438,7 @@ func RunDataplane(c DataplaneConfig) (rep *DataplaneReport, err error) {
 	golvsRuns := r.golvsRuns()
 	proxies := r.proxies()
 	reqPaths := 2 + len(c.Rings)*max(len(c.BusyPolls), 1) + len(proxies) // direct, golvs nat per ring and busy-poll, fullnat, proxies
-	reqPaths += len(c.Workers) - 1                                       // golvs nat per further worker count
-	if c.NextRow {
-		for _, w := range c.Workers {
-			if w > 1 {
-				reqPaths++ // and with fanout next
-			}
-		}
-	}
+	reqPaths += len(c.Workers) - 1 + len(c.nextRows())                   // golvs nat per further worker count, and with fanout next
 	if r.kernelNAT() {
 		reqPaths++ // nft-dnat
 	}
@@ -584,6 +577,18 @@ type golvsRun struct {
 	v6      bool          // IPv6 frames to the IPv6 VIP
 	spin    time.Duration // --busy-poll
 	next    bool          // --fanout next
+}
+
+// nextRows are the worker counts the request loops measure with fanout
+// next (NextRow): each above one.
+func (c DataplaneConfig) nextRows() []int {
+	var out []int
+	for _, w := range c.Workers {
+		if c.NextRow && w > 1 {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // spin is the --busy-poll of every golvs row but the NAT request loops'
@@ -1353,7 +1358,19 @@ func startXDPCeiling(r *dpRun) (func(), error) {
 	// it a kernel thread, which pinDirector puts on the director's CPUs
 	// with the forwarder: the split placement then holds all the
 	// director's work, as for the other rows.
-	if err := lab.WriteSysfs(r.topo.Director, "class/net/"+lab.DirExt+"/threaded", "1"); err != nil {
+	threaded := func(on string) error {
+		return lab.WriteSysfs(r.topo.Director, "class/net/"+lab.DirExt+"/threaded", on)
+	}
+	// Off (before the program goes: the setting is refused on a link
+	// without a NAPI instance), then the forwarder closed.
+	closeAll := func() {
+		r.kthreads = nil
+		if err := threaded("0"); err != nil {
+			r.note("%s: threaded NAPI left on: %v", refXDP, err)
+		}
+		f.close()
+	}
+	if err := threaded("1"); err != nil {
 		f.close()
 		return nil, err
 	}
@@ -1361,19 +1378,10 @@ func startXDPCeiling(r *dpRun) (func(), error) {
 		err = fmt.Errorf("no NAPI thread napi/%s-* after threaded NAPI was set", lab.DirExt)
 	}
 	if err != nil {
-		_ = lab.WriteSysfs(r.topo.Director, "class/net/"+lab.DirExt+"/threaded", "0")
-		f.close()
+		closeAll()
 		return nil, err
 	}
-	return r.startLoop(f.run, f.counters, func() {
-		r.kthreads = nil
-		// Off while the program still gives veth a NAPI instance (the
-		// setting is refused on a link without one).
-		if err := lab.WriteSysfs(r.topo.Director, "class/net/"+lab.DirExt+"/threaded", "0"); err != nil {
-			r.note("%s: threaded NAPI left on: %v", refXDP, err)
-		}
-		f.close()
-	}), nil
+	return r.startLoop(f.run, f.counters, closeAll), nil
 }
 
 // kthreads returns the IDs of the kernel threads whose names start with

@@ -109,10 +109,8 @@ func (r *dpRun) tcpTests(proxies []string) error {
 	// With fanout next: on this host the client and the real servers send
 	// from the director's CPUs, and a veth's frame is received on its
 	// sender's CPU.
-	for _, n := range r.c.Workers {
-		if r.c.NextRow && n > 1 {
-			paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: n, ring: r.c.Rings[0], spin: r.spin(), next: true}))
-		}
+	for _, n := range r.c.nextRows() {
+		paths = append(paths, golvsPath(golvsRun{mode: "nat", workers: n, ring: r.c.Rings[0], spin: r.spin(), next: true}))
 	}
 	for _, m := range r.c.Modes {
 		if m == "fullnat" {
@@ -632,14 +630,14 @@ func (r *dpRun) stream(name string, addr netip.AddrPort) DPStream {
 // (the client-loopback row shows the client outruns every path).
 func (r *dpRun) fetch(addr netip.AddrPort, n int) (int, float64, error) {
 	path := fmt.Sprintf("/bytes/%d", n)
+	var got int64
+	var el time.Duration
+	var err error
 	if r.curl != "" {
-		got, el, err := r.curlFetch(addr, path, int64(n))
-		if err != nil {
-			return 0, 0, err
-		}
-		return int(got), float64(got) / el.Seconds() / 1e6, nil
+		got, el, err = r.curlFetch(addr, path, int64(n))
+	} else {
+		got, el, err = lab.Fetch(r.topo.Client, addr, path, streamTimeout)
 	}
-	got, el, err := lab.Fetch(r.topo.Client, addr, path, streamTimeout)
 	if err != nil {
 		return 0, 0, err
 	}

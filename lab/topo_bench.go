@@ -151,7 +151,7 @@ func WriteSysfs(ns *NS, rel, val string) error {
 			return fmt.Errorf("lab: sysfs %s in %s: mounting sysfs: %w", rel, ns.Name, err)
 		}
 		if err := os.WriteFile("/sys/"+rel, []byte(val), 0o644); err != nil {
-			return fmt.Errorf("lab: sysfs in %s: %w", ns.Name, err)
+			return fmt.Errorf("lab: sysfs %s in %s: %w", rel, ns.Name, err)
 		}
 		return nil
 		// The thread is never unlocked: it dies with its mount namespace.
